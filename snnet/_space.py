@@ -1,0 +1,400 @@
+"""Stitch spaces: which stitches a family of anchors holds, and what each one costs.
+
+A **stitch** is an ordered list of anchors plus one cut ``[j, k]`` per junction: the front
+anchor runs its stem and units ``0..j`` inclusive, a stitching layer maps its activations to
+the back anchor's width, and the back anchor runs units ``k..last``, its final norm and head.
+``j = k - 1`` is the plain cut, ``j >= k`` repeats depth and ``j < k - 1`` skips some,
+exactly as in SN-Net's released code (whose ``(fid, bid)`` configs are our ``[fid, bid + 1]``).
+
+Enumeration follows SN-Net (Pan et al., CVPR 2023, Sec. 3.4): a window of ``kernel_size``
+units slides with step ``stride`` along the front anchor's depth; every pair ``(j, t)`` of
+units inside one window position that no earlier window produced becomes a cut, and all cuts
+new to a window share that window's stitching layer. When depths differ, front unit ``t`` is
+mapped to the back unit at the same relative depth. Hierarchical models (Swin, ResNet) are
+stitched stage by stage, only between stages whose feature maps have the same resolution.
+For DeiT-Ti/S/B with ``kernel_size=2, stride=1``, nearest stitching and fast-to-slow
+direction this gives ``3 + 2 * 34 = 71`` stitches.
+
+Every stitch carries its :attr:`Stitch.path`, a tuple of :class:`Stem`, :class:`Units`,
+:class:`Junction` and :class:`Head` steps. The forward pass, the FLOPs and parameter
+counts and the export all walk that one path, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Iterator, Literal, Sequence, Union
+
+from ._errors import SNNetError, UnstitchableError
+from .flops import AnchorProfile
+
+__all__ = [
+    "Direction",
+    "Head",
+    "Junction",
+    "LayerSpec",
+    "SpaceConfig",
+    "Stem",
+    "Stitch",
+    "StitchSpace",
+    "Units",
+    "window_cuts",
+]
+
+Direction = Literal["fast-to-slow", "slow-to-fast", "both"]
+DIRECTIONS: tuple[str, ...] = ("fast-to-slow", "slow-to-fast", "both")
+
+
+# -- path steps ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Stem:
+    anchor: int
+
+
+@dataclass(frozen=True)
+class Units:
+    anchor: int
+    start: int
+    stop: int  # exclusive
+
+
+@dataclass(frozen=True)
+class Junction:
+    layer: str
+
+
+@dataclass(frozen=True)
+class Head:
+    anchor: int
+
+
+Step = Union[Stem, Units, Junction, Head]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One stitching layer: the map from ``front``'s activations to ``back``'s at some cuts."""
+
+    key: str
+    front: int
+    back: int
+    stage: int
+    window: int
+    in_dim: int
+    out_dim: int
+    in_layout: str
+    out_layout: str
+    grid: tuple[int, ...]  # tokens (N,) or feature map (H, W) at the cut
+    cuts: tuple[tuple[int, int], ...]  # every one-way cut that shares this layer
+
+    @property
+    def flops(self) -> int:
+        """A linear map on every token / a 1x1 convolution on every pixel (no bias FLOPs, as fvcore)."""
+        rows = 1
+        for d in self.grid:
+            rows *= d
+        return rows * self.in_dim * self.out_dim
+
+    @property
+    def params(self) -> int:
+        return self.in_dim * self.out_dim + self.out_dim
+
+
+@dataclass(frozen=True)
+class Stitch:
+    """A stitch of a space: anchors by index into the space, one cut and layer per junction."""
+
+    stitch_id: int
+    anchors: tuple[int, ...]
+    cuts: tuple[tuple[int, int], ...]
+    layers: tuple[str, ...]
+    path: tuple[Step, ...] = field(repr=False)
+    flops: int = 0
+    params: int = 0
+
+    @property
+    def is_anchor(self) -> bool:
+        return len(self.anchors) == 1
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """The arguments that define a stitch space (besides the anchors themselves)."""
+
+    kernel_size: int = 2
+    stride: int = 1
+    nearest: bool = True
+    direction: Direction = "fast-to-slow"
+    two_way: bool = False
+
+    def validate(self) -> None:
+        problems = []
+        if not isinstance(self.kernel_size, int) or self.kernel_size < 1:
+            problems.append(f"kernel_size must be an integer >= 1, got {self.kernel_size!r}")
+        if not isinstance(self.stride, int) or self.stride < 1:
+            problems.append(f"stride must be an integer >= 1, got {self.stride!r}")
+        if self.direction not in DIRECTIONS:
+            problems.append(f"direction must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}")
+        if problems:
+            raise SNNetError("Invalid stitch space: " + "; ".join(problems) + ".")
+
+
+def window_cuts(front_depth: int, back_depth: int, kernel_size: int, stride: int) -> list[list[tuple[int, int]]]:
+    """Cuts ``(j, k)`` in local unit ids, grouped by the window position that shares a layer.
+
+    With equal depths this is SN-Net's ``paired_stitching``; otherwise front unit ``t`` maps to
+    back unit ``round((t + 1) * back_depth / front_depth) - 1`` before the cut is formed.
+    """
+
+    def mapped(t: int) -> int:  # round half up, in integers
+        return (2 * (t + 1) * back_depth + front_depth) // (2 * front_depth) - 1
+
+    seen: set[tuple[int, int]] = set()
+    windows: list[list[tuple[int, int]]] = []
+    i = 0
+    while i < front_depth:
+        ids = range(i, min(i + kernel_size, front_depth))
+        new = []
+        for j in ids:
+            for t in ids:
+                cut = (j, mapped(t) + 1)
+                if cut not in seen:
+                    seen.add(cut)
+                    new.append(cut)
+        if new:
+            windows.append(new)
+        if i + kernel_size >= front_depth:
+            break
+        i += stride
+    return windows
+
+
+def _stage_runs(profile: AnchorProfile) -> list[tuple[int, list[int]]]:
+    runs: dict[int, list[int]] = {}
+    for unit, stage in enumerate(profile.stage_of):
+        runs.setdefault(stage, []).append(unit)
+    return sorted(runs.items())
+
+
+def _layout_kind(layout: str) -> str:
+    return "tokens" if layout == "tokens" else "spatial"
+
+
+class StitchSpace:
+    """All stitches of a family of anchors under one :class:`SpaceConfig`.
+
+    Anchors are held as :class:`~snnet.flops.AnchorProfile` (no weights), ordered by FLOPs
+    from small to large; stitch ids are positions in a deterministic enumeration, so the same
+    anchors and config always give the same ids.
+    """
+
+    def __init__(self, profiles: Sequence[AnchorProfile], config: SpaceConfig = SpaceConfig()):
+        config.validate()
+        if not profiles:
+            raise SNNetError("A stitch space needs at least one anchor, got none.")
+        names = [p.name for p in profiles]
+        if len(set(names)) != len(names):
+            raise SNNetError(f"Anchors must be distinct, got {names}.")
+        self.config = config
+        self.profiles: tuple[AnchorProfile, ...] = tuple(sorted(profiles, key=lambda p: (p.flops, p.params, p.name)))
+        self._check_family()
+        self.layers: dict[str, LayerSpec] = {}
+        self._pair_cache: dict[tuple[int, int], list[tuple[tuple[int, int], str]]] = {}
+        self.stitches: tuple[Stitch, ...] = tuple(self._enumerate())
+
+    # -- validation ------------------------------------------------------------------------
+    def _check_family(self) -> None:
+        first = self.profiles[0]
+        for p in self.profiles[1:]:
+            if p.num_classes != first.num_classes:
+                raise UnstitchableError(
+                    f"Anchors must share their classifier's number of classes, got "
+                    f"{first.name}: {first.num_classes} and {p.name}: {p.num_classes}."
+                )
+            if p.input_size != first.input_size:
+                raise UnstitchableError(
+                    f"Anchors must share their input size (C, H, W), got {first.name}: {first.input_size} "
+                    f"and {p.name}: {p.input_size}."
+                )
+        k = self.config.kernel_size
+        shallow = min(self.profiles, key=lambda p: p.depth)
+        if len(self.profiles) > 1 and k > shallow.depth:
+            raise SNNetError(
+                f"The window must fit the depth: kernel_size <= {shallow.depth} (the depth of "
+                f"{shallow.name}), got kernel_size={k}."
+            )
+
+    # -- enumeration -----------------------------------------------------------------------
+    def pair_cuts(self, front: int, back: int) -> list[tuple[tuple[int, int], str]]:
+        """Every one-way cut ``(j, k)`` from anchor ``front`` into ``back`` with its layer key."""
+        if (front, back) in self._pair_cache:
+            return self._pair_cache[(front, back)]
+        f, b = self.profiles[front], self.profiles[back]
+        if _layout_kind(f.layout) != _layout_kind(b.layout):
+            raise UnstitchableError(
+                f"Cannot stitch {f.name} ({f.layout} activations) into {b.name} ({b.layout}): "
+                "token sequences only join token sequences, feature maps only feature maps."
+            )
+        back_stages = {tuple(b.grid(b.unit_shapes[units[-1]])): (s, units) for s, units in _stage_runs(b)}
+        result: list[tuple[tuple[int, int], str]] = []
+        window = 0
+        for stage, units in _stage_runs(f):
+            grid = tuple(f.grid(f.unit_shapes[units[-1]]))
+            if grid not in back_stages:
+                continue
+            _, back_units = back_stages[grid]
+            for cuts in window_cuts(len(units), len(back_units), self.config.kernel_size, self.config.stride):
+                key = f"{front}to{back}_s{stage}_w{window}"
+                global_cuts = tuple((units[j], back_units[k - 1] + 1) for j, k in cuts)
+                self.layers[key] = LayerSpec(
+                    key=key, front=front, back=back, stage=stage, window=window,
+                    in_dim=f.width(f.unit_shapes[units[0]]), out_dim=b.width(b.unit_shapes[back_units[0]]),
+                    in_layout=f.layout, out_layout=b.layout, grid=grid, cuts=global_cuts,
+                )
+                result.extend((cut, key) for cut in global_cuts)
+                window += 1
+        if not result:
+            raise UnstitchableError(
+                f"Cannot stitch {f.name} into {b.name}: no stage of {f.name} ends at a resolution "
+                f"that a stage of {b.name} has (front grids {[f.grid(s) for s in f.unit_shapes]}, "
+                f"back grids {[b.grid(s) for s in b.unit_shapes]})."
+            )
+        self._pair_cache[(front, back)] = result
+        return result
+
+    def _pairs(self) -> list[tuple[int, int]]:
+        n = len(self.profiles)
+        unordered = [(a, a + 1) for a in range(n - 1)] if self.config.nearest else [
+            (a, b) for a in range(n) for b in range(a + 1, n)
+        ]
+        pairs = []
+        for a, b in unordered:
+            if self.config.direction in ("fast-to-slow", "both"):
+                pairs.append((a, b))
+            if self.config.direction in ("slow-to-fast", "both"):
+                pairs.append((b, a))
+        return pairs
+
+    def _enumerate(self) -> Iterator[Stitch]:
+        specs: list[tuple[tuple[int, ...], tuple[tuple[int, int], ...], tuple[str, ...]]] = []
+        specs.extend(((a,), (), ()) for a in range(len(self.profiles)))
+        for front, back in self._pairs():
+            specs.extend(((front, back), (cut,), (key,)) for cut, key in self.pair_cuts(front, back))
+        if self.config.two_way:
+            n = len(self.profiles)
+            unordered = [(a, a + 1) for a in range(n - 1)] if self.config.nearest else [
+                (a, b) for a in range(n) for b in range(a + 1, n)
+            ]
+            for a, b in unordered:
+                for x, y in ((a, b), (b, a)):
+                    depth_x = self.profiles[x].depth
+                    for (j1, k1), key1 in self.pair_cuts(x, y):
+                        for (j2, k2), key2 in self.pair_cuts(y, x):
+                            # y runs at least one unit; x resumes past where it left and runs a unit.
+                            if k1 <= j2 and j1 < k2 < depth_x:
+                                specs.append(((x, y, x), ((j1, k1), (j2, k2)), (key1, key2)))
+        for sid, (anchors, cuts, keys) in enumerate(specs):
+            path = self._path(anchors, cuts, keys)
+            yield Stitch(sid, anchors, cuts, keys, path, self.path_flops(path), self.path_params(path))
+
+    def _path(self, anchors, cuts, keys) -> tuple[Step, ...]:
+        steps: list[Step] = [Stem(anchors[0])]
+        start = 0
+        for i, ((j, k), key) in enumerate(zip(cuts, keys)):
+            steps.append(Units(anchors[i], start, j + 1))
+            steps.append(Junction(key))
+            start = k
+        last = anchors[-1]
+        if start < self.profiles[last].depth:
+            steps.append(Units(last, start, self.profiles[last].depth))
+        steps.append(Head(last))
+        return tuple(steps)
+
+    # -- costs (walk the path) ---------------------------------------------------------------
+    def path_flops(self, path: Sequence[Step]) -> int:
+        total = 0
+        for step in path:
+            if isinstance(step, Stem):
+                total += self.profiles[step.anchor].stem_flops
+            elif isinstance(step, Units):
+                total += sum(self.profiles[step.anchor].unit_flops[step.start : step.stop])
+            elif isinstance(step, Junction):
+                total += self.layers[step.layer].flops
+            else:
+                total += self.profiles[step.anchor].head_flops
+        return total
+
+    def path_params(self, path: Sequence[Step]) -> int:
+        """Parameters the path uses, each counted once (a unit run twice counts once)."""
+        used: set[tuple] = set()
+        for step in path:
+            if isinstance(step, Units):
+                used.update(("unit", step.anchor, u) for u in range(step.start, step.stop))
+            else:
+                used.add((type(step).__name__, getattr(step, "anchor", None), getattr(step, "layer", None)))
+        total = 0
+        for piece in used:
+            kind, anchor, extra = piece
+            if kind == "unit":
+                total += self.profiles[anchor].unit_params[extra]
+            elif kind == "Stem":
+                total += self.profiles[anchor].stem_params
+            elif kind == "Head":
+                total += self.profiles[anchor].head_params
+            else:
+                total += self.layers[extra].params
+        return total
+
+    # -- access ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.stitches)
+
+    def __getitem__(self, stitch_id: int) -> Stitch:
+        return self.stitches[stitch_id]
+
+    def __iter__(self) -> Iterator[Stitch]:
+        return iter(self.stitches)
+
+    @property
+    def anchor_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.profiles)
+
+    def find(self, anchors: Sequence[str], cuts: Sequence[Sequence[int]]) -> Stitch:
+        """The stitch with these anchor names and cuts (raises :class:`SNNetError` if absent)."""
+        want = (tuple(anchors), tuple(tuple(c) for c in cuts))
+        for s in self.stitches:
+            if (self.names(s), s.cuts) == want:
+                return s
+        raise SNNetError(f"No stitch with anchors {list(anchors)} and cuts {list(cuts)} in this space.")
+
+    def names(self, stitch: Stitch) -> tuple[str, ...]:
+        return tuple(self.profiles[a].name for a in stitch.anchors)
+
+    def record(self, stitch: Stitch) -> dict:
+        """A JSON-ready description of one stitch (the ``snnet.space --format jsonl`` row)."""
+        return {
+            "stitch_id": stitch.stitch_id,
+            "anchors": list(self.names(stitch)),
+            "cuts": [list(c) for c in stitch.cuts],
+            "flops": stitch.flops,
+            "params": stitch.params,
+            "layers": list(stitch.layers),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps({"config": asdict(self.config), "profiles": [asdict(p) for p in self.profiles]})
+
+    @classmethod
+    def from_json(cls, text: str) -> "StitchSpace":
+        data = json.loads(text)
+        profiles = [
+            AnchorProfile(**{k: _tuplify(v) if isinstance(v, list) else v for k, v in p.items()})
+            for p in data["profiles"]
+        ]
+        return cls(profiles, SpaceConfig(**data["config"]))
+
+
+def _tuplify(value):
+    return tuple(_tuplify(v) for v in value) if isinstance(value, list) else value
+

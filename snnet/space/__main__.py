@@ -1,0 +1,96 @@
+"""``python -m snnet.space``: enumerate a stitch space without training and without weights."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Sequence
+
+from .._errors import SNNetError
+
+EXAMPLE = "deit_tiny_patch16_224,deit_small_patch16_224,deit_base_patch16_224"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m snnet.space",
+        description="Enumerate the stitches of a family of timm anchors with exact FLOPs (fvcore) and params.",
+    )
+    parser.add_argument("--anchors", default=EXAMPLE, help=f"comma-separated timm names (default: {EXAMPLE})")
+    parser.add_argument("--kernel-size", type=int, default=2, help="sliding-window kernel size k (default 2)")
+    parser.add_argument("--stride", type=int, default=1, help="sliding-window step s (default 1)")
+    parser.add_argument("--no-nearest", action="store_true", help="stitch every pair, not only FLOPs neighbours")
+    parser.add_argument("--direction", default="fast-to-slow", choices=["fast-to-slow", "slow-to-fast", "both"])
+    parser.add_argument("--two-way", action="store_true", help="add SN-Netv2 two-way stitches (A-B-A)")
+    parser.add_argument("--image-size", type=int, default=None, help="input resolution (default: each model's own)")
+    parser.add_argument("--format", default="table", choices=["jsonl", "table"])
+    return parser.parse_args(argv)
+
+
+def _table(space) -> str:
+    rows = [("id", "anchors", "cuts", "GFLOPs", "params(M)")]
+    for s in space:
+        rows.append((
+            str(s.stitch_id),
+            " > ".join(space.names(s)),
+            " ".join(f"[{j},{k}]" for j, k in s.cuts) or "-",
+            f"{s.flops / 1e9:.3f}",
+            f"{s.params / 1e6:.2f}",
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        from ..anchors import check_model_name
+        from .._space import SpaceConfig
+
+        names = [n.strip() for n in args.anchors.split(",") if n.strip()]
+        if not names:
+            raise SNNetError("--anchors needs at least one timm model name, got none.")
+        if args.image_size is not None and args.image_size < 1:
+            raise SNNetError(f"--image-size must be >= 1, got {args.image_size}.")
+        config = SpaceConfig(
+            kernel_size=args.kernel_size,
+            stride=args.stride,
+            nearest=not args.no_nearest,
+            direction=args.direction,
+            two_way=args.two_way,
+        )
+        config.validate()
+        for name in names:  # before any model is built
+            check_model_name(name)
+        from ..supernet import build_supernet
+
+        start = time.perf_counter()
+        extra = {"img_size": args.image_size} if args.image_size else {}
+        space = build_supernet(names, config, **extra).space
+        elapsed = time.perf_counter() - start
+    except SNNetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        if args.format == "jsonl":
+            for s in space:
+                print(json.dumps(space.record(s)))
+        else:
+            print(_table(space))
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. piped into `head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+        print(
+            f"\n{len(space)} stitches ({len(space.profiles)} anchors, {len(space.layers)} stitching layers) "
+            f"in {elapsed:.1f}s",
+            file=sys.stderr,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
