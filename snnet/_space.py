@@ -177,6 +177,10 @@ def _stage_runs(profile: AnchorProfile) -> list[tuple[int, list[int]]]:
     return sorted(runs.items())
 
 
+def _stage_grids(profile: AnchorProfile) -> list[tuple[int, ...]]:
+    return [profile.grid(profile.unit_shapes[units[-1]]) for _, units in _stage_runs(profile)]
+
+
 def _layout_kind(layout: str) -> str:
     return "tokens" if layout == "tokens" else "spatial"
 
@@ -257,8 +261,8 @@ class StitchSpace:
         if not result:
             raise UnstitchableError(
                 f"Cannot stitch {f.name} into {b.name}: no stage of {f.name} ends at a resolution "
-                f"that a stage of {b.name} has (front grids {[f.grid(s) for s in f.unit_shapes]}, "
-                f"back grids {[b.grid(s) for s in b.unit_shapes]})."
+                f"(token count or feature-map size) that a stage of {b.name} has; {f.name}'s stages end at "
+                f"{_stage_grids(f)}, {b.name}'s at {_stage_grids(b)}."
             )
         self._pair_cache[(front, back)] = result
         return result

@@ -276,7 +276,14 @@ def create_anchor(spec: AnchorSpec | str, **kwargs: Any) -> Anchor:
         raise SNNetError(f"timm could not build {spec.name!r} with {model_kwargs}: {e}") from None
     if spec.checkpoint:
         state = load_checkpoint(spec.checkpoint)
-        result = model.load_state_dict(state, strict=False)
+        try:
+            result = model.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # shape mismatches
+            first = str(e).split("\n\t")[1:2] or [str(e)]
+            raise SNNetError(
+                f"Checkpoint {spec.checkpoint!r} does not fit {spec.name!r} built with {model_kwargs}: "
+                f"{first[0].strip()}"
+            ) from None
         if result.missing_keys or result.unexpected_keys:
             raise SNNetError(
                 f"Checkpoint {spec.checkpoint!r} does not fit {spec.name!r}: "

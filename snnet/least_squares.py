@@ -15,6 +15,8 @@ several DDP ranks combine by summation (:meth:`LeastSquaresAccumulator.all_reduc
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 __all__ = ["LeastSquaresAccumulator", "least_squares", "to_rows"]
@@ -88,9 +90,25 @@ class LeastSquaresAccumulator:
         return 1.0 - max(residual.item(), 0.0) / denom if denom > 0 else float("nan")
 
 
+@contextlib.contextmanager
+def _one_thread():
+    # LAPACK's threaded eigensolver slows down by orders of magnitude when the cores are
+    # busy (DDP workers, data loaders); these matrices are small enough for one thread.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _psd_pinv(gram: torch.Tensor) -> torch.Tensor:
     """Pseudo-inverse of a symmetric PSD matrix, zeroing eigenvalues at rounding-noise level."""
-    eigvals, eigvecs = torch.linalg.eigh(gram)
+    if gram.device.type == "cpu":
+        with _one_thread():
+            eigvals, eigvecs = torch.linalg.eigh(gram)
+    else:
+        eigvals, eigvecs = torch.linalg.eigh(gram)
     cutoff = eigvals.abs().max() * gram.shape[0] * torch.finfo(gram.dtype).eps
     inv = torch.where(eigvals > cutoff, 1.0 / eigvals, torch.zeros_like(eigvals))
     return (eigvecs * inv) @ eigvecs.T

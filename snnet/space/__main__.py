@@ -84,11 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. piped into `head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-        print(
-            f"\n{len(space)} stitches ({len(space.profiles)} anchors, {len(space.layers)} stitching layers) "
-            f"in {elapsed:.1f}s",
-            file=sys.stderr,
-        )
+    print(
+        f"{len(space)} stitches ({len(space.profiles)} anchors, {len(space.layers)} stitching layers) "
+        f"enumerated in {elapsed:.1f}s",
+        file=sys.stderr,
+    )
     return 0
 
 

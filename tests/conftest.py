@@ -1,0 +1,35 @@
+import os
+
+import pytest
+import torch
+
+# Two cores shared by everything: keep intra-op threads low so tests don't oversubscribe.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def deit_small_family():
+    """DeiT-Ti/S at 32x32 (4 tokens + cls): real timm models, fast to run."""
+    from snnet import build_supernet
+
+    torch.manual_seed(0)
+    return build_supernet(["deit_tiny_patch16_224", "deit_small_patch16_224"], img_size=32)
+
+
+@pytest.fixture(scope="session")
+def deit_tsb_space():
+    """The paper's DeiT-Ti/S/B space at 224x224 (k=2, s=1, nearest, fast-to-slow)."""
+    from snnet import build_supernet
+
+    return build_supernet(
+        ["deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224"]
+    ).space

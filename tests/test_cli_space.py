@@ -1,0 +1,78 @@
+"""``python -m snnet.space``: the JSON-lines contract, the table, and bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+DEIT = "deit_tiny_patch16_224,deit_small_patch16_224,deit_base_patch16_224"
+
+
+def run(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "snnet.space", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_jsonl_for_deit_ti_s_b():
+    proc = run("--anchors", DEIT, "--format", "jsonl")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == 71
+    assert [r["stitch_id"] for r in rows] == list(range(71))
+    for r in rows:
+        assert isinstance(r["flops"], int) and isinstance(r["params"], int)
+        assert len(r["cuts"]) == len(r["anchors"]) - 1
+    assert rows[0] == {
+        "stitch_id": 0, "anchors": ["deit_tiny_patch16_224"], "cuts": [], "flops": 1258411200,
+        "params": 5717416, "layers": [],
+    }
+    assert "RuntimeWarning" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_table_and_options():
+    proc = run("--anchors", "resnet18,resnet50", "--kernel-size", "3", "--direction", "both", "--image-size", "64")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["id", "anchors", "cuts", "GFLOPs", "params(M)"]
+    assert "resnet50 > resnet18" in proc.stdout and "resnet18 > resnet50" in proc.stdout
+    assert "stitches (2 anchors" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "anchors,count",
+    [
+        ("swin_tiny_patch4_window7_224,swin_small_patch4_window7_224,swin_base_patch4_window7_224", 3 + 28 + 64),
+        ("resnet18,resnet50", 2 + 16),
+        ("resnet18,swin_tiny_patch4_window7_224", 2 + 16),
+    ],
+)
+def test_every_family_enumerates(anchors, count):
+    proc = run("--anchors", anchors, "--format", "jsonl")
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == count
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--anchors", "deit_tiny_patch16_22"], "Unknown model 'deit_tiny_patch16_22'"),
+        (["--anchors", "resnet18,resnet5O"], "Did you mean 'resnet50'"),
+        (["--kernel-size", "0"], "kernel_size must be an integer >= 1, got 0"),
+        (["--stride", "-1"], "stride must be an integer >= 1, got -1"),
+        (["--anchors", "resnet18,resnet50", "--kernel-size", "9"], "kernel_size <= 8"),
+        (["--anchors", "deit_tiny_patch16_224,resnet18"], "Cannot stitch"),
+        (["--anchors", "deit_tiny_patch16_224,vit_small_patch32_224"], "Cannot stitch"),
+        (["--anchors", "efficientnet_b0,efficientnet_b1"], "supports VisionTransformer"),
+        (["--anchors", ","], "at least one timm model name"),
+        (["--image-size", "0"], "--image-size must be >= 1"),
+    ],
+)
+def test_bad_input_is_one_message_and_exit_2(args, message):
+    proc = run(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1

@@ -1,0 +1,141 @@
+"""Stitch-space enumeration: SN-Net's windows, counts, ids, directions, two-way stitches."""
+
+import pytest
+
+from snnet import SNNetError, SpaceConfig, StitchSpace, UnstitchableError
+from snnet.space import Head, Junction, Stem, Units, window_cuts
+
+
+def paper_paired_stitching(depth, kernel_size, stride):
+    """SN-Net's released ``paired_stitching``, written out independently: (fid, bid) configs."""
+    cfgs, mapping, layer = [], [], -1
+    i = 0
+    while i < depth:
+        ids = list(range(depth))[i : i + kernel_size]
+        new = False
+        for j in ids:
+            for k in ids:
+                if (j, k) not in cfgs:
+                    new = True
+                    cfgs.append((j, k))
+                    mapping.append(layer + 1)
+        if new:
+            layer += 1
+        if i + kernel_size >= depth:
+            break
+        i += stride
+    return cfgs, mapping
+
+
+@pytest.mark.parametrize("depth,k,s", [(12, 2, 1), (12, 3, 2), (12, 4, 4), (6, 2, 1), (12, 1, 1), (5, 5, 1), (24, 3, 1)])
+def test_equal_depth_windows_match_paper(depth, k, s):
+    cfgs, mapping = paper_paired_stitching(depth, k, s)
+    windows = window_cuts(depth, depth, k, s)
+    ours = [(cut, w) for w, cuts in enumerate(windows) for cut in cuts]
+    # The paper's (fid, bid) means "back resumes after bid": our cut is [fid, bid + 1].
+    assert ours == [((j, b + 1), m) for (j, b), m in zip(cfgs, mapping)]
+
+
+def test_deit_window_count_is_34():
+    assert sum(len(w) for w in window_cuts(12, 12, 2, 1)) == 34
+    assert len(window_cuts(12, 12, 2, 1)) == 11  # one shared stitching layer per window position
+
+
+def test_unequal_depths_map_to_relative_depth():
+    windows = window_cuts(6, 18, 2, 1)
+    cuts = [c for w in windows for c in w]
+    # front unit t maps to back unit round((t+1)*3)-1 = 3t+2, so the plain cut of t is [t, 3t+3]
+    for t in range(6):
+        assert (t, 3 * t + 3) in cuts
+    assert all(0 <= j < 6 and 1 <= k <= 18 for j, k in cuts)
+    assert len(set(cuts)) == len(cuts)
+
+
+def test_deit_ti_s_b_has_71_stitches(deit_tsb_space):
+    space = deit_tsb_space
+    assert len(space) == 71
+    assert len(space.layers) == 22
+    assert [space.names(s) for s in space.stitches[:3]] == [
+        ("deit_tiny_patch16_224",), ("deit_small_patch16_224",), ("deit_base_patch16_224",)
+    ]
+    assert [s.stitch_id for s in space] == list(range(71))
+    flops = [p.flops for p in space.profiles]
+    assert flops == sorted(flops)
+    # Every stitch's FLOPs lies between its smallest and largest anchor.
+    for s in space:
+        if not s.is_anchor:
+            lo, hi = (space.profiles[a].flops for a in sorted(s.anchors))
+            assert lo < s.flops < hi
+
+
+def test_ids_stable_and_order_independent(deit_tsb_space):
+    shuffled = StitchSpace(list(reversed(deit_tsb_space.profiles)), deit_tsb_space.config)
+    assert [deit_tsb_space.record(s) for s in deit_tsb_space] == [shuffled.record(s) for s in shuffled]
+
+
+def test_directions_and_nearest(deit_tsb_space):
+    profiles = deit_tsb_space.profiles
+    count = lambda **kw: len(StitchSpace(profiles, SpaceConfig(**kw)))  # noqa: E731
+    assert count(direction="slow-to-fast") == 71
+    assert count(direction="both") == 3 + 4 * 34
+    assert count(nearest=False) == 3 + 3 * 34
+    s2f = StitchSpace(profiles, SpaceConfig(direction="slow-to-fast"))
+    for s in s2f:
+        if not s.is_anchor:
+            assert s.anchors[0] > s.anchors[1]
+
+
+def test_two_way_stitches(deit_tsb_space):
+    space = StitchSpace(deit_tsb_space.profiles, SpaceConfig(two_way=True))
+    two_way = [s for s in space if len(s.anchors) == 3]
+    assert two_way and len(space) == 71 + len(two_way)
+    kinds = {s.anchors for s in two_way}
+    assert kinds == {(0, 1, 0), (1, 0, 1), (1, 2, 1), (2, 1, 2)}  # nearest pairs only, never three anchors
+    for s in two_way:
+        (j1, k1), (j2, k2) = s.cuts
+        assert k1 <= j2 and j1 < k2 < 12
+        steps = s.path
+        assert isinstance(steps[0], Stem) and isinstance(steps[-1], Head)
+        assert [type(x) for x in steps] == [Stem, Units, Junction, Units, Junction, Units, Head]
+        assert steps[-1].anchor == s.anchors[0]
+
+
+def test_path_of_plain_and_repeating_cuts(deit_tsb_space):
+    space = deit_tsb_space
+    s = space.find(["deit_tiny_patch16_224", "deit_small_patch16_224"], [[3, 3]])
+    assert s.path == (Stem(0), Units(0, 0, 4), Junction(s.layers[0]), Units(1, 3, 12), Head(1))
+    last = space.find(["deit_small_patch16_224", "deit_base_patch16_224"], [[11, 12]])
+    assert last.path == (Stem(1), Units(1, 0, 12), Junction(last.layers[0]), Head(2))
+
+
+def test_json_roundtrip(deit_tsb_space):
+    again = StitchSpace.from_json(deit_tsb_space.to_json())
+    assert [again.record(s) for s in again] == [deit_tsb_space.record(s) for s in deit_tsb_space]
+
+
+@pytest.mark.parametrize(
+    "config,message",
+    [
+        (SpaceConfig(kernel_size=0), "kernel_size must be an integer >= 1, got 0"),
+        (SpaceConfig(stride=0), "stride must be an integer >= 1, got 0"),
+        (SpaceConfig(stride=-2, kernel_size=-1), "kernel_size must be an integer >= 1, got -1; stride"),
+        (SpaceConfig(direction="sideways"), "direction must be one of fast-to-slow, slow-to-fast, both, got 'sideways'"),
+        (SpaceConfig(kernel_size=13), "kernel_size <= 12 (the depth of deit_tiny_patch16_224), got kernel_size=13"),
+    ],
+)
+def test_invalid_configs(deit_tsb_space, config, message):
+    with pytest.raises(SNNetError, match="^.*" + __import__("re").escape(message)):
+        StitchSpace(deit_tsb_space.profiles, config)
+
+
+def test_token_count_mismatch_is_unstitchable(deit_small_family, deit_tsb_space):
+    # 32x32 DeiT-Ti (5 tokens) against 224x224 DeiT-B (197 tokens): different input sizes.
+    with pytest.raises(UnstitchableError, match="input size"):
+        StitchSpace([deit_small_family.space.profiles[0], deit_tsb_space.profiles[2]])
+
+
+def test_empty_and_duplicate_anchors(deit_tsb_space):
+    with pytest.raises(SNNetError, match="at least one anchor"):
+        StitchSpace([])
+    with pytest.raises(SNNetError, match="distinct"):
+        StitchSpace([deit_tsb_space.profiles[0]] * 2)
