@@ -68,13 +68,46 @@ class StitchingLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv:
-            return self.proj(x)
+            return self.proj(x) + self._lora(x.movedim(1, -1)).movedim(-1, 1) if self.lora_rank else self.proj(x)
         if self.in_layout == "nchw":
             x = x.permute(0, 2, 3, 1)
-        x = self.proj(x)
+        y = self.proj(x)
+        if self.lora_rank:
+            y = y + self._lora(x)
         if self.out_layout == "nchw":
-            x = x.permute(0, 3, 1, 2)
-        return x
+            y = y.permute(0, 3, 1, 2)
+        return y
+
+    # -- low-rank updates (SN-Netv2) ---------------------------------------------------------
+    lora_rank: int = 0
+
+    def _lora(self, x_last: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(nn.functional.linear(x_last, self.lora_a), self.lora_b)
+
+    def enable_lora(self, rank: int) -> None:
+        """Freeze the current (least-squares) map and learn a low-rank update ``B A`` on top.
+
+        SN-Netv2 (Pan et al., arXiv 2307.00154) trains LS-initialised stitching layers this way;
+        ``B`` starts at zero, so the layer's output is unchanged at the start. The bias stays
+        trainable. :meth:`merge_lora` folds the update back into one affine map.
+        """
+        if rank < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+        self.proj.weight.requires_grad_(False)
+        self.lora_rank = rank
+        self.lora_a = nn.Parameter(torch.empty(rank, self.in_dim, device=self.proj.weight.device))
+        nn.init.kaiming_uniform_(self.lora_a, a=5**0.5)
+        self.lora_b = nn.Parameter(torch.zeros(self.out_dim, rank, device=self.proj.weight.device))
+
+    @torch.no_grad()
+    def merge_lora(self) -> None:
+        if not self.lora_rank:
+            return
+        delta = self.lora_b @ self.lora_a
+        self.proj.weight.add_(delta.reshape(self.proj.weight.shape))
+        self.proj.weight.requires_grad_(True)
+        del self.lora_a, self.lora_b
+        self.lora_rank = 0
 
     @torch.no_grad()
     def set_affine(self, weight: torch.Tensor, bias: torch.Tensor) -> None:

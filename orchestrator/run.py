@@ -1,0 +1,184 @@
+"""Driver side of one training run: validate, build the space, train on Ray, write the catalog.
+
+:func:`run_training` is what ``python -m orchestrator.train`` calls and what each sweep trial
+calls inside its Ray Tune trainable. Everything a user can get wrong (settings, model names,
+checkpoint files, anchors that cannot be stitched, the dataset) is checked here before any
+Ray resource is requested.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+from snnet import SNNetError, SpaceConfig, StitchSpace, create_anchor, profile_anchor
+from snnet.anchors import check_model_name
+
+from .config import TrainConfig
+
+__all__ = ["TrainResult", "prepare", "run_training", "ensure_ray", "code_version"]
+
+
+@dataclass
+class TrainResult:
+    config: TrainConfig
+    space: StitchSpace
+    rows: list[dict[str, Any]]
+    catalog_file: str
+    checkpoint: str
+    r2: dict[str, float]
+
+
+def code_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("snnet-orchestrator")
+    except Exception:  # noqa: BLE001 - running from a source tree that is not installed
+        return "unknown"
+
+
+def ensure_ray(address: str | None = None, **init_kwargs: Any) -> None:
+    """Connect to ``address`` (or ``$RAY_ADDRESS``) if given, else start a local Ray instance."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        try:
+            ray.init(address=address, **init_kwargs)
+        except (ConnectionError, RuntimeError) as e:
+            raise SNNetError(f"Could not connect to the Ray cluster at {address!r}: {e}") from None
+    else:
+        ray.init(**init_kwargs)
+
+
+def prepare(config: TrainConfig, progress: Callable[[str], None] = print) -> tuple[TrainConfig, StitchSpace]:
+    """Validate ``config``, resolve the demo anchors, build and check the stitch space."""
+    config.validate()
+    if config.anchors is None:
+        if config.dataset != "demo":
+            raise SNNetError(
+                f"The embedded demo anchors are trained on the 'demo' dataset; dataset {config.dataset!r} "
+                "needs its own anchors (give them with --anchors)."
+            )
+        from .demo import demo_anchor_specs
+
+        config = replace(config, anchors=demo_anchor_specs(progress=progress))
+    else:
+        from . import demo  # noqa: F401  - demo anchors may be named explicitly
+
+    SpaceConfig(config.kernel_size, config.stride, config.nearest, config.direction, config.two_way).validate()
+    for spec in config.anchors:
+        check_model_name(spec.name)
+    if config.teacher is not None:
+        check_model_name(config.teacher.name)
+    from .data import get_datasets, num_classes
+
+    train_ds, _ = get_datasets(config.dataset, config.image_size)
+    extra = {"img_size": config.image_size} if config.image_size else {}
+    anchors = [create_anchor(spec, **extra) for spec in config.anchors]
+    classes = num_classes(train_ds)
+    wrong = [f"{a.name} has {a.num_classes}" for a in anchors if a.num_classes != classes]
+    if wrong:
+        raise SNNetError(
+            f"Anchors must classify the dataset's {classes} classes, but {', '.join(wrong)} "
+            "(build them with num_classes set, or fine-tune them on this dataset first)."
+        )
+    space = StitchSpace([profile_anchor(a) for a in anchors],
+                        SpaceConfig(config.kernel_size, config.stride, config.nearest, config.direction, config.two_way))
+    if config.trial_id is None:
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        config = replace(config, trial_id=f"{stamp}-{uuid.uuid4().hex[:6]}")
+    from .catalog import CatalogWriter
+
+    CatalogWriter(config.catalog, config.sweep)  # checks the catalog path before training
+    return config, space
+
+
+def _storage(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)
+
+
+def run_training(
+    config: TrainConfig,
+    *,
+    progress: Callable[[str], None] = print,
+    pid_dir: str | None = None,
+    prepared: tuple[TrainConfig, StitchSpace] | None = None,
+) -> TrainResult:
+    """Train one supernet with Ray Train and write one catalog row per stitch."""
+    config, space = prepared or prepare(config, progress)
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from .catalog import CatalogWriter
+    from .training import train_loop_per_worker
+
+    ensure_ray()
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"train": config.to_dict(), "space": space.to_json(), "pid_dir": pid_dir},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=config.workers,
+            use_gpu=config.use_gpu,
+            resources_per_worker={"CPU": config.cpus_per_worker, **({"GPU": 1} if config.use_gpu else {})},
+        ),
+        run_config=ray.train.RunConfig(
+            name=f"{config.sweep}-{config.trial_id}",
+            storage_path=_storage(config.storage_path),
+            failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+        ),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    metrics = result.metrics or {}
+    if "results" not in metrics:
+        raise RuntimeError(f"training ended without evaluation results (last metrics: {metrics})")
+    checkpoint = result.checkpoint.path if result.checkpoint else ""
+    rows = catalog_rows(config, space, metrics["results"], metrics.get("r2", {}), checkpoint)
+    path = CatalogWriter(config.catalog, config.sweep).write_trial(config.trial_id, rows)
+    return TrainResult(config, space, rows, path, checkpoint, metrics.get("r2", {}))
+
+
+def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, list[float]],
+                 r2: dict[str, float], checkpoint: str) -> list[dict[str, Any]]:
+    version = code_version()
+    rows = []
+    for stitch in space:
+        top1, top5 = results[str(stitch.stitch_id)]
+        layer_r2 = [r2[k] for k in stitch.layers if k in r2]
+        rows.append({
+            "stitch_id": stitch.stitch_id,
+            "anchors": list(space.names(stitch)),
+            "cuts": [list(c) for c in stitch.cuts],
+            "kernel_size": config.kernel_size,
+            "stride": config.stride,
+            "sampling": config.sampling,
+            "flops": stitch.flops,
+            "params": stitch.params,
+            "top1": top1,
+            "top5": top5,
+            "latency_ms": None,
+            "device": "cuda" if config.use_gpu else "cpu",
+            "dataset": config.dataset,
+            "checkpoint": checkpoint,
+            "layers": list(stitch.layers),
+            "ls_r2": min(layer_r2) if layer_r2 else None,
+            "init": config.init,
+            "mode": config.mode,
+            "epochs": config.epochs,
+            "anchor_lr": float(config.anchor_lr),
+            "stitch_lr": float(config.stitch_lr),
+            "seed": config.seed,
+            "workers": config.workers,
+            "code_version": version,
+        })
+    return rows

@@ -1,0 +1,94 @@
+"""The short report printed at the end of a training run (and of each sweep trial)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from snnet import StitchSpace
+
+__all__ = ["summarize", "spearman", "interpolation_stats", "best_under"]
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2.0
+        i = j + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation (average ranks for ties); nan when undefined."""
+    if len(x) < 2:
+        return float("nan")
+    rx, ry = _ranks(x), _ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    vx = sum((a - mx) ** 2 for a in rx) ** 0.5
+    vy = sum((b - my) ** 2 for b in ry) ** 0.5
+    return cov / (vx * vy) if vx and vy else float("nan")
+
+
+def interpolation_stats(rows: Sequence[dict[str, Any]], slack: float = 1.0) -> tuple[int, int]:
+    """How many stitched rows have top-1 within ``[min, max]`` of their anchors' top-1 (+-slack)."""
+    anchor_top1 = {r["anchors"][0]: r["top1"] for r in rows if len(r["anchors"]) == 1}
+    inside = total = 0
+    for r in rows:
+        if len(r["anchors"]) == 1:
+            continue
+        ends = [anchor_top1[a] for a in set(r["anchors"]) if a in anchor_top1]
+        if not ends:
+            continue
+        total += 1
+        inside += min(ends) - slack <= r["top1"] <= max(ends) + slack
+    return inside, total
+
+
+def best_under(rows: Sequence[dict[str, Any]], max_flops: float) -> dict[str, Any] | None:
+    fitting = [r for r in rows if r["flops"] <= max_flops]
+    return max(fitting, key=lambda r: (r["top1"], -r["flops"])) if fitting else None
+
+
+def _describe(row: dict[str, Any]) -> str:
+    if len(row["anchors"]) == 1:
+        return row["anchors"][0]
+    return " > ".join(f"{a}" for a in row["anchors"]) + " @ " + " ".join(f"[{j},{k}]" for j, k in row["cuts"])
+
+
+def _flops(f: float) -> str:
+    return f"{f / 1e9:.3f} G" if f >= 1e8 else f"{f / 1e6:.2f} M"
+
+
+def summarize(space: StitchSpace, rows: Sequence[dict[str, Any]], r2: dict[str, float] | None = None) -> str:
+    anchors = [r for r in rows if len(r["anchors"]) == 1]
+    stitched = [r for r in rows if len(r["anchors"]) > 1]
+    lines = ["", "== summary " + "=" * 60]
+    lines.append("anchors:  " + "  <  ".join(f"{r['anchors'][0]} ({_flops(r['flops'])}, top-1 {r['top1']:.1f}%)"
+                                         for r in sorted(anchors, key=lambda r: r["flops"])))
+    lines.append(f"stitches: {len(rows)} ({len(anchors)} anchors + {len(stitched)} stitched), "
+                 f"{len(space.layers)} stitching layers")
+    if r2:
+        vals = list(r2.values())
+        lines.append(f"LS init:  R^2 per stitching layer min {min(vals):.3f}, mean {sum(vals) / len(vals):.3f}, "
+                     f"max {max(vals):.3f}")
+    if stitched:
+        tops = [r["top1"] for r in stitched]
+        lines.append(f"top-1:    stitched {min(tops):.1f}% .. {max(tops):.1f}% (mean {sum(tops) / len(tops):.1f}%)")
+        inside, total = interpolation_stats(rows)
+        lines.append(f"          {inside}/{total} stitches lie between their anchors' top-1 (+-1 point); "
+                     f"Spearman(FLOPs, top-1) = {spearman([r['flops'] for r in stitched], tops):.2f}")
+    largest = max(r["flops"] for r in rows)
+    lines.append("best stitch under a FLOPs budget:")
+    lines.append(f"  {'budget':>8}  {'FLOPs':>10}  {'top-1':>6}  stitch")
+    for fraction in (0.25, 0.5, 0.75, 1.0):
+        row = best_under(rows, fraction * largest)
+        if row is not None:
+            lines.append(f"  {fraction:>7.0%}  {_flops(row['flops']):>10}  {row['top1']:>5.1f}%  "
+                         f"#{row['stitch_id']} {_describe(row)}")
+    return "\n".join(lines)
