@@ -108,10 +108,14 @@ def run_training(
     config: TrainConfig,
     *,
     progress: Callable[[str], None] = print,
-    pid_dir: str | None = None,
     prepared: tuple[TrainConfig, StitchSpace] | None = None,
+    fault_injection: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train one supernet with Ray Train and write one catalog row per stitch."""
+    """Train one supernet with Ray Train and write one catalog row per stitch.
+
+    ``fault_injection`` (tests only): ``{"pid_dir": DIR, "hold_at_step": N}`` makes workers
+    publish their pids and hold at step ``N`` on the first attempt, so a test can kill one.
+    """
     config, space = prepared or prepare(config, progress)
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -122,7 +126,7 @@ def run_training(
     ensure_ray()
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"train": config.to_dict(), "space": space.to_json(), "pid_dir": pid_dir},
+        train_loop_config={"train": config.to_dict(), "space": space.to_json(), **(fault_injection or {})},
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.workers,
             use_gpu=config.use_gpu,

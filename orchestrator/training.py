@@ -153,12 +153,16 @@ def _load(checkpoint) -> dict[str, Any] | None:
         return torch.load(os.path.join(folder, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
 
 
-def _fault_hook(config: dict[str, Any], rank: int, step: int) -> None:
-    """Test hook: write this worker's pid where a fault-injection test can find and kill it."""
+def _fault_hook(config: dict[str, Any], rank: int, step: int, resumed: bool) -> None:
+    """Fault-injection support for tests: publish this worker's pid at every step and, on the
+    first attempt only, hold at ``hold_at_step`` so a test can kill the process there."""
     folder = config.get("pid_dir")
-    if folder:
-        with open(os.path.join(folder, f"rank{rank}-step{step}.pid"), "w") as f:
-            f.write(str(os.getpid()))
+    if not folder:
+        return
+    with open(os.path.join(folder, f"rank{rank}-step{step}.pid"), "w") as f:
+        f.write(str(os.getpid()))
+    if not resumed and config.get("hold_at_step") == step:
+        time.sleep(float(config.get("hold_seconds", 120)))
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -263,7 +267,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         for i, (x, y) in enumerate(loader):
             if i < skip:
                 continue
-            _fault_hook(loop_config, rank, step)
+            _fault_hook(loop_config, rank, step, resumed=state is not None)
             x, y = x.to(device), y.to(device)
             ids = tuple(rule.draw(step, rank, world))
             labels = None

@@ -1,0 +1,292 @@
+"""``python -m orchestrator.catalog``: query the stitch catalog and plot its FLOPs/accuracy front.
+
+Usage (design brief, section 4)::
+
+    python -m orchestrator.catalog query CATALOG [--sweep S] [--trial T] [--sampling R]
+        [--anchors A,B] [--max-flops F] [--max-latency-ms L] [--min-top1 A]
+        [--pareto] [--per-trial] [--sort COL] [--desc] [--limit N] [--format table|csv|json]
+    python -m orchestrator.catalog plot CATALOG --out FILE.png [--sweep S] [--color-by trial|sampling|sweep]
+
+``--max-flops`` takes human values (``1.5G``, ``500M``, ``2e9``). The table goes to stdout and a
+one-line count to stderr; ``--format csv`` writes every column (lists as JSON strings) and
+``--format json`` one JSON array of objects. No match prints "no stitches match ..." on stderr
+and exits 0; a user's mistake prints ``error: <paragraph>`` and exits 2, without a traceback.
+Unreadable files in the catalog are skipped with a ``warning:`` line naming each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from typing import TYPE_CHECKING, Any, Sequence, TextIO
+
+from snnet import SNNetError
+
+from ._query import (
+    LIST_COLUMNS,
+    CatalogWarning,
+    _native,
+    load,
+    parse_flops,
+    parse_latency,
+    parse_top1,
+    query,
+    scan,
+    sweeps,
+    to_records,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+__all__ = ["build_parser", "format_csv", "format_json", "format_table", "main"]
+
+PROG = "python -m orchestrator.catalog"
+
+
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("filters (combined with AND)")
+    group.add_argument("--sweep", action="append", metavar="S",
+                       help="keep this sweep (repeat or comma-separate for several)")
+    group.add_argument("--trial", action="append", metavar="T", help="keep this trial id (repeatable)")
+    group.add_argument("--sampling", action="append", metavar="RULE", help="keep this sampling rule (repeatable)")
+    group.add_argument("--anchors", metavar="A,B",
+                       help="keep stitches whose anchor path includes all of these model names")
+    group.add_argument("--max-flops", metavar="F", help="FLOPs budget: 1.5G, 500M, 2e9 or a plain integer")
+    group.add_argument("--max-latency-ms", metavar="L",
+                       help="latency budget in ms (rows without a measured latency are dropped)")
+    group.add_argument("--min-top1", metavar="A", help="minimum top-1 accuracy in percent, 0..100")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Query the Parquet stitch catalog and plot its FLOPs/accuracy trade-off.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{query,plot}")
+
+    q = commands.add_parser(
+        "query", help="print the stitches that match filters and budgets",
+        description="Print catalog rows matching the filters, optionally only the Pareto front "
+                    "(maximise top-1, minimise FLOPs).",
+    )
+    q.add_argument("catalog", metavar="CATALOG", help="catalog folder or URI (s3://, gs://)")
+    _add_filters(q)
+    q.add_argument("--pareto", action="store_true", help="keep only non-dominated stitches (top-1 vs FLOPs)")
+    q.add_argument("--per-trial", action="store_true",
+                   help="take the Pareto front within each trial (implies --pareto)")
+    q.add_argument("--sort", default="flops", metavar="COL", help="column to sort by (default: flops)")
+    q.add_argument("--desc", action="store_true", help="sort in descending order")
+    q.add_argument("--limit", metavar="N", help="print at most N rows")
+    q.add_argument("--format", default="table", choices=["table", "csv", "json"], help="output format (default: table)")
+
+    p = commands.add_parser(
+        "plot", help="plot top-1 against FLOPs with the Pareto front into a PNG",
+        description="Plot top-1 accuracy against FLOPs for every stitch, anchors marked, Pareto front as a step line.",
+    )
+    p.add_argument("catalog", metavar="CATALOG", help="catalog folder or URI (s3://, gs://)")
+    p.add_argument("--out", required=True, metavar="FILE.png", help="where to write the picture")
+    _add_filters(p)
+    p.add_argument("--color-by", default="trial", choices=["trial", "sampling", "sweep"],
+                   help="what the colours distinguish (default: trial)")
+    p.add_argument("--title", help="title (default: the catalog, sweep and row count)")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# output formats
+# ---------------------------------------------------------------------------------------------
+
+
+def _cell(value: Any, fmt: str = "{}") -> str:
+    import pandas as pd
+
+    if value is None or (not isinstance(value, (list, tuple)) and pd.isna(value)):
+        return "-"
+    return fmt.format(value)
+
+
+def format_table(df: "pd.DataFrame") -> str:
+    """Aligned columns: sweep, trial, stitch, anchors (a>b), cuts, FLOPs, params(M), top1, top5, sampling."""
+    flops = [float(f) for f in df["flops"].dropna()] if "flops" in df.columns else []
+    scale, unit = (1e9, "GFLOPs") if not flops or max(flops) >= 1e8 else (1e6, "MFLOPs")
+    show_latency = "latency_ms" in df.columns and bool(df["latency_ms"].notna().any())
+    header = ["sweep", "trial_id", "stitch_id", "anchors", "cuts", unit, "params(M)", "top1", "top5"]
+    header += ["latency(ms)"] if show_latency else []
+    header += ["sampling"]
+    right = {"stitch_id", unit, "params(M)", "top1", "top5", "latency(ms)"}
+    lines = [header]
+    for row in to_records(df):
+        cuts = row.get("cuts") or []
+        line = [
+            _cell(row.get("sweep")),
+            _cell(row.get("trial_id")),
+            _cell(row.get("stitch_id")),
+            ">".join(row.get("anchors") or []) or "-",
+            " ".join(f"[{j},{k}]" for j, k in cuts) if cuts else "-",
+            _cell(row["flops"] / scale, "{:.3f}") if row.get("flops") is not None else "-",
+            _cell(row["params"] / 1e6, "{:.2f}") if row.get("params") is not None else "-",
+            _cell(row.get("top1"), "{:.2f}"),
+            _cell(row.get("top5"), "{:.2f}"),
+        ]
+        if show_latency:
+            line.append(_cell(row.get("latency_ms"), "{:.2f}"))
+        line.append(_cell(row.get("sampling")))
+        lines.append(line)
+    widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
+    out = []
+    for n, r in enumerate(lines):
+        out.append("  ".join(c.rjust(w) if header[i] in right else c.ljust(w)
+                             for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out) + "\n"
+
+
+def _jsonable_frame(df: "pd.DataFrame") -> "pd.DataFrame":
+    """A copy with list columns as JSON strings and timestamps in ISO 8601 (for CSV)."""
+    import pandas as pd
+
+    out = df.copy()
+    for column in out.columns:
+        series = out[column]
+        if column in LIST_COLUMNS or series.map(lambda v: isinstance(v, (list, tuple))).any():
+            out[column] = [None if v is None else json.dumps(v) for v in map(_native, series)]
+        elif isinstance(series.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(series):
+            out[column] = [None if pd.isna(v) else v.isoformat() for v in series]
+    return out
+
+
+def format_csv(df: "pd.DataFrame") -> str:
+    """Every column as CSV (pandas ``to_csv``); lists are JSON strings, timestamps ISO 8601."""
+    return _jsonable_frame(df).to_csv(index=False)
+
+
+def format_json(df: "pd.DataFrame") -> str:
+    """One JSON array of objects with JSON-native lists; NaN/NA become null."""
+    lines = [json.dumps(record, allow_nan=False) for record in to_records(df)]
+    return "[\n" + ",\n".join(lines) + "\n]\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------------------------
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    """Parse every filter before the catalog is read, so mistakes fail fast."""
+    def names(values: list[str] | None) -> list[str] | None:
+        if values is None:
+            return None
+        return [n.strip() for v in values for n in v.split(",") if n.strip()] or values
+    return {
+        "sweep": names(args.sweep),
+        "trial": names(args.trial),
+        "sampling": names(args.sampling),
+        "anchors": args.anchors,
+        "max_flops": parse_flops(args.max_flops) if args.max_flops is not None else None,
+        "max_latency_ms": parse_latency(args.max_latency_ms) if args.max_latency_ms is not None else None,
+        "min_top1": parse_top1(args.min_top1) if args.min_top1 is not None else None,
+    }
+
+
+def _load(catalog: str, filters: dict[str, Any]) -> "pd.DataFrame":
+    chosen = filters["sweep"]
+    return load(catalog, sweep=chosen[0] if chosen and len(chosen) == 1 else None)
+
+
+def _why_empty(catalog: str, filters: dict[str, Any], total: int) -> str:
+    """The "no stitches match" line, with the likeliest reason."""
+    if filters["sweep"]:
+        present = sweeps(catalog)
+        absent = [s for s in filters["sweep"] if s not in present]
+        if absent and len(absent) == len(filters["sweep"]):
+            listing = ", ".join(present) if present else "none"
+            return (f"no stitches match: the catalog {catalog} has no sweep {', '.join(map(repr, absent))} "
+                    f"(sweeps present: {listing}).")
+    if total == 0:
+        good, _ = scan(catalog)
+        if not good:
+            return (f"no stitches match: the catalog {catalog} holds no readable trial files "
+                    "(sweep=<name>/trial-<id>.parquet).")
+    return f"no stitches match the filters ({total} stitch{'es' if total != 1 else ''} before filtering)."
+
+
+def _write(text: str, stream: TextIO) -> bool:
+    """Write to stdout; False when the reader went away (``| head``)."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        try:  # keep the interpreter's final flush from complaining again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        except (OSError, ValueError):
+            pass
+        return False
+    return True
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    filters = _filters(args)
+    limit = args.limit
+    if limit is not None:
+        try:
+            limit = int(limit)
+        except ValueError:
+            raise SNNetError("The row limit (--limit) must be a positive whole number such as 10, "
+                             f"got {args.limit!r}.") from None
+    df = _load(args.catalog, filters)
+    result = query(df, **filters, pareto=args.pareto, per_trial=args.per_trial, sort=args.sort,
+                   descending=args.desc, limit=limit)
+    if result.empty:
+        print(_why_empty(args.catalog, filters, len(df)), file=sys.stderr)
+        return 0
+    render = {"table": format_table, "csv": format_csv, "json": format_json}[args.format]
+    if not _write(render(result), sys.stdout):
+        return 0
+    if args.format == "table":
+        what = "Pareto-optimal stitches" if (args.pareto or args.per_trial) else "stitches"
+        print(f"{len(result)} {what} shown, of {len(df)} in the catalog"
+              f"{' (sweep ' + ', '.join(filters['sweep']) + ')' if filters['sweep'] else ''}.", file=sys.stderr)
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from ._plot import plot
+
+    filters = _filters(args)
+    df = _load(args.catalog, filters)
+    result = query(df, **filters)
+    if result.empty:
+        print(_why_empty(args.catalog, filters, len(df)) + " Nothing to plot.", file=sys.stderr)
+        return 0
+    out = plot(result, args.out, color_by=args.color_by, title=args.title,
+               catalog=args.catalog)
+    print(f"wrote {out} ({len(result)} stitches)", file=sys.stderr)
+    return 0
+
+
+def _show_warning(message: Any, category: type, filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", CatalogWarning)
+        warnings.showwarning = _show_warning
+        try:
+            return _cmd_query(args) if args.command == "query" else _cmd_plot(args)
+        except SNNetError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

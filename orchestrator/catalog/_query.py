@@ -1,0 +1,579 @@
+"""Querying the stitch catalog: filters, budgets and the Pareto front (design brief, sections 1 and 4).
+
+This is the notebook API behind ``python -m orchestrator.catalog query``::
+
+    from orchestrator.catalog import load, query, pareto_front, best_under
+
+    df = load("catalog/")                                  # every row, as a pandas DataFrame
+    query(df, sweep="deit-tsb", max_flops="4.6G", pareto=True)
+    best_under(df, max_flops="2G")                         # one row (a Series) or None
+
+Reading is robust: :func:`scan` lists the trial files (``*.parquet``, skipping names that start
+with ``.`` or ``_`` as pyarrow does) and checks each file's Parquet footer and column types;
+a corrupt or half-copied file is reported with :class:`CatalogWarning` naming the file, and
+:func:`load` reads the rest. List columns (``anchors``, ``cuts``, ``layers``) come back as plain
+Python lists and integer columns as pandas' nullable integer types.
+
+The Pareto front is taken in (maximise ``top1``, minimise ``flops``): a row is dominated when
+another row has ``top1 >=`` and ``flops <=`` with at least one of the two strict. Rows with
+identical ``(flops, top1)`` do not dominate each other, so when such a pair is on the front,
+*all* of them are kept (the same stitch evaluated by several trials stays visible). Rows
+without ``top1`` are never on the front.
+
+Budgets accept human values: ``parse_flops("1.5G") == 1_500_000_000``; ``K``, ``M``, ``G``,
+``T`` and ``P`` are powers of 10^3 (``M`` is mega, not milli), and ``2e9``, ``1_000`` and
+plain integers work too. Every mistake raises :class:`snnet.SNNetError` with one paragraph.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import warnings
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from snnet import SNNetError
+
+from ._store import SCHEMA, check_name, read_catalog, resolve
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    import pyarrow as pa
+
+__all__ = [
+    "CatalogWarning",
+    "REQUIRED_COLUMNS",
+    "best_under",
+    "load",
+    "parse_flops",
+    "parse_latency",
+    "parse_top1",
+    "pareto_front",
+    "query",
+    "scan",
+    "sweeps",
+    "to_records",
+]
+
+#: Columns a Parquet file must hold to count as a trial file of the catalog.
+REQUIRED_COLUMNS = ("trial_id", "stitch_id", "anchors", "cuts", "flops", "params")
+#: Columns holding lists (rendered as JSON in CSV output; not sortable).
+LIST_COLUMNS = ("anchors", "cuts", "layers")
+_STITCH_KEY = ("sweep", "trial_id", "stitch_id")
+_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
+_FLOPS = re.compile(
+    r"(?P<num>[+-]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:e[+-]?\d+)?)\s*(?P<suffix>[kmgtp]?)\s*(?:flops?|f)?",
+    re.IGNORECASE,
+)
+_HINT = (
+    "A catalog is the folder or URI given as --catalog to training and sweeps; it holds "
+    "sweep=<name>/trial-<id>.parquet files."
+)
+
+
+class CatalogWarning(UserWarning):
+    """A file of the catalog that could not be read and was skipped."""
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing of budgets and thresholds
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_flops(value: str | int | float) -> int:
+    """A FLOPs budget from ``"1.5G"``, ``"500M"``, ``"2e9"``, ``"1_000"``, ``1500000000``, ... as an int.
+
+    Suffixes ``K``, ``M``, ``G``, ``T``, ``P`` are 10^3 ... 10^15 and may be followed by
+    ``FLOPs`` (``"1.5GFLOPs"``). Negative, infinite or unparsable values raise SNNetError.
+    """
+    what = "The FLOPs budget (--max-flops / max_flops)"
+    usage = ("a non-negative number of FLOPs such as 1.5G, 500M, 2e9 or 1500000000 "
+             "(K, M, G, T = 10^3, 10^6, 10^9, 10^12)")
+    if isinstance(value, bool):
+        raise SNNetError(f"{what} must be {usage}, got {value!r}.")
+    if isinstance(value, (int, float)):
+        number = Decimal(value) if math.isfinite(value) else None
+        scale = 1
+    elif isinstance(value, str):
+        match = _FLOPS.fullmatch(value.strip())
+        number = scale = None
+        if match:
+            try:
+                number = Decimal(match["num"].replace("_", ""))
+            except InvalidOperation:
+                number = None
+            scale = _SUFFIXES[match["suffix"].lower()]
+    else:
+        number = scale = None
+    if number is None or scale is None:
+        raise SNNetError(f"{what} must be {usage}, got {value!r}.")
+    if number < 0:
+        raise SNNetError(f"{what} must be {usage}; a negative budget matches nothing, got {value!r}.")
+    return int((number * scale).to_integral_value())
+
+
+def _parse_float(value: Any, what: str, unit: str, low: float, high: float, usage: str) -> float:
+    number: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if unit and text.lower().endswith(unit):
+            text = text[: -len(unit)].strip()
+        try:
+            number = float(text.replace("_", ""))
+        except ValueError:
+            number = None
+    if number is None or not math.isfinite(number):
+        raise SNNetError(f"{what} must be {usage}, got {value!r}.")
+    if not low <= number <= high:
+        raise SNNetError(f"{what} must be {usage}, got {value!r}, which is outside that range.")
+    return number
+
+
+def parse_latency(value: str | int | float) -> float:
+    """A latency budget in milliseconds (``5``, ``"2.5"``, ``"2.5ms"``); must be >= 0."""
+    return _parse_float(value, "The latency budget (--max-latency-ms / max_latency_ms)", "ms",
+                        0.0, math.inf, "a non-negative number of milliseconds such as 5 or 2.5")
+
+
+def parse_top1(value: str | int | float) -> float:
+    """A top-1 threshold in percent (``75``, ``"75.5"``, ``"75%"``); must lie in [0, 100]."""
+    return _parse_float(value, "The top-1 threshold (--min-top1 / min_top1)", "%", 0.0, 100.0,
+                        "an accuracy in percent between 0 and 100, such as 75 or 79.5")
+
+
+def _parse_limit(value: Any) -> int:
+    try:
+        limit = int(value) if not isinstance(value, (bool, float)) else None
+    except (TypeError, ValueError):
+        limit = None
+    if limit is None or limit < 1:
+        raise SNNetError(f"The row limit (--limit / limit) must be a positive whole number such as 10, got {value!r}.")
+    return limit
+
+
+def _names(value: str | Iterable[str] | None, what: str) -> list[str] | None:
+    """``"a"``, ``"a,b"`` or ``["a", "b"]`` as a list of non-empty names (None: no filter)."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = []
+    for item in items:
+        if not isinstance(item, str):
+            raise SNNetError(f"The {what} filter takes names (strings), got {item!r} in {value!r}.")
+        names.extend(part.strip() for part in re.split(r"[,>]", item) if part.strip())
+    if not names:
+        raise SNNetError(f"The {what} filter needs at least one name, got {value!r}.")
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------------
+
+
+def _open(catalog: str | os.PathLike[str]) -> tuple[Any, str]:
+    """The filesystem and base path of a catalog that must be an existing folder."""
+    import pyarrow as pa
+    from pyarrow import fs as pafs
+
+    shown = os.fspath(catalog)
+    try:
+        filesystem, base = resolve(shown)
+        info = filesystem.get_file_info(base)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise SNNetError(f"{shown!r} is not a stitch catalog: pyarrow cannot open it ({e}). {_HINT}") from None
+    if info.type != pafs.FileType.Directory:
+        kind = "a file" if info.type == pafs.FileType.File else "missing"
+        raise SNNetError(f"{shown!r} is not a stitch catalog: it is {kind}, not a folder. {_HINT}")
+    return filesystem, base.rstrip("/") or "/"
+
+
+def _castable(have: "pa.DataType", want: "pa.DataType") -> bool:
+    """Whether a file column of type ``have`` reads safely as the catalog type ``want``."""
+    import pyarrow.types as t
+
+    if have == want or t.is_null(have):
+        return True
+    if t.is_integer(want):
+        return t.is_integer(have)
+    if t.is_floating(want):
+        return t.is_integer(have) or t.is_floating(have)
+    if t.is_string(want) or t.is_large_string(want):
+        return t.is_string(have) or t.is_large_string(have)
+    if t.is_timestamp(want):
+        return t.is_timestamp(have) or t.is_date(have)
+    if t.is_list(want):
+        return (t.is_list(have) or t.is_large_list(have)) and _castable(have.value_type, want.value_type)
+    return False
+
+
+def _check_file(filesystem: Any, path: str) -> str | None:
+    """Why a trial file cannot be read (None when its footer and columns are fine)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        with filesystem.open_input_file(path) as handle:
+            schema = pq.ParquetFile(handle).schema_arrow
+    except (pa.ArrowException, OSError, ValueError) as e:
+        return f"not a readable Parquet file ({e})"
+    missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
+    if missing:
+        return f"not a trial file: it lacks the column(s) {', '.join(missing)}"
+    for field in schema:
+        if field.name in SCHEMA.names and not _castable(field.type, SCHEMA.field(field.name).type):
+            return f"column {field.name!r} has type {field.type}, the catalog expects {SCHEMA.field(field.name).type}"
+    return None
+
+
+def _scan(catalog: str | os.PathLike[str], sweep: str | None = None):
+    from pyarrow import fs as pafs
+
+    filesystem, base = _open(catalog)
+    start = base if sweep is None else f"{base}/sweep={check_name('sweep', sweep)}"
+    selector = pafs.FileSelector(start, recursive=True, allow_not_found=True)
+    good: list[str] = []
+    bad: list[tuple[str, str]] = []
+    strays = 0
+    for info in sorted(filesystem.get_file_info(selector), key=lambda i: i.path):
+        if info.type != pafs.FileType.File:
+            continue
+        relative = info.path[len(base):].lstrip("/")
+        if any(part.startswith((".", "_")) for part in relative.split("/")):
+            continue  # temporary files of writers in flight, _SUCCESS markers, ...
+        if not info.base_name.endswith(".parquet"):
+            strays += 1  # README, notes: not part of the catalog
+            continue
+        reason = _check_file(filesystem, info.path)
+        if reason is None:
+            good.append(info.path)
+        else:
+            bad.append((info.path, reason))
+    return good, bad, strays, filesystem, base
+
+
+def scan(catalog: str | os.PathLike[str], sweep: str | None = None) -> tuple[list[str], list[tuple[str, str]]]:
+    """The catalog's trial files: ``(good_files, [(bad_file, reason), ...])``.
+
+    Files are the ``*.parquet`` files under the catalog (under ``sweep=<sweep>/`` when given);
+    names or folders starting with ``.`` or ``_`` are skipped, as pyarrow and writers in flight
+    expect. A file is bad when its Parquet footer cannot be read (corrupt, truncated, empty),
+    when it lacks a required column or when a column has an incompatible type. A catalog path
+    that is missing or a file raises SNNetError.
+    """
+    good, bad, _, _, _ = _scan(catalog, sweep)
+    return good, bad
+
+
+def sweeps(catalog: str | os.PathLike[str]) -> list[str]:
+    """The sweep names present in a catalog (its ``sweep=<name>`` folders), sorted."""
+    from pyarrow import fs as pafs
+
+    filesystem, base = _open(catalog)
+    infos = filesystem.get_file_info(pafs.FileSelector(base, recursive=False))
+    return sorted(i.base_name[len("sweep="):] for i in infos
+                  if i.type == pafs.FileType.Directory and i.base_name.startswith("sweep="))
+
+
+def _dataset_schema() -> "pa.Schema":
+    import pyarrow as pa
+
+    return SCHEMA.append(pa.field("sweep", pa.string()))
+
+
+def _read_files(filesystem: Any, base: str, files: Sequence[str]) -> "pa.Table":
+    """The given trial files as one table, with ``sweep`` from the Hive partition (as read_catalog)."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    schema = _dataset_schema()
+    partitioning = ds.partitioning(pa.schema([pa.field("sweep", pa.string())]), flavor="hive")
+
+    def read(paths: Sequence[str]) -> pa.Table:
+        return ds.dataset(list(paths), filesystem=filesystem, format="parquet", partitioning=partitioning,
+                          partition_base_dir=base, schema=schema).to_table()
+
+    if not files:
+        return schema.empty_table()
+    try:
+        return read(files)
+    except (pa.ArrowException, OSError):
+        pass  # a file whose footer is fine but whose data is not: find it, skip it, keep the rest
+    tables = []
+    for path in files:
+        try:
+            tables.append(read([path]))
+        except (pa.ArrowException, OSError) as e:
+            warnings.warn(f"skipping {path}: its data cannot be read ({e})", CatalogWarning, stacklevel=3)
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def _native(value: Any) -> Any:
+    """A JSON-native Python value (lists, ints, floats, str, None) for one cell."""
+    import numpy as np
+    import pandas as pd
+
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_native(v) for v in value]
+    if isinstance(value, pd.Timestamp):
+        return None if pd.isna(value) else value.isoformat()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value
+
+
+def _to_pandas(table: "pa.Table") -> "pd.DataFrame":
+    import pandas as pd
+    import pyarrow as pa
+
+    mapping = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
+               pa.int64(): pd.Int64Dtype()}
+    df = table.to_pandas(types_mapper=mapping.get)
+    for column in LIST_COLUMNS:
+        if column in df.columns:
+            df[column] = pd.Series([_native(v) for v in df[column]], index=df.index, dtype=object)
+    first = [c for c in ("sweep", "trial_id", "stitch_id") if c in df.columns]
+    return df[first + [c for c in df.columns if c not in first]]
+
+
+def load(catalog: str | os.PathLike[str], sweep: str | None = None) -> "pd.DataFrame":
+    """Every row of a catalog (or of one sweep) as a DataFrame, skipping unreadable files with a warning.
+
+    The rows are those :func:`orchestrator.catalog.read_catalog` returns; a file that
+    :func:`scan` finds unreadable is skipped with a :class:`CatalogWarning` that names it.
+    """
+    import pyarrow as pa
+
+    good, bad, strays, filesystem, base = _scan(catalog, sweep)
+    for path, reason in bad:
+        warnings.warn(f"skipping {path}: {reason}", CatalogWarning, stacklevel=2)
+    table = None
+    if not bad and not strays:
+        try:  # the storage layer's own reader: same files, same partitioning, same schema
+            table = read_catalog(catalog, sweep)
+        except (pa.ArrowException, OSError):
+            table = None
+    if table is None:
+        table = _read_files(filesystem, base, good)
+    return _to_pandas(table)
+
+
+# ---------------------------------------------------------------------------------------------
+# queries
+# ---------------------------------------------------------------------------------------------
+
+
+def _require(df: "pd.DataFrame", columns: Iterable[str], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise SNNetError(f"{what} needs the column(s) {', '.join(missing)}, which this table lacks "
+                         f"(it has: {', '.join(map(str, df.columns))}).")
+
+
+def _front_mask(flops: Sequence[float], top1: Sequence[float]) -> list[bool]:
+    """Non-dominated positions in (max top1, min flops); identical (flops, top1) are all kept."""
+    n = len(flops)
+    valid = [i for i in range(n) if not (math.isnan(flops[i]) or math.isnan(top1[i]))]
+    order = sorted(valid, key=lambda i: (flops[i], -top1[i]))
+    keep = [False] * n
+    best_before = -math.inf  # best top1 among rows with strictly fewer FLOPs
+    i = 0
+    while i < len(order):
+        j = i
+        while j < len(order) and flops[order[j]] == flops[order[i]]:
+            j += 1
+        top = top1[order[i]]  # the group's best: sorted by -top1 within equal flops
+        if top > best_before:
+            for k in order[i:j]:
+                keep[k] = top1[k] == top
+            best_before = top
+        i = j
+    return keep
+
+
+def _float_list(series: "pd.Series") -> list[float]:
+    import pandas as pd
+
+    return [math.nan if pd.isna(v) else float(v) for v in series]
+
+
+def pareto_front(df: "pd.DataFrame", per_trial: bool = False) -> "pd.DataFrame":
+    """The rows of ``df`` on the (max ``top1``, min ``flops``) Pareto front, sorted by FLOPs.
+
+    A row is dominated when another has ``top1 >=`` and ``flops <=`` with at least one strict;
+    rows with identical ``(flops, top1)`` are all kept; rows without ``top1`` are dropped. With
+    ``per_trial=True`` the front is taken within each ``(sweep, trial_id)`` separately. The
+    original index is kept so the result can be joined back.
+    """
+    import pandas as pd
+
+    _require(df, ("flops", "top1"), "The Pareto front")
+    if per_trial:
+        _require(df, ("trial_id",), "The per-trial Pareto front")
+        keys = [c for c in ("sweep", "trial_id") if c in df.columns]
+        groups: dict[tuple, list[int]] = {}
+        codes = zip(*(df[k].tolist() for k in keys))
+        for pos, code in enumerate(codes):
+            groups.setdefault(tuple(None if pd.isna(v) else v for v in code), []).append(pos)
+        keep = [False] * len(df)
+        for members in groups.values():
+            sub = df.iloc[members]
+            for pos, kept in zip(members, _front_mask(_float_list(sub["flops"]), _float_list(sub["top1"]))):
+                keep[pos] = kept
+    else:
+        keep = _front_mask(_float_list(df["flops"]), _float_list(df["top1"]))
+    front = df[pd.Series(keep, index=df.index, dtype=bool)] if len(df) else df
+    return _sort(front, ["flops", "top1"], [True, False])
+
+
+def _sort(df: "pd.DataFrame", by: list[str], ascending: list[bool]) -> "pd.DataFrame":
+    """Stable sort with the stitch key as tie-breaker, missing values last."""
+    ties = [c for c in _STITCH_KEY if c in df.columns and c not in by]
+    return df.sort_values(by + ties, ascending=ascending + [True] * len(ties), kind="stable", na_position="last")
+
+
+def _sort_columns(sort: str | Sequence[str], columns: Sequence[str]) -> list[str]:
+    by = [s.strip() for s in sort.split(",")] if isinstance(sort, str) else list(sort)
+    if not by or not all(isinstance(c, str) and c for c in by):
+        raise SNNetError(f"The sort key (--sort / sort) must name one or more columns, got {sort!r}.")
+    sortable = [c for c in columns if c not in LIST_COLUMNS]
+    for column in by:
+        if column in LIST_COLUMNS:
+            raise SNNetError(f"Cannot sort by {column!r}: it holds lists. Sort by one of: {', '.join(sortable)}.")
+        if column not in columns:
+            raise SNNetError(f"Unknown sort column {column!r}. Sort by one of: {', '.join(sortable)}.")
+    return by
+
+
+def _path(anchors: Any) -> list[str]:
+    """One row's anchor path as a list (tolerates tuples, arrays and missing values)."""
+    if anchors is None or isinstance(anchors, float):
+        return []
+    if isinstance(anchors, str):
+        return [anchors]
+    return [str(a) for a in anchors]
+
+
+def _isin(df: "pd.DataFrame", column: str, values: list[str]) -> "pd.Series":
+    _require(df, (column,), f"The {column} filter")
+    return df[column].isin(values).fillna(False).astype(bool)
+
+
+def query(
+    df_or_catalog: "pd.DataFrame | str | os.PathLike[str]",
+    *,
+    sweep: str | Sequence[str] | None = None,
+    trial: str | Sequence[str] | None = None,
+    sampling: str | Sequence[str] | None = None,
+    max_flops: str | int | float | None = None,
+    max_latency_ms: str | int | float | None = None,
+    min_top1: str | int | float | None = None,
+    anchors: str | Sequence[str] | None = None,
+    pareto: bool = False,
+    per_trial: bool = False,
+    sort: str | Sequence[str] = "flops",
+    descending: bool = False,
+    limit: int | None = None,
+) -> "pd.DataFrame":
+    """Filter catalog rows, optionally keep the Pareto front, then sort and cut.
+
+    ``df_or_catalog`` is a DataFrame from :func:`load` or a catalog path/URI (read with
+    :func:`load`). Filters combine with AND:
+
+    * ``sweep``, ``trial``, ``sampling``: one name, ``"a,b"`` or a list of names;
+    * ``anchors``: model names (``"a,b"``, ``"a>b"`` or a list) that must *all* occur in the
+      row's anchor path, e.g. ``anchors="deit_small_patch16_224"`` keeps every stitch through it;
+    * ``max_flops`` (``"1.5G"``, ``500e6``, ...): ``flops <= max_flops``;
+    * ``max_latency_ms``: ``latency_ms <= max_latency_ms``; rows without a measured latency are
+      dropped, since they cannot be shown to fit;
+    * ``min_top1`` (percent): ``top1 >= min_top1``.
+
+    Then ``pareto=True`` keeps the :func:`pareto_front` of what is left (``per_trial=True``
+    takes it per trial and implies ``pareto``), rows are sorted by ``sort`` (a column name or
+    several, ties broken by sweep, trial and stitch id; ``descending`` reverses the first key)
+    and ``limit`` keeps the first rows. The result has a fresh 0..n-1 index.
+    """
+    import pandas as pd
+
+    flops_budget = parse_flops(max_flops) if max_flops is not None else None
+    latency_budget = parse_latency(max_latency_ms) if max_latency_ms is not None else None
+    top1_floor = parse_top1(min_top1) if min_top1 is not None else None
+    row_limit = _parse_limit(limit) if limit is not None else None
+    sweep_names = _names(sweep, "sweep")
+    trial_names = _names(trial, "trial")
+    sampling_names = _names(sampling, "sampling")
+    anchor_names = _names(anchors, "anchors")
+
+    if isinstance(df_or_catalog, pd.DataFrame):
+        df = df_or_catalog
+    elif isinstance(df_or_catalog, (str, os.PathLike)):
+        _sort_columns(sort, _dataset_schema().names)  # fail before reading a large catalog
+        single = sweep_names[0] if sweep_names and len(sweep_names) == 1 else None
+        df = load(df_or_catalog, sweep=single)
+    else:
+        kind = type(df_or_catalog).__name__
+        raise SNNetError(f"query() takes a DataFrame from load() or a catalog path, got a {kind}.")
+    by = _sort_columns(sort, list(df.columns))
+
+    mask = pd.Series(True, index=df.index)
+    if sweep_names is not None:
+        mask &= _isin(df, "sweep", sweep_names)
+    if trial_names is not None:
+        mask &= _isin(df, "trial_id", trial_names)
+    if sampling_names is not None:
+        mask &= _isin(df, "sampling", sampling_names)
+    if anchor_names is not None:
+        _require(df, ("anchors",), "The anchors filter")
+        wanted = set(anchor_names)
+        mask &= pd.Series([wanted <= set(_path(a)) for a in df["anchors"]], index=df.index, dtype=bool)
+    if flops_budget is not None:
+        _require(df, ("flops",), "The FLOPs budget")
+        mask &= (df["flops"] <= flops_budget).fillna(False).astype(bool)
+    if latency_budget is not None:
+        _require(df, ("latency_ms",), "The latency budget")
+        mask &= (df["latency_ms"] <= latency_budget).fillna(False).astype(bool)
+    if top1_floor is not None:
+        _require(df, ("top1",), "The top-1 threshold")
+        mask &= (df["top1"] >= top1_floor).fillna(False).astype(bool)
+    result = df[mask]
+    if pareto or per_trial:
+        result = pareto_front(result, per_trial=per_trial)
+    result = _sort(result, by, [not descending] + [True] * (len(by) - 1))
+    if row_limit is not None:
+        result = result.head(row_limit)
+    return result.reset_index(drop=True)
+
+
+def best_under(
+    df_or_catalog: "pd.DataFrame | str | os.PathLike[str]",
+    max_flops: str | int | float | None = None,
+    max_latency_ms: str | int | float | None = None,
+) -> "pd.Series | None":
+    """The row with the highest top-1 within the budgets (a Series), or None when nothing fits.
+
+    Ties in top-1 go to fewer FLOPs, then lower latency, then the first stitch key. Rows
+    without top-1 never win; with ``max_latency_ms``, rows without a latency do not fit.
+    """
+    fitting = query(df_or_catalog, max_flops=max_flops, max_latency_ms=max_latency_ms)
+    fitting = fitting[fitting["top1"].notna()]
+    if fitting.empty:
+        return None
+    by = ["top1", "flops"] + (["latency_ms"] if "latency_ms" in fitting.columns else [])
+    ranked = _sort(fitting, by, [False, True] + [True] * (len(by) - 2))
+    return ranked.iloc[0]
+
+
+def to_records(df: "pd.DataFrame") -> list[dict[str, Any]]:
+    """The rows as JSON-native dicts: lists stay lists, timestamps become ISO 8601, NaN/inf/NA become None."""
+    columns = list(df.columns)
+    return [{c: _native(v) for c, v in zip(columns, row)} for row in df.itertuples(index=False, name=None)]
