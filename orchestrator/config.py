@@ -83,12 +83,13 @@ class TrainConfig:
         for name in ("anchor_lr", "stitch_lr", "weight_decay", "grad_clip", "eval_checkpoint_seconds"):
             value = getattr(self, name)
             need(isinstance(value, (int, float)) and value >= 0, f"{name} must be a number >= 0, got {value!r}")
-        need(0 <= self.warmup_fraction < 1, f"warmup_fraction must lie in [0, 1), got {self.warmup_fraction!r}")
+        need(isinstance(self.warmup_fraction, (int, float)) and 0 <= self.warmup_fraction < 1,
+             f"warmup_fraction must lie in [0, 1), got {self.warmup_fraction!r}")
         need(self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         need(self.init in INITS, f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         need(self.ls_mode in ("joint", "average"), f"ls_mode must be 'joint' or 'average', got {self.ls_mode!r}")
         need(self.sampling in RULES, f"sampling must be one of {', '.join(RULES)}, got {self.sampling!r}")
-        need(self.init != "ls" or self.ls_samples >= 1, "ls_samples must be >= 1 for least-squares init, got 0")
+        need(self.init != "ls" or self.ls_samples != 0, "ls_samples must be >= 1 for least-squares init, got 0")
         need(self.mode != "lora" or self.init == "ls", "mode 'lora' learns updates of LS-initialised layers: use init 'ls'")
         need(self.image_size is None or (isinstance(self.image_size, int) and self.image_size >= 1),
              f"image_size must be an integer >= 1, got {self.image_size!r}")

@@ -95,9 +95,17 @@ def prepare(config: TrainConfig, progress: Callable[[str], None] = print) -> tup
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         config = replace(config, trial_id=f"{stamp}-{uuid.uuid4().hex[:6]}")
     from .catalog import CatalogWriter
+    from .catalog._store import check_name
 
+    check_name("trial", config.trial_id)
     CatalogWriter(config.catalog, config.sweep)  # checks the catalog path before training
     return config, space
+
+
+def _uri(storage: str, path: str) -> str:
+    """Ray's ``Checkpoint.path`` drops the scheme of remote storage: put it back."""
+    scheme = storage.split("://", 1)[0] if "://" in storage else ""
+    return f"{scheme}://{path}" if scheme and "://" not in path else path
 
 
 def _storage(path: str) -> str:
@@ -146,7 +154,7 @@ def run_training(
     metrics = result.metrics or {}
     if "results" not in metrics:
         raise RuntimeError(f"training ended without evaluation results (last metrics: {metrics})")
-    checkpoint = result.checkpoint.path if result.checkpoint else ""
+    checkpoint = _uri(config.storage_path, result.checkpoint.path) if result.checkpoint else ""
     rows = catalog_rows(config, space, metrics["results"], metrics.get("r2", {}), checkpoint)
     path = CatalogWriter(config.catalog, config.sweep).write_trial(config.trial_id, rows)
     return TrainResult(config, space, rows, path, checkpoint, metrics.get("r2", {}))

@@ -61,6 +61,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def _spec(text: str, pretrained: bool, num_classes: int | None) -> AnchorSpec:
     name, _, path = text.partition("=")
     kwargs = {"num_classes": num_classes} if num_classes is not None else {}
+    path = path.strip()
     return AnchorSpec(name.strip(), pretrained=pretrained and not path, checkpoint=path or None, kwargs=kwargs)
 
 

@@ -261,6 +261,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             f"{world} worker(s), sampling '{config.sampling}', mode '{config.mode}'")
     while epoch < config.epochs:
         net.train()
+        if config.mode != "full":  # frozen anchors keep their BatchNorm statistics too
+            net.anchors.eval()
         loader.sampler.set_epoch(epoch)
         skip = step - epoch * steps_per_epoch  # batches of this epoch finished before a restart
         t_epoch, loss_sum, seen = time.perf_counter(), 0.0, 0

@@ -31,6 +31,9 @@ __all__ = ["SCHEMA", "SCHEMA_VERSION", "CatalogWriter", "read_catalog", "resolve
 
 SCHEMA_VERSION = "1"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# A sweep name is a Hive partition value: one made of digits only would be read back as an
+# integer by DuckDB and pyarrow's inference, so it must start with a letter.
+_SWEEP = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 
 #: Columns stored in each trial file (``sweep`` is the Hive partition, added on read).
 SCHEMA = pa.schema(
@@ -76,9 +79,10 @@ def resolve(root: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
 
 
 def check_name(kind: str, value: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
+    pattern, first = (_SWEEP, "a letter") if kind == "sweep" else (_NAME, "a letter or digit")
+    if not isinstance(value, str) or not pattern.match(value):
         raise SNNetError(
-            f"A {kind} name must start with a letter or digit and hold only letters, digits, '_', '.' "
+            f"A {kind} name must start with {first} and hold only letters, digits, '_', '.' "
             f"and '-', got {value!r}."
         )
     return value
@@ -96,14 +100,25 @@ class CatalogWriter:
         self.root = os.fspath(root)
         self.sweep = check_name("sweep", sweep)
         self.fs, self.base = resolve(self.root)
-        info = self.fs.get_file_info(self.base)
-        if info.type == pafs.FileType.File:
-            raise SNNetError(f"The catalog must be a folder or URI, but {self.root!r} is a file.")
+        path = self.base
+        while True:  # the catalog, or the nearest of its parents that exists, must be a folder
+            info = self.fs.get_file_info(path)
+            if info.type == pafs.FileType.File:
+                where = "is a file" if path == self.base else f"lies below the file {path!r}"
+                raise SNNetError(f"The catalog must be a folder or URI, but {self.root!r} {where}.")
+            parent = path.rsplit("/", 1)[0]
+            if info.type == pafs.FileType.Directory or not parent or parent == path:
+                break
+            path = parent
 
     def write_trial(self, trial_id: str, rows: Iterable[Mapping[str, Any]]) -> str:
         """Write all rows of one trial atomically; replaces an earlier file of the same trial."""
         check_name("trial", trial_id)
         now = _dt.datetime.now(_dt.timezone.utc)
+        rows = list(rows)
+        unknown = sorted({k for row in rows for k in row} - set(SCHEMA.names))
+        if unknown:  # a typo such as "top_1" would otherwise be dropped silently
+            raise ValueError(f"catalog rows have columns not in the schema: {unknown}")
         records = [{**{"created_at": now}, **row, "trial_id": trial_id} for row in rows]
         table = pa.Table.from_pylist(records, schema=SCHEMA)
         folder = f"{self.base}/sweep={self.sweep}"
@@ -133,7 +148,13 @@ def read_catalog(root: str | os.PathLike[str], sweep: str | None = None) -> pa.T
         kind = "a file" if info.type == pafs.FileType.File else "missing"
         raise SNNetError(f"{os.fspath(root)!r} is not a stitch catalog: it is {kind}, not a folder.")
     partitioning = ds.partitioning(pa.schema([pa.field("sweep", pa.string())]), flavor="hive")
-    dataset = ds.dataset(base, filesystem=filesystem, format="parquet", partitioning=partitioning,
-                         schema=SCHEMA.append(pa.field("sweep", pa.string())))
+    files = [
+        info.path
+        for info in filesystem.get_file_info(pafs.FileSelector(base, recursive=True))
+        if info.type == pafs.FileType.File and info.path.endswith(".parquet")
+        and not any(part.startswith((".", "_")) for part in info.path[len(base):].split("/") if part)
+    ]
+    dataset = ds.dataset(files, filesystem=filesystem, format="parquet", partitioning=partitioning,
+                         partition_base_dir=base, schema=SCHEMA.append(pa.field("sweep", pa.string())))
     table = dataset.to_table(filter=(ds.field("sweep") == sweep) if sweep else None)
     return table
