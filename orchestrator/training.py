@@ -248,6 +248,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 "epoch": epoch,
                 "r2": r2,
                 "evaluated": {str(k): v for k, v in evaluated.items()},
+                # enough to rebuild the supernet without the run's driver (export, analysis)
+                "train_config": loop_config["train"],
+                "space": loop_config["space"],
             })
         ray.train.report(metrics, checkpoint=checkpoint)
 

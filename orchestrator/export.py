@@ -1,0 +1,487 @@
+"""``python -m orchestrator.export``: one stitch of the catalog as a standalone ``torch.export`` program.
+
+Usage (design brief, section 4)::
+
+    python -m orchestrator.export CATALOG --out FILE.pt2 [--sweep S] --trial T --stitch N
+    python -m orchestrator.export CATALOG --out FILE.pt2 [--sweep S] [--trial T] --max-flops 1.5G
+    python -m orchestrator.export CATALOG --out FILE.pt2 --max-latency-ms 5 [--onnx]
+
+The stitch is picked by its catalog row: ``--trial``/``--stitch`` name it (``--trial`` may be
+left out when the selection holds one trial), a budget (``--max-flops``, ``--max-latency-ms``)
+takes the best top-1 under it, as ``orchestrator.catalog.best_under`` does. The trial's
+checkpoint (``<checkpoint>/state.pt``, a local folder or a URI pyarrow reads) is loaded with
+``weights_only=True``; the supernet is rebuilt from the training settings and stitch space
+stored in it (anchor weights come from the checkpoint, never from a hub or the anchors'
+original files), LoRA updates of stitching layers are merged, and
+:func:`snnet.export.extract_stitch` keeps only the weights the stitch runs.
+
+Written files:
+
+``FILE.pt2``
+    ``torch.export.save`` of the program; ``torch.export.load(FILE).module()(x)`` runs it with
+    plain PyTorch, without this project or timm. The batch dimension is dynamic when the model
+    allows it. Inputs are normalised images, ``float32 [N, C, H, W]``.
+``FILE.json``
+    the model card: anchors, cuts, FLOPs, params, top-1/top-5, latency, the source (catalog,
+    sweep, trial, stitch, checkpoint), the input shape and normalisation, the code version.
+``FILE.onnx``
+    with ``--onnx``, when the ``onnx`` package is installed (skipped with a note otherwise).
+
+A user's mistake (no such trial or stitch, nothing under the budget, a missing checkpoint, a
+path that is not a catalog) prints ``error: <paragraph>`` and exits 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from snnet import AnchorSpec, SNNetError, StitchedSupernet, StitchSpace, create_anchor
+from snnet._space import Stitch
+
+__all__ = ["ExportError", "ExportResult", "export_from_catalog", "load_state", "rebuild_supernet", "select_row", "main"]
+
+PROG = "python -m orchestrator.export"
+CARD_FORMAT = 1
+
+
+class ExportError(RuntimeError):
+    """The export itself failed (not a user's mistake): exit status 1, still without a traceback."""
+
+
+@dataclass
+class ExportResult:
+    program: Path
+    card: Path
+    onnx: Path | None
+    row: dict[str, Any]
+    stitch: Stitch
+    card_data: dict[str, Any]
+
+
+# ---------------------------------------------------------------------------------------------
+# choosing the row
+# ---------------------------------------------------------------------------------------------
+
+
+def _listing(values: Sequence[Any], limit: int = 8) -> str:
+    shown = ", ".join(map(str, values[:limit]))
+    return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
+
+
+def select_row(
+    catalog: str,
+    *,
+    sweep: str | None = None,
+    trial: str | None = None,
+    stitch: int | None = None,
+    max_flops: str | int | float | None = None,
+    max_latency_ms: str | int | float | None = None,
+) -> dict[str, Any]:
+    """The catalog row to export, as a JSON-native dict (raises SNNetError with the reason)."""
+    from .catalog import best_under, load, parse_flops, query, sweeps, to_records
+    from .catalog._query import parse_latency
+
+    budget = max_flops is not None or max_latency_ms is not None
+    if stitch is not None and budget:
+        raise SNNetError("Pick the stitch either by id (--stitch N) or by a budget (--max-flops, "
+                         "--max-latency-ms), not both.")
+    if stitch is None and not budget:
+        raise SNNetError("Say which stitch to export: --trial T --stitch N, or a budget such as "
+                         "--max-flops 1.5G or --max-latency-ms 5 (the best top-1 under it is taken).")
+    flops = parse_flops(max_flops) if max_flops is not None else None  # fail before reading
+    latency = parse_latency(max_latency_ms) if max_latency_ms is not None else None
+
+    df = load(catalog, sweep=sweep)
+    where = f"the catalog {catalog}" + (f" (sweep {sweep!r})" if sweep else "")
+    if df.empty:
+        if sweep is not None:
+            present = sweeps(catalog)
+            if sweep not in present:
+                raise SNNetError(f"The catalog {catalog} has no sweep {sweep!r}; its sweeps are: "
+                                 f"{_listing(present) or 'none'}.")
+        raise SNNetError(f"{where} holds no stitches: it has no readable trial files "
+                         "(sweep=<name>/trial-<id>.parquet). Train or sweep into it first.")
+    if trial is not None:
+        known = sorted(set(df["trial_id"]))
+        df = query(df, trial=trial)
+        if df.empty:
+            raise SNNetError(f"{where} has no trial {trial!r}; its trials are: {_listing(known)}.")
+    trials = sorted(set(zip(df["sweep"], df["trial_id"])))
+
+    if stitch is not None:
+        if len(trials) > 1:
+            shown = _listing([f"{t} (sweep {s})" for s, t in trials])
+            raise SNNetError(f"--stitch {stitch} is ambiguous: {where} holds {len(trials)} trials; "
+                             f"name one with --trial (and --sweep if trial ids repeat): {shown}.")
+        rows = df[df["stitch_id"] == stitch]
+        if rows.empty:
+            ids = sorted(int(i) for i in df["stitch_id"])
+            raise SNNetError(f"Trial {trials[0][1]!r} has no stitch {stitch}; its stitch ids run "
+                             f"{ids[0]}..{ids[-1]} ({len(ids)} stitches).")
+        return to_records(rows.head(1))[0]
+
+    best = best_under(df, max_flops=flops, max_latency_ms=latency)
+    if best is None:
+        parts = []
+        if flops is not None:
+            parts.append(f"--max-flops {max_flops} ({flops:,} FLOPs; the cheapest stitch here has "
+                         f"{int(df['flops'].min()):,})")
+        if latency is not None:
+            measured = df["latency_ms"].dropna() if "latency_ms" in df.columns else []
+            parts.append(f"--max-latency-ms {max_latency_ms} (" + (
+                f"the fastest measured stitch takes {float(min(measured)):.3g} ms)" if len(measured)
+                else "no stitch here has a measured latency)"))
+        raise SNNetError(f"No stitch with a top-1 accuracy in {where} fits the budget " + " and ".join(parts) + ".")
+    import pandas as pd
+
+    return to_records(pd.DataFrame([best]))[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# loading the trial's supernet
+# ---------------------------------------------------------------------------------------------
+
+
+def load_state(checkpoint: str) -> dict[str, Any]:
+    """``<checkpoint>/state.pt`` of a Ray checkpoint folder (local path or URI), weights only."""
+    from .training import CHECKPOINT_FILE
+
+    if not checkpoint:
+        raise SNNetError("This catalog row has no checkpoint: the trial did not keep its trained "
+                         "supernet, so it cannot be exported.")
+    if "://" in checkpoint:
+        with tempfile.TemporaryDirectory(prefix="snnet-export-") as folder:
+            local = os.path.join(folder, CHECKPOINT_FILE)
+            _download(checkpoint.rstrip("/") + "/" + CHECKPOINT_FILE, local, checkpoint)
+            return _torch_load(local, checkpoint)
+    if not os.path.isdir(checkpoint):
+        what = "is a file, not a folder" if os.path.exists(checkpoint) else "does not exist"
+        raise SNNetError(f"The trial's checkpoint folder {checkpoint!r} {what}; it may have been moved or "
+                         "deleted (Ray keeps the last checkpoints of a run under its --storage folder).")
+    path = os.path.join(checkpoint, CHECKPOINT_FILE)
+    if not os.path.isfile(path):
+        raise SNNetError(f"The checkpoint folder {checkpoint!r} has no {CHECKPOINT_FILE}; it is not a "
+                         "checkpoint written by orchestrator.train.")
+    return _torch_load(path, checkpoint)
+
+
+def _download(uri: str, local: str, shown: str) -> None:
+    import pyarrow as pa
+    from pyarrow import fs as pafs
+
+    try:
+        filesystem, path = pafs.FileSystem.from_uri(uri)
+        with filesystem.open_input_stream(path) as src, open(local, "wb") as dst:
+            while chunk := src.read(1 << 24):
+                dst.write(chunk)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise SNNetError(f"Could not read the trial's checkpoint {uri!r} ({e}); the checkpoint folder "
+                         f"{shown!r} may have been moved or deleted, or the storage is unreachable.") from None
+
+
+def _torch_load(path: str, shown: str) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any parse failure is the file's, not ours
+        raise SNNetError(f"Could not read the checkpoint {shown!r} as a weights-only file: {e}") from None
+    missing = [k for k in ("model", "train_config", "space") if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise SNNetError(f"The checkpoint {shown!r} lacks {', '.join(missing)}: it was written by an older "
+                         "version of orchestrator.train that did not store its settings and stitch space, "
+                         "so the supernet cannot be rebuilt from it. Train the trial again to export it.")
+    return state
+
+
+def rebuild_supernet(state: dict[str, Any]) -> StitchedSupernet:
+    """The trained supernet of a checkpoint, with LoRA updates merged into the stitching layers.
+
+    Anchors are built with random weights (no hub download, no anchor checkpoint files: the
+    trained weights of every anchor are in the checkpoint) and then loaded strictly.
+    """
+    from . import demo  # noqa: F401 - registers the demo anchors with timm
+    from .config import TrainConfig
+
+    config = TrainConfig.from_dict(state["train_config"])
+    space = StitchSpace.from_json(state["space"])
+    specs = {s.name: s for s in config.anchors or []}
+    extra = {"img_size": config.image_size} if config.image_size else {}
+    anchors = [
+        create_anchor(dataclasses.replace(specs.get(name, AnchorSpec(name)), pretrained=False, checkpoint=None), **extra)
+        for name in space.anchor_names
+    ]
+    net = StitchedSupernet(space, anchors)
+    weights = state["model"]
+    for key, layer in net.stitch_layers.items():
+        lora_a = weights.get(f"stitch_layers.{key}.lora_a")
+        if lora_a is not None:
+            layer.enable_lora(int(lora_a.shape[0]))
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as e:
+        first = str(e).split("\n\t")[1:2] or [str(e)]
+        raise SNNetError(f"The checkpoint's weights do not fit the supernet rebuilt from its own settings "
+                         f"({', '.join(space.anchor_names)}): {first[0].strip()}") from None
+    for layer in net.stitch_layers.values():
+        layer.merge_lora()
+    return net.eval()
+
+
+def _stitch_of(space: StitchSpace, row: dict[str, Any]) -> Stitch:
+    sid = int(row["stitch_id"])
+    if 0 <= sid < len(space):
+        s = space[sid]
+        if list(space.names(s)) == list(row["anchors"]) and [list(c) for c in s.cuts] == list(row["cuts"]):
+            return s
+    try:
+        return space.find(row["anchors"], row["cuts"])
+    except SNNetError:
+        raise SNNetError(f"The trial's checkpoint does not hold stitch {sid} ({' > '.join(row['anchors'])}, "
+                         f"cuts {row['cuts']}) of the catalog row: the checkpoint belongs to another space.") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+# ---------------------------------------------------------------------------------------------
+
+
+def _export_program(module: torch.nn.Module, input_size: Sequence[int]):
+    """``torch.export`` with a dynamic batch when the model allows it, else batch 1."""
+    from torch.export import Dim
+
+    example = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
+    program = torch.export.export(module, (example,), dynamic_shapes=({0: Dim.AUTO},))
+    x_node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name in program.graph_signature.user_inputs)
+    if isinstance(x_node.meta["val"].shape[0], torch.SymInt):
+        return program, example, True
+    example = example[:1]
+    return torch.export.export(module, (example,)), example, False
+
+
+def _normalization(config_dataset: str, anchor) -> dict[str, Any]:
+    cfg = getattr(anchor.model, "pretrained_cfg", None) or {}
+    pretrained = {"mean": list(cfg["mean"]), "std": list(cfg["std"])} if "mean" in cfg and "std" in cfg else None
+    if config_dataset == "demo":
+        from .data import DEMO_MEAN, DEMO_STD
+
+        used = {"mean": list(DEMO_MEAN), "std": list(DEMO_STD), "source": "orchestrator.data DEMO_MEAN/DEMO_STD (demo digits)"}
+    else:  # orchestrator.data normalises image folders with ImageNet's statistics
+        from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+        used = {"mean": list(IMAGENET_DEFAULT_MEAN), "std": list(IMAGENET_DEFAULT_STD),
+                "source": "ImageNet defaults, as orchestrator.data normalises image folders"}
+    return {**used, "anchor_pretrained_cfg": pretrained}
+
+
+def _atomic(path: Path, write: Callable[[str], None]) -> None:
+    """Write through a hidden temporary file (same suffix: torch and onnx look at it), then rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the model from other users
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def export_from_catalog(
+    catalog: str,
+    out: str | os.PathLike[str],
+    *,
+    sweep: str | None = None,
+    trial: str | None = None,
+    stitch: int | None = None,
+    max_flops: str | int | float | None = None,
+    max_latency_ms: str | int | float | None = None,
+    onnx: bool = False,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> ExportResult:
+    """Select a row, rebuild its trial's supernet, export the stitch; see the module docstring."""
+    from snnet.export import extract_stitch
+
+    from .config import TrainConfig
+    from .run import code_version
+
+    out = Path(out)
+    if out.is_dir() or out.suffix != ".pt2":
+        example = out / "stitch.pt2" if out.is_dir() else out.with_suffix(".pt2")
+        raise SNNetError(f"--out must name a .pt2 file (the card goes next to it as .json), got {str(out)!r}; "
+                         f"for example {str(example)!r}.")
+    row = select_row(catalog, sweep=sweep, trial=trial, stitch=stitch, max_flops=max_flops,
+                     max_latency_ms=max_latency_ms)
+    progress(f"exporting stitch {row['stitch_id']} of trial {row['trial_id']} (sweep {row['sweep']}) "
+             f"from {row['checkpoint']}")
+    state = load_state(row["checkpoint"])
+    net = rebuild_supernet(state)
+    chosen = _stitch_of(net.space, row)
+    module = extract_stitch(net, chosen).eval()
+    input_size = tuple(net.space.profiles[0].input_size)
+    with torch.no_grad():
+        program, example, dynamic = _export_program(module, input_size)
+        # The program must compute what the supernet computes (a bug here is ours, not the user's).
+        torch.testing.assert_close(program.module()(example), net(example, chosen), rtol=1e-4, atol=1e-5)
+    params = sum(v.numel() for k, v in program.state_dict.items() if k in program.graph_signature.parameters)
+    if params != chosen.params:
+        raise RuntimeError(f"exported program holds {params} parameters, the stitch uses {chosen.params}")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _atomic(out, lambda tmp: torch.export.save(program, tmp))
+    config = TrainConfig.from_dict(state["train_config"])
+    card = {
+        "format": CARD_FORMAT,
+        "program": out.name,
+        "anchors": list(net.space.names(chosen)),
+        "cuts": [list(c) for c in chosen.cuts],
+        "stitching_layers": list(chosen.layers),
+        "flops": chosen.flops,
+        "params": chosen.params,
+        "top1": row.get("top1"),
+        "top5": row.get("top5"),
+        "latency_ms": row.get("latency_ms"),
+        "latency_device": row.get("device"),
+        "dataset": row.get("dataset"),
+        "num_classes": net.space.profiles[-1].num_classes,
+        "input": {
+            "shape": ["batch" if dynamic else 1, *input_size],
+            "dynamic_batch": dynamic,
+            "dtype": "float32",
+            "layout": "NCHW",
+            "normalization": _normalization(config.dataset, net.anchors[chosen.anchors[0]]),
+        },
+        "output": {"shape": ["batch" if dynamic else 1, net.space.profiles[-1].num_classes], "kind": "logits"},
+        "source": {
+            "catalog": os.fspath(catalog),
+            "sweep": row.get("sweep"),
+            "trial_id": row.get("trial_id"),
+            "stitch_id": int(row["stitch_id"]),
+            "checkpoint": row.get("checkpoint"),
+            "epoch": state.get("epoch"),
+            "step": state.get("step"),
+            "sampling": row.get("sampling"),
+            "mode": config.mode,
+        },
+        "code_version": code_version(),
+        "torch_version": torch.__version__,
+        "size_bytes": out.stat().st_size,
+    }
+    onnx_path = onnx_error = None
+    if onnx:
+        try:
+            onnx_path = _export_onnx(program, example, out.with_suffix(".onnx"), progress)
+        except ExportError as e:
+            onnx_error = e
+        card["onnx"] = onnx_path.name if onnx_path else None
+    card_path = out.with_suffix(".json")
+    text = json.dumps(card, indent=2) + "\n"
+    _atomic(card_path, lambda tmp: Path(tmp).write_text(text))
+    if onnx_error is not None:
+        raise onnx_error
+    return ExportResult(out, card_path, onnx_path, row, chosen, card)
+
+
+def _export_onnx(program, example: torch.Tensor, path: Path, progress: Callable[[str], None]) -> Path | None:
+    if importlib.util.find_spec("onnx") is None:
+        progress("--onnx: skipped, the 'onnx' package is not installed (pip install onnx onnxscript); "
+                 "the .pt2 program and its card were written.")
+        return None
+    try:
+        _atomic(path, lambda tmp: torch.onnx.export(program, (example,), tmp, dynamo=True))
+    except Exception as e:  # noqa: BLE001 - ONNX support varies by operator and version
+        raise ExportError(f"ONNX export failed ({type(e).__name__}: {e}); the .pt2 program and its card "
+                         "were written and are unaffected.") from None
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Export one stitch of the catalog as a standalone torch.export program (.pt2) "
+                    "with a JSON model card next to it.",
+    )
+    p.add_argument("catalog", metavar="CATALOG", help="catalog folder or URI (s3://, gs://)")
+    p.add_argument("--out", required=True, metavar="FILE.pt2", help="where to write the program (card: FILE.json)")
+    p.add_argument("--sweep", metavar="S", help="only rows of this sweep")
+    p.add_argument("--trial", metavar="T", help="the trial id (optional when the selection holds one trial)")
+    p.add_argument("--stitch", type=int, metavar="N", help="the stitch id within the trial")
+    p.add_argument("--max-flops", metavar="F", help="FLOPs budget (1.5G, 500M, 2e9): best top-1 under it")
+    p.add_argument("--max-latency-ms", metavar="L", help="latency budget in ms: best top-1 under it")
+    p.add_argument("--onnx", action="store_true", help="also write FILE.onnx (needs the onnx package)")
+    return p
+
+
+def _human(flops: int) -> str:
+    for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if flops >= scale:
+            return f"{flops / scale:.3f} {unit}"
+    return str(flops)
+
+
+def _summary(result: ExportResult) -> str:
+    card, row = result.card_data, result.row
+    path = " > ".join(card["anchors"])
+    cuts = " ".join(f"[{j},{k}]" for j, k in card["cuts"]) or "-"
+    top1 = f"{card['top1']:.2f}%" if card["top1"] is not None else "-"
+    latency = f"  latency {card['latency_ms']:.3g} ms ({card['latency_device']})" if card["latency_ms"] is not None else ""
+    lines = [
+        f"exported stitch {row['stitch_id']} of trial {row['trial_id']} (sweep {row['sweep']}): {path}, cuts {cuts}",
+        f"  {result.program} ({card['size_bytes'] / 2**20:.2f} MB), card {result.card}"
+        + (f", {result.onnx}" if result.onnx else ""),
+        f"  params {card['params'] / 1e6:.3f} M  FLOPs {_human(card['flops'])}  top-1 {top1}{latency}",
+        f"  input [{', '.join(map(str, card['input']['shape']))}] float32, normalised with mean "
+        f"{card['input']['normalization']['mean']} std {card['input']['normalization']['std']}",
+    ]
+    return "\n".join(lines)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .catalog import CatalogWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", CatalogWarning)
+        warnings.showwarning = _show_warning
+        try:
+            result = export_from_catalog(
+                args.catalog, args.out, sweep=args.sweep, trial=args.trial, stitch=args.stitch,
+                max_flops=args.max_flops, max_latency_ms=args.max_latency_ms, onnx=args.onnx,
+                progress=lambda m: print(m, file=sys.stderr),
+            )
+        except SNNetError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except ExportError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 130
+    print(_summary(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

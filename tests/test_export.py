@@ -1,0 +1,350 @@
+"""Export of one stitch as a standalone ``torch.export`` program, and latency measurement.
+
+No Ray: each trial's checkpoint folder is made here the way ``orchestrator.training`` writes it
+(``state.pt`` with model, step, epoch, r2, evaluated, train_config, space) and its catalog rows
+with :func:`orchestrator.run.catalog_rows` and :class:`CatalogWriter`. Three trials:
+
+* ``demo/t-vit``: the three demo ViTs (random weights, 16x16x1), with measured latencies;
+* ``demo/t-lora``: the first two demo ViTs with unmerged LoRA updates in the stitching layers;
+* ``cnn/t-resnet``: ResNet-18 -> ResNet-50 at 32x32, 10 classes (1x1-conv stitching layers, BN).
+
+The exported programs are run in a fresh Python that cannot import snnet, orchestrator or timm.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import orchestrator.demo  # noqa: F401 - registers the demo anchors with timm
+from orchestrator.catalog import CatalogWriter
+from orchestrator.config import TrainConfig
+from orchestrator.demo import DEMO_ANCHORS
+from orchestrator.export import export_from_catalog, load_state, main, rebuild_supernet, select_row
+from orchestrator.run import catalog_rows
+from snnet import AnchorSpec, SNNetError, build_supernet
+from snnet.export import Pruned, extract_stitch
+from snnet.latency import measure_latency, measure_space_latency
+
+
+def _save_trial(root: Path, catalog: Path, sweep: str, trial: str, net, config: TrainConfig,
+                seed: int, latency: bool = False) -> tuple[str, dict]:
+    """A checkpoint folder in training's format plus the trial's catalog rows; returns (folder, results)."""
+    folder = root / "runs" / f"{sweep}-{trial}" / "checkpoint_000001"
+    folder.mkdir(parents=True)
+    rng = random.Random(seed)
+    results = {str(s.stitch_id): [round(rng.uniform(10, 90), 3), 99.0] for s in net.space}
+    torch.save({
+        "model": net.state_dict(), "optimizer": None, "scheduler": None, "step": 7, "epoch": 1,
+        "r2": {}, "evaluated": results, "train_config": config.to_dict(), "space": net.space.to_json(),
+    }, folder / "state.pt")
+    rows = catalog_rows(config, net.space, results, {}, str(folder))
+    if latency:
+        for row in rows:
+            row["latency_ms"] = row["flops"] / 1e6
+    CatalogWriter(str(catalog), sweep).write_trial(trial, rows)
+    return str(folder), results
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """The three trials in one catalog, with the supernets that produced them (outputs to compare)."""
+    root = tmp_path_factory.mktemp("export")
+    catalog = root / "catalog"
+    torch.manual_seed(0)
+    # Anchor specs point at files that do not exist: export must take every weight from state.pt.
+    vit_specs = [AnchorSpec(n, checkpoint=str(root / f"gone-{n}.pth")) for n in DEMO_ANCHORS]
+    vit = build_supernet([AnchorSpec(n) for n in DEMO_ANCHORS]).eval()
+    vit_config = TrainConfig(anchors=vit_specs, dataset="demo", sweep="demo", trial_id="t-vit")
+    vit_ckpt, vit_results = _save_trial(root, catalog, "demo", "t-vit", vit, vit_config, seed=1, latency=True)
+
+    lora = build_supernet([AnchorSpec(n) for n in DEMO_ANCHORS[:2]]).eval()
+    for layer in lora.stitch_layers.values():
+        layer.enable_lora(3)
+        with torch.no_grad():
+            layer.lora_b.normal_(0, 0.5)  # a real update, so merging matters
+    lora_config = TrainConfig(anchors=vit_specs[:2], mode="lora", lora_rank=3, sweep="demo", trial_id="t-lora")
+    lora_ckpt, _ = _save_trial(root, catalog, "demo", "t-lora", lora, lora_config, seed=2)
+
+    resnet_specs = [AnchorSpec(n, kwargs={"num_classes": 10}) for n in ("resnet18", "resnet50")]
+    cnn = build_supernet(resnet_specs, img_size=32).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, which must travel as buffers
+        for m in cnn.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    cnn_config = TrainConfig(anchors=resnet_specs, dataset="imagenet-folder", image_size=32, sweep="cnn",
+                             trial_id="t-resnet")
+    cnn_ckpt, _ = _save_trial(root, catalog, "cnn", "t-resnet", cnn, cnn_config, seed=3)
+    return dict(root=root, catalog=str(catalog), vit=vit, lora=lora, cnn=cnn, vit_results=vit_results,
+                vit_ckpt=vit_ckpt, lora_ckpt=lora_ckpt, cnn_ckpt=cnn_ckpt)
+
+
+def _junction(net, index: int = 0):
+    return [s for s in net.space if not s.is_anchor][index]
+
+
+# -- snnet.export.extract_stitch -------------------------------------------------------------------
+
+
+def test_extract_keeps_exactly_the_stitchs_weights_and_outputs(world):
+    net = world["vit"]
+    total = sum(p.numel() for p in net.parameters())
+    x = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    for stitch in list(net.space)[:3] + [s for s in net.space if not s.is_anchor][::6]:
+        module = extract_stitch(net, stitch).eval()
+        assert sum(p.numel() for p in module.parameters()) == stitch.params, stitch
+        torch.testing.assert_close(module(x), net(x, stitch))
+    assert sum(p.numel() for p in net.parameters()) == total  # the supernet is left whole
+    # A front anchor keeps no head, a back anchor no patch embedding or class token.
+    cut = next(s for s in net.space if s.anchors == (0, 1) and s.cuts[0][1] > 1)
+    module = extract_stitch(net, cut)
+    front, back = module.anchors["0"].model, module.anchors["1"].model
+    assert isinstance(front.head, Pruned) and isinstance(back.patch_embed, Pruned)
+    assert "cls_token" not in dict(back.named_parameters()) and isinstance(back.blocks[0], Pruned)
+    with pytest.raises(RuntimeError, match="pruned"):
+        front.head(torch.zeros(1, 32))
+
+
+def test_extract_cnn_carries_only_used_buffers(world):
+    net = world["cnn"]
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for stitch in [net.space[0], _junction(net, -1)]:
+        module = extract_stitch(net, stitch).eval()
+        assert sum(p.numel() for p in module.parameters()) == stitch.params
+        torch.testing.assert_close(module(x), net(x, stitch))
+    stitch = next(s for s in net.space if s.cuts == ((3, 5),))  # resnet18 up to layer2 -> resnet50 layer2..
+    module = extract_stitch(net, stitch).eval()
+    assert sum(p.numel() for p in module.parameters()) == stitch.params
+    torch.testing.assert_close(module(x), net(x, stitch))
+    keys = module.state_dict().keys()
+    assert not any(k.startswith("anchors.0.model.layer3") or k.startswith("anchors.0.model.fc") for k in keys)
+    assert not any(k.startswith("anchors.1.model.layer1") or k.startswith("anchors.1.model.bn1") for k in keys)
+
+
+# -- rebuilding a trial's supernet -----------------------------------------------------------------
+
+
+def test_lora_checkpoint_merges_into_the_same_function(world):
+    state = load_state(world["lora_ckpt"])
+    assert any(k.endswith("lora_a") for k in state["model"])
+    rebuilt = rebuild_supernet(state)
+    assert all(layer.lora_rank == 0 and not hasattr(layer, "lora_a") for layer in rebuilt.stitch_layers.values())
+    x = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    for stitch in rebuilt.space:
+        torch.testing.assert_close(rebuilt(x, stitch.stitch_id), world["lora"](x, stitch.stitch_id),
+                                   rtol=1e-4, atol=1e-5)
+        assert sum(p.numel() for p in rebuilt.stitch_parameters(stitch)) == stitch.params
+
+
+def test_checkpoint_uri_is_read_through_pyarrow(world):
+    state = load_state("file://" + world["vit_ckpt"])
+    assert state["step"] == 7 and set(state["model"]) == set(world["vit"].state_dict())
+
+
+# -- choosing the row ------------------------------------------------------------------------------
+
+
+def test_budget_takes_the_best_top1_under_it(world):
+    net, results = world["vit"], world["vit_results"]
+    flops = sorted(s.flops for s in net.space)
+    for budget in (flops[0], flops[3], flops[len(flops) // 2], flops[-1]):
+        row = select_row(world["catalog"], sweep="demo", trial="t-vit", max_flops=budget)
+        fitting = [s for s in net.space if s.flops <= budget]
+        best = max(fitting, key=lambda s: results[str(s.stitch_id)][0])
+        assert row["stitch_id"] == best.stitch_id and row["flops"] <= budget
+    # human units, and a latency budget (latency_ms = MFLOPs in this trial)
+    row = select_row(world["catalog"], sweep="demo", trial="t-vit", max_flops=f"{flops[5] / 1e6}M")
+    assert row["flops"] <= flops[5]
+    row = select_row(world["catalog"], max_latency_ms=flops[5] / 1e6)  # only t-vit has latencies
+    best = max((s for s in net.space if s.flops <= flops[5]), key=lambda s: results[str(s.stitch_id)][0])
+    assert (row["trial_id"], row["stitch_id"]) == ("t-vit", best.stitch_id)
+
+
+def test_export_by_budget_writes_program_and_card(world, tmp_path, capsys):
+    out = tmp_path / "deploy" / "best.pt2"
+    budget = sorted(s.flops for s in world["vit"].space)[10]
+    assert main([world["catalog"], "--sweep", "demo", "--trial", "t-vit", "--max-flops", str(budget),
+                 "--out", str(out)]) == 0
+    shown = capsys.readouterr().out
+    card = json.loads(out.with_suffix(".json").read_text())
+    row = select_row(world["catalog"], sweep="demo", trial="t-vit", max_flops=budget)
+    assert card["source"]["stitch_id"] == row["stitch_id"] and card["top1"] == row["top1"]
+    stitch = world["vit"].space[row["stitch_id"]]
+    assert (card["flops"], card["params"]) == (stitch.flops, stitch.params)
+    assert card["anchors"] == list(world["vit"].space.names(stitch)) and card["cuts"] == [list(c) for c in stitch.cuts]
+    assert card["input"]["shape"] == ["batch", 1, 16, 16] and card["input"]["dynamic_batch"]
+    assert card["input"]["normalization"]["mean"] == list(orchestrator.demo.DEMO_MEAN)
+    assert card["latency_ms"] == pytest.approx(stitch.flops / 1e6) and card["source"]["trial_id"] == "t-vit"
+    assert f"stitch {row['stitch_id']}" in shown and "MB" in shown and "top-1" in shown
+
+
+# -- the exported program stands alone ---------------------------------------------------------------
+
+FRESH = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {'snnet', 'orchestrator', 'timm'}:
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+import torch
+inputs = torch.load(sys.argv[1])
+outputs = {}
+for name, (path, x) in inputs.items():
+    model = torch.export.load(path).module()
+    outputs[name] = model(x)
+torch.save(outputs, sys.argv[2])
+assert not any(m.split('.')[0] in {'snnet', 'orchestrator', 'timm'} for m in sys.modules)
+"""
+
+
+def test_exported_stitches_run_in_plain_pytorch(world, tmp_path, capsys):
+    cases = {  # name: (net, sweep, trial, stitch, input shape)
+        "vit": (world["vit"], "demo", "t-vit", _junction(world["vit"], 20), (3, 1, 16, 16)),
+        "lora": (world["lora"], "demo", "t-lora", _junction(world["lora"], 4), (2, 1, 16, 16)),
+        "resnet": (world["cnn"], "cnn", "t-resnet", _junction(world["cnn"], 6), (1, 3, 32, 32)),
+    }
+    inputs, expected = {}, {}
+    for name, (net, sweep, trial, stitch, shape) in cases.items():
+        out = tmp_path / f"{name}.pt2"
+        assert main([world["catalog"], "--sweep", sweep, "--trial", trial, "--stitch", str(stitch.stitch_id),
+                     "--out", str(out)]) == 0, capsys.readouterr().err
+        program = torch.export.load(str(out))
+        params = sum(v.numel() for k, v in program.state_dict.items() if k in program.graph_signature.parameters)
+        assert params == stitch.params
+        x = torch.randn(*shape, generator=torch.Generator().manual_seed(len(name)))
+        inputs[name] = (str(out), x)
+        with torch.no_grad():
+            expected[name] = net(x, stitch)
+    torch.save(inputs, tmp_path / "inputs.pt")
+    proc = subprocess.run([sys.executable, "-c", FRESH, str(tmp_path / "inputs.pt"), str(tmp_path / "outputs.pt")],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    outputs = torch.load(tmp_path / "outputs.pt")
+    for name in cases:
+        torch.testing.assert_close(outputs[name], expected[name], rtol=1e-4, atol=1e-5)
+
+
+def test_onnx_is_written_or_skipped_with_a_message(world, tmp_path, capsys):
+    import importlib.util
+
+    out = tmp_path / "anchor.pt2"
+    code = main([world["catalog"], "--sweep", "demo", "--trial", "t-vit", "--stitch", "0", "--out", str(out), "--onnx"])
+    err = capsys.readouterr().err
+    assert out.is_file()
+    if importlib.util.find_spec("onnx") is None:
+        assert code == 0 and "onnx" in err and "not installed" in err
+        assert json.loads(out.with_suffix(".json").read_text())["onnx"] is None
+    else:
+        assert code == 0 and out.with_suffix(".onnx").is_file(), err
+
+
+# -- user mistakes -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def broken_catalog(world):
+    """A catalog whose row points at a deleted checkpoint, and one whose checkpoint predates the format."""
+    root = world["root"]
+    rows = catalog_rows(TrainConfig(), world["vit"].space, world["vit_results"], {}, str(root / "deleted"))
+    CatalogWriter(str(root / "gone"), "demo").write_trial("t1", rows[:2])
+    old = root / "old-ckpt"
+    old.mkdir()
+    torch.save({"model": world["vit"].state_dict(), "step": 0}, old / "state.pt")
+    rows = catalog_rows(TrainConfig(), world["vit"].space, world["vit_results"], {}, str(old))
+    CatalogWriter(str(root / "old"), "demo").write_trial("t1", rows[:2])
+    (root / "plain.txt").write_text("not a catalog")
+    return root
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--trial", "nope", "--stitch", "0"], "no trial 'nope'; its trials are"),
+    (["--sweep", "demo", "--trial", "t-vit", "--stitch", "999"], "has no stitch 999; its stitch ids run 0..34"),
+    (["--stitch", "0"], "ambiguous"),
+    (["--sweep", "zzz", "--stitch", "0"], "no sweep 'zzz'"),
+    (["--max-flops", "1K"], "No stitch with a top-1 accuracy"),
+    (["--sweep", "cnn", "--max-latency-ms", "5"], "no stitch here has a measured latency"),
+    (["--max-flops", "lots"], "FLOPs budget"),
+    ([], "Say which stitch to export"),
+    (["--trial", "t-vit", "--stitch", "1", "--max-flops", "1G"], "not both"),
+])
+def test_selection_mistakes_exit_2(world, tmp_path, capsys, args, message):
+    out = tmp_path / "x.pt2"
+    assert main([world["catalog"], *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_checkpoint_and_catalog_mistakes_exit_2(broken_catalog, tmp_path, capsys):
+    root = broken_catalog
+    for catalog, message in [
+        (root / "gone", "checkpoint folder"),
+        (root / "old", "lacks train_config, space"),
+        (root / "plain.txt", "is not a stitch catalog"),
+        (root / "missing", "is not a stitch catalog"),
+        (root / "gone", "--out must name a .pt2 file"),
+    ]:
+        out = tmp_path / ("x.pth" if "--out" in message else "x.pt2")
+        assert main([str(catalog), "--stitch", "0", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        error = err.splitlines()[-1]  # after the "exporting ..." progress line, if any
+        assert error.startswith("error: ") and message in error and "Traceback" not in err, (catalog, err)
+
+
+def test_cli_process_reports_a_mistake_without_traceback(broken_catalog, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.export", str(broken_catalog / "plain.txt"),
+                           "--stitch", "0", "--out", str(tmp_path / "x.pt2")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+# -- snnet.latency -----------------------------------------------------------------------------------
+
+
+def _conv_stack(width: int, depth: int) -> nn.Module:
+    layers = [nn.Conv2d(3, width, 3, padding=1), nn.ReLU()]
+    for _ in range(depth - 1):
+        layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+def test_measure_latency_is_positive_and_grows_with_the_model():
+    torch.manual_seed(0)
+    tiny, big = _conv_stack(4, 1), _conv_stack(64, 6)  # ~1e5 vs ~1e9 multiply-adds per image
+    tiny_ms = measure_latency(tiny, (3, 64, 64), warmup=2, repeats=7)
+    big_ms = measure_latency(big, (3, 64, 64), warmup=2, repeats=7)
+    tiny_again = measure_latency(tiny, (3, 64, 64), warmup=2, repeats=7)
+    for ms in (tiny_ms, big_ms, tiny_again):
+        assert math.isfinite(ms) and ms > 0
+    assert big_ms > 3 * max(tiny_ms, tiny_again)  # ~1000x more work: a generous margin
+    assert big.training  # train/eval mode restored
+    with pytest.raises(ValueError, match="batch_size"):
+        measure_latency(tiny, (3, 8, 8), batch_size=0)
+
+
+def test_measure_space_latency_covers_the_asked_stitches(world):
+    net = world["vit"]
+    ids = [0, 2, _junction(net, 3).stitch_id]
+    latencies = measure_space_latency(net, ids, (1, 16, 16), warmup=1, repeats=3, batch_size=2)
+    assert sorted(latencies) == sorted(ids)
+    assert all(math.isfinite(v) and v > 0 for v in latencies.values())
+    assert set(measure_space_latency(net, [1], warmup=0, repeats=1)) == {1}  # input shape from the space
+
+
+@pytest.mark.gpu
+def test_measure_latency_on_gpu():
+    ms = measure_latency(_conv_stack(16, 2), (3, 32, 32), device="cuda", warmup=2, repeats=5)
+    assert math.isfinite(ms) and ms > 0
