@@ -61,6 +61,9 @@ class TrainConfig:
     checkpoint_every_steps: int = 0  # 0: at the end of every epoch only
     eval_checkpoint_seconds: float = 30.0  # how often finished evaluations are checkpointed
     max_failures: int = 3
+    # per-stitch latency on the evaluation device (median of repeats after warm-up)
+    measure_latency: bool = False
+    latency_batch_size: int = 1
     # where results go
     catalog: str = "catalog"
     sweep: str = "train"
@@ -74,7 +77,8 @@ class TrainConfig:
             if not ok:
                 problems.append(message)
 
-        for name in ("kernel_size", "stride", "batch_size", "eval_batch_size", "workers", "cpus_per_worker", "lora_rank"):
+        for name in ("kernel_size", "stride", "batch_size", "eval_batch_size", "workers", "cpus_per_worker", "lora_rank",
+                     "latency_batch_size"):
             value = getattr(self, name)
             need(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
         for name in ("epochs", "ls_samples", "checkpoint_every_steps", "max_failures"):

@@ -49,12 +49,33 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        _check_reachable(address)
         try:
             ray.init(address=address, **init_kwargs)
         except (ConnectionError, RuntimeError) as e:
             raise SNNetError(f"Could not connect to the Ray cluster at {address!r}: {e}") from None
     else:
         ray.init(**init_kwargs)
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not minutes, when a cluster address does not answer."""
+    import socket
+
+    if address == "auto" or address.startswith("local"):
+        return
+    hostport = address.split("://", 1)[-1].split("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise SNNetError(f"A Ray cluster address looks like HOST:PORT or ray://HOST:PORT, got {address!r}.")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise SNNetError(
+            f"The Ray cluster at {address!r} does not answer ({e}). Start one with `ray start --head`, "
+            "check the address (`ray status` on the head prints it), or leave --address and RAY_ADDRESS "
+            "unset to start a local Ray instance."
+        ) from None
 
 
 def prepare(config: TrainConfig, progress: Callable[[str], None] = print) -> tuple[TrainConfig, StitchSpace]:
@@ -118,6 +139,7 @@ def run_training(
     progress: Callable[[str], None] = print,
     prepared: tuple[TrainConfig, StitchSpace] | None = None,
     fault_injection: dict[str, Any] | None = None,
+    address: str | None = None,
 ) -> TrainResult:
     """Train one supernet with Ray Train and write one catalog row per stitch.
 
@@ -131,7 +153,7 @@ def run_training(
     from .catalog import CatalogWriter
     from .training import train_loop_per_worker
 
-    ensure_ray()
+    ensure_ray(address)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": config.to_dict(), "space": space.to_json(), **(fault_injection or {})},
@@ -155,13 +177,15 @@ def run_training(
     if "results" not in metrics:
         raise RuntimeError(f"training ended without evaluation results (last metrics: {metrics})")
     checkpoint = _uri(config.storage_path, result.checkpoint.path) if result.checkpoint else ""
-    rows = catalog_rows(config, space, metrics["results"], metrics.get("r2", {}), checkpoint)
+    rows = catalog_rows(config, space, metrics["results"], metrics.get("r2", {}), checkpoint,
+                        latency=metrics.get("latency") or {}, device=metrics.get("device"))
     path = CatalogWriter(config.catalog, config.sweep).write_trial(config.trial_id, rows)
     return TrainResult(config, space, rows, path, checkpoint, metrics.get("r2", {}))
 
 
 def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, list[float]],
-                 r2: dict[str, float], checkpoint: str) -> list[dict[str, Any]]:
+                 r2: dict[str, float], checkpoint: str, *, latency: dict[str, float] | None = None,
+                 device: str | None = None) -> list[dict[str, Any]]:
     version = code_version()
     rows = []
     for stitch in space:
@@ -178,8 +202,9 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
             "params": stitch.params,
             "top1": top1,
             "top5": top5,
-            "latency_ms": None,
-            "device": "cuda" if config.use_gpu else "cpu",
+            "latency_ms": (latency or {}).get(str(stitch.stitch_id)),
+            "latency_batch_size": config.latency_batch_size if latency else None,
+            "device": device or ("cuda" if config.use_gpu else "cpu"),
             "dataset": config.dataset,
             "checkpoint": checkpoint,
             "layers": list(stitch.layers),

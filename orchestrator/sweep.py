@@ -195,6 +195,10 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "
     from .run import ensure_ray
 
     search = load_space(space)
+    if address or os.environ.get("RAY_ADDRESS"):
+        from .run import _check_reachable
+
+        _check_reachable(address or os.environ["RAY_ADDRESS"])
     if max_concurrent_trials is not None and max_concurrent_trials < 1:
         raise SNNetError(f"--max-concurrent-trials must be >= 1, got {max_concurrent_trials}.")
     if num_samples is not None:

@@ -51,10 +51,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gpu", action="store_true", help="one GPU per worker (nccl, bf16 autocast)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every_steps, metavar="STEPS")
     p.add_argument("--max-failures", type=int, default=d.max_failures)
+    p.add_argument("--latency", action="store_true", help="measure every stitch's latency (median, after warm-up)")
+    p.add_argument("--latency-batch-size", type=int, default=d.latency_batch_size)
     p.add_argument("--catalog", default=d.catalog, help="catalog folder or URI (s3://, gs://)")
     p.add_argument("--sweep", default=d.sweep, help="catalog partition to write into")
     p.add_argument("--trial-id", default=None)
     p.add_argument("--storage", default=d.storage_path, help="Ray run storage (checkpoints): folder or URI")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or local)")
     return p.parse_args(argv)
 
 
@@ -93,6 +96,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         use_gpu=args.gpu,
         checkpoint_every_steps=args.checkpoint_every,
         max_failures=args.max_failures,
+        measure_latency=args.latency,
+        latency_batch_size=args.latency_batch_size,
         catalog=args.catalog,
         sweep=args.sweep,
         trial_id=args.trial_id,
@@ -109,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prepared = prepare(config_from_args(args))
         config, space = prepared
         print(f"[snnet] {len(space)} stitches over {', '.join(space.anchor_names)}; trial {config.trial_id}")
-        result = run_training(config, prepared=prepared)
+        result = run_training(config, prepared=prepared, address=args.address)
     except SNNetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -138,6 +138,14 @@ def evaluate_stitch(net: StitchedSupernet, stitch_id: int, loader, device, autoc
     return 100.0 * correct1 / max(total, 1), 100.0 * correct5 / max(total, 1), total
 
 
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
 def _save(state: dict[str, Any]):
     import ray.train
 
@@ -302,6 +310,27 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     # -- evaluation of every stitch --------------------------------------------------------------
     net.eval()
     val_loader = make_loader(val_ds, config.eval_batch_size, shuffle=False, seed=config.seed)
+    latency: dict[str, float] = {}
+    if config.measure_latency:
+        # On rank 0 alone, one stitch after another: concurrent timing on shared cores would
+        # measure the contention, not the stitch. The other ranks wait at the next collective.
+        if rank == 0:
+            from snnet.latency import measure_space_latency
+
+            t0 = time.perf_counter()
+            shape = space.profiles[0].input_size
+            latency = {str(k): v for k, v in measure_space_latency(
+                net, [s.stitch_id for s in space], shape, batch_size=config.latency_batch_size,
+                device=device).items()}
+            say(f"measured latency of {len(latency)} stitches at batch {config.latency_batch_size} on "
+                f"{_device_name(device)} in {time.perf_counter() - t0:.1f}s")
+        if world > 1:
+            dist.barrier()
+
+    def final_metrics() -> dict[str, Any]:
+        return {"phase": "eval", "results": {str(k): v for k, v in sorted(evaluated.items())}, "r2": r2,
+                "steps": step, "latency": latency, "device": _device_name(device)}
+
     todo = [s.stitch_id for s in space if s.stitch_id not in evaluated]
     say(f"evaluating {len(todo)} of {len(space)} stitches on {len(val_ds)} images over {world} worker(s)")
     last_snapshot = time.monotonic()
@@ -325,12 +354,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             dist.broadcast(due, src=0)
         if done:
             say(f"evaluated {len(evaluated)}/{len(space)} stitches")
-            snapshot({"phase": "eval", "results": {str(k): v for k, v in sorted(evaluated.items())},
-                      "r2": r2, "steps": step}, with_optimizer=False)
+            snapshot(final_metrics(), with_optimizer=False)
         elif due.item():
             say(f"evaluated {len(evaluated)}/{len(space)} stitches")
             snapshot({"phase": "eval"}, with_optimizer=False)
             last_snapshot = time.monotonic()
     if not todo:  # resumed after everything was evaluated: report the results once more
-        snapshot({"phase": "eval", "results": {str(k): v for k, v in sorted(evaluated.items())},
-                  "r2": r2, "steps": step}, with_optimizer=False)
+        snapshot(final_metrics(), with_optimizer=False)

@@ -184,6 +184,8 @@ TRAINING_FIELDS: dict[str, _Kind] = {
     "checkpoint_every_steps": _INT0,
     "eval_checkpoint_seconds": _FLOAT0,
     "max_failures": _INT0,
+    "measure_latency": _Kind("bool"),
+    "latency_batch_size": _INT1,
 }
 
 #: The other ``TrainConfig`` fields, and where a search space sets them instead.

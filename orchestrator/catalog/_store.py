@@ -29,7 +29,7 @@ from snnet import SNNetError
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "CatalogWriter", "read_catalog", "resolve", "trial_file"]
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: latency_batch_size
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # A sweep name is a Hive partition value: one made of digits only would be read back as an
 # integer by DuckDB and pyarrow's inference, so it must start with a letter.
@@ -50,6 +50,7 @@ SCHEMA = pa.schema(
         pa.field("top1", pa.float64()),
         pa.field("top5", pa.float64()),
         pa.field("latency_ms", pa.float64()),
+        pa.field("latency_batch_size", pa.int32()),
         pa.field("device", pa.string()),
         pa.field("dataset", pa.string()),
         pa.field("checkpoint", pa.string()),

@@ -1,0 +1,98 @@
+"""Smoke tests of ``python -m benchmarks``: every benchmark runs at a tiny size and prints the
+figures its contract names as numbers. No timing targets here: those belong to the benchmarks."""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # benchmarks/ is a top-level folder, not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from snnet.sampling import RULES  # noqa: E402
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    monkeypatch.setenv("SNNET_BENCH_TINY", "1")
+
+
+def _number(value) -> float:
+    number = float(value)
+    assert math.isfinite(number), value
+    return number
+
+
+def _cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, **env},
+    )
+
+
+def test_unknown_benchmark_is_a_one_line_error_with_exit_2():
+    done = _cli("space_flops", "no_such_benchmark")
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no_such_benchmark" in lines[0] and "space_flops" in lines[0]
+
+
+def test_cli_prints_only_name_value_lines():
+    done = _cli("ls_init", "gpu_train", SNNET_BENCH_TINY="1")
+    assert done.returncode == 0, done.stderr
+    figures = dict(line.split(": ", 1) for line in done.stdout.strip().splitlines())
+    assert all(line.count(": ") >= 1 for line in done.stdout.strip().splitlines())
+    for key in ("machine_cpu", "machine_torch", "machine_timm", "machine_cores"):
+        assert figures[key]
+    for key in ("ls_init_stream_1k_s", "ls_init_pinv_1k_s", "ls_init_stream_10k_s", "ls_init_pinv_10k_s",
+                "ls_init_stream_10k_peak_mb", "ls_init_pinv_10k_peak_mb"):
+        assert _number(figures[key]) >= 0
+    assert _number(figures["ls_init_max_abs_diff"]) < 1e-6
+    if not torch.cuda.is_available():
+        assert figures["gpu_train"] == "skipped (no CUDA device)"
+
+
+def test_space_flops_tiny(tiny):
+    from benchmarks import space_flops
+
+    out = space_flops.run()
+    for key in ("space_flops_ours_s", "space_flops_reference_s", "space_flops_speedup"):
+        assert _number(out[key]) > 0
+    assert out["space_flops_reference_stitches"] == 4
+    assert out["space_flops_mismatches"] == 0
+
+
+def test_ddp_balance_tiny(tiny):
+    from benchmarks import ddp_balance
+
+    out = ddp_balance.run()
+    for rule in RULES:
+        key = rule.replace("-", "_")
+        for w in (2, 8, 64):
+            assert 0 < _number(out[f"ddp_balance_{key}_w{w}"]) <= 1
+        assert _number(out[f"ddp_balance_{key}_measured_w2"]) > 0
+    assert "ddp_balance_flops_bucket_w8" in out
+
+
+def test_step_overhead_tiny(tiny):
+    from benchmarks import step_overhead
+
+    out = step_overhead.run()
+    for key in ("step_overhead_ratio", "step_overhead_supernet_s", "step_overhead_plain_s"):
+        assert _number(out[key]) > 0
+    assert out["step_overhead_same_logits"] == 1
+
+
+def test_gpu_train_measure_runs_on_cpu():
+    from benchmarks import gpu_train
+
+    out = gpu_train.measure("cpu", anchors=("deit_tiny_patch16_224", "deit_small_patch16_224"),
+                            batch=2, steps=1, warmup=1, img_size=32)
+    for key in ("gpu_train_ratio", "gpu_train_supernet_samples_per_s", "gpu_train_plain_samples_per_s"):
+        assert _number(out[key]) > 0
