@@ -19,6 +19,7 @@ __all__ = ["TrainConfig", "MODES", "INITS"]
 
 MODES = ("full", "stitch-only", "lora")
 INITS = ("ls", "kaiming")
+PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
 @dataclass
@@ -58,6 +59,7 @@ class TrainConfig:
     workers: int = 2
     use_gpu: bool = False
     cpus_per_worker: int = 1
+    placement_strategy: str = "PACK"  # Ray placement of the workers: PACK, SPREAD, STRICT_PACK, STRICT_SPREAD
     checkpoint_every_steps: int = 0  # 0: at the end of every epoch only
     eval_checkpoint_seconds: float = 30.0  # how often finished evaluations are checkpointed
     max_failures: int = 3
@@ -89,6 +91,8 @@ class TrainConfig:
             need(isinstance(value, (int, float)) and value >= 0, f"{name} must be a number >= 0, got {value!r}")
         need(isinstance(self.warmup_fraction, (int, float)) and 0 <= self.warmup_fraction < 1,
              f"warmup_fraction must lie in [0, 1), got {self.warmup_fraction!r}")
+        need(self.placement_strategy in PLACEMENTS,
+             f"placement_strategy must be one of {', '.join(PLACEMENTS)}, got {self.placement_strategy!r}")
         need(self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         need(self.init in INITS, f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         need(self.ls_mode in ("joint", "average"), f"ls_mode must be 'joint' or 'average', got {self.ls_mode!r}")

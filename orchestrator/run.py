@@ -161,6 +161,7 @@ def run_training(
             num_workers=config.workers,
             use_gpu=config.use_gpu,
             resources_per_worker={"CPU": config.cpus_per_worker, **({"GPU": 1} if config.use_gpu else {})},
+            placement_strategy=config.placement_strategy,
         ),
         run_config=ray.train.RunConfig(
             name=f"{config.sweep}-{config.trial_id}",

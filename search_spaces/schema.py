@@ -185,6 +185,7 @@ TRAINING_FIELDS: dict[str, _Kind] = {
     "eval_checkpoint_seconds": _FLOAT0,
     "max_failures": _INT0,
     "measure_latency": _Kind("bool"),
+    "placement_strategy": _Kind("str", choices=("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")),
     "latency_batch_size": _INT1,
 }
 

@@ -33,3 +33,24 @@ def deit_tsb_space():
     return build_supernet(
         ["deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224"]
     ).space
+
+
+def wait_for_registered_checkpoint(storage, timeout: float = 120.0) -> None:
+    """Ray Train registers a reported checkpoint when its controller next polls the workers;
+    a fault injected before that loses it. Wait until Ray's checkpoint manager lists one."""
+    import glob
+    import json
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        pattern = os.path.join(str(storage), "**", "checkpoint_manager_snapshot.json")
+        for path in glob.glob(pattern, recursive=True):
+            try:
+                with open(path) as f:
+                    if json.load(f).get("checkpoint_results"):
+                        return
+            except (OSError, ValueError):
+                pass
+        time.sleep(0.2)
+    raise AssertionError(f"no checkpoint was registered under {storage} within {timeout}s")

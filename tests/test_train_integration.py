@@ -11,6 +11,7 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import wait_for_registered_checkpoint
 
 pytestmark = pytest.mark.integration
 
@@ -111,6 +112,7 @@ def test_killed_worker_resumes_from_checkpoint_with_the_same_rows(ray_local, dem
             victim = int(late[0].read_text())
         time.sleep(0.05)
     assert victim is not None, "training never reached step 7"
+    wait_for_registered_checkpoint(os.path.join(base.storage_path, "train-killed"))
     os.kill(victim, signal.SIGKILL)
     thread.join(timeout=600)
     assert "error" not in outcome, outcome.get("error")

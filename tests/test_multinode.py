@@ -1,0 +1,99 @@
+"""Several Ray nodes on one machine (``ray.cluster_utils.Cluster``): DDP across nodes, and a whole
+node removed mid-training. Marked ``integration`` (CI runs it)."""
+
+import os
+import threading
+import time
+from dataclasses import replace
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import wait_for_registered_checkpoint
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def three_nodes():
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        pytest.skip("another Ray instance is already connected in this process")
+    # A head without CPUs (no training lands there) and three one-CPU worker nodes.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(3)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address)
+    try:
+        yield cluster, nodes
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def _raylet_pid_of(pid: int) -> int | None:
+    import psutil
+
+    proc = psutil.Process(pid)
+    while proc is not None:
+        if "raylet" in " ".join(proc.cmdline()[:1]) or proc.name() == "raylet":
+            return proc.pid
+        proc = proc.parent()
+    return None
+
+
+def test_ddp_across_nodes_survives_losing_a_node(three_nodes, tmp_path):
+    from orchestrator.config import TrainConfig
+    from orchestrator.run import prepare, run_training
+
+    cluster, nodes = three_nodes
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    config = TrainConfig(
+        catalog=str(tmp_path / "catalog"), storage_path=str(tmp_path / "runs"), workers=2, epochs=2,
+        placement_strategy="STRICT_SPREAD", checkpoint_every_steps=5, max_failures=2, trial_id="multinode",
+        eval_checkpoint_seconds=0.0,
+    )
+    prepared = prepare(config, progress=lambda m: None)
+    outcome = {}
+
+    def train():
+        try:
+            outcome["result"] = run_training(replace(prepared[0]), prepared=prepared,
+                                             fault_injection={"pid_dir": str(pid_dir), "hold_at_step": 7})
+        except BaseException as e:  # noqa: BLE001 - reported below
+            outcome["error"] = e
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    deadline = time.time() + 300
+    while time.time() < deadline and not (pid_dir / "rank1-step7.pid").exists():
+        time.sleep(0.1)
+    assert (pid_dir / "rank1-step7.pid").exists(), "training never reached step 7"
+    pids = {int((pid_dir / f"rank{r}-step7.pid").read_text()) for r in (0, 1) if (pid_dir / f"rank{r}-step7.pid").exists()}
+    raylets = {_raylet_pid_of(p) for p in pids}
+    assert len(raylets) == 2 and None not in raylets  # the two DDP ranks run on two different nodes
+
+    wait_for_registered_checkpoint(tmp_path / "runs")
+    victim_raylet = _raylet_pid_of(int((pid_dir / "rank1-step7.pid").read_text()))
+    victim = next(n for n in nodes if n.all_processes["raylet"][0].process.pid == victim_raylet)
+    cluster.remove_node(victim)  # the whole node goes: its raylet and every worker on it
+    thread.join(timeout=600)
+    assert "error" not in outcome, outcome.get("error")
+    result = outcome["result"]
+    table = pq.read_table(result.catalog_file)
+    assert sorted(table.column("stitch_id").to_pylist()) == list(range(len(prepared[1])))
+    # The group was rebuilt on the two surviving nodes and resumed from the step-5 checkpoint.
+    restarted = [f for f in pid_dir.glob("rank*-step*.pid") if int(f.read_text()) not in pids]
+    assert restarted and min(int(f.stem.split("step")[1]) for f in restarted) >= 5
+    survivors = {_raylet_pid_of(int(f.read_text())) for f in restarted if _alive(int(f.read_text()))}
+    assert victim_raylet not in survivors
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
