@@ -14,11 +14,13 @@ from seeded generators, so the streaming method sees the rows exactly as a data 
 would hand them over, and the reference gets the same rows concatenated.
 
 Each (method, size) runs in a **fresh Python subprocess** (one thread), which:
-imports torch, runs a tiny pinv and eigh (loading LAPACK), records the baseline
-``resource.getrusage(RUSAGE_SELF).ru_maxrss``, then does the work. *Time*: the accumulation
+imports torch, runs a tiny pinv and eigh (loading LAPACK), resets the kernel's peak-RSS mark
+(``/proc/self/clear_refs``), records the baseline peak RSS (``VmHWM`` in
+``/proc/self/status``), then does the work. *Time*: the accumulation
 and the solve (streaming) or the concatenation and the pseudo-inverse solve (reference),
 data generation excluded. *Peak memory*: growth of the peak resident set size over the
-baseline (psutil is not installed; tracemalloc does not see torch's allocations); it
+baseline (psutil is not installed; tracemalloc does not see torch's allocations;
+``ru_maxrss`` is not used because a child inherits the parent's RSS at fork in it); it
 includes the data the method must hold at once (one batch for streaming, all rows for the
 pseudo-inverse), with the granularity of the allocator. The analytic float64 bytes each
 method's state needs are printed alongside. ``ls_init_max_abs_diff`` is the largest
@@ -43,8 +45,21 @@ __all__ = ["run"]
 BATCH = 512
 
 _CHILD = r"""
-import json, resource, sys, time
+import json, re, resource, sys, time
 import torch
+def peak_kb():
+    # VmHWM: this process's own peak RSS. ru_maxrss would also count the parent's RSS at fork.
+    try:
+        with open("/proc/self/status") as f:
+            return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
+    except (OSError, AttributeError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+    except OSError:
+        pass
 torch.set_num_threads(1)
 method, rows, d_in, d_out, batch, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 from snnet.least_squares import LeastSquaresAccumulator, least_squares
@@ -60,7 +75,8 @@ def batch_at(i):
     a = torch.randn(n, d_in, generator=gi) @ mix + offset
     return a, a @ weight + bias + 0.1 * torch.randn(n, d_out, generator=gi)
 n_batches = (rows + batch - 1) // batch
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+reset_peak()
+base = peak_kb()
 seconds = 0.0
 if method == "stream":
     acc = LeastSquaresAccumulator(d_in, d_out)
@@ -74,7 +90,7 @@ else:
     a = torch.cat([p[0] for p in parts]); b = torch.cat([p[1] for p in parts])
     w, c = least_squares(a, b)
     seconds += time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = peak_kb()
 torch.save({"weight": w, "bias": c}, out)
 print(json.dumps({"seconds": seconds, "peak_kb": peak - base}))
 """

@@ -270,6 +270,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         trainable = [p for p in net.parameters() if p.requires_grad]
         say(f"training {len(space)} stitches for {config.epochs} epochs x {steps_per_epoch} steps on "
             f"{world} worker(s), sampling '{config.sampling}', mode '{config.mode}'")
+        if rank == 0:
+            from snnet.sampling import balance_report
+
+            sizes = sorted({world, 8, 64})
+            report = balance_report([s.flops for s in space], world_sizes=sizes, seed=config.seed, steps=200)
+            say("expected DDP balance (mean/max work per step over ranks, from the stitches' FLOPs): "
+                + "; ".join(f"{rule} " + " ".join(f"w{w}={v:.2f}" for w, v in by_w.items())
+                            for rule, by_w in report.items()))
     while epoch < config.epochs:
         net.train()
         if config.mode != "full":  # frozen anchors keep their BatchNorm statistics too

@@ -310,3 +310,26 @@ def test_an_all_digit_sweep_name_is_refused(tmp_path):
     # DuckDB and pyarrow's hive inference would read "2024" back as an integer column.
     with pytest.raises(SNNetError, match="A sweep name must start with a letter"):
         CatalogWriter(tmp_path / "catalog", "2024")
+
+
+def _write_one(args):
+    root, trial, n = args
+    from orchestrator.catalog import CatalogWriter
+
+    rows = [{"stitch_id": i, "anchors": ["a", "b"], "cuts": [[i, i + 1]], "flops": 1000 + i, "params": 10 + i,
+             "top1": float(i)} for i in range(n)]
+    return CatalogWriter(root, "many").write_trial(trial, rows)
+
+
+def test_many_processes_write_trials_at_once(tmp_path):
+    import multiprocessing as mp
+
+    root = str(tmp_path / "catalog")
+    jobs = [(root, f"t{i:02d}", 50) for i in range(12)]
+    with mp.get_context("spawn").Pool(4) as pool:
+        paths = pool.map(_write_one, jobs)
+    assert len(set(paths)) == 12
+    table = read_catalog(root, sweep="many")
+    keys = list(zip(table.column("trial_id").to_pylist(), table.column("stitch_id").to_pylist()))
+    assert len(keys) == len(set(keys)) == 12 * 50
+    assert not [p for p in (tmp_path / "catalog" / "sweep=many").iterdir() if not p.name.endswith(".parquet")]
