@@ -40,7 +40,6 @@ import json
 import os
 import sys
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -454,17 +453,11 @@ def _summary(result: ExportResult) -> str:
     return "\n".join(lines)
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"warning: {message}", file=sys.stderr)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .catalog import CatalogWarning
+    from .catalog import catalog_warnings_to_stderr
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", CatalogWarning)
-        warnings.showwarning = _show_warning
+    with catalog_warnings_to_stderr():
         try:
             result = export_from_catalog(
                 args.catalog, args.out, sweep=args.sweep, trial=args.trial, stitch=args.stitch,

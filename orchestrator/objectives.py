@@ -19,9 +19,11 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
+from search_spaces import OBJECTIVES  # name -> "max" | "min": one definition, shared with the schema
+
 __all__ = ["OBJECTIVES", "hypervolume", "train_cost", "objective_values"]
 
-OBJECTIVES = {"hypervolume": "max", "train_cost": "min", "best_top1": "max"}
+
 
 
 def hypervolume(points: Iterable[tuple[float, float]], flops_ref: float) -> float:

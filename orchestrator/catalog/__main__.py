@@ -20,14 +20,13 @@ import argparse
 import json
 import os
 import sys
-import warnings
 from typing import TYPE_CHECKING, Any, Sequence, TextIO
 
 from snnet import SNNetError
 
 from ._query import (
     LIST_COLUMNS,
-    CatalogWarning,
+    catalog_warnings_to_stderr,
     _native,
     load,
     parse_flops,
@@ -269,16 +268,9 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show_warning(message: Any, category: type, filename: str, lineno: int,
-                  file: TextIO | None = None, line: str | None = None) -> None:
-    print(f"warning: {message}", file=sys.stderr)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", CatalogWarning)
-        warnings.showwarning = _show_warning
+    with catalog_warnings_to_stderr():
         try:
             return _cmd_query(args) if args.command == "query" else _cmd_plot(args)
         except SNNetError as e:

@@ -27,6 +27,10 @@ plain integers work too. Every mistake raises :class:`snnet.SNNetError` with one
 
 from __future__ import annotations
 
+import sys
+
+import contextlib
+
 import math
 import os
 import re
@@ -577,3 +581,16 @@ def to_records(df: "pd.DataFrame") -> list[dict[str, Any]]:
     """The rows as JSON-native dicts: lists stay lists, timestamps become ISO 8601, NaN/inf/NA become None."""
     columns = list(df.columns)
     return [{c: _native(v) for c, v in zip(columns, row)} for row in df.itertuples(index=False, name=None)]
+
+
+@contextlib.contextmanager
+def catalog_warnings_to_stderr():
+    """Show every :class:`CatalogWarning` as one ``warning: ...`` line on stderr (for the CLIs)."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", CatalogWarning)
+        warnings.showwarning = show
+        yield
