@@ -19,7 +19,7 @@ from snnet.anchors import check_model_name
 
 from .config import TrainConfig
 
-__all__ = ["TrainResult", "prepare", "run_training", "ensure_ray", "code_version"]
+__all__ = ["TrainResult", "prepare", "run_training", "ensure_ray", "check_storage", "code_version"]
 
 
 @dataclass
@@ -56,6 +56,21 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> None:
             raise SNNetError(f"Could not connect to the Ray cluster at {address!r}: {e}") from None
     else:
         ray.init(**init_kwargs)
+
+
+def check_storage(path: str) -> None:
+    """Ray's run storage must be a URI or a folder that exists or can be made (not below a file)."""
+    if "://" in path:
+        return
+    current = os.path.abspath(path)
+    while not os.path.exists(current):
+        parent = os.path.dirname(current)
+        if parent == current:
+            return
+        current = parent
+    if not os.path.isdir(current):
+        where = "is a file" if current == os.path.abspath(path) else f"lies below the file {current!r}"
+        raise SNNetError(f"Ray's run storage (--storage) must be a folder or URI, but {path!r} {where}.")
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -120,6 +135,7 @@ def prepare(config: TrainConfig, progress: Callable[[str], None] = print) -> tup
 
     check_name("trial", config.trial_id)
     CatalogWriter(config.catalog, config.sweep)  # checks the catalog path before training
+    check_storage(config.storage_path)
     return config, space
 
 

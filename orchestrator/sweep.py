@@ -206,6 +206,9 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "
             raise SNNetError(f"--num-samples must be >= 1, got {num_samples}.")
         search = search.model_copy(update={"searcher": search.searcher.model_copy(update={"num_samples": num_samples})})
     CatalogWriter(catalog, search.name)
+    from .run import check_storage
+
+    check_storage(storage)
     storage = storage if "://" in storage else os.path.abspath(storage)
     catalog = catalog if "://" in catalog else os.path.abspath(catalog)
     if resume:

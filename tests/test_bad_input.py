@@ -87,7 +87,8 @@ SPACE, TRAIN, SWEEP, CATALOG, EXPORT = ("snnet.space", "orchestrator.train", "or
 # A valid training request: ResNet-18/34 (no weights) on a two-class folder of 8x8 images, at 32x32;
 # rows add one mistake to it.
 RESNETS = ["--anchors", "resnet18,resnet34", "--num-classes", "2", "--dataset", "{images}", "--image-size", "32",
-           "--epochs", "0", "--workers", "1", "--storage", "{tmp}/runs"]
+           "--epochs", "0", "--workers", "1"]
+RUNS = ["--storage", "{tmp}/runs"]
 
 CASES = [
     # python -m snnet.space
@@ -113,17 +114,19 @@ CASES = [
                  "no-such-data' is neither (no such directory)", id="train-missing-dataset"),
     pytest.param(TRAIN, ["--anchors", "resnet18,resnet50", "--dataset", "{val_only}"], "has no train/ folder",
                  id="train-dataset-without-train"),
-    pytest.param(TRAIN, [*RESNETS, "--catalog", "{a_file}"], "The catalog must be a folder or URI, but",
+    pytest.param(TRAIN, [*RESNETS, *RUNS, "--catalog", "{a_file}"], "The catalog must be a folder or URI, but",
                  id="train-catalog-is-a-file"),
-    pytest.param(TRAIN, [*RESNETS, "--catalog", "{tmp}/cat", "--trial-id", "a/b"],
+    pytest.param(TRAIN, [*RESNETS, *RUNS, "--catalog", "{tmp}/cat", "--trial-id", "a/b"],
                  "A trial name must start with a letter or digit", id="train-trial-id-with-slash"),
     pytest.param(TRAIN, ["--batch-size", "-8"], "batch_size must be an integer >= 1, got -8",
                  id="train-negative-batch-size"),
-    pytest.param(TRAIN, [*RESNETS[:2], *RESNETS[4:], "--catalog", "{tmp}/cat"],
+    pytest.param(TRAIN, [*RESNETS[:2], *RESNETS[4:], *RUNS, "--catalog", "{tmp}/cat"],
                  "Anchors must classify the dataset's 2 classes, but resnet18 has 1000, resnet34 has 1000",
                  id="train-classes-differ"),
-    pytest.param(TRAIN, [*RESNETS, "--catalog", "{tmp}/cat", "--address", "127.0.0.1:1"],
-                 ("The Ray cluster at '127.0.0.1:1' does not answer",), id="train-dead-cluster-address"),
+    pytest.param(TRAIN, [*RESNETS, *RUNS, "--catalog", "{tmp}/cat", "--address", "127.0.0.1:1"],
+                 "The Ray cluster at '127.0.0.1:1' does not answer", id="train-dead-cluster-address"),
+    pytest.param(TRAIN, [*RESNETS, "--catalog", "{tmp}/cat", "--storage", "{a_file}"], ("storage", "a_file.txt"),
+                 id="train-storage-is-a-file"),
     # python -m orchestrator.sweep
     pytest.param(SWEEP, ["--space", "no_such_space"], ("Unknown search space 'no_such_space'", "demo", "resnet18_50"),
                  id="sweep-unknown-space"),
@@ -142,6 +145,8 @@ CASES = [
     pytest.param(SWEEP, ["--space", "{yaml_binary}"], "Cannot read search space file", id="sweep-space-is-binary"),
     pytest.param(SWEEP, ["--address", "127.0.0.1:1"], "The Ray cluster at '127.0.0.1:1' does not answer",
                  id="sweep-dead-cluster-address"),
+    pytest.param(SWEEP, ["--space", "{yaml_resnets}", "--catalog", "{tmp}/cat", "--storage", "{a_file}"],
+                 ("storage", "a_file.txt"), id="sweep-storage-is-a-file"),
     # python -m orchestrator.catalog
     pytest.param(CATALOG, ["query", "{a_file}"], "is not a stitch catalog: it is a file, not a folder",
                  id="catalog-query-a-file"),
@@ -165,9 +170,9 @@ CASES = [
 ]
 
 # Not a mistake: a valid request that reaches ray.init, to prove the guard fires.
-GUARD_CHECK = (TRAIN, [*RESNETS, "--catalog", "{tmp}/cat-ok"])
+GUARD_CHECK = (TRAIN, [*RESNETS, *RUNS, "--catalog", "{tmp}/cat-ok"])
 # Rows naming a cluster address must fail in seconds, not wait for Ray's connection timeout.
-FAST_ADDRESS_S = 60
+FAST_ADDRESS_S = 90  # generous for two loaded cores: the socket check itself gives up after 5 s
 
 
 # -- the files the rows point at ----------------------------------------------------------------
@@ -201,6 +206,13 @@ def _make_world(root: Path) -> dict[str, str]:
     (root / "nsga2.yaml").write_text(_demo_yaml(**{"algorithm: tpe": "algorithm: nsga2"}))
     (root / "low_high.yaml").write_text(
         _demo_yaml(**{"anchor_lr: 3.0e-4": "anchor_lr: {low: 1.0e-2, high: 1.0e-3, log: true}"}))
+    # A valid sweep over the same ResNets and images (the demo's would need its pretrained anchors).
+    (root / "resnets.yaml").write_text(
+        f"name: resnets\ndataset: {images}\nimage_size: 32\n"
+        "families:\n  - name: resnet\n    anchors: [resnet18, resnet34]\n    kwargs: {num_classes: 2}\n"
+        "training: {epochs: 0, batch_size: 2}\n"
+        "resources: {workers_per_trial: 1, cpus_per_worker: 1, gpus_per_worker: 0}\n"
+        "searcher: {algorithm: random, num_samples: 1}\n")
     rows = [dict(stitch_id=i, anchors=["resnet18", "resnet50"][: 1 + (i > 0)], cuts=[[i, i + 1]] if i else [],
                  flops=1_000_000 * (i + 1), params=10_000 * (i + 1), top1=50.0 + i, top5=90.0, sampling="uniform",
                  checkpoint=str(root / "no-checkpoint")) for i in range(3)]
@@ -210,6 +222,7 @@ def _make_world(root: Path) -> dict[str, str]:
         "a_file": str(root / "a_file.txt"), "catalog": str(root / "catalog"), "yaml_binary": str(root / "binary.yaml"),
         "yaml_syntax": str(root / "syntax.yaml"), "yaml_no_families": str(root / "no_families.yaml"),
         "yaml_nsga2_one_objective": str(root / "nsga2.yaml"), "yaml_low_above_high": str(root / "low_high.yaml"),
+        "yaml_resnets": str(root / "resnets.yaml"),
     }
 
 
@@ -242,14 +255,16 @@ def results(tmp_path_factory) -> dict[str, dict]:
     jobs = {case.id: case.values[:2] for case in CASES}
     jobs["guard-check"] = GUARD_CHECK
     # The slowest requests (those that build models) first, so the pool's tail is short.
-    order = sorted(jobs, key=lambda k: ("{images}" not in jobs[k][1], jobs[k][0] != SPACE))
+    order = sorted(jobs, key=lambda k: ("{images}" not in jobs[k][1] and "{yaml_resnets}" not in jobs[k][1],
+                                        jobs[k][0] != SPACE))
     with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
         futures = {k: pool.submit(_run, *jobs[k], world, env) for k in order}
         return {k: f.result() for k, f in futures.items()}
 
 
 def _describe(r: dict) -> str:
-    return f"exit {r['code']} after {r['seconds']:.1f}s; args {r['args']}\n--- stdout\n{r['out']}\n--- stderr\n{r['err']}"
+    return (f"exit {r['code']} after {r['seconds']:.1f}s; args {r['args']}\n"
+            f"--- stdout\n{r['out']}\n--- stderr\n{r['err']}")
 
 
 @pytest.mark.parametrize("cli, argv, expected", CASES)
