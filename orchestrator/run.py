@@ -30,6 +30,7 @@ class TrainResult:
     catalog_file: str
     checkpoint: str
     r2: dict[str, float]
+    loss: float | None = None  # the last training epoch's mean loss (None without training)
 
 
 def code_version() -> str:
@@ -156,6 +157,7 @@ def run_training(
     prepared: tuple[TrainConfig, StitchSpace] | None = None,
     fault_injection: dict[str, Any] | None = None,
     address: str | None = None,
+    callbacks: list[Any] | None = None,
 ) -> TrainResult:
     """Train one supernet with Ray Train and write one catalog row per stitch.
 
@@ -185,6 +187,7 @@ def run_training(
             failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            callbacks=callbacks or None,
         ),
     )
     result = trainer.fit()
@@ -197,7 +200,7 @@ def run_training(
     rows = catalog_rows(config, space, metrics["results"], metrics.get("r2", {}), checkpoint,
                         latency=metrics.get("latency") or {}, device=metrics.get("device"))
     path = CatalogWriter(config.catalog, config.sweep).write_trial(config.trial_id, rows)
-    return TrainResult(config, space, rows, path, checkpoint, metrics.get("r2", {}))
+    return TrainResult(config, space, rows, path, checkpoint, metrics.get("r2", {}), metrics.get("loss"))
 
 
 def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, list[float]],

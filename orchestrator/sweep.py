@@ -104,7 +104,8 @@ def trial_function(config: dict[str, Any], ctx: dict[str, Any]) -> None:
         storage_path=ctx["storage"],
     )
     prepared = prepare(train, progress=print)
-    result = run_training(train, prepared=prepared)
+    callbacks = [_epoch_reporter(list(search.searcher.objectives))] if search.searcher.scheduler == "asha" else None
+    result = run_training(train, prepared=prepared, callbacks=callbacks)
     from .data import get_datasets
 
     train_images = len(get_datasets(train.dataset, train.image_size)[0])
@@ -114,6 +115,8 @@ def trial_function(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     )
     tune.report({
         **values,
+        "epoch": train.epochs,
+        "loss": result.loss if result.loss is not None else float("nan"),
         "family": family.name,
         "num_stitches": len(result.rows),
         "catalog_file": result.catalog_file,
@@ -128,6 +131,24 @@ def _first_point(search, family) -> dict[str, Any]:
         if path != "family":
             params[path] = dist.values[0] if hasattr(dist, "values") else dist.low
     return params
+
+
+def _epoch_reporter(objectives: list[str]):
+    """Forward every per-epoch ``ray.train.report`` of the nested trainer to Tune, for ASHA.
+
+    Tune's searchers expect their metric in every result; until the trial's evaluation ends the
+    objectives are reported as 0 (Optuna only records intermediate values, it does not use them
+    here), and the trial's final result carries the real values.
+    """
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class EpochReport(TuneReportCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            metrics = [{**{name: 0.0 for name in objectives}, **{k: v for k, v in m.items() if k != "results"}}
+                       for m in metrics]
+            super().after_report(run_context, metrics, checkpoint)
+
+    return EpochReport()
 
 
 def _validate_families(search, catalog: str, progress) -> tuple[dict[str, Any], float]:

@@ -244,8 +244,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             scheduler.load_state_dict(state["scheduler"])
         step, epoch, evaluated = state["step"], state["epoch"], {int(k): v for k, v in state["evaluated"].items()}
 
+    last_loss = float("nan")  # every report carries the latest epoch's loss (schedulers read it)
+
     def snapshot(extra_metrics: dict[str, Any], with_optimizer: bool = True) -> None:
-        metrics = {"epoch": epoch, "step": step, "evaluated": len(evaluated), **extra_metrics}
+        metrics = {"epoch": epoch, "step": step, "evaluated": len(evaluated), "loss": last_loss, **extra_metrics}
         checkpoint = None
         if rank == 0:
             checkpoint = _save({
@@ -310,7 +312,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 snapshot({"loss": loss_sum / seen, "phase": "train"})
         epoch += 1
         seconds = time.perf_counter() - t_epoch
-        mean_loss = loss_sum / max(seen, 1)
+        mean_loss = last_loss = loss_sum / max(seen, 1)
         say(f"epoch {epoch}/{config.epochs}  loss {mean_loss:.4f}  "
             f"lr {scheduler.get_last_lr()[-1]:.2e}  {seconds:.1f}s")
         snapshot({"loss": mean_loss, "phase": "train", "epoch_seconds": seconds})
