@@ -34,8 +34,14 @@ def env_int(name: str, default: int, tiny_default: int | None = None) -> int:
 
 
 def threads() -> int:
-    """Intra-op threads for in-process benchmarks: ``$SNNET_BENCH_THREADS``, default min(2, cores)."""
-    return env_int("SNNET_BENCH_THREADS", max(1, min(2, os.cpu_count() or 1)))
+    """Intra-op threads for in-process benchmarks: ``$SNNET_BENCH_THREADS``, default 1.
+
+    One thread by default: where other jobs share the cores, a second OpenMP thread often
+    waits, spinning, for a core another process holds, and a run then takes several times
+    as long at random (seen here: the same fvcore trace in 0.4 s or 3-4 s). One thread gives
+    steady figures; the ratios the benchmarks report compare like with like either way.
+    """
+    return env_int("SNNET_BENCH_THREADS", 1)
 
 
 class Timer:
@@ -43,7 +49,7 @@ class Timer:
     this process's CPU time (all its threads) to ``timer.cpu_seconds``.
 
     On a machine whose cores other jobs share, wall-clock time also counts the time this
-    process waited for a core; CPU time does not, so it is the steadier figure there.
+    process waited for a core; CPU time does not (though threads that spin still count).
     """
 
     def __init__(self) -> None:

@@ -26,8 +26,10 @@ backward; no optimizer step, which costs the same on every rank).
   second pass or a replica.
 
 The figure is the mean over steps (after warm-up steps) of mean-over-ranks busy time /
-max-over-ranks step time. It is below the expected ratio by the all-reduce and DDP's own
-overhead (tiny for this 0.4M-parameter family) and is noisy where the cores are shared.
+max-over-ranks step time. For a balanced rule it sits below the expected ratio by the
+all-reduce and DDP's own per-step overhead (small for this 0.75M-parameter supernet); for
+unbalanced rules per-step costs that every stitch pays alike can lift it a little above.
+It is noisy where the cores are shared.
 ``ddp_balance_<rule>_demo_w2`` gives the expected ratio on the demo space itself (FLOPs at
 16x16), the figure the measurement should be compared with. The demo family, rather than
 DeiT at a small image size, keeps the all-reduce (500 MB of gradients for DeiT-Ti/S/B plus

@@ -64,11 +64,10 @@ def measure(device, anchors=ANCHORS, batch: int = 128, steps: int = 40, warmup: 
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16)
 
-    g = torch.Generator(device=device).manual_seed(0)
-    x = torch.randn(batch, 3, img_size, img_size, device=device, generator=g)
-
     torch.manual_seed(0)
     net = build_supernet(list(anchors), img_size=img_size).to(device).train()
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(batch, *net.space.profiles[0].input_size, device=device, generator=g)
     y = torch.randint(0, net.space.profiles[0].num_classes, (batch,), device=device, generator=g)
     flops = [s.flops for s in net.space]
     rule = make_rule("uniform", flops, seed=0)

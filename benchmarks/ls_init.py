@@ -14,7 +14,8 @@ from seeded generators, so the streaming method sees the rows exactly as a data 
 would hand them over, and the reference gets the same rows concatenated.
 
 Each (method, size) runs in a **fresh Python subprocess** (one thread), which:
-imports torch, runs a tiny pinv and eigh (loading LAPACK), resets the kernel's peak-RSS mark
+imports torch, runs a small matmul, pinv and eigh (loading LAPACK and the BLAS's lazily
+allocated buffers), resets the kernel's peak-RSS mark
 (``/proc/self/clear_refs``), records the baseline peak RSS (``VmHWM`` in
 ``/proc/self/status``), then does the work. *Time*: the accumulation
 and the solve (streaming) or the concatenation and the pseudo-inverse solve (reference),
@@ -63,7 +64,9 @@ def reset_peak():
 torch.set_num_threads(1)
 method, rows, d_in, d_out, batch, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 from snnet.least_squares import LeastSquaresAccumulator, least_squares
-torch.linalg.pinv(torch.randn(8, 4, dtype=torch.float64)); torch.linalg.eigh(torch.eye(4, dtype=torch.float64))
+for dtype in (torch.float32, torch.float64):  # load LAPACK and the BLAS's lazily allocated GEMM buffers
+    w = torch.randn(600, 600, dtype=dtype); w @ w; w.T @ w; torch.linalg.pinv(w[:, :300]); torch.linalg.eigh(w.T @ w)
+del w
 g = torch.Generator().manual_seed(0)
 mix = torch.randn(d_in, d_in, generator=g) / d_in ** 0.5 + torch.eye(d_in)
 offset = torch.randn(d_in, generator=g)

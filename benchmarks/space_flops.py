@@ -9,17 +9,18 @@ params as the unique parameters its path holds (``supernet.stitch_parameters``).
 
 Both start from the same anchors, built once with random weights before any timer starts:
 model construction is excluded from both times. An untimed fvcore trace of a tiny module
-warms up fvcore and the JIT tracer first. ``ours`` is the median of 3 runs (before, halfway
-through and after the reference, as contention on a shared machine drifts); the reference
-runs once over ``SNNET_BENCH_REF_STITCHES`` stitches (default: all 71), spread evenly over
-the space, and its time is extrapolated to the whole space (time per stitch x 71) when
-that is a subsample. A stitch is a mismatch when its FLOPs differ from its trace, or its
+warms up fvcore and the JIT tracer first. ``ours`` is the median of 7 runs spread evenly
+before, through and after the reference (load on a shared machine drifts, and one short
+run would catch one moment of it); the reference runs once over
+``SNNET_BENCH_REF_STITCHES`` stitches (default: all 71), spread evenly over the space, and
+its time is extrapolated to the whole space (time per stitch x 71) when that is a
+subsample. A stitch is a mismatch when its FLOPs differ from its trace, or its
 params differ from the reference count or from the parameters an autograd walk of its
 forward actually reaches (an independent check, not timed).
 
 ``*_s`` and ``space_flops_speedup`` are wall-clock; ``*_cpu_s`` and
-``space_flops_speedup_cpu`` the same runs in process CPU time, steadier where other jobs
-share the cores.
+``space_flops_speedup_cpu`` the same runs in process CPU time, which leaves out the time
+spent waiting for a core where other jobs share them (threads that spin still count).
 
 Settings: ``SNNET_BENCH_FLOPS_IMG_SIZE`` (default 224), ``SNNET_BENCH_REF_STITCHES``;
 ``SNNET_BENCH_TINY=1``: DeiT-Ti/S at 32x32, 4 reference stitches.
@@ -33,6 +34,8 @@ import time
 from ._common import DEIT_TSB, Timer, build_anchors, env_int, log, threads, tiny
 
 __all__ = ["run"]
+
+OURS_RUNS = 7  # timed runs of ours, spread over the reference's duration
 
 
 def _reached_params(module, x) -> int:
@@ -93,6 +96,7 @@ def run() -> dict[str, float | int | str]:
     x = torch.zeros(1, *space.profiles[0].input_size)
     count = env_int("SNNET_BENCH_REF_STITCHES", len(space), tiny_default=4)
     ids = _spread(len(space), max(1, count))
+    every = max(1, -(-len(ids) // (OURS_RUNS - 1)))
     reference = Timer()
     mismatches = 0
     started = time.perf_counter()
@@ -109,12 +113,12 @@ def run() -> dict[str, float | int | str]:
         if n % 10 == 0 or n == len(ids):
             log(f"space_flops: reference {n}/{len(ids)} stitches, {reference.seconds:.1f}s traced "
                 f"({time.perf_counter() - started:.1f}s with checks)")
-        if n == len(ids) // 2:  # interleave: contention on a shared machine drifts during the reference
+        if n % every == 0 and n < len(ids):  # interleave: load on a shared machine drifts
             ours_runs.append(ours_once()[0])
     ours_runs.append(ours_once()[0])
     ours = statistics.median(t.seconds for t in ours_runs)
     ours_cpu = statistics.median(t.cpu_seconds for t in ours_runs)
-    log(f"space_flops: ours median {ours:.3f}s (runs before, during, after the reference: "
+    log(f"space_flops: ours median {ours:.3f}s (runs spread over the reference: "
         f"{', '.join(f'{t.seconds:.3f}' for t in ours_runs)})")
     reference_s = reference.seconds / len(ids) * len(space)
     reference_cpu = reference.cpu_seconds / len(ids) * len(space)

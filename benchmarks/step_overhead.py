@@ -10,7 +10,7 @@ repeat so that drift in a shared machine's load hits both alike; each figure is 
 over repeats, after one untimed warm-up of each. The logits of the two are checked equal.
 
 ``step_overhead_ratio`` = supernet median / plain median wall-clock time (target <= 1.03);
-``step_overhead_ratio_cpu`` the same in process CPU time (steadier on shared cores).
+``step_overhead_ratio_cpu`` the same in process CPU time (leaves out waiting for a core).
 
 Settings: ``SNNET_BENCH_OVERHEAD_IMG_SIZE`` (default 224), ``SNNET_BENCH_OVERHEAD_BATCH`` (8),
 ``SNNET_BENCH_OVERHEAD_REPEATS`` (6, each timing both twice); ``SNNET_BENCH_TINY=1``: DeiT-Ti alone

@@ -90,9 +90,9 @@ def test_step_overhead_tiny(tiny):
 
 
 def test_gpu_train_measure_runs_on_cpu():
+    import orchestrator.demo as demo
     from benchmarks import gpu_train
 
-    out = gpu_train.measure("cpu", anchors=("deit_tiny_patch16_224", "deit_small_patch16_224"),
-                            batch=2, steps=1, warmup=1, img_size=32)
+    out = gpu_train.measure("cpu", anchors=demo.DEMO_ANCHORS[:2], batch=4, steps=1, warmup=1, img_size=16)
     for key in ("gpu_train_ratio", "gpu_train_supernet_samples_per_s", "gpu_train_plain_samples_per_s"):
         assert _number(out[key]) > 0

@@ -64,8 +64,8 @@ def test_deit_ti_s_b_has_71_stitches(deit_tsb_space):
     # Every stitch's FLOPs lies between its smallest and largest anchor.
     for s in space:
         if not s.is_anchor:
-            lo, hi = (space.profiles[a].flops for a in sorted(s.anchors))
-            assert lo < s.flops < hi
+            hi = max(space.profiles[a].flops for a in s.anchors)
+            assert s.flops < hi  # [j, k] with j < k - 1 skips blocks: it can undercut the small anchor
 
 
 def test_ids_stable_and_order_independent(deit_tsb_space):
