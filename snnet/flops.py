@@ -7,19 +7,19 @@ silently skip. :func:`sdpa_flop_jit` counts it as the two matrix products it fus
 (``Q K^T`` and ``softmax(.) V``), the same figure fvcore gives the unfused
 ``q @ k.transpose(-2, -1)`` / ``attn @ v`` path.
 
-A whole stitch space is costed from one trace per anchor: :func:`profile_anchor` traces
-:meth:`snnet.anchors.Anchor.forward` once and reads the FLOPs of the stem, of every unit and
-of the head from fvcore's per-module counts (``ancestor_mode("caller")`` attributes each op
-to the scope modules it ran under). A stitch's FLOPs are then a sum over its path, which the
-tests check against a full trace of the stitched network.
+A whole stitch space is costed from the anchors alone, never per stitch: :func:`profile_anchor`
+traces each anchor's stem, head and distinct units once (identical blocks share one trace), and
+a stitch's FLOPs are a sum over its path, which the tests check against a full fvcore trace of
+the stitched network.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -103,23 +103,61 @@ def _ints(shape: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in shape)
 
 
+class _Piece(nn.Module):
+    """Runs ``fn``; registers the anchor so the tracer sees every parameter ``fn`` uses."""
+
+    def __init__(self, owner: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__()
+        self.owner = owner
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+def _unit_signature(modules: list[nn.Module], shape: tuple[int, ...]) -> str:
+    """Everything fvcore's count of a unit depends on: code (module types), hyperparameters
+    (plain attributes such as a Swin block's shift), parameter and buffer shapes, input shape."""
+    parts: list[Any] = [shape]
+    for top in modules:
+        for name, m in top.named_modules():
+            attrs = sorted((k, v) for k, v in vars(m).items()
+                           if not k.startswith("_") and isinstance(v, (bool, int, float, str, tuple, type(None))))
+            parts.append((name, type(m).__module__, type(m).__qualname__, attrs,
+                          [(n, tuple(p.shape)) for n, p in m.named_parameters(recurse=False)],
+                          [(n, tuple(b.shape)) for n, b in m.named_buffers(recurse=False)]))
+    return repr(parts)
+
+
 @torch.no_grad()
 def profile_anchor(anchor: Anchor) -> AnchorProfile:
-    """Trace ``anchor`` once with fvcore; return per-piece FLOPs, params and shapes."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    hooks = [anchor.stem.register_forward_hook(lambda m, i, o: shapes.__setitem__("stem", _ints(o.shape[1:])))]
-    for idx, unit in enumerate(anchor.units):
-        hooks.append(unit.register_forward_hook(
-            lambda m, i, o, idx=idx: shapes.__setitem__(f"units.{idx}", _ints(o.shape[1:]))
-        ))
+    """Per-piece FLOPs, params and shapes of ``anchor``, in fvcore's convention.
+
+    The stem, the head and every *distinct* unit are traced once each on a batch of one; a unit
+    identical to one already traced (same module types, hyperparameters, parameter shapes and
+    input shape, as the blocks of a ViT are) reuses its count. The pieces sum to a full trace
+    of the anchor exactly, which the tests check on every family.
+    """
     was_training = anchor.training
-    anchor.eval()
+    anchor.eval()  # FLOPs are counted in eval mode (BatchNorm counts differ in training)
     try:
         x = torch.zeros(1, *anchor.input_size)
-        counts = flop_count(anchor, x).by_module()
+        stem_flops = int(flop_count(_Piece(anchor, anchor.forward_stem), x).total())
+        x = anchor.forward_stem(x)
+        stem_shape = _ints(x.shape[1:])
+        cache: dict[str, tuple[int, tuple[int, ...]]] = {}
+        unit_flops, unit_shapes = [], []
+        for i in range(anchor.depth):
+            key = _unit_signature(anchor._units[i][1], _ints(x.shape[1:]))
+            if key not in cache:
+                flops = int(flop_count(_Piece(anchor, functools.partial(anchor._run_unit, i)), x).total())
+                cache[key] = (flops, _ints(anchor._run_unit(i, x).shape[1:]))
+            flops, shape = cache[key]
+            unit_flops.append(flops)
+            unit_shapes.append(shape)
+            x = torch.zeros(1, *shape)
+        head_flops = int(flop_count(_Piece(anchor, anchor.forward_head), x).total())
     finally:
-        for h in hooks:
-            h.remove()
         anchor.train(was_training)
     numel = lambda params: sum(p.numel() for p in params)  # noqa: E731
     return AnchorProfile(
@@ -129,11 +167,11 @@ def profile_anchor(anchor: Anchor) -> AnchorProfile:
         input_size=anchor.input_size,
         num_classes=anchor.num_classes,
         stage_of=anchor.stage_of,
-        stem_shape=shapes["stem"],
-        unit_shapes=tuple(shapes[f"units.{i}"] for i in range(anchor.depth)),
-        stem_flops=int(counts["stem"]),
-        unit_flops=tuple(int(counts[f"units.{i}"]) for i in range(anchor.depth)),
-        head_flops=int(counts["head"]),
+        stem_shape=stem_shape,
+        unit_shapes=tuple(unit_shapes),
+        stem_flops=stem_flops,
+        unit_flops=tuple(unit_flops),
+        head_flops=head_flops,
         stem_params=numel(anchor.stem_parameters()),
         unit_params=tuple(numel(anchor.unit_parameters(i)) for i in range(anchor.depth)),
         head_params=numel(anchor.head_parameters()),
