@@ -54,3 +54,15 @@ def wait_for_registered_checkpoint(storage, timeout: float = 120.0) -> None:
                 pass
         time.sleep(0.2)
     raise AssertionError(f"no checkpoint was registered under {storage} within {timeout}s")
+
+
+def import_blocker(*packages: str) -> str:
+    """Python source that makes importing any of ``packages`` fail; prepend it to a ``-c`` script."""
+    return (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {set(packages)!r}:\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+    )

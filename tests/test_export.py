@@ -36,6 +36,7 @@ from orchestrator.run import catalog_rows
 from snnet import AnchorSpec, SNNetError, build_supernet
 from snnet.export import Pruned, extract_stitch
 from snnet.latency import measure_latency, measure_space_latency
+from conftest import import_blocker
 
 
 def _save_trial(root: Path, catalog: Path, sweep: str, trial: str, net, config: TrainConfig,
@@ -192,13 +193,7 @@ def test_export_by_budget_writes_program_and_card(world, tmp_path, capsys):
 
 # -- the exported program stands alone ---------------------------------------------------------------
 
-FRESH = """
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in {'snnet', 'orchestrator', 'timm'}:
-            raise ImportError('blocked: ' + name)
-sys.meta_path.insert(0, Block())
+FRESH = import_blocker("snnet", "orchestrator", "timm") + """
 import torch
 inputs = torch.load(sys.argv[1])
 outputs = {}

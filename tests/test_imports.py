@@ -3,13 +3,9 @@
 import subprocess
 import sys
 
-BLOCKER = """
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in {'ray', 'optuna', 'pyarrow'}:
-            raise ImportError('blocked: ' + name)
-sys.meta_path.insert(0, Block())
+from conftest import import_blocker
+
+BLOCKER = import_blocker("ray", "optuna", "pyarrow") + """
 import snnet, snnet.space, snnet.sampling
 from snnet import build_supernet
 net = build_supernet(['resnet18', 'resnet50'], img_size=32)

@@ -361,13 +361,9 @@ def test_range_objects_validate_themselves():
 
 
 def test_package_imports_without_ray_optuna_or_orchestrator():
-    code = """
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in {'ray', 'optuna', 'orchestrator'}:
-            raise ImportError('blocked: ' + name)
-sys.meta_path.insert(0, Block())
+    from conftest import import_blocker
+
+    code = import_blocker("ray", "optuna", "orchestrator") + """
 import search_spaces
 space = search_spaces.load_space('demo')
 print(space.trial_settings({'space.kernel_size': 2, 'training.sampling': 'uniform'})['training']['workers'])
