@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from snnet import SNNetError, SpaceConfig, StitchSpace, create_anchor, profile_anchor
@@ -105,7 +105,7 @@ def prepare(config: TrainConfig, progress: Callable[[str], None] = print) -> tup
             )
         from .demo import demo_anchor_specs
 
-        config = replace(config, anchors=demo_anchor_specs(progress=progress))
+        config = config.model_copy(update={"anchors": demo_anchor_specs(progress=progress)})
     else:
         from . import demo  # noqa: F401  - demo anchors may be named explicitly
 
@@ -130,7 +130,7 @@ def prepare(config: TrainConfig, progress: Callable[[str], None] = print) -> tup
                         SpaceConfig(config.kernel_size, config.stride, config.nearest, config.direction, config.two_way))
     if config.trial_id is None:
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-        config = replace(config, trial_id=f"{stamp}-{uuid.uuid4().hex[:6]}")
+        config = config.model_copy(update={"trial_id": f"{stamp}-{uuid.uuid4().hex[:6]}"})
     from .catalog import CatalogWriter
     from .catalog._store import check_name
 
@@ -174,7 +174,7 @@ def run_training(
     ensure_ray(address)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"train": config.to_dict(), "space": space.to_json(), **(fault_injection or {})},
+        train_loop_config={"train": config.model_dump(), "space": space.to_json(), **(fault_injection or {})},
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.workers,
             use_gpu=config.use_gpu,

@@ -45,7 +45,7 @@ def test_validate_reports_every_problem_in_one_message():
 
 
 def test_validate_lists_many_problems():
-    config = TrainConfig(
+    settings = dict(
         kernel_size=0,
         stride=-2,
         batch_size=1.5,
@@ -58,7 +58,7 @@ def test_validate_lists_many_problems():
         anchors=[AnchorSpec("resnet18")],
     )
     with pytest.raises(SNNetError) as info:
-        config.validate()
+        TrainConfig(**settings).validate()
     message = str(info.value)
     for part in (
         "kernel_size must be an integer >= 1, got 0",
@@ -337,8 +337,9 @@ def test_cli_bad_input_as_a_subprocess(image_folder, tmp_path):
 
 def _prepare_args(image_folder: Path, tmp_path: Path, **kw) -> TrainConfig:
     anchors = [AnchorSpec(n, kwargs={"num_classes": 2}) for n in ("resnet18", "resnet50")]
-    return TrainConfig(anchors=anchors, dataset=str(image_folder), image_size=32, catalog=str(tmp_path / "cat"),
-                       epochs=0, workers=1, **kw)
+    settings = dict(anchors=anchors, dataset=str(image_folder), image_size=32, catalog=str(tmp_path / "cat"),
+                    epochs=0, workers=1)
+    return TrainConfig(**{**settings, **kw})
 
 
 def test_prepare_accepts_good_settings_and_names_the_trial(image_folder, tmp_path):
@@ -362,7 +363,6 @@ def test_prepare_rejects_a_catalog_below_a_file_before_training(image_folder, tm
 
     a_file = tmp_path / "notes.txt"
     a_file.write_text("x")
-    config = _prepare_args(image_folder, tmp_path)
-    config.catalog = str(a_file / "catalog")
+    config = _prepare_args(image_folder, tmp_path, catalog=str(a_file / "catalog"))
     with pytest.raises(SNNetError, match="catalog"):
         prepare(config, progress=None)

@@ -1,0 +1,124 @@
+"""The kinds of value a setting takes, as pydantic types whose errors say what must hold and what came.
+
+``Int(1)`` is an integer >= 1 (booleans and ``1.5`` refused), ``Float(0, below=1)`` a finite
+number in ``[0, 1)`` (ints and strings such as ``"1e-4"`` accepted: YAML 1.1 reads an exponent
+without a decimal point as a string, a trap worth forgiving), ``OneOf(names)`` a closed set of
+strings. Each raises :class:`snnet.SNNetError` (a ``ValueError``) with ``must ..., got ...``;
+pydantic keeps that exception in the error's context, and :func:`problems` reads it back with
+the error's location, so messages stay ours, not pydantic's.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import PlainValidator, ValidationError, WithJsonSchema
+
+from snnet import SNNetError
+
+__all__ = ["Kind", "Int", "Float", "OneOf", "Bool", "Str", "did_you_mean", "num", "problems"]
+
+
+def num(x: Any) -> str:
+    return f"{x:g}" if isinstance(x, float) else repr(x)
+
+
+def did_you_mean(word: Any, options: Any) -> str:
+    """``" (did you mean 'x'?)"`` for the closest option, or ``""``."""
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """The values one setting accepts: a type plus bounds or a closed set of names."""
+
+    type: str  # "int" | "float" | "bool" | "str"
+    minimum: float | None = None
+    below: float | None = None  # exclusive upper bound
+    choices: tuple[str, ...] | None = None
+    nullable: bool = False
+    text: str | None = None  # the predicate, when the generic one reads badly
+
+    def describe(self) -> str:
+        """What must hold, as the words after "must": ``be an integer >= 1``."""
+        if self.text:
+            text = self.text
+        elif self.choices is not None:
+            text = "be one of " + ", ".join(self.choices)
+        elif self.type in ("bool", "str"):
+            text = "be true or false" if self.type == "bool" else "be a string"
+        elif self.below is not None:
+            text = f"lie in [{num(self.minimum)}, {num(self.below)})"
+        else:
+            noun = "an integer" if self.type == "int" else "a number"
+            text = f"be {noun}" + (f" >= {num(self.minimum)}" if self.minimum is not None else "")
+        return text
+
+    def __call__(self, value: Any) -> Any:
+        """``value`` in canonical form, or :class:`SNNetError` saying what must hold and what came."""
+        if value is None and self.nullable:
+            return None
+        bad = SNNetError(f"must {self.describe()}, got {value!r}")
+        if self.type in ("bool", "str"):
+            if not isinstance(value, bool if self.type == "bool" else str):
+                raise bad
+            if self.choices is not None and value not in self.choices:
+                raise SNNetError(f"must {self.describe()}, got {value!r}{did_you_mean(value, self.choices)}")
+            return value
+        if isinstance(value, bool) or (self.type == "int" and not isinstance(value, int)):
+            raise bad
+        if self.type == "float":
+            if isinstance(value, str):
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise bad from None
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise bad
+            value = float(value)
+        if (self.minimum is not None and value < self.minimum) or (self.below is not None and value >= self.below):
+            raise bad
+        return value
+
+    def annotated(self) -> Any:
+        """This kind as a pydantic field type."""
+        base = {"int": int, "float": float, "bool": bool, "str": str}[self.type]
+        schema = {"type": {"int": "integer", "float": "number", "bool": "boolean", "str": "string"}[self.type]}
+        return Annotated[base | None if self.nullable else base, PlainValidator(self), WithJsonSchema(schema)]
+
+
+def Int(minimum: int | None = None, nullable: bool = False) -> Any:
+    return Kind("int", minimum=minimum, nullable=nullable).annotated()
+
+
+def Float(minimum: float | None = None, below: float | None = None) -> Any:
+    return Kind("float", minimum=minimum, below=below).annotated()
+
+
+def OneOf(choices: tuple[str, ...], text: str | None = None) -> Any:
+    return Kind("str", choices=tuple(choices), text=text).annotated()
+
+
+Bool = Kind("bool").annotated()
+Str = Kind("str").annotated()
+
+
+def problems(error: ValidationError) -> list[tuple[tuple[Any, ...], str]]:
+    """``(location, message)`` per error: our own message where a validator raised, else pydantic's."""
+    out = []
+    for e in error.errors():
+        cause = (e.get("ctx") or {}).get("error")
+        if isinstance(cause, Exception) and e["type"] in ("value_error", "assertion_error"):
+            message = str(cause)
+        elif e["type"] == "missing":
+            message = "is required"
+        elif e["type"] == "extra_forbidden":
+            message = "unknown key"
+        else:
+            message = f"{e['msg'][:1].lower()}{e['msg'][1:]}, got {e['input']!r}"
+        out.append((tuple(e["loc"]), message))
+    return out

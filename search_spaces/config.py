@@ -1,0 +1,140 @@
+"""Typed, validated settings of one supernet training run: :class:`TrainConfig`.
+
+A ``TrainConfig`` is what ``python -m orchestrator.train`` parses its flags into and what a
+sweep trial's resolved point of its search space becomes. It is a pydantic model: building
+one validates it and reports every problem at once in one :class:`snnet.SNNetError`
+(``Invalid training settings: workers must be an integer >= 1, got 0; ...``), before any
+model is built or any Ray resource is requested. It crosses to the Ray Train workers and into
+checkpoints as ``model_dump()`` and comes back with ``TrainConfig.model_validate(data)``.
+
+The ``training:`` section of a search space is derived from these fields (see
+:mod:`search_spaces.schema`), so a new training knob is written here once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from snnet import SNNetError
+from snnet.anchors import AnchorSpec
+from snnet.sampling import RULES
+
+from ._kinds import Bool, Float, Int, OneOf, Str, problems
+
+__all__ = ["TrainConfig", "MODES", "INITS", "LS_MODES", "PLACEMENTS"]
+
+MODES = ("full", "stitch-only", "lora")
+INITS = ("ls", "kaiming")
+LS_MODES = ("joint", "average")
+PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
+class TrainConfig(BaseModel):
+    """One stitched supernet: its anchors and space, the data, the resources, and how to train it."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, arbitrary_types_allowed=True)
+
+    # what to stitch (None: the embedded demo family); the space settings of snnet.SpaceConfig
+    anchors: list[AnchorSpec] | None = None
+    kernel_size: Int(1) = 2
+    stride: Int(1) = 1
+    nearest: Bool = True
+    direction: Str = "fast-to-slow"
+    two_way: Bool = False
+    # data
+    dataset: Str = "demo"
+    image_size: Int(1, nullable=True) = None
+    # resources of the run: Ray Train workers (DDP ranks) and their placement
+    workers: Int(1) = 2
+    use_gpu: Bool = False
+    cpus_per_worker: Int(1) = 1
+    gpus_per_worker: Float(0) = 0.0  # with use_gpu; a fraction shares one GPU between workers
+    placement_strategy: OneOf(PLACEMENTS) = "PACK"
+    # training. Defaults suit the embedded demo; search spaces set their own for real families.
+    epochs: Int(0) = 10
+    batch_size: Int(1) = 32  # per worker
+    eval_batch_size: Int(1) = 256
+    anchor_lr: Float(0) = 3e-4  # 10x below pretraining, as the paper fine-tunes
+    stitch_lr: Float(0) = 3e-3  # stitching layers learn faster than anchors
+    weight_decay: Float(0) = 0.05
+    warmup_fraction: Float(0, below=1) = 0.1
+    grad_clip: Float(0) = 1.0
+    mode: OneOf(MODES) = "full"
+    lora_rank: Int(1) = 4
+    init: OneOf(INITS) = "ls"
+    ls_samples: Int(0) = 100  # the paper used 100 images
+    ls_mode: OneOf(LS_MODES, text="be 'joint' or 'average'") = "joint"
+    sampling: OneOf(tuple(RULES)) = "uniform"
+    sampling_options: dict[str, Any] = {}
+    seed: Int(0) = 0
+    teacher: AnchorSpec | None = None  # hard distillation from an external model, as DeiT
+    # fault tolerance
+    checkpoint_every_steps: Int(0) = 0  # 0: at the end of every epoch only
+    eval_checkpoint_seconds: Float(0) = 30.0  # how often finished evaluations are checkpointed
+    max_failures: Int(0) = 3
+    # per-stitch latency on the evaluation device (median of repeats after warm-up)
+    measure_latency: Bool = False
+    latency_batch_size: Int(1) = 1
+    # where results go
+    catalog: Str = "catalog"
+    sweep: Str = "train"
+    trial_id: str | None = None
+    storage_path: Str = "runs"
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise SNNetError(_message(e)) from None
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> "TrainConfig":  # type: ignore[override]
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as e:
+            raise SNNetError(_message(e)) from None
+
+    @field_validator("anchors")
+    @classmethod
+    def _two_anchors(cls, anchors: list[AnchorSpec] | None) -> list[AnchorSpec] | None:
+        if anchors is not None and len(anchors) < 2:
+            raise SNNetError(f"must name at least two models to stitch, got {[a.name for a in anchors]}")
+        return anchors
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        if self.init == "ls" and self.ls_samples == 0:
+            raise SNNetError("ls_samples must be >= 1 for least-squares init, got 0")
+        if self.mode == "lora" and self.init != "ls":
+            raise SNNetError("mode 'lora' learns updates of LS-initialised layers: use init 'ls'")
+        return self
+
+    def validate(self) -> "TrainConfig":  # type: ignore[override]
+        """Check again (after a field was set) and return ``self``; building one already validated it."""
+        type(self).model_validate(self.model_dump())
+        return self
+
+    def anchor_names(self) -> list[str]:
+        return [a.name for a in self.anchors] if self.anchors else []
+
+    # Thin aliases while callers move to model_dump / model_validate.
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        return cls.model_validate(data)
+
+
+def _message(error: ValidationError) -> str:
+    found = problems(error)
+    unknown = sorted(str(loc[0]) for loc, message in found if message == "unknown key")
+    parts = [f"{'.'.join(map(str, loc))} {message}" if loc else message
+             for loc, message in found if message != "unknown key"]
+    text = "Invalid training settings: " + "; ".join(parts) + "." if parts else ""
+    if unknown:
+        known = sorted(TrainConfig.model_fields)
+        text = f"Unknown training settings {unknown}; known settings are {known}. {text}".strip()
+    return text
