@@ -1,5 +1,7 @@
-"""The Parquet stitch catalog (see :mod:`orchestrator.catalog._store`), its queries and plots."""
+"""The Parquet stitch catalog (see :mod:`orchestrator.catalog._store`), its queries, checks and plots."""
 
+from ._inspect import QUARANTINE, Inspection, Problem, check, inspect, quarantine
+from ._names import validate_name
 from ._plot import plot
 from ._query import (
     CatalogWarning,
@@ -14,20 +16,36 @@ from ._query import (
     sweeps,
     to_records,
 )
-from ._store import SCHEMA, SCHEMA_VERSION, CatalogWriter, read_catalog, resolve, trial_file
+from ._store import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    CatalogWriter,
+    columns_of_version,
+    read_catalog,
+    resolve,
+    trial_file,
+    trial_metadata,
+)
 
 __all__ = [
+    "QUARANTINE",
     "SCHEMA",
     "SCHEMA_VERSION",
     "CatalogWarning",
     "CatalogWriter",
+    "Inspection",
+    "Problem",
     "best_under",
     "catalog_warnings_to_stderr",
+    "check",
+    "columns_of_version",
+    "inspect",
     "load",
     "pareto_front",
     "parse_flops",
     "parse_latency",
     "plot",
+    "quarantine",
     "query",
     "read_catalog",
     "resolve",
@@ -35,4 +53,6 @@ __all__ = [
     "sweeps",
     "to_records",
     "trial_file",
+    "trial_metadata",
+    "validate_name",
 ]

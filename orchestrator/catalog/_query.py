@@ -8,10 +8,10 @@ This is the notebook API behind ``python -m orchestrator.catalog query``::
     query(df, sweep="deit-tsb", max_flops="4.6G", pareto=True)
     best_under(df, max_flops="2G")                         # one row (a Series) or None
 
-Reading is robust: :func:`scan` lists the trial files (``*.parquet``, skipping names that start
-with ``.`` or ``_`` as pyarrow does) and checks each file's Parquet footer and column types;
-a corrupt or half-copied file is reported with :class:`CatalogWarning` naming the file, and
-:func:`load` reads the rest. List columns (``anchors``, ``cuts``, ``layers``) come back as plain
+Reading is robust: :func:`load` reads every trial file (``*.parquet``, skipping names that
+start with ``.`` or ``_`` as pyarrow does) with page checksums verified; a corrupt, half-copied,
+bit-flipped or copied file, or one lacking columns, is left out with one :class:`CatalogWarning`
+naming it and the reason, and the rest is read (see :mod:`orchestrator.catalog._inspect`). List columns (``anchors``, ``cuts``, ``layers``) come back as plain
 Python lists and integer columns as pandas' nullable integer types.
 
 The Pareto front is taken in (maximise ``top1``, minimise ``flops``): a row is dominated when
@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from snnet import SNNetError
 
-from ._store import SCHEMA, check_name, read_catalog, resolve
+from ._inspect import REQUIRED_COLUMNS, dataset_schema as _dataset_schema, inspect, open_catalog as _open
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -61,8 +61,6 @@ __all__ = [
     "to_records",
 ]
 
-#: Columns a Parquet file must hold to count as a trial file of the catalog.
-REQUIRED_COLUMNS = ("trial_id", "stitch_id", "anchors", "cuts", "flops", "params")
 #: Columns holding lists (rendered as JSON in CSV output; not sortable).
 LIST_COLUMNS = ("anchors", "cuts", "layers")
 _STITCH_KEY = ("sweep", "trial_id", "stitch_id")
@@ -71,14 +69,10 @@ _FLOPS = re.compile(
     r"(?P<num>[+-]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:e[+-]?\d+)?)\s*(?P<suffix>[kmgtp]?)\s*(?:flops?|f)?",
     re.IGNORECASE,
 )
-_HINT = (
-    "A catalog is the folder or URI given as --catalog to training and sweeps; it holds "
-    "sweep=<name>/trial-<id>.parquet files."
-)
 
 
 class CatalogWarning(UserWarning):
-    """A file of the catalog that could not be read and was skipped."""
+    """A file of the catalog that was left out (or read with a caveat), named with the reason."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,98 +173,19 @@ def _names(value: str | Iterable[str] | None, what: str) -> list[str] | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _open(catalog: str | os.PathLike[str]) -> tuple[Any, str]:
-    """The filesystem and base path of a catalog that must be an existing folder."""
-    import pyarrow as pa
-    from pyarrow import fs as pafs
-
-    shown = os.fspath(catalog)
-    try:
-        filesystem, base = resolve(shown)
-        info = filesystem.get_file_info(base)
-    except (pa.ArrowException, OSError, ValueError) as e:
-        raise SNNetError(f"{shown!r} is not a stitch catalog: pyarrow cannot open it ({e}). {_HINT}") from None
-    if info.type != pafs.FileType.Directory:
-        kind = "a file" if info.type == pafs.FileType.File else "missing"
-        raise SNNetError(f"{shown!r} is not a stitch catalog: it is {kind}, not a folder. {_HINT}")
-    return filesystem, base.rstrip("/") or "/"
-
-
-def _castable(have: "pa.DataType", want: "pa.DataType") -> bool:
-    """Whether a file column of type ``have`` reads safely as the catalog type ``want``."""
-    import pyarrow.types as t
-
-    if have == want or t.is_null(have):
-        return True
-    if t.is_integer(want):
-        return t.is_integer(have)
-    if t.is_floating(want):
-        return t.is_integer(have) or t.is_floating(have)
-    if t.is_string(want) or t.is_large_string(want):
-        return t.is_string(have) or t.is_large_string(have)
-    if t.is_timestamp(want):
-        return t.is_timestamp(have) or t.is_date(have)
-    if t.is_list(want):
-        return (t.is_list(have) or t.is_large_list(have)) and _castable(have.value_type, want.value_type)
-    return False
-
-
-def _check_file(filesystem: Any, path: str) -> str | None:
-    """Why a trial file cannot be read (None when its footer and columns are fine)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        with filesystem.open_input_file(path) as handle:
-            schema = pq.ParquetFile(handle).schema_arrow
-    except (pa.ArrowException, OSError, ValueError) as e:
-        return f"not a readable Parquet file ({e})"
-    missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
-    if missing:
-        return f"not a trial file: it lacks the column(s) {', '.join(missing)}"
-    for field in schema:
-        if field.name in SCHEMA.names and not _castable(field.type, SCHEMA.field(field.name).type):
-            return f"column {field.name!r} has type {field.type}, the catalog expects {SCHEMA.field(field.name).type}"
-    return None
-
-
-def _scan(catalog: str | os.PathLike[str], sweep: str | None = None):
-    from pyarrow import fs as pafs
-
-    filesystem, base = _open(catalog)
-    start = base if sweep is None else f"{base}/sweep={check_name('sweep', sweep)}"
-    selector = pafs.FileSelector(start, recursive=True, allow_not_found=True)
-    good: list[str] = []
-    bad: list[tuple[str, str]] = []
-    strays = 0
-    for info in sorted(filesystem.get_file_info(selector), key=lambda i: i.path):
-        if info.type != pafs.FileType.File:
-            continue
-        relative = info.path[len(base):].lstrip("/")
-        if any(part.startswith((".", "_")) for part in relative.split("/")):
-            continue  # temporary files of writers in flight, _SUCCESS markers, ...
-        if not info.base_name.endswith(".parquet"):
-            strays += 1  # README, notes: not part of the catalog
-            continue
-        reason = _check_file(filesystem, info.path)
-        if reason is None:
-            good.append(info.path)
-        else:
-            bad.append((info.path, reason))
-    return good, bad, strays, filesystem, base
-
-
 def scan(catalog: str | os.PathLike[str], sweep: str | None = None) -> tuple[list[str], list[tuple[str, str]]]:
-    """The catalog's trial files: ``(good_files, [(bad_file, reason), ...])``.
+    """The catalog's trial files from their footers alone: ``(good_files, [(bad_file, reason), ...])``.
 
     Files are the ``*.parquet`` files under the catalog (under ``sweep=<sweep>/`` when given);
     names or folders starting with ``.`` or ``_`` are skipped, as pyarrow and writers in flight
     expect. A file is bad when its Parquet footer cannot be read (corrupt, truncated, empty),
-    when it lacks a required column or when a column has an incompatible type. A catalog path
-    that is missing or a file raises SNNetError.
+    when it lacks a column its schema version holds or when a column has an incompatible type.
+    Damaged data pages and duplicate rows need the data itself: :func:`load` and
+    :func:`orchestrator.catalog.check` find those too. A catalog path that is missing or a file
+    raises SNNetError.
     """
-    good, bad, _, _, _ = _scan(catalog, sweep)
-    return good, bad
+    result = inspect(catalog, sweep, read=False)
+    return result.good, [(p.path, p.reason) for p in result.problems]
 
 
 def sweeps(catalog: str | os.PathLike[str]) -> list[str]:
@@ -281,39 +196,6 @@ def sweeps(catalog: str | os.PathLike[str]) -> list[str]:
     infos = filesystem.get_file_info(pafs.FileSelector(base, recursive=False))
     return sorted(i.base_name[len("sweep="):] for i in infos
                   if i.type == pafs.FileType.Directory and i.base_name.startswith("sweep="))
-
-
-def _dataset_schema() -> "pa.Schema":
-    import pyarrow as pa
-
-    return SCHEMA.append(pa.field("sweep", pa.string()))
-
-
-def _read_files(filesystem: Any, base: str, files: Sequence[str]) -> "pa.Table":
-    """The given trial files as one table, with ``sweep`` from the Hive partition (as read_catalog)."""
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-
-    schema = _dataset_schema()
-    partitioning = ds.partitioning(pa.schema([pa.field("sweep", pa.string())]), flavor="hive")
-
-    def read(paths: Sequence[str]) -> pa.Table:
-        return ds.dataset(list(paths), filesystem=filesystem, format="parquet", partitioning=partitioning,
-                          partition_base_dir=base, schema=schema).to_table()
-
-    if not files:
-        return schema.empty_table()
-    try:
-        return read(files)
-    except (pa.ArrowException, OSError):
-        pass  # a file whose footer is fine but whose data is not: find it, skip it, keep the rest
-    tables = []
-    for path in files:
-        try:
-            tables.append(read([path]))
-        except (pa.ArrowException, OSError) as e:
-            warnings.warn(f"skipping {path}: its data cannot be read ({e})", CatalogWarning, stacklevel=3)
-    return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
 def _native(value: Any) -> Any:
@@ -351,25 +233,20 @@ def _to_pandas(table: "pa.Table") -> "pd.DataFrame":
 
 
 def load(catalog: str | os.PathLike[str], sweep: str | None = None) -> "pd.DataFrame":
-    """Every row of a catalog (or of one sweep) as a DataFrame, skipping unreadable files with a warning.
+    """Every row of a catalog (or of one sweep) as a DataFrame, leaving out damaged files with a warning.
 
-    The rows are those :func:`orchestrator.catalog.read_catalog` returns; a file that
-    :func:`scan` finds unreadable is skipped with a :class:`CatalogWarning` that names it.
+    Each file left out (unreadable, a data page failing its checksum, missing columns,
+    duplicate rows: see :mod:`orchestrator.catalog._inspect`) is named in one
+    :class:`CatalogWarning` with its reason; so is each file from a newer schema version, which
+    is read. The rows are those the catalog holds once ``python -m orchestrator.catalog check
+    --quarantine`` has moved the damaged files aside.
     """
-    import pyarrow as pa
-
-    good, bad, strays, filesystem, base = _scan(catalog, sweep)
-    for path, reason in bad:
-        warnings.warn(f"skipping {path}: {reason}", CatalogWarning, stacklevel=2)
-    table = None
-    if not bad and not strays:
-        try:  # the storage layer's own reader: same files, same partitioning, same schema
-            table = read_catalog(catalog, sweep)
-        except (pa.ArrowException, OSError):
-            table = None
-    if table is None:
-        table = _read_files(filesystem, base, good)
-    return _to_pandas(table)
+    result = inspect(catalog, sweep)
+    for problem in result.problems:
+        warnings.warn(f"skipping {result.shown(problem.path)}: {problem.reason}", CatalogWarning, stacklevel=2)
+    for note in result.notes:
+        warnings.warn(f"reading {result.shown(note.path)}: {note.reason}", CatalogWarning, stacklevel=2)
+    return _to_pandas(result.table)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,13 +11,18 @@ name starting with ``.`` in the same folder and renamed into place, so readers (
 names starting with ``.`` or ``_``) never see half a file and concurrent trials never
 collide. ``root`` may be a local path or any URI pyarrow's filesystems accept (``s3://``,
 ``gs://``). The file schema carries its version in the Parquet metadata.
+
+Every data page carries a CRC-32 checksum (``write_page_checksum=True``) and every reader of
+this package verifies it (``page_checksum_verification=True``), so a flipped bit on disk or in
+transit makes the file unreadable (and reported) instead of silently changing a stitch's top-1.
+Sweep and trial names follow :func:`orchestrator.catalog.validate_name`.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime as _dt
 import os
-import re
 import uuid
 from typing import Any, Iterable, Mapping
 
@@ -27,13 +32,24 @@ from pyarrow import fs as pafs
 
 from snnet import SNNetError
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "CatalogWriter", "read_catalog", "resolve", "trial_file"]
+from ._names import validate_name
 
-SCHEMA_VERSION = "2"  # 2: latency_batch_size
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-# A sweep name is a Hive partition value: one made of digits only would be read back as an
-# integer by DuckDB and pyarrow's inference, so it must start with a letter.
-_SWEEP = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+__all__ = [
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "VERSION_KEY",
+    "CatalogWriter",
+    "columns_of_version",
+    "read_catalog",
+    "resolve",
+    "trial_file",
+    "trial_metadata",
+]
+
+#: 2 added latency_batch_size; 3 added top1_selection and space_fingerprint.
+SCHEMA_VERSION = "3"
+VERSION_KEY = b"snnet.catalog.schema_version"
+_ADDED_IN = {"latency_batch_size": 2, "top1_selection": 3, "space_fingerprint": 3}
 
 #: Columns stored in each trial file (``sweep`` is the Hive partition, added on read).
 SCHEMA = pa.schema(
@@ -49,6 +65,9 @@ SCHEMA = pa.schema(
         pa.field("params", pa.int64(), nullable=False),
         pa.field("top1", pa.float64()),
         pa.field("top5", pa.float64()),
+        # top-1 on the selection split carved from the training set (what the search optimises);
+        # top1 above is the evaluation split, scored once per finished trial for the report
+        pa.field("top1_selection", pa.float64()),
         pa.field("latency_ms", pa.float64()),
         pa.field("latency_batch_size", pa.int32()),
         pa.field("device", pa.string()),
@@ -66,6 +85,8 @@ SCHEMA = pa.schema(
         pa.field("seed", pa.int64()),
         pa.field("workers", pa.int32()),
         pa.field("code_version", pa.string()),
+        # fingerprint of the resolved search space and code version the trial ran with
+        pa.field("space_fingerprint", pa.string()),
     ],
     metadata={"snnet.catalog.schema_version": SCHEMA_VERSION},
 )
@@ -79,14 +100,16 @@ def resolve(root: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(root)
 
 
-def check_name(kind: str, value: str) -> str:
-    pattern, first = (_SWEEP, "a letter") if kind == "sweep" else (_NAME, "a letter or digit")
-    if not isinstance(value, str) or not pattern.match(value):
-        raise SNNetError(
-            f"A {kind} name must start with {first} and hold only letters, digits, '_', '.' "
-            f"and '-', got {value!r}."
-        )
-    return value
+def columns_of_version(version: int) -> list[str]:
+    """The columns every file of catalog schema ``version`` (1, 2, 3, ...) holds."""
+    return [name for name in SCHEMA.names if _ADDED_IN.get(name, 1) <= version]
+
+
+check_name = validate_name  # the name earlier modules import
+
+
+def _parquet_file(handle: Any) -> pq.ParquetFile:
+    return pq.ParquetFile(handle, page_checksum_verification=True)
 
 
 def trial_file(root: str, sweep: str, trial_id: str) -> str:
@@ -112,23 +135,36 @@ class CatalogWriter:
                 break
             path = parent
 
-    def write_trial(self, trial_id: str, rows: Iterable[Mapping[str, Any]]) -> str:
-        """Write all rows of one trial atomically; replaces an earlier file of the same trial."""
+    def write_trial(self, trial_id: str, rows: Iterable[Mapping[str, Any]],
+                    metadata: Mapping[str, str] | None = None) -> str:
+        """Write all rows of one trial atomically; replaces an earlier file of the same trial.
+
+        ``metadata`` adds string key-value pairs to the file's Parquet metadata (for instance
+        the search-space fingerprint); :func:`trial_metadata` reads them back. The schema
+        version key cannot be overridden.
+        """
         check_name("trial", trial_id)
         now = _dt.datetime.now(_dt.timezone.utc)
         rows = list(rows)
         unknown = sorted({k for row in rows for k in row} - set(SCHEMA.names))
         if unknown:  # a typo such as "top_1" would otherwise be dropped silently
             raise ValueError(f"catalog rows have columns not in the schema: {unknown}")
+        counts = collections.Counter(row.get("stitch_id") for row in rows)
+        repeated = sorted((i for i, n in counts.items() if n > 1), key=str)
+        if repeated:  # readers would report the file as damaged
+            raise ValueError(f"catalog rows of trial {trial_id!r} repeat stitch_id {repeated}")
         records = [{**{"created_at": now}, **row, "trial_id": trial_id} for row in rows]
-        table = pa.Table.from_pylist(records, schema=SCHEMA)
+        extra = {str(k).encode(): str(v).encode() for k, v in (metadata or {}).items()}
+        extra.pop(VERSION_KEY, None)
+        schema = SCHEMA.with_metadata({**extra, **SCHEMA.metadata}) if extra else SCHEMA
+        table = pa.Table.from_pylist(records, schema=schema)
         folder = f"{self.base}/sweep={self.sweep}"
         self.fs.create_dir(folder, recursive=True)
         final = f"{folder}/trial-{trial_id}.parquet"
         tmp = f"{folder}/.trial-{trial_id}.{uuid.uuid4().hex}.tmp"
         try:
             with self.fs.open_output_stream(tmp) as out:
-                pq.write_table(table, out)
+                pq.write_table(table, out, write_page_checksum=True)
             self.fs.move(tmp, final)
         except BaseException:
             try:
@@ -140,7 +176,11 @@ class CatalogWriter:
 
 
 def read_catalog(root: str | os.PathLike[str], sweep: str | None = None) -> pa.Table:
-    """Every row of the catalog (or one sweep) as a pyarrow table with a ``sweep`` column."""
+    """Every row of the catalog (or one sweep) as a pyarrow table with a ``sweep`` column.
+
+    Strict: a damaged file raises. :func:`orchestrator.catalog.load` skips damaged files with
+    a warning instead, and ``python -m orchestrator.catalog check`` lists them.
+    """
     import pyarrow.dataset as ds
 
     filesystem, base = resolve(root)
@@ -155,7 +195,31 @@ def read_catalog(root: str | os.PathLike[str], sweep: str | None = None) -> pa.T
         if info.type == pafs.FileType.File and info.path.endswith(".parquet")
         and not any(part.startswith((".", "_")) for part in info.path[len(base):].split("/") if part)
     ]
-    dataset = ds.dataset(files, filesystem=filesystem, format="parquet", partitioning=partitioning,
+    dataset = ds.dataset(files, filesystem=filesystem, format=parquet_format(), partitioning=partitioning,
                          partition_base_dir=base, schema=SCHEMA.append(pa.field("sweep", pa.string())))
     table = dataset.to_table(filter=(ds.field("sweep") == sweep) if sweep else None)
     return table
+
+
+def parquet_format() -> Any:
+    """pyarrow.dataset's Parquet format with page checksum verification switched on."""
+    import pyarrow.dataset as ds
+
+    options = ds.ParquetFragmentScanOptions(page_checksum_verification=True)
+    return ds.ParquetFileFormat(default_fragment_scan_options=options)
+
+
+def trial_metadata(root: str | os.PathLike[str], sweep: str, trial_id: str) -> dict[str, str] | None:
+    """The Parquet metadata of a trial's file (schema version, fingerprint, ...), or None when absent.
+
+    A file that exists but whose footer cannot be read counts as absent: the trial is not
+    finished (the sweep's resume consults this to skip trials whose file is complete).
+    """
+    filesystem, _ = resolve(root)
+    path = trial_file(root, sweep, trial_id)
+    try:
+        with filesystem.open_input_file(path) as handle:
+            meta = _parquet_file(handle).schema_arrow.metadata or {}
+    except (pa.ArrowException, OSError, ValueError):
+        return None
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in meta.items()}
