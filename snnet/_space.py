@@ -2,18 +2,32 @@
 
 A **stitch** is an ordered list of anchors plus one cut ``[j, k]`` per junction: the front
 anchor runs its stem and units ``0..j`` inclusive, a stitching layer maps its activations to
-the back anchor's width, and the back anchor runs units ``k..last``, its final norm and head.
-``j = k - 1`` is the plain cut, ``j >= k`` repeats depth and ``j < k - 1`` skips some,
-exactly as in SN-Net's released code (whose ``(fid, bid)`` configs are our ``[fid, bid + 1]``).
+the back anchor's width, and the back anchor resumes at unit ``k`` and runs ``k..last``, its
+final norm and head. ``j = k - 1`` is the plain cut, ``j >= k`` repeats depth and
+``j < k - 1`` skips some. SN-Net's released code writes the same cut as ``(fid, bid)``: its
+front runs ``blocks[:fid + 1]`` and its back ``blocks[bid:]``, so ``(fid, bid)`` is our
+``[fid, bid]`` (its stitch ``(0, 0)`` of DeiT-Ti -> DeiT-S runs all twelve DeiT-S blocks and
+costs 4.696 GFLOPs, more than DeiT-S alone).
 
-Enumeration follows SN-Net (Pan et al., CVPR 2023, Sec. 3.4): a window of ``kernel_size``
-units slides with step ``stride`` along the front anchor's depth; every pair ``(j, t)`` of
-units inside one window position that no earlier window produced becomes a cut, and all cuts
-new to a window share that window's stitching layer. When depths differ, front unit ``t`` is
-mapped to the back unit at the same relative depth. Hierarchical models (Swin, ResNet) are
-stitched stage by stage, only between stages whose feature maps have the same resolution.
-For DeiT-Ti/S/B with ``kernel_size=2, stride=1``, nearest stitching and fast-to-slow
-direction this gives ``3 + 2 * 34 = 71`` stitches.
+Enumeration follows SN-Net (Pan et al., CVPR 2023, Sec. 3.4) and its released
+``paired_stitching``: a window of ``kernel_size`` units slides with step ``stride`` along the
+depth; every pair ``(j, k)`` of unit ids inside one window position that no earlier window
+produced becomes a cut (front through ``j``, back from ``k``), and all cuts new to a window
+share that window's stitching layer. A window of 2 thus gives a plain cut and repeats of one
+and two blocks. For DeiT-Ti/S/B with ``kernel_size=2, stride=1``, nearest stitching and
+fast-to-slow direction this gives ``3 + 2 * 34 = 71`` stitches, in the released code's
+order (``stitch_id`` is its config id); ``nearest=False`` adds the pair DeiT-Ti -> DeiT-B and
+the three-anchor chains Ti -> S -> B, 732 in all, again in its order.
+
+Beyond the paper (the default for hierarchical models, documented as wider): when depths
+differ, the window's ids are mapped to the back anchor at the same relative depth;
+hierarchical models (Swin, ResNet) are stitched stage by stage, between every pair of stages
+whose feature maps have the same resolution, and since a stage's first unit downsamples, the
+back resumes one unit later there (``k`` ranges over ``1..depth`` of the stage). With
+``SpaceConfig(preset="paper")`` each family's space is exactly the released code's instead
+(see :mod:`snnet._presets`): Swin stages 0-2, ResNet and ResNet -> Swin stages 1-2, plain cuts
+between equal-depth stages and the nearest-interpolation ``unpaired_stitching`` between
+unequal ones.
 
 Every stitch carries its :attr:`Stitch.path`, a tuple of :class:`Stem`, :class:`Units`,
 :class:`Junction` and :class:`Head` steps. The forward pass, the FLOPs and parameter
@@ -66,7 +80,10 @@ class Junction:
 
 @dataclass(frozen=True)
 class Head:
+    """The anchor's final norm (unless ``norm`` is False) and classifier head."""
+
     anchor: int
+    norm: bool = True  # False only for stitched paths under SpaceConfig.released_deit_head
 
 
 Step = Union[Stem, Units, Junction, Head]
@@ -118,18 +135,42 @@ class Stitch:
         return len(self.anchors) == 1
 
 
+PRESETS: tuple[str, ...] = ("paper",)
+
+
 @dataclass(frozen=True)
 class SpaceConfig:
-    """The arguments that define a stitch space (besides the anchors themselves)."""
+    """The arguments that define a stitch space (besides the anchors themselves).
+
+    Args:
+        kernel_size, stride: the sliding window (``k`` and ``s`` in the paper).
+        nearest: stitch only anchors adjacent in FLOPs; ``False`` stitches every pair and adds
+            chains through three or more anchors (front -> middle -> back), as the released
+            code's ``nearest_stitching=False`` does.
+        direction: fast-to-slow (small anchor first, the paper's), slow-to-fast, or both.
+        two_way: add SN-Netv2's two-way stitches (A -> B -> A).
+        preset: ``None`` (this project's spaces; wider than the paper's for hierarchical
+            models) or ``"paper"``: exactly the enumeration of SN-Net's released code for the
+            anchors' family (see :mod:`snnet._presets`).
+        released_deit_head: compatibility with SN-Net's released DeiT code, whose stitched
+            forward applies the back anchor's ``forward_head`` without its final norm (anchors
+            alone keep it; its Swin and SN-Netv2 code apply the norm). Stitched paths then end
+            in ``Head(norm=False)``, and their FLOPs and params leave the norm out. Off for new
+            runs; :func:`snnet.load_paper_checkpoint` turns it on. ViT anchors only.
+    """
 
     kernel_size: int = 2
     stride: int = 1
     nearest: bool = True
     direction: Direction = "fast-to-slow"
     two_way: bool = False
+    preset: str | None = None
+    released_deit_head: bool = False
 
     def validate(self) -> None:
         problems = []
+        if self.preset is not None and self.preset not in PRESETS:
+            problems.append(f"preset must be None or one of {', '.join(repr(p) for p in PRESETS)}, got {self.preset!r}")
         if not isinstance(self.kernel_size, int) or self.kernel_size < 1:
             problems.append(f"kernel_size must be an integer >= 1, got {self.kernel_size!r}")
         if not isinstance(self.stride, int) or self.stride < 1:
@@ -140,15 +181,20 @@ class SpaceConfig:
             raise SNNetError("Invalid stitch space: " + "; ".join(problems) + ".")
 
 
-def window_cuts(front_depth: int, back_depth: int, kernel_size: int, stride: int) -> list[list[tuple[int, int]]]:
+def window_cuts(
+    front_depth: int, back_depth: int, kernel_size: int, stride: int, *, shift: int = 0
+) -> list[list[tuple[int, int]]]:
     """Cuts ``(j, k)`` in local unit ids, grouped by the window position that shares a layer.
 
-    With equal depths this is SN-Net's ``paired_stitching``; otherwise front unit ``t`` maps to
-    back unit ``round((t + 1) * back_depth / front_depth) - 1`` before the cut is formed.
+    The window's pairs ``(j, t)`` are SN-Net's released ``paired_stitching`` (front through
+    ``j``, back from ``t``), in its order; with equal depths and ``shift=0`` they are the cuts
+    themselves. Otherwise the back resumes at ``k = round((t + shift) * back_depth /
+    front_depth)``, the same relative depth; ``shift=1`` serves stages whose first unit
+    downsamples (the back then resumes at ``1..back_depth``, never at the stage's first unit).
     """
 
     def mapped(t: int) -> int:  # round half up, in integers
-        return (2 * (t + 1) * back_depth + front_depth) // (2 * front_depth) - 1
+        return (2 * (t + shift) * back_depth + front_depth) // (2 * front_depth)
 
     seen: set[tuple[int, int]] = set()
     windows: list[list[tuple[int, int]]] = []
@@ -158,7 +204,7 @@ def window_cuts(front_depth: int, back_depth: int, kernel_size: int, stride: int
         new = []
         for j in ids:
             for t in ids:
-                cut = (j, mapped(t) + 1)
+                cut = (j, mapped(t))
                 if cut not in seen:
                     seen.add(cut)
                     new.append(cut)
@@ -205,6 +251,11 @@ class StitchSpace:
         self._check_family()
         self.layers: dict[str, LayerSpec] = {}
         self._pair_cache: dict[tuple[int, int], list[tuple[tuple[int, int], str]]] = {}
+        self._paper_plan = None
+        if config.preset == "paper":
+            from ._presets import paper_plan
+
+            self._paper_plan = paper_plan(self)  # None: the family's paper space is the default one
         self.stitches: tuple[Stitch, ...] = tuple(self._enumerate())
 
     # -- validation ------------------------------------------------------------------------
@@ -221,6 +272,11 @@ class StitchSpace:
                     f"Anchors must share their input size (C, H, W), got {first.name}: {first.input_size} "
                     f"and {p.name}: {p.input_size}."
                 )
+        if self.config.released_deit_head and any(p.family != "vit" for p in self.profiles):
+            raise SNNetError(
+                "released_deit_head reproduces SN-Net's released DeiT forward and applies to ViT anchors only, "
+                f"got families {sorted({p.family for p in self.profiles})}."
+            )
         k = self.config.kernel_size
         shallow = min(self.profiles, key=lambda p: p.depth)
         if len(self.profiles) > 1 and k > shallow.depth:
@@ -241,6 +297,9 @@ class StitchSpace:
                 "token sequences only join token sequences, feature maps only feature maps."
             )
         back_stages = {tuple(b.grid(b.unit_shapes[units[-1]])): (s, units) for s, units in _stage_runs(b)}
+        # A plain ViT's back may resume at any block; a hierarchical stage's first unit
+        # downsamples, so there the back resumes one unit later (see the module docstring).
+        shift = 0 if len(set(b.stage_of)) == 1 else 1
         result: list[tuple[tuple[int, int], str]] = []
         window = 0
         for stage, units in _stage_runs(f):
@@ -248,9 +307,10 @@ class StitchSpace:
             if grid not in back_stages:
                 continue
             _, back_units = back_stages[grid]
-            for cuts in window_cuts(len(units), len(back_units), self.config.kernel_size, self.config.stride):
+            for cuts in window_cuts(len(units), len(back_units), self.config.kernel_size, self.config.stride,
+                                    shift=shift):
                 key = f"{front}to{back}_s{stage}_w{window}"
-                global_cuts = tuple((units[j], back_units[k - 1] + 1) for j, k in cuts)
+                global_cuts = tuple((units[j], back_units[0] + k) for j, k in cuts)
                 self.layers[key] = LayerSpec(
                     key=key, front=front, back=back, stage=stage, window=window,
                     in_dim=f.width(f.unit_shapes[units[0]]), out_dim=b.width(b.unit_shapes[back_units[0]]),
@@ -268,23 +328,49 @@ class StitchSpace:
         return result
 
     def _pairs(self) -> list[tuple[int, int]]:
+        return [c for c in self._combinations() if len(c) == 2]
+
+    def _combinations(self) -> list[tuple[int, ...]]:
+        """Anchor sequences to stitch, two or more, in the released code's order.
+
+        Nearest stitching: FLOPs neighbours only. Otherwise every pair, then every chain of three
+        or more anchors (``itertools.combinations`` order, as the released code's
+        ``get_stitch_configs``). Slow-to-fast reverses each; ``both`` gives each way in turn.
+        """
+        import itertools
+
         n = len(self.profiles)
-        unordered = [(a, a + 1) for a in range(n - 1)] if self.config.nearest else [
-            (a, b) for a in range(n) for b in range(a + 1, n)
-        ]
-        pairs = []
-        for a, b in unordered:
+        if self.config.nearest:
+            unordered = [(a, a + 1) for a in range(n - 1)]
+        else:
+            unordered = [c for size in range(2, n + 1) for c in itertools.combinations(range(n), size)]
+        combos = []
+        for c in unordered:
             if self.config.direction in ("fast-to-slow", "both"):
-                pairs.append((a, b))
+                combos.append(c)
             if self.config.direction in ("slow-to-fast", "both"):
-                pairs.append((b, a))
-        return pairs
+                combos.append(tuple(reversed(c)))
+        return combos
+
+    def _chain_cuts(self, anchors: tuple[int, ...]) -> Iterator[tuple[tuple[tuple[int, int], ...], tuple[str, ...]]]:
+        """Cuts through ``anchors`` in order: each middle anchor runs at least one of its units
+        (the next cut's ``j`` is at least the previous cut's ``k``, as in the released code)."""
+        if len(anchors) == 1:
+            yield (), ()
+            return
+        for (j, k), key in self.pair_cuts(anchors[0], anchors[1]):
+            for cuts, keys in self._chain_cuts(anchors[1:]):
+                if not cuts or cuts[0][0] >= k:
+                    yield ((j, k),) + cuts, (key,) + keys
 
     def _enumerate(self) -> Iterator[Stitch]:
         specs: list[tuple[tuple[int, ...], tuple[tuple[int, int], ...], tuple[str, ...]]] = []
         specs.extend(((a,), (), ()) for a in range(len(self.profiles)))
-        for front, back in self._pairs():
-            specs.extend(((front, back), (cut,), (key,)) for cut, key in self.pair_cuts(front, back))
+        if self.config.preset == "paper" and self._paper_plan is not None:
+            specs.extend(self._paper_plan)
+        else:
+            for combo in self._combinations():
+                specs.extend((combo, cuts, keys) for cuts, keys in self._chain_cuts(combo))
         if self.config.two_way:
             n = len(self.profiles)
             unordered = [(a, a + 1) for a in range(n - 1)] if self.config.nearest else [
@@ -312,7 +398,7 @@ class StitchSpace:
         last = anchors[-1]
         if start < self.profiles[last].depth:
             steps.append(Units(last, start, self.profiles[last].depth))
-        steps.append(Head(last))
+        steps.append(Head(last, norm=not (cuts and self.config.released_deit_head)))
         return tuple(steps)
 
     # -- costs (walk the path) ---------------------------------------------------------------
@@ -326,7 +412,8 @@ class StitchSpace:
             elif isinstance(step, Junction):
                 total += self.layers[step.layer].flops
             else:
-                total += self.profiles[step.anchor].head_flops
+                profile = self.profiles[step.anchor]
+                total += profile.head_flops - (0 if step.norm else profile.norm_flops)
         return total
 
     def path_params(self, path: Sequence[Step]) -> int:
@@ -335,6 +422,8 @@ class StitchSpace:
         for step in path:
             if isinstance(step, Units):
                 used.update(("unit", step.anchor, u) for u in range(step.start, step.stop))
+            elif isinstance(step, Head):
+                used.add(("Head", step.anchor, step.norm))
             else:
                 used.add((type(step).__name__, getattr(step, "anchor", None), getattr(step, "layer", None)))
         total = 0
@@ -345,7 +434,8 @@ class StitchSpace:
             elif kind == "Stem":
                 total += self.profiles[anchor].stem_params
             elif kind == "Head":
-                total += self.profiles[anchor].head_params
+                profile = self.profiles[anchor]
+                total += profile.head_params - (0 if extra else profile.norm_params)
             else:
                 total += self.layers[extra].params
         return total

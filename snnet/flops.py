@@ -74,6 +74,10 @@ class AnchorProfile:
     stem_params: int
     unit_params: tuple[int, ...]
     head_params: int
+    # The final norm's share of the head (ViT and Swin; 0 for CNNs): a stitched path of the
+    # released DeiT code runs the head without it (SpaceConfig.released_deit_head).
+    norm_flops: int = 0
+    norm_params: int = 0
 
     @property
     def depth(self) -> int:
@@ -157,6 +161,8 @@ def profile_anchor(anchor: Anchor) -> AnchorProfile:
             unit_shapes.append(shape)
             x = torch.zeros(1, *shape)
         head_flops = int(flop_count(_Piece(anchor, anchor.forward_head), x).total())
+        norm = _final_norm(anchor)
+        norm_flops = int(flop_count(_Piece(anchor, norm), x).total()) if norm is not None else 0
     finally:
         anchor.train(was_training)
     numel = lambda params: sum(p.numel() for p in params)  # noqa: E731
@@ -175,4 +181,11 @@ def profile_anchor(anchor: Anchor) -> AnchorProfile:
         stem_params=numel(anchor.stem_parameters()),
         unit_params=tuple(numel(anchor.unit_parameters(i)) for i in range(anchor.depth)),
         head_params=numel(anchor.head_parameters()),
+        norm_flops=norm_flops,
+        norm_params=numel(norm.parameters()) if norm is not None else 0,
     )
+
+
+def _final_norm(anchor: Anchor) -> nn.Module | None:
+    """The norm :meth:`Anchor.forward_head` applies before the model's own ``forward_head``."""
+    return anchor.model.norm if anchor.family in ("vit", "swin") else None

@@ -35,8 +35,10 @@ def run_path(
             x = anchor(step.anchor).forward_units(x, step.start, step.stop)
         elif isinstance(step, Junction):
             x = layer(step.layer)(x)
-        else:
+        elif step.norm:
             x = anchor(step.anchor).head(x)
+        else:  # the released DeiT code's stitched head: no final norm
+            x = anchor(step.anchor).model.forward_head(x)
     return x
 
 
@@ -126,6 +128,12 @@ class StitchedSupernet(nn.Module):
     Args:
         space: the stitch space; ``space.profiles[i]`` describes ``anchors[i]``.
         anchors: the anchor modules, in the space's (FLOPs) order.
+
+    Compatibility: :attr:`released_deit_head` (``space.config.released_deit_head``) reproduces
+    SN-Net's released DeiT forward, whose stitched networks skip the back anchor's final norm.
+    It is off for new runs (the paper's Swin and SN-Netv2 code, and this project, apply the
+    norm); :func:`snnet.load_paper_checkpoint` turns it on, since the released DeiT weights were
+    trained that way. It lives in the space so that forward, FLOPs and params walk one path.
     """
 
     def __init__(self, space: StitchSpace, anchors: Sequence[Anchor]):
@@ -136,6 +144,17 @@ class StitchedSupernet(nn.Module):
         self.space = space
         self.anchors = nn.ModuleList(anchors)
         self.stitch_layers = nn.ModuleDict({k: StitchingLayer.from_spec(s) for k, s in space.layers.items()})
+
+    @property
+    def released_deit_head(self) -> bool:
+        return self.space.config.released_deit_head
+
+    def set_released_deit_head(self, on: bool = True) -> None:
+        """Switch the released-DeiT head compatibility (re-costs the space; ids and layers stay)."""
+        from dataclasses import replace
+
+        if on != self.released_deit_head:
+            self.space = StitchSpace(self.space.profiles, replace(self.space.config, released_deit_head=on))
 
     def _stitch(self, stitch: Stitch | int) -> Stitch:
         return self.space[stitch] if isinstance(stitch, int) else stitch
@@ -159,7 +178,11 @@ class StitchedSupernet(nn.Module):
             elif isinstance(step, Junction):
                 params = self.stitch_layers[step.layer].parameters()
             else:
-                params = self.anchors[step.anchor].head_parameters()
+                anchor = self.anchors[step.anchor]
+                params = anchor.head_parameters()
+                if not step.norm:
+                    norm = {id(p) for p in anchor.model.norm.parameters()}
+                    params = [p for p in params if id(p) not in norm]
             for p in params:
                 seen.setdefault(id(p), p)
         return list(seen.values())
