@@ -42,7 +42,7 @@ from ._errors import SNNetError, UnstitchableError
 if TYPE_CHECKING:  # pragma: no cover
     from ._space import StitchSpace
 
-__all__ = ["paired_stitching", "unpaired_stitching", "paper_plan", "PAPER_FAMILIES"]
+__all__ = ["paired_stitching", "unpaired_stitching", "paper_plan", "check_paper_models", "PAPER_FAMILIES"]
 
 #: families (tuples of anchor families in FLOPs order) the paper preset knows, and their stages
 PAPER_FAMILIES = {
@@ -93,6 +93,19 @@ def unpaired_stitching(front_depth: int, back_depth: int):
     mapped = torch.nn.functional.interpolate(ids, size=back_depth, mode="nearest").long().flatten().tolist()
     cuts = [(t, i) for t in range(front_depth) for i, m in enumerate(mapped) if m == t and t < i]
     return cuts, mapped[: len(cuts)], front_depth
+
+
+def check_paper_models(names) -> None:
+    """Refuse, before any model is built, timm models the paper preset cannot stitch here (LeViT)."""
+    from timm.models import is_model_in_modules
+
+    levit = [n for n in names if is_model_in_modules(n, ["levit"])]
+    if levit:
+        raise SNNetError(
+            f"preset 'paper' cannot stitch {', '.join(levit)}: SN-Net released LeViT stitching (stitching_levit), "
+            "but snnet.anchors has no adapter for timm's Levit, so its space is not available here. The preset "
+            f"knows {', '.join(PAPER_FAMILIES.values())}."
+        )
 
 
 def _family(space: "StitchSpace") -> str:

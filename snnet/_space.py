@@ -48,6 +48,7 @@ __all__ = [
     "Head",
     "Junction",
     "LayerSpec",
+    "PRESETS",
     "SpaceConfig",
     "Stem",
     "Stitch",

@@ -2,6 +2,7 @@
 
 from .._space import (
     DIRECTIONS,
+    PRESETS,
     Direction,
     Head,
     Junction,
@@ -17,6 +18,7 @@ from .._space import (
 
 __all__ = [
     "DIRECTIONS",
+    "PRESETS",
     "Direction",
     "Head",
     "Junction",

@@ -22,9 +22,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--anchors", default=EXAMPLE, help=f"comma-separated timm names (default: {EXAMPLE})")
     parser.add_argument("--kernel-size", type=int, default=2, help="sliding-window kernel size k (default 2)")
     parser.add_argument("--stride", type=int, default=1, help="sliding-window step s (default 1)")
-    parser.add_argument("--no-nearest", action="store_true", help="stitch every pair, not only FLOPs neighbours")
+    parser.add_argument("--no-nearest", action="store_true",
+                        help="stitch every pair and chains of three or more anchors, not only FLOPs neighbours")
     parser.add_argument("--direction", default="fast-to-slow", choices=["fast-to-slow", "slow-to-fast", "both"])
     parser.add_argument("--two-way", action="store_true", help="add SN-Netv2 two-way stitches (A-B-A)")
+    parser.add_argument("--preset", default=None, metavar="NAME",
+                        help="'paper': exactly the stitches of SN-Net's released code for the anchors' family "
+                             "(default: this project's spaces, which are wider for Swin and ResNet)")
     parser.add_argument("--image-size", type=int, default=None, help="input resolution (default: each model's own)")
     parser.add_argument("--format", default="table", choices=["jsonl", "table"])
     return parser.parse_args(argv)
@@ -61,10 +65,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             nearest=not args.no_nearest,
             direction=args.direction,
             two_way=args.two_way,
+            preset=args.preset,
         )
         config.validate()
         for name in names:  # before any model is built
             check_model_name(name)
+        if config.preset == "paper":
+            from .._presets import check_paper_models
+
+            check_paper_models(names)
         from ..supernet import build_supernet
 
         start = time.perf_counter()
