@@ -6,12 +6,22 @@ Usage (design brief, section 4)::
         [--anchors A,B] [--max-flops F] [--max-latency-ms L] [--min-top1 A]
         [--pareto] [--per-trial] [--sort COL] [--desc] [--limit N] [--format table|csv|json]
     python -m orchestrator.catalog plot CATALOG --out FILE.png [--sweep S] [--color-by trial|sampling|sweep]
+    python -m orchestrator.catalog check CATALOG [--sweep S] [--quarantine] [--format table|json]
+    python -m orchestrator.catalog compare CATALOG --by COLUMN [--sweep S] [--ignore COL]
+        [--confidence 0.95] [--resamples 2000] [--seed 0] [--format table|csv|json]
 
 ``--max-flops`` takes human values (``1.5G``, ``500M``, ``2e9``). The table goes to stdout and a
 one-line count to stderr; ``--format csv`` writes every column (lists as JSON strings) and
 ``--format json`` one JSON array of objects. No match prints "no stitches match ..." on stderr
 and exits 0; a user's mistake prints ``error: <paragraph>`` and exits 2, without a traceback.
 Unreadable files in the catalog are skipped with a ``warning:`` line naming each.
+
+``check`` reads every file with its page checksums verified and lists each problem file with
+its reason (``--quarantine`` moves them to ``CATALOG/_quarantine/``, never deleting). Its exit
+status: 0 when no file has a problem (notes, such as files from a newer schema, do not count),
+1 when problem files were found (listed, and moved when ``--quarantine`` was given), 2 for a
+user's mistake. ``compare`` (see :mod:`orchestrator.catalog._compare`) exits 2 when the
+catalog holds no trials it can compare.
 """
 
 from __future__ import annotations
@@ -65,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Query the Parquet stitch catalog and plot its FLOPs/accuracy trade-off.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{query,plot}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{query,plot,check,compare}")
 
     q = commands.add_parser(
         "query", help="print the stitches that match filters and budgets",
@@ -92,6 +102,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--color-by", default="trial", choices=["trial", "sampling", "sweep"],
                    help="what the colours distinguish (default: trial)")
     p.add_argument("--title", help="title (default: the catalog, sweep and row count)")
+
+    c = commands.add_parser(
+        "check", help="find damaged, incomplete or duplicate trial files; optionally move them aside",
+        description="Read every trial file with its page checksums verified and list each file that readers "
+                    "leave out, with the reason. Exit status 0: no problems; 1: problem files found (and moved "
+                    "with --quarantine); 2: a usage mistake.",
+    )
+    c.add_argument("catalog", metavar="CATALOG", help="catalog folder or URI (s3://, gs://)")
+    c.add_argument("--sweep", metavar="S", help="check only this sweep")
+    c.add_argument("--quarantine", action="store_true",
+                   help="move problem files to CATALOG/_quarantine/ (never deletes; DuckDB, pandas and "
+                        "pyarrow.dataset then read the catalog again)")
+    c.add_argument("--format", default="table", choices=["table", "json"], help="output format (default: table)")
+
+    m = commands.add_parser(
+        "compare", help="compare groups of trials that share a stitch space, with bootstrap intervals",
+        description="Group trials that share a space by the value of COLUMN (sampling, kernel_size, init, ...) "
+                    "and print, per pair of groups, the mean paired top-1 difference over the stitches both "
+                    "evaluated, the hypervolume difference, and bootstrap confidence intervals that resample "
+                    "stitches and, where a group has several trials (seeds), trials.",
+    )
+    m.add_argument("catalog", metavar="CATALOG", help="catalog folder or URI (s3://, gs://)")
+    m.add_argument("--by", required=True, metavar="COLUMN", help="the per-trial column whose values are compared")
+    m.add_argument("--sweep", action="append", metavar="S", help="only trials of this sweep (repeatable)")
+    m.add_argument("--ignore", action="append", metavar="COL",
+                   help="a setting column to pool over instead of splitting spaces by it (repeatable)")
+    m.add_argument("--confidence", default="0.95", metavar="C", help="confidence level (default: 0.95)")
+    m.add_argument("--resamples", default="2000", metavar="N", help="bootstrap resamples (default: 2000)")
+    m.add_argument("--seed", default="0", metavar="N", help="seed of the bootstrap (default: 0)")
+    m.add_argument("--format", default="table", choices=["table", "csv", "json"], help="output format (default: table)")
     return parser
 
 
@@ -268,11 +308,75 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    import pyarrow as pa
+
+    from ._inspect import QUARANTINE, check, quarantine
+
+    result = check(args.catalog, args.sweep)
+    moved: dict[str, str] = {}
+    failure = None
+    if args.quarantine and result.problems:
+        try:
+            moved = {source: target for source, target in quarantine(result)}
+        except (pa.ArrowException, OSError) as e:
+            failure = f"could not move every problem file to the quarantine ({e})"
+            for problem in result.problems:  # whatever did move is gone from where it was
+                info = result.filesystem.get_file_info(problem.path)
+                if info.type.name == "NotFound":
+                    moved.setdefault(problem.path, "?")
+    where = result.shown(f"{result.base}/{QUARANTINE}/")
+    if args.format == "json":
+        text = json.dumps({
+            "catalog": args.catalog, "files": len(result.files),
+            "problems": [{"path": result.shown(p.path), "kind": p.kind, "reason": p.reason,
+                          "moved_to": result.shown(moved[p.path]) if p.path in moved else None}
+                         for p in result.problems],
+            "notes": [{"path": result.shown(n.path), "kind": n.kind, "reason": n.reason} for n in result.notes],
+        }, indent=1) + "\n"
+    else:
+        lines = [f"problem: {result.shown(p.path)}: {p.reason}" for p in result.problems]
+        lines += [f"note: {result.shown(n.path)}: {n.reason}" for n in result.notes]
+        lines += [f"moved: {result.shown(a)} -> {result.shown(b)}" for a, b in moved.items() if b != "?"]
+        text = "".join(line + "\n" for line in lines)
+    if text and not _write(text, sys.stdout):
+        return 1 if result.problems else 0
+    files = f"{len(result.files)} trial file{'s' if len(result.files) != 1 else ''}"
+    if failure:
+        print(f"error: {failure}", file=sys.stderr)
+    elif not result.problems:
+        print(f"checked {files} in {args.catalog}: no problems"
+              f"{f', {len(result.notes)} note(s)' if result.notes else ''}.", file=sys.stderr)
+    elif args.quarantine:
+        print(f"checked {files} in {args.catalog}: moved {len(moved)} problem file(s) to {where} "
+              "(nothing was deleted; to restore one, move it back and drop the .quarantined suffix).",
+              file=sys.stderr)
+    else:
+        print(f"checked {files} in {args.catalog}: {len(result.problems)} problem file(s), which every reader "
+              f"of this package leaves out. Run again with --quarantine to move them to {where} "
+              "(nothing is deleted) so DuckDB, pandas and pyarrow.dataset read the catalog again.", file=sys.stderr)
+    return 1 if result.problems else 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from ._compare import compare, format_comparison, parse_options
+
+    options = parse_options(confidence=args.confidence, resamples=args.resamples, seed=args.seed)
+    sweeps_wanted = [n.strip() for v in args.sweep or [] for n in v.split(",") if n.strip()] or None
+    ignore = [n.strip() for v in args.ignore or [] for n in v.split(",") if n.strip()]
+    result = compare(args.catalog, args.by, sweep=sweeps_wanted, ignore=ignore, **options)
+    _write(format_comparison(result, args.format), sys.stdout)
+    return 0
+
+
+_COMMANDS = {"query": _cmd_query, "plot": _cmd_plot, "check": _cmd_check, "compare": _cmd_compare}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with catalog_warnings_to_stderr():
         try:
-            return _cmd_query(args) if args.command == "query" else _cmd_plot(args)
+            return _COMMANDS[args.command](args)
         except SNNetError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

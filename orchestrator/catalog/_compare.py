@@ -1,0 +1,385 @@
+"""An honest comparison of design choices: ``python -m orchestrator.catalog compare CATALOG --by COLUMN``.
+
+Trials are grouped by the value of one per-trial column (``sampling``, ``kernel_size``,
+``init``, ``epochs``, ...). Only trials that **share a space** are compared: the same anchors
+and the same value of every other setting column (``kernel_size``, ``stride``, ``dataset``,
+``init``, ``mode``, ``epochs``, learning rates, ``workers``, and any setting column added
+later). Outcomes and bookkeeping (``top1``, ``flops``, ``ls_r2``, ``seed``, ``checkpoint``,
+``created_at``, ``code_version``, ...) never split a space; ``seed`` and the sweep name are
+what repeats of one configuration differ in. ``ignore`` pools over further settings.
+
+For each pair of groups ``(a, b)`` in one space (``b - a``):
+
+* **paired top-1 difference**: stitches are matched by ``(anchors, cuts)``; for each stitch
+  every trial of both groups evaluated, the mean top-1 of ``b``'s trials minus that of
+  ``a``'s; the statistic is the mean over those stitches (the paper's Figure 13 compares
+  sampling rules on the same stitches);
+* **hypervolume difference**: the mean over ``b``'s trials of
+  :func:`orchestrator.objectives.hypervolume` minus that over ``a``'s, each trial's front
+  taken over all its stitches, against ``flops_ref`` = the largest anchor's FLOPs in the
+  space (the sweep's objective);
+* **bootstrap intervals**: each resample draws stitches with replacement (the matched ones
+  for top-1; all of the space's for hypervolume, a stitch left out of a draw is left out of
+  every trial's front) and, in a group with several trials (seeds), that group's trials with
+  replacement. The interval is the bias-corrected percentile interval (Efron's BC) of the
+  resampled statistic, seeded, so the same catalog gives the same numbers.
+
+An interval that excludes 0 says the difference is larger than what the choice of stitches
+and of training seeds explains; one trial per group can only speak to the stitches.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+from snnet import SNNetError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import pandas as pd
+
+__all__ = ["Comparison", "bootstrap_interval", "compare", "format_comparison", "parse_options"]
+
+#: Columns that never define a space: per-stitch outcomes, identities and bookkeeping.
+NOT_SETTINGS = frozenset({
+    "sweep", "trial_id", "stitch_id", "anchors", "cuts", "layers", "flops", "params", "top1", "top5",
+    "top1_selection", "latency_ms", "latency_batch_size", "device", "checkpoint", "created_at", "ls_r2",
+    "seed", "code_version", "space_fingerprint",
+})
+_SPACE = "trials that share a space (same anchors and the same value of every other setting column)"
+
+
+@dataclass
+class Comparison:
+    """The result of :func:`compare`: one row per pair of groups per space, plus what was left out."""
+
+    by: str
+    confidence: float
+    resamples: int
+    seed: int
+    spaces: list[dict[str, Any]] = field(default_factory=list)  # index -> settings shared by its trials
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_options(confidence: Any = 0.95, resamples: Any = 2000, seed: Any = 0) -> dict[str, Any]:
+    """Validated bootstrap options (the CLI passes strings)."""
+    try:
+        level = float(confidence)
+    except (TypeError, ValueError):
+        level = math.nan
+    if not 0.5 <= level < 1.0:
+        raise SNNetError(f"The confidence level (--confidence) must be a number in [0.5, 1) such as 0.95, "
+                         f"got {confidence!r}.")
+    try:
+        count = int(resamples)
+    except (TypeError, ValueError):
+        count = 0
+    if not 100 <= count <= 1_000_000:
+        raise SNNetError(f"The number of bootstrap resamples (--resamples) must be a whole number from 100 "
+                         f"to 1000000 such as 2000, got {resamples!r}.")
+    try:
+        number = int(seed)
+    except (TypeError, ValueError):
+        number = -1
+    if number < 0:
+        raise SNNetError(f"The bootstrap seed (--seed) must be a non-negative whole number, got {seed!r}.")
+    return {"confidence": level, "resamples": count, "seed": number}
+
+
+def bootstrap_interval(samples: "np.ndarray", estimate: float, confidence: float) -> tuple[float, float]:
+    """Efron's bias-corrected percentile interval of bootstrap ``samples`` around ``estimate``."""
+    import numpy as np
+    from scipy.stats import norm
+
+    samples = np.asarray(samples, dtype=float)
+    n = samples.size
+    below = (np.count_nonzero(samples < estimate) + 0.5 * np.count_nonzero(samples == estimate)) / n
+    z0 = norm.ppf(min(max(below, 0.5 / n), 1 - 0.5 / n))
+    z = norm.ppf(0.5 + confidence / 2)
+    low, high = norm.cdf(2 * z0 - z), norm.cdf(2 * z0 + z)
+    return float(np.quantile(samples, low)), float(np.quantile(samples, high))
+
+
+# ---------------------------------------------------------------------------------------------
+# grouping trials into spaces
+# ---------------------------------------------------------------------------------------------
+
+
+def _value(value: Any) -> Any:
+    """A hashable, JSON-native cell value (None for missing)."""
+    from ._query import _native
+
+    value = _native(value)
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _order(value: Any) -> tuple:
+    return (type(value).__name__ if not isinstance(value, (int, float)) else "", value)
+
+
+def _trial_columns(df: "pd.DataFrame", keys: list[str]) -> set[str]:
+    """Columns holding one value per trial."""
+    grouped = df.groupby(keys, dropna=False, sort=False)
+    constant = set()
+    for column in df.columns:
+        if column in keys:
+            continue
+        try:
+            counts = grouped[column].nunique(dropna=False)
+        except TypeError:  # lists: compare their text
+            counts = df[column].map(lambda v: json.dumps(_value(v), default=str)).groupby(
+                [df[k] for k in keys], dropna=False).nunique(dropna=False)
+        if (counts <= 1).all():
+            constant.add(column)
+    return constant
+
+
+def _no_comparable(by: str, catalog: str, trials: list[dict], settings: list[str]) -> SNNetError:
+    values = sorted({t["group"] for t in trials}, key=_order)
+    shown = ", ".join(f"{by}={v!r}" for v in values[:6]) + (" ..." if len(values) > 6 else "")
+    if len(values) < 2:
+        return SNNetError(f"No comparable trials in {catalog}: all {len(trials)} trial(s) with results have "
+                          f"{shown}. compare needs {_SPACE} and differ in {by}; add trials with another "
+                          f"value of {by} (for instance a sweep that searches it over several seeds).")
+    differing = []
+    for column in ["anchors"] + settings:
+        seen = sorted({t["space"][column] for t in trials}, key=_order)
+        if len(seen) > 1:
+            differing.append(f"{column} ({', '.join(map(repr, seen[:4]))}{' ...' if len(seen) > 4 else ''})")
+    hint = (f" Pass --ignore {','.join(d.split(' ')[0] for d in differing if not d.startswith('anchors'))} "
+            "to pool over those settings." if any(not d.startswith("anchors") for d in differing) else "")
+    return SNNetError(f"No comparable trials in {catalog}: its trials have {shown}, but no two trials with "
+                      f"different {by} share a space: they also differ in {'; '.join(differing)}. compare "
+                      f"needs {_SPACE}.{hint}")
+
+
+def _trials(df: "pd.DataFrame", by: str, ignore: Sequence[str], catalog: str) -> tuple[list[dict], list[str], list[str]]:
+    """One dict per trial: its group value, space key and stitches; plus the setting columns and notes."""
+    keys = [c for c in ("sweep", "trial_id") if c in df.columns]
+    constant = _trial_columns(df, keys) | set(keys)
+    if by not in constant:
+        per_trial = sorted(c for c in constant - NOT_SETTINGS if c != by) + ["sweep", "seed"]
+        raise SNNetError(f"Cannot compare by {by!r}: it varies within a trial, and compare groups whole trials. "
+                         f"Compare by a per-trial column such as {', '.join(dict.fromkeys(per_trial))}.")
+    settings = sorted(c for c in constant - NOT_SETTINGS - set(ignore) if c != by)
+    trials, notes, skipped = [], [], 0
+    for key, rows in df.groupby(keys, dropna=False, sort=True):
+        first = rows.iloc[0]
+        group = _value(first[by])
+        rows = rows[rows["top1"].notna()]
+        if rows.empty:
+            continue
+        if group is None:
+            skipped += 1
+            continue
+        stitches = {}
+        for anchors, cuts, flops, top1 in zip(rows["anchors"], rows["cuts"], rows["flops"], rows["top1"]):
+            stitch = (tuple(anchors), tuple(tuple(int(x) for x in c) for c in cuts))
+            stitches[stitch] = (float(flops), float(top1))
+        names = sorted({a for s in stitches for a in s[0]})
+        space = {"anchors": tuple(names), **{c: _value(first[c]) for c in settings}}
+        trials.append({"key": key if isinstance(key, tuple) else (key,), "group": group, "space": space,
+                       "stitches": stitches})
+    if skipped:
+        notes.append(f"{skipped} trial(s) without a value of {by} were left out")
+    if not trials:
+        raise SNNetError(f"No comparable trials in {catalog}: it holds no trial with top-1 results.")
+    return trials, settings, notes
+
+
+def _anchor_order(members: list[dict]) -> list[str]:
+    """The space's anchors, smallest first (by their own FLOPs where the catalog has them)."""
+    own = {s[0][0]: f for t in members for s, (f, _) in t["stitches"].items() if len(s[0]) == 1}
+    return sorted(members[0]["space"]["anchors"], key=lambda name: (own.get(name, math.inf), name))
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics
+# ---------------------------------------------------------------------------------------------
+
+
+def _pair(members: list[dict], a: list[int], b: list[int], rng: "np.random.Generator",
+          resamples: int, confidence: float) -> dict[str, Any]:
+    """Point estimates and bootstrap intervals for groups ``a`` and ``b`` (indices into ``members``)."""
+    import numpy as np
+
+    from ..objectives import hypervolume, hypervolumes
+
+    involved = [members[i] for i in a + b]
+    union = sorted({s for t in involved for s in t["stitches"]})
+    flops = np.array([next(t["stitches"][s][0] for t in involved if s in t["stitches"]) for s in union])
+    anchors = [f for s, f in zip(union, flops) if len(s[0]) == 1]
+    flops_ref = float(max(anchors) if anchors else flops.max())
+    top1 = np.array([[t["stitches"].get(s, (0.0, math.nan))[1] for s in union] for t in involved])
+    na, nb = len(a), len(b)
+    matched = np.flatnonzero(~np.isnan(top1).any(axis=0))
+
+    hv = np.array([hypervolume([(f, y) for f, y in zip(flops, row) if not math.isnan(y)], flops_ref)
+                   for row in top1])
+    estimate = {"hv_a": float(hv[:na].mean()), "hv_b": float(hv[na:].mean())}
+    estimate["hv_diff"] = estimate["hv_b"] - estimate["hv_a"]
+
+    # resampled trials of each group (the only trial when a group has one)
+    pick_a = rng.integers(0, na, (resamples, na))
+    pick_b = na + rng.integers(0, nb, (resamples, nb))
+
+    # hypervolume: a stitch left out of a draw is left out of every trial's front
+    drawn = np.zeros((resamples, len(union)), dtype=bool)
+    np.put_along_axis(drawn, rng.integers(0, len(union), (resamples, len(union))), True, axis=1)
+    fronts = np.stack([hypervolumes(flops, np.where(drawn, row, np.nan), flops_ref) for row in top1], axis=1)
+    rows = np.arange(resamples)[:, None]
+    hv_samples = fronts[rows, pick_b].mean(axis=1) - fronts[rows, pick_a].mean(axis=1)
+    estimate["hv_low"], estimate["hv_high"] = bootstrap_interval(hv_samples, estimate["hv_diff"], confidence)
+
+    estimate["stitches"] = int(matched.size)
+    if matched.size:
+        paired = top1[:, matched]
+        per_stitch = paired[na:].mean(axis=0) - paired[:na].mean(axis=0)
+        estimate["top1_diff"] = float(per_stitch.mean())
+        estimate["b_better"] = float((per_stitch > 0).mean())
+        mean_a = sum(paired[pick_a[:, k]] for k in range(na)) / na  # (resamples, matched)
+        mean_b = sum(paired[pick_b[:, k]] for k in range(nb)) / nb
+        draws = rng.integers(0, matched.size, (resamples, matched.size))
+        samples = np.take_along_axis(mean_b - mean_a, draws, axis=1).mean(axis=1)
+        estimate["top1_low"], estimate["top1_high"] = bootstrap_interval(samples, estimate["top1_diff"], confidence)
+    else:
+        estimate.update(top1_diff=None, b_better=None, top1_low=None, top1_high=None)
+    estimate["flops_ref"] = flops_ref
+    return estimate
+
+
+def compare(
+    df_or_catalog: "pd.DataFrame | str | os.PathLike[str]",
+    by: str,
+    *,
+    sweep: str | Sequence[str] | None = None,
+    ignore: Sequence[str] = (),
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> Comparison:
+    """Compare the groups of trials that share a space by the value of column ``by`` (see the module).
+
+    ``df_or_catalog`` is a DataFrame from :func:`~orchestrator.catalog.load` or a catalog
+    path/URI; ``sweep`` keeps only those sweeps; ``ignore`` names setting columns to pool
+    over. Raises SNNetError with one paragraph when ``by`` is not a per-trial column or when
+    no two groups share a space.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from ._query import _names, _require, load
+
+    catalog = os.fspath(df_or_catalog) if isinstance(df_or_catalog, (str, os.PathLike)) else "the table"
+    wanted = _names(sweep, "sweep")
+    ignored = _names(list(ignore), "ignore") if ignore else []
+    if isinstance(df_or_catalog, pd.DataFrame):
+        df = df_or_catalog
+    else:
+        df = load(df_or_catalog, sweep=wanted[0] if wanted and len(wanted) == 1 else None)
+    if wanted is not None and "sweep" in df.columns:
+        df = df[df["sweep"].isin(wanted)]
+    _require(df, ("trial_id", "anchors", "cuts", "flops", "top1"), "compare")
+    if by not in df.columns:
+        raise SNNetError(f"Cannot compare by {by!r}: the catalog has no such column. Compare by a per-trial "
+                         f"column such as sampling, kernel_size, stride, init, mode, epochs or anchor_lr.")
+    unknown = [c for c in ignored if c not in df.columns]
+    if unknown:
+        raise SNNetError(f"Cannot ignore {', '.join(map(repr, unknown))}: the catalog has no such column.")
+    if df.empty:
+        raise SNNetError(f"No comparable trials in {catalog}: it holds no rows"
+                         f"{' for sweep ' + ', '.join(wanted) if wanted else ''}.")
+    trials, settings, notes = _trials(df, by, ignored, catalog)
+
+    spaces: dict[tuple, list[dict]] = {}
+    for trial in trials:
+        spaces.setdefault(tuple(sorted(trial["space"].items(), key=str)), []).append(trial)
+    result = Comparison(by, confidence, resamples, seed, notes=notes)
+    for members in spaces.values():
+        groups: dict[Any, list[int]] = {}
+        for i, trial in enumerate(members):
+            groups.setdefault(trial["group"], []).append(i)
+        if len(groups) < 2:
+            continue
+        index = len(result.spaces)
+        space = {k: v for k, v in members[0]["space"].items() if v is not None}
+        space["anchors"] = _anchor_order(members)
+        result.spaces.append(space)
+        values = sorted(groups, key=_order)
+        for i, first in enumerate(values):
+            for j, second in enumerate(values[i + 1:], start=i + 1):
+                rng = np.random.default_rng([seed, index, i, j])
+                stats = _pair(members, groups[first], groups[second], rng, resamples, confidence)
+                if not stats["stitches"]:
+                    notes.append(f"space {index + 1}: {by}={first!r} and {by}={second!r} share no stitch "
+                                 "that all their trials evaluated; only their hypervolumes are compared")
+                result.rows.append({"space": index + 1, "by": by, "a": first, "b": second,
+                                    "trials_a": len(groups[first]), "trials_b": len(groups[second]), **stats})
+    if not result.rows:
+        raise _no_comparable(by, catalog, trials, settings)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# output
+# ---------------------------------------------------------------------------------------------
+
+
+def _signed(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:+.{digits}f}"
+
+
+def format_comparison(result: Comparison, fmt: str = "table") -> str:
+    """The comparison as an aligned table (one block per space), CSV or JSON."""
+    columns = ["space", "by", "a", "b", "trials_a", "trials_b", "stitches", "top1_diff", "top1_low",
+               "top1_high", "b_better", "hv_a", "hv_b", "hv_diff", "hv_low", "hv_high", "flops_ref"]
+    if fmt == "json":
+        return json.dumps({"by": result.by, "confidence": result.confidence, "resamples": result.resamples,
+                           "seed": result.seed, "spaces": result.spaces,
+                           "pairs": [{c: r[c] for c in columns} for r in result.rows], "notes": result.notes},
+                          indent=1) + "\n"
+    if fmt == "csv":
+        import csv
+        import io
+
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for r in result.rows:
+            writer.writerow(["" if r[c] is None else r[c] for c in columns])
+        return out.getvalue()
+    level = f"{result.confidence:.0%}"
+    lines = [f"compare by {result.by}: differences are b - a; {level} bootstrap intervals over stitches and, "
+             f"where a group has several trials, trials ({result.resamples} resamples, seed {result.seed}); "
+             "* marks an interval that excludes 0."]
+    header = ["a", "b", "trials", "stitches", "top1 b-a", f"{level} interval", "b better",
+              "HV a", "HV b", "HV b-a", f"{level} interval"]
+    for index, space in enumerate(result.spaces, start=1):
+        settings = ", ".join(f"{k}={v}" for k, v in space.items() if k != "anchors")
+        lines.append("")
+        lines.append(f"space {index}: anchors {', '.join(space['anchors'])}" + (f"; {settings}" if settings else ""))
+        table = [header]
+        for r in (r for r in result.rows if r["space"] == index):
+            def interval(low, high, digits):
+                if low is None:
+                    return "-"
+                star = "*" if low > 0 or high < 0 else ""
+                return f"[{low:+.{digits}f}, {high:+.{digits}f}]{star}"
+            table.append([str(r["a"]), str(r["b"]), f"{r['trials_a']}/{r['trials_b']}", str(r["stitches"]),
+                          _signed(r["top1_diff"], 2), interval(r["top1_low"], r["top1_high"], 2),
+                          "-" if r["b_better"] is None else f"{r['b_better']:.0%}",
+                          f"{r['hv_a']:.4f}", f"{r['hv_b']:.4f}", _signed(r["hv_diff"], 4),
+                          interval(r["hv_low"], r["hv_high"], 4)])
+        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+        for n, row in enumerate(table):
+            lines.append("  " + "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                                          for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+            if n == 0:
+                lines.append("  " + "  ".join("-" * w for w in widths))
+    lines += [f"note: {note}" for note in result.notes]
+    return "\n".join(lines) + "\n"
