@@ -19,11 +19,17 @@ from pydantic import PlainValidator, ValidationError, WithJsonSchema
 
 from snnet import SNNetError
 
-__all__ = ["Kind", "Int", "Float", "OneOf", "Bool", "Str", "did_you_mean", "num", "problems"]
+__all__ = ["Kind", "Int", "Float", "OneOf", "Bool", "Str", "describe", "did_you_mean", "num", "problems"]
 
 
 def num(x: Any) -> str:
     return f"{x:g}" if isinstance(x, float) else repr(x)
+
+
+def describe(raw: Any) -> str:
+    """What came, in words: ``a mapping``, ``a list``, ``null`` or the value itself."""
+    kind = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    return kind.get(type(raw), repr(raw))
 
 
 def did_you_mean(word: Any, options: Any) -> str:

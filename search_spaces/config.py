@@ -18,12 +18,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from snnet import SNNetError
+from snnet._space import DIRECTIONS, PRESETS, SpaceConfig
 from snnet.anchors import AnchorSpec
 from snnet.sampling import RULES
 
-from ._kinds import Bool, Float, Int, OneOf, Str, problems
+from ._kinds import Bool, Float, Int, Kind, OneOf, Str, problems
 
-__all__ = ["TrainConfig", "MODES", "INITS", "LS_MODES", "PLACEMENTS"]
+__all__ = ["TrainConfig", "MODES", "INITS", "LS_MODES", "PLACEMENTS", "SPACE_FIELDS"]
 
 MODES = ("full", "stitch-only", "lora")
 INITS = ("ls", "kaiming")
@@ -41,8 +42,9 @@ class TrainConfig(BaseModel):
     kernel_size: Int(1) = 2
     stride: Int(1) = 1
     nearest: Bool = True
-    direction: Str = "fast-to-slow"
+    direction: OneOf(DIRECTIONS) = "fast-to-slow"
     two_way: Bool = False
+    preset: Kind("str", choices=PRESETS, nullable=True).annotated() = None  # "paper": the released enumeration
     # data
     dataset: Str = "demo"
     image_size: Int(1, nullable=True) = None
@@ -116,6 +118,10 @@ class TrainConfig(BaseModel):
         type(self).model_validate(self.model_dump())
         return self
 
+    def space_config(self) -> SpaceConfig:
+        """The stitch-space settings of this run."""
+        return SpaceConfig(**{name: getattr(self, name) for name in SPACE_FIELDS})
+
     def anchor_names(self) -> list[str]:
         return [a.name for a in self.anchors] if self.anchors else []
 
@@ -126,6 +132,10 @@ class TrainConfig(BaseModel):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         return cls.model_validate(data)
+
+
+#: The settings of ``snnet.SpaceConfig`` a run (and a search space's ``space:``) sets, in its order.
+SPACE_FIELDS: tuple[str, ...] = tuple(f for f in SpaceConfig.__dataclass_fields__ if f in TrainConfig.model_fields)
 
 
 def _message(error: ValidationError) -> str:

@@ -1,52 +1,44 @@
 """Typed, validated search spaces: what a sweep searches over and what it keeps fixed.
 
-A :class:`SearchSpace` is what a YAML file under ``search_spaces/`` loads into (see
-:mod:`search_spaces` for the format and :func:`search_spaces.load_space`). It holds
+A :class:`SearchSpace` (pydantic v2, ``extra="forbid"`` everywhere) is what a YAML file under
+``search_spaces/`` loads into (see :mod:`search_spaces` for the format). It holds
 
 * candidate anchor **families** (:class:`Family` of :class:`AnchorEntry`), one picked per trial;
 * the SN-Net **space** settings (window ``kernel_size`` k, ``stride`` s, ``nearest``,
-  ``direction``, ``two_way``; Pan, Cai and Zhuang, CVPR 2023, arXiv 2302.06586);
-* **training** settings: any field of ``orchestrator.config.TrainConfig`` not set elsewhere;
+  ``direction``, ``two_way``, ``preset``; Pan, Cai and Zhuang, CVPR 2023, arXiv 2302.06586);
+* **training** settings: the fields of :class:`~search_spaces.config.TrainConfig` that are not set
+  elsewhere (:data:`TRAINING_SET_ELSEWHERE`); both sections are derived from TrainConfig's own
+  fields, so a knob is written once;
 * the **resources** of one trial and the **searcher** that drives the sweep.
 
-Every setting under ``space`` and ``training`` is either fixed (a plain value) or searched:
-a :class:`Choice` of values, or a :class:`FloatRange` / :class:`IntRange` (optionally on a
-log scale). :meth:`SearchSpace.parameters` lists the searched ones under flat dotted keys
+A ``space`` or ``training`` setting is ``T | Choice[T] | Range``: a plain value (fixed), a list
+(a :class:`Choice`) or ``{low, high, log}`` (an :class:`IntRange` or :class:`FloatRange`, after
+the field's type). :meth:`SearchSpace.parameters` lists the searched ones under flat dotted keys
 (``family``, ``space.kernel_size``, ``training.anchor_lr``); a searcher proposes one value for
-each and :meth:`SearchSpace.trial_settings` turns that point into the plain values that build
-one trial's ``TrainConfig``. This module imports neither Ray nor Optuna: mapping the
-parameters onto a searcher's distributions is the orchestrator's job.
+each and :meth:`SearchSpace.trial_config` resolves that point into one plain ``TrainConfig``.
+This module imports neither Ray nor Optuna.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Mapping, Union
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Mapping, Union
+
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PlainSerializer,
+                      PlainValidator, Tag, create_model, field_serializer, field_validator, model_validator)
 
 from snnet import SNNetError
-from snnet._space import DIRECTIONS, SpaceConfig
 from snnet.anchors import AnchorSpec
 from snnet.sampling import RULES
 
-__all__ = [
-    "ALGORITHMS",
-    "AnchorEntry",
-    "Choice",
-    "FloatRange",
-    "Family",
-    "IntRange",
-    "OBJECTIVES",
-    "Param",
-    "Resources",
-    "SCHEDULERS",
-    "SPACE_FIELDS",
-    "SearchSpace",
-    "Searcher",
-    "TRAINING_FIELDS",
-    "TRAINING_SET_ELSEWHERE",
-]
+from ._kinds import Bool, Int, Kind, OneOf, Str, describe, did_you_mean, num
+from .config import SPACE_FIELDS, TrainConfig
+
+__all__ = ["ALGORITHMS", "AnchorEntry", "Choice", "FloatRange", "Family", "IntRange", "OBJECTIVES", "Param",
+           "Problem", "Resources", "SCHEDULERS", "SPACE_FIELDS", "SearchSpace", "Searcher", "TRAINING_SET_ELSEWHERE"]
 
 #: Searcher algorithms: Optuna's TPE, NSGA-II (multi-objective), random and grid samplers.
 ALGORITHMS: tuple[str, ...] = ("tpe", "nsga2", "random", "grid")
@@ -55,154 +47,26 @@ SCHEDULERS: tuple[str, ...] = ("none", "asha")
 #: Objectives a trial reports, with the direction each is optimised in.
 OBJECTIVES: dict[str, str] = {"hypervolume": "max", "train_cost": "min", "best_top1": "max"}
 
-#: ``space:`` keys, in ``SpaceConfig`` order (defaults come from ``SpaceConfig``).
-SPACE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(SpaceConfig))
-
-# Kept in sync with orchestrator.config (MODES, INITS and TrainConfig.validate) by
-# tests/test_search_spaces.py: search_spaces may not import the orchestrator.
-_MODES = ("full", "stitch-only", "lora")
-_INITS = ("ls", "kaiming")
-_LS_MODES = ("joint", "average")
-
-#: TrainConfig's default sampling rule: whose ``sampling_options`` apply when ``sampling`` is unset.
-_DEFAULT_SAMPLING = "uniform"
-
-_PRIMITIVES = (type(None), bool, int, float, str)
-
-
-def _num(x: Any) -> str:
-    return f"{x:g}" if isinstance(x, float) else repr(x)
-
-
-# -- the kinds of value a setting takes --------------------------------------------------------
-@dataclass(frozen=True)
-class _Kind:
-    """The values one setting accepts: a type plus bounds or a closed set of names."""
-
-    type: str  # "int" | "float" | "bool" | "str"; "mapping" and "anchor" are parsed by their own code
-    minimum: float | None = None
-    below: float | None = None  # exclusive upper bound
-    choices: tuple[str, ...] | None = None
-    nullable: bool = False
-    searchable: bool = True
-
-    def describe(self) -> str:
-        if self.choices is not None:
-            text = "one of " + ", ".join(self.choices)
-        elif self.type == "bool":
-            text = "true or false"
-        elif self.type == "str":
-            text = "a string"
-        else:
-            noun = "an integer" if self.type == "int" else "a number"
-            if self.below is not None:
-                text = f"{noun} in [{_num(self.minimum)}, {_num(self.below)})"
-            elif self.minimum is not None:
-                text = f"{noun} >= {_num(self.minimum)}"
-            else:
-                text = noun
-        return text + (" or null" if self.nullable else "")
-
-    def coerce(self, value: Any) -> Any:
-        """``value`` in canonical form, or :class:`SNNetError` saying what must hold and what came.
-
-        Floats also accept strings such as ``"1e-4"``: YAML 1.1 reads an exponent without a
-        decimal point as a string, a trap worth forgiving.
-        """
-        if value is None and self.nullable:
-            return None
-        bad = SNNetError(f"must be {self.describe()}, got {value!r}")
-        if self.type == "bool":
-            if not isinstance(value, bool):
-                raise bad
-            return value
-        if self.type == "str":
-            if not isinstance(value, str):
-                raise bad
-            if self.choices is not None and value not in self.choices:
-                raise SNNetError(f"must be {self.describe()}, got {value!r}{did_you_mean(value, self.choices)}")
-            return value
-        if isinstance(value, bool):
-            raise bad
-        if self.type == "int":
-            if not isinstance(value, int):
-                raise bad
-        else:
-            if isinstance(value, str):
-                try:
-                    value = float(value)
-                except ValueError:
-                    raise bad from None
-            if not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise bad
-            value = float(value)
-        if (self.minimum is not None and value < self.minimum) or (self.below is not None and value >= self.below):
-            raise bad
-        return value
-
-
-def did_you_mean(word: Any, options: Any) -> str:
-    """``" (did you mean 'x'?)"`` for the closest option, or ``""``."""
-    import difflib
-
-    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-_INT0, _INT1 = _Kind("int", minimum=0), _Kind("int", minimum=1)
-_FLOAT0 = _Kind("float", minimum=0)
-
-#: The kind of value every ``space:`` key takes.
-_SPACE_KINDS: dict[str, _Kind] = {
-    "kernel_size": _INT1,
-    "stride": _INT1,
-    "nearest": _Kind("bool"),
-    "direction": _Kind("str", choices=DIRECTIONS),
-    "two_way": _Kind("bool"),
-}
-
-#: ``TrainConfig`` fields accepted under ``training:``, with the kind of value each takes.
-#: ``sampling_options`` and ``teacher`` have a structure of their own and are never searched.
-TRAINING_FIELDS: dict[str, _Kind] = {
-    "epochs": _INT0,
-    "batch_size": _INT1,
-    "eval_batch_size": _INT1,
-    "anchor_lr": _FLOAT0,
-    "stitch_lr": _FLOAT0,
-    "weight_decay": _FLOAT0,
-    "warmup_fraction": _Kind("float", minimum=0, below=1),
-    "grad_clip": _FLOAT0,
-    "mode": _Kind("str", choices=_MODES),
-    "lora_rank": _INT1,
-    "init": _Kind("str", choices=_INITS),
-    "ls_samples": _INT0,
-    "ls_mode": _Kind("str", choices=_LS_MODES),
-    "sampling": _Kind("str", choices=tuple(RULES)),
-    "sampling_options": _Kind("mapping", searchable=False),  # {rule: {option: value}}
-    "seed": _INT0,
-    "teacher": _Kind("anchor", nullable=True, searchable=False),  # an anchor entry
-    "checkpoint_every_steps": _INT0,
-    "eval_checkpoint_seconds": _FLOAT0,
-    "max_failures": _INT0,
-    "measure_latency": _Kind("bool"),
-    "placement_strategy": _Kind("str", choices=("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")),
-    "latency_batch_size": _INT1,
-}
-
-#: The other ``TrainConfig`` fields, and where a search space sets them instead.
+#: The ``TrainConfig`` fields a search space sets outside ``training:``, and where.
 TRAINING_SET_ELSEWHERE: dict[str, str] = {
-    "anchors": "families:",
-    **{name: "space:" for name in SPACE_FIELDS},
-    "dataset": "the top-level dataset:",
-    "image_size": "the top-level image_size:",
-    "workers": "resources.workers_per_trial",
-    "cpus_per_worker": "resources.cpus_per_worker",
-    "use_gpu": "resources.gpus_per_worker",
-    "catalog": "the sweep driver (--catalog)",
-    "sweep": "the top-level name:",
-    "trial_id": "the sweep driver (one per trial)",
-    "storage_path": "the sweep driver",
+    "anchors": "families:", **{name: "space:" for name in SPACE_FIELDS},
+    "dataset": "the top-level dataset:", "image_size": "the top-level image_size:",
+    "workers": "resources.workers_per_trial", "cpus_per_worker": "resources.cpus_per_worker",
+    "use_gpu": "resources.gpus_per_worker", "gpus_per_worker": "resources.gpus_per_worker",
+    "catalog": "the sweep driver (--catalog)", "sweep": "the top-level name:",
+    "trial_id": "the sweep driver (one per trial)", "storage_path": "the sweep driver",
 }
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")  # the catalog's sweep-name rule (orchestrator.catalog)
+_DEMO_PREFIX = "snnet_demo_"
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class Problem(SNNetError):
+    """A problem found by a whole-object check, at ``path`` relative to the object checked."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(message)
+        self.path = path
 
 
 # -- searched values ---------------------------------------------------------------------------
@@ -213,18 +77,14 @@ class Choice:
     values: tuple[Any, ...]
 
     def __post_init__(self) -> None:
-        values = tuple(self.values) if isinstance(self.values, (list, tuple)) else self.values
-        if not isinstance(values, tuple) or not values:
+        values = tuple(self.values) if isinstance(self.values, (list, tuple)) else None
+        if not values:
             raise SNNetError(f"a choice needs at least one value, got {self.values!r}")
-        odd = [v for v in values if not isinstance(v, _PRIMITIVES)]
-        if odd:
-            raise SNNetError(f"choice values must be null, booleans, numbers or strings, got {odd[0]!r}")
         object.__setattr__(self, "values", values)
 
     def canonical(self, value: Any) -> Any:
         """The listed value equal to ``value`` (so a searcher's numpy scalar becomes plain Python)."""
-        for v in self.values:
-            # 1 == True in Python, but a choice of [1, 2] must not accept true.
+        for v in self.values:  # 1 == True in Python, but a choice of [1, 2] must not accept true
             if v == value and isinstance(v, bool) == isinstance(value, bool):
                 return v
         raise SNNetError(f"{value!r} is not one of {list(self.values)}")
@@ -235,57 +95,69 @@ class Choice:
     def grid_values(self) -> list[Any]:
         return list(self.values)
 
+    def first(self) -> Any:
+        return self.values[0]
+
+    def plain(self) -> list[Any]:
+        return list(self.values)
+
 
 @dataclass(frozen=True)
-class FloatRange:
-    """Search over real numbers in ``[low, high]``, uniformly or on a log scale."""
+class _Range:
+    """Search over ``[low, high]``, uniformly or on a log scale."""
 
-    low: float
-    high: float
+    low: Any
+    high: Any
     log: bool = False
 
     def __post_init__(self) -> None:
+        integer = isinstance(self, IntRange)
         for name in ("low", "high"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise SNNetError(f"`{name}` must be a finite number, got {value!r}")
-            object.__setattr__(self, name, float(value))
-        _check_range(self.low, self.high, self.log)
-
-    def canonical(self, value: Any) -> float:
-        if isinstance(value, numbers.Real) and not isinstance(value, bool) and self.low <= value <= self.high:
-            return float(value)
-        raise SNNetError(f"{value!r} lies outside [{_num(self.low)}, {_num(self.high)}]")
+            ok = isinstance(value, int) if integer else isinstance(value, (int, float)) and math.isfinite(value)
+            if isinstance(value, bool) or not ok:
+                raise SNNetError(f"`{name}` must be {'an integer' if integer else 'a finite number'}, got {value!r}")
+            object.__setattr__(self, name, value if integer else float(value))
+        if not isinstance(self.log, bool):
+            raise SNNetError(f"`log` must be true or false, got {self.log!r}")
+        if self.low > self.high:
+            raise SNNetError(f"`low <= high` must hold, but got (low={num(self.low)}, high={num(self.high)})")
+        if self.log and self.low <= 0:
+            raise SNNetError(f"a log range needs `low > 0`, but got (low={num(self.low)}, high={num(self.high)})")
 
     def contains(self, value: Any) -> bool:
         return _contains(self, value)
 
+    def first(self) -> Any:
+        """The documented default point: the geometric mean of a log range, else the low end."""
+        return math.sqrt(self.low * self.high) if self.log else self.low
 
-@dataclass(frozen=True)
-class IntRange:
-    """Search over the integers in ``[low, high]``, uniformly or on a log scale."""
+    def plain(self) -> dict[str, Any]:
+        return {"low": self.low, "high": self.high, "log": self.log}
 
-    low: int
-    high: int
-    log: bool = False
 
-    def __post_init__(self) -> None:
-        for name in ("low", "high"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise SNNetError(f"`{name}` must be an integer, got {value!r}")
-        _check_range(self.low, self.high, self.log)
+class FloatRange(_Range):
+    """Search over real numbers in ``[low, high]``."""
+
+    def canonical(self, value: Any) -> float:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and self.low <= value <= self.high:
+            return float(value)
+        raise SNNetError(f"{value!r} lies outside [{num(self.low)}, {num(self.high)}]")
+
+
+class IntRange(_Range):
+    """Search over the integers in ``[low, high]``."""
 
     def canonical(self, value: Any) -> int:
         if isinstance(value, numbers.Integral) and not isinstance(value, bool) and self.low <= value <= self.high:
             return int(value)
         raise SNNetError(f"{value!r} is not an integer in [{self.low}, {self.high}]")
 
-    def contains(self, value: Any) -> bool:
-        return _contains(self, value)
-
     def grid_values(self) -> list[int]:
         return list(range(self.low, self.high + 1))
+
+    def first(self) -> int:
+        return round(super().first())
 
 
 def _contains(param: "Param", value: Any) -> bool:
@@ -296,49 +168,141 @@ def _contains(param: "Param", value: Any) -> bool:
     return True
 
 
-def _check_range(low: float, high: float, log: bool) -> None:
-    if not isinstance(log, bool):
-        raise SNNetError(f"`log` must be true or false, got {log!r}")
-    if low > high:
-        raise SNNetError(f"`low <= high` must hold, but got (low={_num(low)}, high={_num(high)})")
-    if log and low <= 0:
-        raise SNNetError(f"a log range needs `low > 0`, but got (low={_num(low)}, high={_num(high)})")
-
-
 #: A searched setting.
 Param = Union[Choice, FloatRange, IntRange]
-_PARAM_TYPES = (Choice, FloatRange, IntRange)
+_PARAMS = (Choice, FloatRange, IntRange)
 
 
-# -- anchors, resources, searcher ----------------------------------------------------------------
-@dataclass(frozen=True)
-class AnchorEntry:
-    """One anchor of a family: a timm name, hub weights or a local checkpoint, model kwargs.
+def _choice(values: list[Any]) -> Choice:
+    if not values:
+        raise SNNetError("an empty list searches over nothing: give at least one value")
+    repeated = sorted({repr(v) for i, v in enumerate(values) if v in values[:i]})
+    if repeated:
+        raise SNNetError(f"lists {', '.join(repeated)} more than once")
+    return Choice(tuple(values))
 
-    Mirrors :class:`snnet.anchors.AnchorSpec`; a ``checkpoint`` replaces hub weights.
-    """
 
-    name: str
-    pretrained: bool = False
-    checkpoint: str | None = None
-    kwargs: dict[str, Any] = field(default_factory=dict)
+def _form(value: Any) -> str:
+    if isinstance(value, _PARAMS):
+        return "param"
+    return "choice" if isinstance(value, (list, tuple)) else "range" if isinstance(value, dict) else "value"
+
+
+def searchable(kind: Kind) -> Any:
+    """The type of a setting that is ``T | Choice[T] | Range``: a value, a list, or ``{low, high, log}``."""
+    value = kind.annotated()
+    if kind.type in ("int", "float"):
+        bounds = create_model(f"{kind.type.title()}Bounds", __config__=_STRICT, low=(value, ...), high=(value, ...),
+                              log=(Bool, False))
+        make = IntRange if kind.type == "int" else FloatRange
+        ranged = Annotated[bounds, AfterValidator(lambda b: make(b.low, b.high, b.log))]
+    else:
+        def ranged(raw: Any) -> Any:
+            raise SNNetError(f"must {kind.describe()}, or a list of them to search over, got a mapping")
+        ranged = Annotated[Any, PlainValidator(ranged)]
+    param = Annotated[Any, PlainValidator(lambda p: p)]
+    return Annotated[
+        Union[Annotated[value, Tag("value")], Annotated[list[value], AfterValidator(_choice), Tag("choice")],
+              Annotated[ranged, Tag("range")], Annotated[param, Tag("param")]],
+        Discriminator(_form), PlainSerializer(lambda v: v.plain() if isinstance(v, _PARAMS) else v),
+    ]
+
+
+#: Locations of these union branches are dropped from YAML paths.
+TAGS = frozenset({"value", "choice", "range", "param"})
+
+
+# -- anchors, families, resources, searcher ------------------------------------------------------
+class AnchorEntry(BaseModel):
+    """One anchor: a timm name, hub weights or a local checkpoint, model kwargs (an ``AnchorSpec``)."""
+
+    model_config = _STRICT
+    name: Str
+    pretrained: Bool = False
+    checkpoint: Kind("str", nullable=True).annotated() = None
+    kwargs: dict[str, Any] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _named(cls, name: str) -> str:
+        if not name:
+            raise SNNetError("an anchor needs a timm model name, got ''")
+        return name
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "AnchorEntry":
+        if self.pretrained and self.checkpoint is not None:
+            raise SNNetError("give either pretrained: true (hub weights) or a checkpoint file, not both")
+        return self
+
+    @classmethod
+    def expand(cls, raw: Any, pretrained: bool, kwargs: Mapping[str, Any]) -> Any:
+        """A name or a mapping, with a family's defaults (a checkpoint replaces hub weights)."""
+        if isinstance(raw, str):
+            return {"name": raw, "pretrained": pretrained, "kwargs": dict(kwargs)}
+        if isinstance(raw, dict):
+            own = raw.get("kwargs") if isinstance(raw.get("kwargs"), dict) else {}
+            return {"pretrained": pretrained and raw.get("checkpoint") is None, **raw, "kwargs": {**kwargs, **own}}
+        return raw
 
     def spec(self) -> AnchorSpec:
         return AnchorSpec(self.name, pretrained=self.pretrained, checkpoint=self.checkpoint, kwargs=dict(self.kwargs))
 
 
-@dataclass(frozen=True)
-class Family:
+class Family(BaseModel):
     """Anchors of one kind, small to large, that one trial stitches into a supernet.
 
     ``demo=True``: the embedded demo ViTs, which the orchestrator pretrains and caches
     (``orchestrator.demo.demo_anchor_specs(anchors=family.anchor_names())``).
+    ``pretrained`` and ``kwargs`` given on the family are defaults for its anchors.
     """
 
-    name: str
+    model_config = _STRICT
+    name: Str
     anchors: tuple[AnchorEntry, ...]
-    demo: bool = False
-    description: str = ""
+    demo: Bool = False
+    description: Str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        raw = dict(raw)
+        pretrained, kwargs = raw.pop("pretrained", False), raw.pop("kwargs", None) or {}
+        if raw.get("demo") is True and (pretrained or kwargs):
+            raise Problem("pretrained" if pretrained else "kwargs",
+                          "demo anchors are pretrained and cached by the orchestrator: leave it out")
+        if not isinstance(kwargs, dict):
+            raise Problem("kwargs", "must be a mapping of keyword arguments for timm.create_model")
+        if raw.get("description") is None:
+            raw.pop("description", None)
+        anchors = raw.get("anchors")
+        if isinstance(anchors, list):
+            if raw.get("demo") is True and not all(isinstance(a, str) for a in anchors):
+                raise Problem("anchors", "demo anchors are pretrained and cached by the orchestrator: give them as "
+                                         "plain names")
+            raw["anchors"] = [AnchorEntry.expand(a, pretrained is True, kwargs) for a in anchors]
+        elif "anchors" in raw:
+            raise Problem("anchors", f"must be a list of anchors, small to large, got {describe(anchors)}")
+        return raw
+
+    @model_validator(mode="after")
+    def _check(self) -> "Family":
+        if not _NAME.fullmatch(self.name):
+            raise Problem("name", f"must start with a letter and use only letters, digits, '_', '.' and '-', "
+                                  f"got {self.name!r}")
+        if len(self.anchors) < 2:
+            raise Problem("anchors", f"a family needs at least two anchors to stitch, got {len(self.anchors)}")
+        for i, a in enumerate(self.anchors):
+            if self.demo and not a.name.startswith(_DEMO_PREFIX):
+                raise Problem(f"anchors[{i}]", f"a demo family holds the embedded demo anchors ({_DEMO_PREFIX}*), "
+                                               f"got {a.name!r}")
+        return self
+
+    @field_serializer("anchors")
+    def _plain(self, anchors: tuple[AnchorEntry, ...]) -> list[Any]:
+        return [a.name if self.demo else a.model_dump() for a in anchors]
 
     def anchor_names(self) -> list[str]:
         return [a.name for a in self.anchors]
@@ -353,107 +317,175 @@ class Family:
         return [a.spec() for a in self.anchors]
 
 
-@dataclass(frozen=True)
-class Resources:
-    """What one trial reserves: Ray Train workers (DDP ranks), CPUs and GPUs per worker."""
+class Resources(BaseModel):
+    """What one trial reserves: Ray Train workers (DDP ranks), CPUs and GPUs per worker (a fraction shares one)."""
 
-    workers_per_trial: int = 2
-    cpus_per_worker: int = 1
-    gpus_per_worker: float = 0.0
-
-    def model_copy(self, update: Mapping[str, Any] | None = None) -> "Resources":
-        """A copy with some fields replaced (the pydantic spelling of :func:`dataclasses.replace`)."""
-        return replace(self, **(update or {}))
+    model_config = _STRICT
+    workers_per_trial: Int(1) = 2
+    cpus_per_worker: Int(1) = 1
+    gpus_per_worker: Kind("float", minimum=0).annotated() = 0.0
 
 
-@dataclass(frozen=True)
-class Searcher:
+class Searcher(BaseModel):
     """How the sweep searches: the algorithm, its objectives, budget, concurrency and scheduler."""
 
-    algorithm: str = "tpe"
-    objectives: tuple[str, ...] = ("hypervolume",)
-    num_samples: int = 1
-    max_concurrent_trials: int | None = None  # None: derived from the cluster by the sweep driver
-    scheduler: str = "none"
-    seed: int = 0
+    model_config = _STRICT
+    algorithm: OneOf(ALGORITHMS) = "tpe"
+    objectives: Annotated[tuple[OneOf(tuple(OBJECTIVES)), ...],
+                          BeforeValidator(lambda v: [v] if isinstance(v, str) else v)] = ("hypervolume",)
+    num_samples: Int(1) = 1
+    max_concurrent_trials: Int(1, nullable=True) = None  # None: derived from the cluster by the sweep driver
+    scheduler: OneOf(SCHEDULERS) = "none"
+    seed: Int(0) = 0
+
+    @model_validator(mode="after")
+    def _counts(self) -> "Searcher":
+        n, names = len(self.objectives), list(self.objectives)
+        if not n:
+            raise Problem("objectives", f"must be a non-empty list of objectives ({', '.join(OBJECTIVES)}), got []")
+        if len(set(names)) < n:
+            raise Problem("objectives", f"lists an objective more than once: {names}")
+        if self.algorithm == "nsga2" and n < 2:
+            raise Problem("objectives", f"nsga2 is multi-objective and needs at least 2 objectives, got {names}")
+        if self.algorithm in ("tpe", "random") and n > 1:
+            raise Problem("objectives", f"{self.algorithm} optimises one objective, got {n} ({', '.join(names)}); "
+                                        "use nsga2 for several")
+        return self
 
     @property
     def directions(self) -> tuple[str, ...]:
         """``"max"`` or ``"min"`` per objective, in order."""
         return tuple(OBJECTIVES[o] for o in self.objectives)
 
-    def model_copy(self, update: Mapping[str, Any] | None = None) -> "Searcher":
-        """A copy with some fields replaced (the pydantic spelling of :func:`dataclasses.replace`)."""
-        return replace(self, **(update or {}))
+
+# -- the space and training sections, derived from TrainConfig ------------------------------------
+def _kind(name: str) -> Kind:
+    return next(m.func for m in TrainConfig.model_fields[name].metadata if isinstance(m, PlainValidator))
+
+
+def _sampling_options(raw: Any) -> dict[str, dict[str, Any]]:
+    """``{rule: {option: value}}``, each rule's options checked by building the rule."""
+    if not isinstance(raw, dict):
+        raise SNNetError(f"must map sampling rule names to their options, e.g. {{sandwich: {{num_random: 2}}}}, "
+                         f"got {describe(raw)}")
+    for rule, options in raw.items():
+        if rule not in RULES:
+            raise Problem(str(rule), f"must be a sampling rule ({', '.join(RULES)}) whose options follow"
+                                     f"{did_you_mean(rule, RULES)}")
+        if not isinstance(options, dict):
+            raise Problem(rule, f"must be a mapping of {rule!r} options, got {describe(options)}")
+        try:
+            RULES[rule]((1, 2), **options)  # the rule validates its own options
+        except (SNNetError, TypeError) as e:
+            raise Problem(rule, str(e)) from None
+    return {rule: dict(options) for rule, options in raw.items()}
+
+
+def _teacher(raw: Any) -> Any:
+    return AnchorEntry.expand(raw, True, {})  # a teacher without weights teaches nothing: names load hub weights
+
+
+class _Section(BaseModel):
+    model_config = _STRICT
+    SPARSE: ClassVar[bool] = False
+
+    def settings(self) -> dict[str, Any]:
+        """The settings this section holds (the training section: only those the file sets)."""
+        names = self.model_fields_set if type(self).SPARSE else type(self).model_fields
+        return {name: getattr(self, name) for name in type(self).model_fields if name in names}
+
+
+def _section(name: str, fields: list[str], sparse: bool) -> type[_Section]:
+    special = {"sampling_options": (Annotated[dict[str, Any], PlainValidator(_sampling_options)], {}),
+               "teacher": (Annotated[AnchorEntry | None, BeforeValidator(_teacher)], None)}
+    spec = {f: special.get(f) or (searchable(_kind(f)), TrainConfig.model_fields[f].default) for f in fields}
+    model = create_model(name, __base__=_Section, **spec)
+    model.SPARSE = sparse
+    return model
+
+
+SpaceSection = _section("SpaceSection", list(SPACE_FIELDS), sparse=False)
+TrainingSection = _section("TrainingSection", [f for f in TrainConfig.model_fields if f not in TRAINING_SET_ELSEWHERE],
+                           sparse=True)
 
 
 # -- the search space --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SearchSpace:
-    """A validated search space; build one with :func:`search_spaces.load_space` or :meth:`from_dict`.
+class SearchSpace(BaseModel):
+    """A validated search space; build one with :func:`search_spaces.load_space` or :meth:`model_validate`.
 
-    ``space`` holds every ``SPACE_FIELDS`` key; ``training`` the ``TRAINING_FIELDS`` keys the
-    file sets. Values are plain (fixed) or a :data:`Param` (searched).
+    ``model_dump(mode="json")`` is the YAML format itself, and ``model_validate`` reads it back
+    equal, so a space travels to Ray workers as plain data.
     """
 
-    name: str
+    model_config = _STRICT
+    name: Str
+    description: Annotated[Str, BeforeValidator(lambda v: "" if v is None else v)] = ""
+    dataset: Str = "demo"
+    image_size: Int(1, nullable=True) = None
     families: tuple[Family, ...]
-    space: dict[str, Any]
-    training: dict[str, Any] = field(default_factory=dict)
-    dataset: str = "demo"
-    image_size: int | None = None
-    description: str = ""
-    resources: Resources = field(default_factory=Resources)
-    searcher: Searcher = field(default_factory=Searcher)
-    source: str | None = field(default=None, compare=False)
+    space: SpaceSection = SpaceSection()
+    training: TrainingSection = TrainingSection()
+    resources: Resources = Resources()
+    searcher: Searcher = Searcher()
+    source: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shape(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            raise SNNetError(f"a search space file must hold a mapping (name:, families:, space:, ...), got {describe(raw)}")
+        training = raw.get("training")
+        if isinstance(training, dict):
+            for key in training:
+                if key in TRAINING_SET_ELSEWHERE:
+                    raise Problem(f"training.{key}", f"is set by {TRAINING_SET_ELSEWHERE[key]}, not under training:")
+        families = raw.get("families")
+        if "families" in raw and not isinstance(families, list):
+            raise Problem("families", f"must be a list of anchor families, got {describe(families)}")
+        if families == []:
+            raise Problem("families", "needs at least one family of anchors, got an empty list")
+        return {k: v for k, v in raw.items() if not (k in ("space", "training", "resources", "searcher") and v is None)}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SearchSpace":
+        if not _NAME.fullmatch(self.name):
+            raise Problem("name", "is the sweep's catalog partition: start with a letter and use only letters, "
+                                  f"digits, '_', '.' and '-', got {self.name!r}")
+        if not self.dataset:
+            raise Problem("dataset", "must be 'demo' or an ImageNet-layout folder path, got ''")
+        seen: set[str] = set()
+        for i, fam in enumerate(self.families):
+            if fam.name in seen:
+                raise Problem(f"families[{i}].name", f"{fam.name!r} names two families; family names must be unique")
+            seen.add(fam.name)
+            if fam.demo and self.dataset != "demo":
+                raise Problem(f"families[{i}].demo",
+                              f"the demo anchors are trained on the 'demo' dataset, not on {self.dataset!r}")
+        sampling = self.training.settings().get("sampling", TrainConfig.model_fields["sampling"].default)
+        rules = set(sampling.values) if isinstance(sampling, Choice) else {sampling}
+        for rule in self.training.settings().get("sampling_options", {}):
+            if rule not in rules:
+                raise Problem(f"training.sampling_options.{rule}", "options for a rule this space never samples "
+                              f"with (sampling: {', '.join(sorted(map(str, rules)))})")
+        ranges = [k for k, p in self.parameters().items() if isinstance(p, FloatRange)]
+        if self.searcher.algorithm == "grid" and ranges:
+            raise Problem("searcher.algorithm", f"grid search needs finite values, but {', '.join(ranges)} "
+                                                f"{'is a float range' if len(ranges) == 1 else 'are float ranges'}")
+        return self
+
+    def __eq__(self, other: object) -> bool:  # the source file is not part of the space
+        return isinstance(other, SearchSpace) and self.model_dump() == other.model_dump()
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>", *, check_models: bool = True) -> "SearchSpace":
         """Validate a parsed YAML mapping; every problem is reported in one :class:`SNNetError`."""
-        from ._parse import parse_space
+        from .loader import validate
 
-        return parse_space(data, source, check_models=check_models)
+        return validate(data, source, check_models=check_models)
 
     def to_dict(self) -> dict[str, Any]:
-        """This space in the YAML format (plain JSON-able values); ``from_dict`` reads it back equal."""
-
-        def plain(value: Any) -> Any:
-            if isinstance(value, Choice):
-                return list(value.values)
-            if isinstance(value, (FloatRange, IntRange)):
-                return {"low": value.low, "high": value.high, "log": value.log}
-            if isinstance(value, AnchorEntry):
-                return asdict(value)
-            return value
-
-        families = [
-            {"name": f.name, "description": f.description, "demo": f.demo,
-             "anchors": [a.name if f.demo else asdict(a) for a in f.anchors]}
-            for f in self.families
-        ]
-        return {
-            "name": self.name,
-            "description": self.description,
-            "dataset": self.dataset,
-            "image_size": self.image_size,
-            "families": families,
-            "space": {k: plain(v) for k, v in self.space.items()},
-            "training": {k: plain(v) for k, v in self.training.items()},
-            "resources": asdict(self.resources),
-            "searcher": {**asdict(self.searcher), "objectives": list(self.searcher.objectives)},
-        }
-
-    # The pydantic spellings, so callers written against pydantic models work unchanged. The
-    # serialised form is the YAML format itself, read back through the full validation.
-    def model_dump(self, mode: str = "python") -> dict[str, Any]:
-        return self.to_dict()
-
-    @classmethod
-    def model_validate(cls, data: Any) -> "SearchSpace":
-        return data if isinstance(data, cls) else cls.from_dict(data)
-
-    def model_copy(self, update: Mapping[str, Any] | None = None) -> "SearchSpace":
-        return replace(self, **(update or {}))
+        """This space in the YAML format (plain JSON-able values)."""
+        return self.model_dump(mode="json")
 
     def family(self, name: str) -> Family:
         for fam in self.families:
@@ -467,40 +499,29 @@ class SearchSpace:
     def family_names(self) -> list[str]:
         return [f.name for f in self.families]
 
+    def _settings(self) -> dict[str, Any]:
+        return {**{f"space.{k}": v for k, v in self.space.settings().items()},
+                **{f"training.{k}": v for k, v in self.training.settings().items()}}
+
     def parameters(self) -> dict[str, Param]:
         """Every searched setting under a flat key: ``family`` (if several), ``space.*``, ``training.*``."""
-        params: dict[str, Param] = {}
-        if len(self.families) > 1:
-            params["family"] = Choice(tuple(self.family_names()))
-        for section in ("space", "training"):
-            for key, value in getattr(self, section).items():
-                if isinstance(value, _PARAM_TYPES):
-                    params[f"{section}.{key}"] = value
-        return params
+        params: dict[str, Param] = {"family": Choice(tuple(self.family_names()))} if len(self.families) > 1 else {}
+        return params | {k: v for k, v in self._settings().items() if isinstance(v, _PARAMS)}
 
     def fixed(self) -> dict[str, Any]:
         """Every fixed setting of a trial under a flat key, as plain (YAML/JSON-like) values."""
-        out: dict[str, Any] = {}
-        if len(self.families) == 1:
-            out["family"] = self.families[0].name
-        out["dataset"] = self.dataset
-        out["image_size"] = self.image_size
-        for section in ("space", "training"):
-            for key, value in getattr(self, section).items():
-                if not isinstance(value, _PARAM_TYPES):
-                    out[f"{section}.{key}"] = asdict(value) if isinstance(value, AnchorEntry) else value
-        for key, value in asdict(self.resources).items():
-            out[f"resources.{key}"] = value
-        return out
+        out: dict[str, Any] = {"family": self.families[0].name} if len(self.families) == 1 else {}
+        out.update(dataset=self.dataset, image_size=self.image_size)
+        for key, value in self._settings().items():
+            if not isinstance(value, _PARAMS):
+                out[key] = value.model_dump() if isinstance(value, AnchorEntry) else value
+        return out | {f"resources.{k}": v for k, v in self.resources.model_dump().items()}
 
     def grid_size(self) -> int | None:
         """Number of points of the full grid, or ``None`` when a float range makes it infinite."""
-        size = 1
-        for param in self.parameters().values():
-            if isinstance(param, FloatRange):
-                return None
-            size *= len(param.grid_values())
-        return size
+        if any(isinstance(p, FloatRange) for p in self.parameters().values()):
+            return None
+        return math.prod(len(p.grid_values()) for p in self.parameters().values())
 
     def grid(self) -> dict[str, list[Any]]:
         """The values of every searched setting, for a grid sampler."""
@@ -509,24 +530,18 @@ class SearchSpace:
             raise SNNetError(f"Search space {self.name!r} has no finite grid: {', '.join(ranges)} are float ranges.")
         return {key: param.grid_values() for key, param in self.parameters().items()}
 
-    def trial_settings(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """The settings of one trial at the point ``params`` of the search.
+    def first_point(self, family: str | None = None) -> dict[str, Any]:
+        """One point of the search: the first choice of each setting, the documented default of each range
+        (:meth:`IntRange.first`, :meth:`FloatRange.first`: the geometric mean of a log range, else the low end)."""
+        point = {key: param.first() for key, param in self.parameters().items()}
+        if family is not None and "family" in point:
+            point["family"] = family
+        return point
 
-        ``params`` maps keys of :meth:`parameters` to one value each; every searched key is
-        needed, fixed keys may be given (with their fixed value) or left out. Returns::
-
-            {"family":   Family,                    # the chosen family
-             "anchors":  list[AnchorSpec] | None,   # None for a demo family (see Family)
-             "space":    {kernel_size, stride, nearest, direction, two_way},
-             "training": {TrainConfig field: value}}
-
-        ``training`` holds the ``training:`` settings plus ``dataset``, ``image_size``,
-        ``workers``, ``cpus_per_worker`` and ``use_gpu``, so one trial's config is
-        ``TrainConfig(**s["training"], **s["space"], anchors=s["anchors"])``.
-        """
+    def _point(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """``params`` checked against the space and made canonical."""
         searched, fixed = self.parameters(), self.fixed()
-        problems = []
-        point: dict[str, Any] = {}
+        problems, point = [], {}
         for key, value in params.items():
             if key in searched:
                 try:
@@ -542,31 +557,41 @@ class SearchSpace:
         if missing:
             problems.append(f"no value for the searched settings {', '.join(missing)}")
         if problems:
-            known = ", ".join(searched) or "none"
-            raise SNNetError(
-                f"Invalid trial parameters for search space {self.name!r}: {'; '.join(problems)} "
-                f"(searched settings: {known})."
-            )
+            raise SNNetError(f"Invalid trial parameters for search space {self.name!r}: {'; '.join(problems)} "
+                             f"(searched settings: {', '.join(searched) or 'none'}).")
+        return point
 
-        def pick(section: str, key: str) -> Any:
-            value = getattr(self, section)[key]
-            return point[f"{section}.{key}"] if isinstance(value, _PARAM_TYPES) else value
+    def trial_settings(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings of one trial at the point ``params`` of the search.
 
+        ``params`` maps keys of :meth:`parameters` to one value each; every searched key is
+        needed, fixed keys may be given (with their fixed value) or left out. Returns
+        ``{"family": Family, "anchors": list[AnchorSpec] | None (None for a demo family),
+        "space": {SPACE_FIELDS}, "training": {TrainConfig field: value}}``, where ``training``
+        also holds ``dataset``, ``image_size`` and the resources' ``TrainConfig`` fields.
+        """
+        point = self._point(params)
+        values = {key: point.get(key, value) for key, value in self._settings().items()}
         family = self.family(point.get("family", self.families[0].name))
-        space = {key: pick("space", key) for key in SPACE_FIELDS}
-        training = {key: pick("training", key) for key in self.training}
+        space = {key[6:]: v for key, v in values.items() if key.startswith("space.")}
+        training = {key[9:]: v for key, v in values.items() if key.startswith("training.")}
         if "sampling_options" in training:  # per-rule options: keep the chosen rule's
-            rule = training.get("sampling", _DEFAULT_SAMPLING)
+            rule = training.get("sampling", TrainConfig.model_fields["sampling"].default)
             training["sampling_options"] = dict(training["sampling_options"].get(rule, {}))
         if isinstance(training.get("teacher"), AnchorEntry):
             training["teacher"] = training["teacher"].spec()
-        training.update(
-            dataset=self.dataset,
-            image_size=self.image_size,
-            workers=self.resources.workers_per_trial,
-            cpus_per_worker=self.resources.cpus_per_worker,
-            use_gpu=self.resources.gpus_per_worker > 0,
-        )
-        anchors = None if family.demo else family.anchor_specs()
-        return {"family": family, "anchors": anchors, "space": space, "training": training}
+        res = self.resources
+        training.update(dataset=self.dataset, image_size=self.image_size, workers=res.workers_per_trial,
+                        cpus_per_worker=res.cpus_per_worker, use_gpu=res.gpus_per_worker > 0,
+                        gpus_per_worker=res.gpus_per_worker)
+        return {"family": family, "anchors": None if family.demo else family.anchor_specs(), "space": space,
+                "training": training}
 
+    def trial_config(self, params: Mapping[str, Any], **driver: Any) -> TrainConfig:
+        """One trial's resolved, plain :class:`TrainConfig` at the point ``params``.
+
+        ``driver`` sets what the driver decides (``catalog``, ``trial_id``, ``storage_path``, and
+        ``anchors`` for a demo family); ``sweep`` defaults to this space's name.
+        """
+        s = self.trial_settings(params)
+        return TrainConfig(**{"anchors": s["anchors"], **s["space"], **s["training"], "sweep": self.name, **driver})

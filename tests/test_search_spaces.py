@@ -8,7 +8,6 @@ import itertools
 import json
 import subprocess
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,8 @@ import yaml
 
 from orchestrator.config import INITS, MODES, TrainConfig
 from search_spaces import (
-    TRAINING_FIELDS,
     TRAINING_SET_ELSEWHERE,
+    TrainingSection,
     Choice,
     FloatRange,
     IntRange,
@@ -25,6 +24,7 @@ from search_spaces import (
     load_space,
     shipped_spaces,
 )
+import search_spaces
 from search_spaces import schema
 from snnet import SNNetError
 from snnet.anchors import AnchorSpec
@@ -110,25 +110,25 @@ def test_deit_space_has_the_papers_choices():
     ]
 
 
-# -- sync with TrainConfig ---------------------------------------------------------------------------
+# -- derived from TrainConfig ------------------------------------------------------------------------
 def test_training_keys_cover_trainconfig_exactly():
-    train_fields = {f.name for f in fields(TrainConfig)}
-    assert set(TRAINING_FIELDS) | set(TRAINING_SET_ELSEWHERE) == train_fields
-    assert not set(TRAINING_FIELDS) & set(TRAINING_SET_ELSEWHERE)
+    train_fields = set(TrainConfig.model_fields)
+    assert set(TrainingSection.model_fields) | set(TRAINING_SET_ELSEWHERE) == train_fields
+    assert not set(TrainingSection.model_fields) & set(TRAINING_SET_ELSEWHERE)
 
 
 def test_training_kinds_agree_with_trainconfig():
-    assert schema._MODES == MODES and schema._INITS == INITS
-    assert schema._DEFAULT_SAMPLING == TrainConfig().sampling
-    for mode in schema._LS_MODES:
+    assert schema.TrainConfig is TrainConfig and search_spaces.MODES is MODES and search_spaces.INITS is INITS
+    for mode in search_spaces.LS_MODES:
         TrainConfig(ls_mode=mode).validate()
-    for name, kind in TRAINING_FIELDS.items():
-        if kind.type in ("int", "float") and kind.minimum is not None:
+    for name in TrainingSection.model_fields:
+        kind = schema._kind(name) if name not in ("sampling_options", "teacher") else None
+        if kind is not None and kind.type in ("int", "float") and kind.minimum is not None:
             boundary = int(kind.minimum) if kind.type == "int" else float(kind.minimum)
             extra = {"ls_samples": 1} if name == "ls_samples" else {}  # LS init needs a sample
             TrainConfig(**{name: boundary, **extra}).validate()
             with pytest.raises(SNNetError):
-                kind.coerce(boundary - 1)
+                kind(boundary - 1)
 
 
 def test_every_demo_grid_point_builds_a_valid_trainconfig():
@@ -138,7 +138,7 @@ def test_every_demo_grid_point_builds_a_valid_trainconfig():
     for values in itertools.product(*grid.values()):
         s = space.trial_settings(dict(zip(grid, values)))
         assert s["family"].name == "demo_vit" and s["anchors"] is None  # the orchestrator pretrains demo anchors
-        assert set(s["space"]) == {"kernel_size", "stride", "nearest", "direction", "two_way"}
+        assert set(s["space"]) == {"kernel_size", "stride", "nearest", "direction", "two_way", "preset"}
         t = s["training"]
         assert (t["workers"], t["cpus_per_worker"], t["use_gpu"], t["dataset"]) == (2, 1, False, "demo")
         config = TrainConfig(**t, **s["space"], anchors=s["anchors"]).validate()
