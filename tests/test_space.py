@@ -21,8 +21,6 @@ def paper_paired_stitching(depth, kernel_size, stride):
                     mapping.append(layer + 1)
         if new:
             layer += 1
-        if i + kernel_size >= depth:
-            break
         i += stride
     return cfgs, mapping
 
@@ -32,8 +30,8 @@ def test_equal_depth_windows_match_paper(depth, k, s):
     cfgs, mapping = paper_paired_stitching(depth, k, s)
     windows = window_cuts(depth, depth, k, s)
     ours = [(cut, w) for w, cuts in enumerate(windows) for cut in cuts]
-    # The paper's (fid, bid) means "back resumes after bid": our cut is [fid, bid + 1].
-    assert ours == [((j, b + 1), m) for (j, b), m in zip(cfgs, mapping)]
+    # The paper's (fid, bid): front runs blocks[:fid + 1], back blocks[bid:]. Our cut is [fid, bid].
+    assert ours == [((j, b), m) for (j, b), m in zip(cfgs, mapping)]
 
 
 def test_deit_window_count_is_34():
@@ -44,11 +42,14 @@ def test_deit_window_count_is_34():
 def test_unequal_depths_map_to_relative_depth():
     windows = window_cuts(6, 18, 2, 1)
     cuts = [c for w in windows for c in w]
-    # front unit t maps to back unit round((t+1)*3)-1 = 3t+2, so the plain cut of t is [t, 3t+3]
-    for t in range(6):
-        assert (t, 3 * t + 3) in cuts
-    assert all(0 <= j < 6 and 1 <= k <= 18 for j, k in cuts)
+    # the window's "back from t" maps to back block round(t * 18 / 6) = 3t
+    assert cuts[:4] == [(0, 0), (0, 3), (1, 0), (1, 3)]
+    assert all(0 <= j < 6 and k % 3 == 0 and 0 <= k < 18 for j, k in cuts)
     assert len(set(cuts)) == len(cuts)
+    # Stages whose first unit downsamples (shift=1): the back resumes at 1..depth, at round((t+1)*3).
+    shifted = [c for w in window_cuts(6, 18, 2, 1, shift=1) for c in w]
+    assert shifted[:4] == [(0, 3), (0, 6), (1, 3), (1, 6)]
+    assert all(3 <= k <= 18 for _, k in shifted)
 
 
 def test_deit_ti_s_b_has_71_stitches(deit_tsb_space):
@@ -61,11 +62,14 @@ def test_deit_ti_s_b_has_71_stitches(deit_tsb_space):
     assert [s.stitch_id for s in space] == list(range(71))
     flops = [p.flops for p in space.profiles]
     assert flops == sorted(flops)
-    # Every stitch's FLOPs lies between its smallest and largest anchor.
+    # Plain cuts and skips cost less than the larger anchor; repeats (j >= k) may cost more.
     for s in space:
         if not s.is_anchor:
             hi = max(space.profiles[a].flops for a in s.anchors)
-            assert s.flops < hi  # [j, k] with j < k - 1 skips blocks: it can undercut the small anchor
+            (j, k), = s.cuts
+            if j < k:
+                assert s.flops < hi, s
+    assert sum(s.flops > max(space.profiles[a].flops for a in s.anchors) for s in space if not s.is_anchor) > 0
 
 
 def test_ids_stable_and_order_independent(deit_tsb_space):
@@ -78,7 +82,8 @@ def test_directions_and_nearest(deit_tsb_space):
     count = lambda **kw: len(StitchSpace(profiles, SpaceConfig(**kw)))  # noqa: E731
     assert count(direction="slow-to-fast") == 71
     assert count(direction="both") == 3 + 4 * 34
-    assert count(nearest=False) == 3 + 3 * 34
+    # Without nearest stitching: every pair plus the chains Ti -> S -> B, as the released code (732).
+    assert count(nearest=False) == 3 + 3 * 34 + 627 == 732
     s2f = StitchSpace(profiles, SpaceConfig(direction="slow-to-fast"))
     for s in s2f:
         if not s.is_anchor:
@@ -104,8 +109,13 @@ def test_path_of_plain_and_repeating_cuts(deit_tsb_space):
     space = deit_tsb_space
     s = space.find(["deit_tiny_patch16_224", "deit_small_patch16_224"], [[3, 3]])
     assert s.path == (Stem(0), Units(0, 0, 4), Junction(s.layers[0]), Units(1, 3, 12), Head(1))
-    last = space.find(["deit_small_patch16_224", "deit_base_patch16_224"], [[11, 12]])
-    assert last.path == (Stem(1), Units(1, 0, 12), Junction(last.layers[0]), Head(2))
+    # The released (0, 0): DeiT-Ti's block 0, then all twelve DeiT-S blocks (stitch id 3 there and here).
+    first = space[3]
+    assert space.names(first) == ("deit_tiny_patch16_224", "deit_small_patch16_224") and first.cuts == ((0, 0),)
+    assert first.path == (Stem(0), Units(0, 0, 1), Junction("0to1_s0_w0"), Units(1, 0, 12), Head(1))
+    assert first.flops > space.profiles[1].flops  # 4.696 GFLOPs against DeiT-S's 4.608
+    last = space.find(["deit_small_patch16_224", "deit_base_patch16_224"], [[11, 11]])
+    assert last.path == (Stem(1), Units(1, 0, 12), Junction(last.layers[0]), Units(2, 11, 12), Head(2))
 
 
 def test_json_roundtrip(deit_tsb_space):
@@ -121,6 +131,7 @@ def test_json_roundtrip(deit_tsb_space):
         (SpaceConfig(stride=-2, kernel_size=-1), "kernel_size must be an integer >= 1, got -1; stride"),
         (SpaceConfig(direction="sideways"), "direction must be one of fast-to-slow, slow-to-fast, both, got 'sideways'"),
         (SpaceConfig(kernel_size=13), "kernel_size <= 12 (the depth of deit_tiny_patch16_224), got kernel_size=13"),
+        (SpaceConfig(preset="papers"), "preset must be None or one of 'paper', got 'papers'"),
     ],
 )
 def test_invalid_configs(deit_tsb_space, config, message):
