@@ -29,9 +29,16 @@ on any number of workers and after a restart from a checkpoint at any step.
     DDP's all-reduce does not wait for the slowest rank, while each rank's marginal is still
     exactly ``1/N`` for every stitch.
 
-:func:`make_rule` builds a rule by name; :meth:`SamplingRule.expected_balance` and
+:func:`make_rule` builds a rule by name (:func:`rule_class` finds its class);
+:meth:`SamplingRule.expected_balance` and
 :func:`balance_report` give the expected mean-to-max ratio of per-rank work at a step (1.0:
 no rank waits; on the DeiT-Ti/S/B space at 8 ranks ``uniform`` gets about 0.49).
+
+What the training loss and the cost model need from a rule lives on the rule, so neither
+branches on its name: :attr:`SamplingRule.distils_from_first` (the later outputs of a step
+learn from the first one's detached prediction), :meth:`SamplingRule.stitches_per_step`
+(forward passes per rank and step, for cost estimates) and
+:meth:`SamplingRule.default_options`.
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ __all__ = [
     "balance_report",
     "flops_buckets",
     "make_rule",
+    "rule_class",
 ]
 
 _WORD = 1 << 32
@@ -137,16 +145,29 @@ class SamplingRule(abc.ABC):
     """
 
     name: ClassVar[str]
+    #: The loss distils every later stitch of a step from the first one's detached output
+    #: (in-place distillation), instead of averaging plain cross-entropies.
+    distils_from_first: ClassVar[bool] = False
 
     def __init__(self, flops: Sequence[int], seed: int = 0, **options):
         if options:
-            known = [p for p, v in inspect.signature(type(self).__init__).parameters.items()
-                     if v.kind is inspect.Parameter.KEYWORD_ONLY]
+            known = list(type(self).default_options())
             takes = f"takes the options {', '.join(known)}" if known else "takes no options"
             given = ", ".join(f"{k}={v!r}" for k, v in options.items())
             raise SNNetError(f"Sampling rule {self.name!r} {takes}; got {given}.")
         self.flops: tuple[int, ...] = _check_flops(flops)
         self.seed: int = _int(seed, "seed")
+
+    @classmethod
+    def default_options(cls) -> dict[str, object]:
+        """The rule's options with their defaults (its keyword-only ``__init__`` arguments)."""
+        return {p: v.default for p, v in inspect.signature(cls.__init__).parameters.items()
+                if v.kind is inspect.Parameter.KEYWORD_ONLY}
+
+    @classmethod
+    def stitches_per_step(cls, **options) -> int:
+        """How many stitches one rank trains per step with these options (default: one)."""
+        return 1
 
     def __len__(self) -> int:
         return len(self.flops)
@@ -195,6 +216,12 @@ class SandwichRule(SamplingRule):
     """
 
     name = "sandwich"
+    distils_from_first = True
+
+    @classmethod
+    def stitches_per_step(cls, **options) -> int:
+        """The largest, the smallest and ``num_random`` others."""
+        return 2 + int({**cls.default_options(), **options}["num_random"])
 
     def __init__(self, flops: Sequence[int], seed: int = 0, *, num_random: int = 2, **options):
         super().__init__(flops, seed, **options)
@@ -261,8 +288,8 @@ RULES: dict[str, type[SamplingRule]] = {
 }
 
 
-def make_rule(name: str, flops: Sequence[int], seed: int = 0, **options) -> SamplingRule:
-    """The sampling rule called ``name`` over stitches with these FLOPs."""
+def rule_class(name: str) -> type[SamplingRule]:
+    """The class of the sampling rule called ``name``; an unknown name suggests the closest."""
     if name not in RULES:
         close = difflib.get_close_matches(str(name), RULES, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -270,7 +297,12 @@ def make_rule(name: str, flops: Sequence[int], seed: int = 0, **options) -> Samp
             f"Unknown sampling rule {name!r}: the sampling rule must be one of "
             f"{', '.join(RULES)}.{hint}"
         )
-    return RULES[name](flops, seed, **options)
+    return RULES[name]
+
+
+def make_rule(name: str, flops: Sequence[int], seed: int = 0, **options) -> SamplingRule:
+    """The sampling rule called ``name`` over stitches with these FLOPs."""
+    return rule_class(name)(flops, seed, **options)
 
 
 def balance_report(

@@ -217,3 +217,24 @@ def test_module_stays_free_of_ray_optuna_pyarrow():
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert not imported & {"ray", "optuna", "pyarrow"}
+
+
+# -- what the loss and the cost model read from a rule ---------------------------------------------
+def test_rules_carry_their_defaults_and_their_cost_per_step():
+    from snnet.sampling import SandwichRule, rule_class
+
+    assert {name: rule.default_options() for name, rule in RULES.items()} == {
+        "uniform": {}, "sandwich": {"num_random": 2}, "flops-bucket": {"num_buckets": 10},
+        "balanced": {"tolerance": 0.05},
+    }
+    assert {name: rule.stitches_per_step() for name, rule in RULES.items()} == {
+        "uniform": 1, "sandwich": 4, "flops-bucket": 1, "balanced": 1,
+    }
+    assert rule_class("sandwich") is SandwichRule and SandwichRule.stitches_per_step(num_random=5) == 7
+    assert [n for n, rule in RULES.items() if rule.distils_from_first] == ["sandwich"]
+    for name, rule in RULES.items():  # the count matches what a draw returns
+        options = {"num_random": 3} if name == "sandwich" else {}
+        drawn = make_rule(name, [1, 2, 3, 4, 5, 6], **options)
+        assert len(drawn.draw(0, 0, 1)) == rule.stitches_per_step(**options)
+    with pytest.raises(SNNetError, match="Did you mean 'sandwich'"):
+        rule_class("sandwhich")
