@@ -35,3 +35,23 @@ def test_train_cost_and_values():
     values = objective_values(rows, 100, epochs=1, train_images=10, stitches_per_step=1.0)
     assert values["hypervolume"] == pytest.approx(0.55) and values["best_top1"] == 80.0
     assert set(values) == set(OBJECTIVES)
+
+
+def test_hypervolumes_equals_hypervolume_on_every_variant():
+    import numpy as np
+
+    from orchestrator.objectives import hypervolumes
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(0, 12))
+        flops = rng.integers(0, 150, n).astype(float)  # some at or beyond the reference
+        top1 = rng.uniform(-5, 100, (3, n))
+        top1[rng.random((3, n)) < 0.25] = np.nan  # left out of that variant
+        got = hypervolumes(flops, top1, 100)
+        for row, value in zip(top1, got):
+            kept = [(f, t) for f, t in zip(flops, row) if not np.isnan(t)]
+            assert value == pytest.approx(hypervolume(kept, 100), abs=1e-12)
+    assert hypervolumes([20, 50], [[50, 80], [60, 80]], 100).tolist() == pytest.approx([0.55, 0.58])
+    with pytest.raises(ValueError, match="flops_ref must be > 0"):
+        hypervolumes([1], [1], 0)
