@@ -3,15 +3,9 @@
 SN-Net cuts an anchor after one block and resumes another anchor from one block, so it
 needs each model as a sequence of *units* with a known activation shape between them.
 :class:`Anchor` gives that view for the timm families the project supports, on top of
-timm's own modules (no model code is copied):
-
-============  =======================================  ==================  ==========
-family        timm class                               unit                layout
-============  =======================================  ==================  ==========
-``vit``       ``VisionTransformer`` (ViT, DeiT, DeiT3)  ``blocks[i]``       ``tokens``
-``swin``      ``SwinTransformer``                      ``layers[s]`` block ``nhwc``
-``resnet``    ``ResNet``                               ``layer{s}[b]``     ``nchw``
-============  =======================================  ==================  ==========
+timm's own modules (no model code is copied). What differs between families lives in one
+small adapter class per timm model class (:mod:`snnet._adapters`: ViT/DeiT/DeiT III, Swin,
+ResNet, LeViT), registered in one table; :class:`Anchor` itself has no family switches.
 
 Block indices are 0-based and count across stages. For hierarchical models the stage's
 downsampling (Swin's patch merging) belongs to the first unit of the stage, so a unit's
@@ -19,22 +13,38 @@ downsampling (Swin's patch merging) belongs to the first unit of the stage, so a
 
 Stem, units and head are also exposed as parameter-free scope modules so that one fvcore
 trace of :meth:`Anchor.forward` yields per-unit FLOPs (see :mod:`snnet.flops`).
+
+Weights are explicit: every anchor built by :func:`create_anchor` records in
+:attr:`Anchor.weights` where they came from (``hub:<id>``, ``file:<path>`` or ``random``).
+:func:`check_spec` validates an :class:`AnchorSpec` on the driver without loading weights.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
+import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
+from . import _weights
+from ._adapters import ADAPTERS, FamilyAdapter, Pruned, adapter_for, register_adapter
 from ._errors import SNNetError, UnknownModelError, UnsupportedFamilyError
+from ._weights import load_checkpoint
 
-__all__ = ["Anchor", "AnchorSpec", "create_anchor", "check_model_name", "load_checkpoint", "LAYOUTS"]
+__all__ = [
+    "ADAPTERS", "Anchor", "AnchorSpec", "FamilyAdapter", "LAYOUTS", "RANDOM", "check_model_name", "check_spec",
+    "create_anchor", "load_checkpoint", "register_adapter",
+]
+
+logger = logging.getLogger(__name__)
+
+#: :attr:`Anchor.weights` of an anchor whose weights are its random initialisation.
+RANDOM = "random"
 
 #: Activation layouts at a cut: ViT tokens ``(B, N, C)``, Swin ``(B, H, W, C)``, CNN ``(B, C, H, W)``.
 LAYOUTS = ("tokens", "nhwc", "nchw")
@@ -83,106 +93,84 @@ class _Scope(nn.Module):
 
 
 class Anchor(nn.Module):
-    """One pretrained model seen as stem, a flat list of units, and head.
+    """One model seen as stem, a flat list of units, and head.
 
     Args:
-        model: a timm model of a supported family.
+        model: a timm model of a supported family (see :data:`ADAPTERS`).
         name: the name recorded in stitch paths and catalogs (usually the timm name).
+        image_size: the input resolution asked for (CNNs take any; their config says 224).
+        weights: where the weights came from (``hub:<id>``, ``file:<path>`` or ``random``).
+
+    ``stem``, ``units[i]`` and ``head`` are parameter-free scope modules that run those pieces;
+    :meth:`unit_modules` gives the model's own modules of a unit.
     """
 
-    family: str
-    layout: str
-
-    def __init__(self, model: nn.Module, name: str, image_size: int | None = None):
+    def __init__(self, model: nn.Module, name: str, image_size: int | None = None, weights: str = RANDOM):
         super().__init__()
         self.name = name
         self.model = model
-        self._image_size = image_size
-        self._units: list[tuple[int, list[nn.Module]]] = []  # (stage, modules run in order)
-        self._head_modules: list[nn.Module] = []
-        self._init_family(model)
+        self.weights = weights
+        self.adapter: FamilyAdapter = adapter_for(model, name, image_size)
         self.stem = _Scope(self.forward_stem)
-        self.units = nn.ModuleList(_Scope(functools.partial(self._run_unit, i)) for i in range(len(self._units)))
+        self.units = nn.ModuleList(_Scope(functools.partial(self.run_unit, i)) for i in range(self.depth))
         self.head = _Scope(self.forward_head)
-
-    # -- family dispatch -------------------------------------------------------------
-    def _init_family(self, model: nn.Module) -> None:
-        from timm.models.resnet import ResNet
-        from timm.models.swin_transformer import SwinTransformer
-        from timm.models.vision_transformer import VisionTransformer
-
-        if isinstance(model, VisionTransformer):
-            self.family, self.layout = "vit", "tokens"
-            self._units = [(0, [blk]) for blk in model.blocks]
-            self._head_modules = [model.norm, model.fc_norm, model.head]
-            for extra in ("attn_pool", "head_dist"):
-                if isinstance(getattr(model, extra, None), nn.Module):
-                    self._head_modules.append(getattr(model, extra))
-        elif isinstance(model, SwinTransformer):
-            self.family, self.layout = "swin", "nhwc"
-            for s, stage in enumerate(model.layers):
-                for b, blk in enumerate(stage.blocks):
-                    self._units.append((s, [stage.downsample, blk] if b == 0 else [blk]))
-            self._head_modules = [model.norm, model.head]
-        elif isinstance(model, ResNet):
-            self.family, self.layout = "resnet", "nchw"
-            for s, layer in enumerate((model.layer1, model.layer2, model.layer3, model.layer4)):
-                self._units.extend((s, [blk]) for blk in layer)
-            self._head_modules = [model.global_pool, model.fc]
-        else:
-            raise UnsupportedFamilyError(
-                f"Model {self.name!r} is a timm {type(model).__name__}; the anchor adapter supports "
-                "VisionTransformer (ViT, DeiT, DeiT III), SwinTransformer and ResNet models."
-            )
-
-    def _run_unit(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        for m in self._units[i][1]:
-            x = m(x)
-        return x
 
     # -- structure ---------------------------------------------------------------------
     @property
+    def family(self) -> str:
+        return self.adapter.family
+
+    @property
+    def layout(self) -> str:
+        return self.adapter.layout
+
+    @property
     def depth(self) -> int:
         """Number of units (blocks across all stages)."""
-        return len(self._units)
+        return len(self.adapter.index)
 
     @property
     def stage_of(self) -> tuple[int, ...]:
         """Stage index of every unit (all zeros for plain ViTs)."""
-        return tuple(s for s, _ in self._units)
+        return self.adapter.stage_of()
 
     @property
     def input_size(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of one input image."""
-        m = self.model
-        if self.family in ("vit", "swin"):
-            h, w = m.patch_embed.img_size
-            return (m.patch_embed.proj.in_channels, int(h), int(w))
-        first_conv = next(mod for mod in m.conv1.modules() if isinstance(mod, nn.Conv2d))
-        if self._image_size is not None:
-            h = w = int(self._image_size)
-        else:
-            _, h, w = m.pretrained_cfg.get("input_size", (3, 224, 224))
-        return (first_conv.in_channels, int(h), int(w))
+        return self.adapter.input_size()
 
     @property
     def num_classes(self) -> int:
         return int(self.model.num_classes)
 
+    @property
+    def random_weights(self) -> bool:
+        """True when the weights are a random initialisation (worth a warning before training)."""
+        return self.weights == RANDOM
+
+    def unit_modules(self, i: int) -> list[nn.Module]:
+        """The model's modules that unit ``i`` runs, in order."""
+        return self.adapter.unit_modules(i)
+
+    def head_modules(self) -> list[nn.Module]:
+        return self.adapter.head_modules()
+
+    @property
+    def _units(self) -> list[tuple[int, list[nn.Module]]]:
+        """Deprecated alias of ``[(stage, unit_modules(i)) ...]`` for callers still migrating."""
+        return [(s, self.unit_modules(i)) for i, s in enumerate(self.stage_of)]
+
     # -- forward pieces ----------------------------------------------------------------
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.model
-        if self.family == "vit":
-            x = m.patch_embed(x)
-            x = m._pos_embed(x)
-            x = m.patch_drop(x)
-            return m.norm_pre(x)
-        if self.family == "swin":
-            return m.patch_embed(x)
-        x = m.conv1(x)
-        x = m.bn1(x)
-        x = m.act1(x)
-        return m.maxpool(x)
+        return self.adapter.forward_stem(x)
+
+    def run_unit(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Run unit ``i``'s modules on ``x``."""
+        for m in self.adapter.unit_modules(i):
+            x = m(x)
+        return x
+
+    _run_unit = run_unit  # deprecated alias
 
     def forward_units(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """Run units ``start .. stop-1``."""
@@ -191,10 +179,7 @@ class Anchor(nn.Module):
         return x
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.model
-        if self.family in ("vit", "swin"):
-            x = m.norm(x)
-        return m.forward_head(x)
+        return self.adapter.forward_head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -204,16 +189,23 @@ class Anchor(nn.Module):
 
     # -- parameter ownership -------------------------------------------------------------
     def unit_parameters(self, i: int) -> list[nn.Parameter]:
-        return _unique_params(self._units[i][1])
+        return _unique_params(self.unit_modules(i))
 
     def head_parameters(self) -> list[nn.Parameter]:
-        return _unique_params(self._head_modules)
+        return _unique_params(self.head_modules())
 
     def stem_parameters(self) -> list[nn.Parameter]:
         """Every model parameter that belongs to no unit and not to the head."""
         taken = {id(p) for i in range(self.depth) for p in self.unit_parameters(i)}
         taken.update(id(p) for p in self.head_parameters())
         return [p for p in self.model.parameters() if id(p) not in taken]
+
+    def prune(self, keep: Iterable[nn.Parameter]) -> None:
+        """Drop every weight not in ``keep``: sub-modules holding only such weights become
+        :class:`~snnet._adapters.Pruned` placeholders (which raise if run), and such parameters
+        held directly by a kept module are unregistered. Units and head are looked up in the
+        model when used, so the anchor runs the kept pieces unchanged."""
+        self.adapter.prune({id(p) for p in keep}, self.name)
 
 
 def _unique_params(modules: Sequence[nn.Module]) -> list[nn.Parameter]:
@@ -224,76 +216,174 @@ def _unique_params(modules: Sequence[nn.Module]) -> list[nn.Parameter]:
     return list(seen.values())
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a state dict from a local file without executing code from it.
+# -- building ----------------------------------------------------------------------------------
+def _model_kwargs(spec: AnchorSpec, kwargs: dict[str, Any]) -> dict[str, Any]:
+    model_kwargs = {**spec.kwargs, **kwargs}
+    if model_kwargs.get("img_size") is not None and not _accepts_img_size(spec.name):
+        model_kwargs.pop("img_size")  # CNN families take any resolution
+    return model_kwargs
 
-    ``.safetensors`` files go through safetensors; anything else through
-    ``torch.load(weights_only=True)``. Wrappers written by common trainers
-    (``{"state_dict": ...}``, ``{"model": ...}``) and DDP's ``module.`` prefix are removed.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise SNNetError(f"Checkpoint file {path!r} does not exist or is not a file.")
+
+def _build(name: str, model_kwargs: dict[str, Any], **timm_kwargs: Any) -> nn.Module:
+    import timm
+
     try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
+        return timm.create_model(name, **timm_kwargs, **model_kwargs)
+    except TypeError as e:
+        raise SNNetError(f"timm could not build {name!r} with {model_kwargs}: {e}") from None
 
-            state = load_file(path, device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any parse failure is the user's file
+
+def _reset_note(name: str, source: str, had: int, wants: Any) -> None:
+    logger.warning("%s: the weights from %s have %s classes; the classifier is reset for %s classes "
+                   "(timm num_classes), the rest of the model is loaded.", name, source, had, wants)
+
+
+def _load_file(model: nn.Module, spec: AnchorSpec, model_kwargs: dict[str, Any]) -> str:
+    """Load ``spec.checkpoint`` into ``model``; a classifier of another class count is left as built."""
+    state = load_checkpoint(spec.checkpoint)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    head = _weights.classifier_keys(cfg, own)
+    if _weights.head_mismatch(cfg, own, {k: tuple(v.shape) for k, v in state.items()}):
+        had = next((state[k].shape[0] for k in head if k.endswith("weight") and k in state), "other")
+        _reset_note(spec.name, spec.checkpoint, had, model.num_classes)
+        state = {k: v for k, v in state.items() if k not in set(head)}
+    else:
+        head = []
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        first = str(e).split("\n\t")[1:2] or [str(e)]
         raise SNNetError(
-            f"Could not read checkpoint {path!r} as a safe weights-only file: {e}. "
-            "Checkpoints must hold tensors only (torch.save of a state dict, or safetensors)."
+            f"Checkpoint {spec.checkpoint!r} does not fit {spec.name!r} built with {model_kwargs}: "
+            f"{first[0].strip()}"
         ) from None
-    for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict):
-        raise SNNetError(f"Checkpoint {path!r} holds a {type(state).__name__}, not a state dict.")
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    missing = [k for k in result.missing_keys if k not in head]
+    if missing or result.unexpected_keys:
+        raise SNNetError(
+            f"Checkpoint {spec.checkpoint!r} does not fit {spec.name!r}: "
+            f"{len(missing)} missing keys (e.g. {missing[:3]}), "
+            f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[:3]})."
+        )
+    return f"file:{os.path.abspath(spec.checkpoint)}"
+
+
+def hub_reachable(kind: str, where: str) -> bool:
+    """Whether hub weights can be fetched now (see :func:`snnet._weights.hub_reachable`)."""
+    return _weights.hub_reachable(kind, where)
+
+
+def _build_pretrained(spec: AnchorSpec, model_kwargs: dict[str, Any]) -> tuple[nn.Module, str]:
+    """timm's hub weights: probe the host first, fall back to the cache, fail fast offline."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(spec.name)
+    cfg = cfg.to_dict() if cfg is not None else {}
+    source = _weights.hub_source(cfg)
+    timm_kwargs: dict[str, Any] = {}
+    if source is not None and not hub_reachable(*source):
+        cached = _weights.cached_hub_file(cfg)
+        if cached is None:
+            raise _weights.offline_error(spec.name, *source)
+        timm_kwargs["pretrained_cfg_overlay"] = {"file": cached}  # timm's own local-file override
+    model = _build(spec.name, model_kwargs, pretrained=True, **timm_kwargs)
+    wants = model_kwargs.get("num_classes")
+    if source is not None and wants is not None and cfg.get("num_classes") not in (None, wants):
+        _reset_note(spec.name, source[1], cfg["num_classes"], wants)
+    used = getattr(model, "pretrained_cfg", None) or {}
+    if source is not None:
+        return model, f"hub:{source[1]}"
+    if used.get("file"):  # a registered model whose default weights are a local file (the demo)
+        return model, f"file:{used['file']}"
+    return model, RANDOM
 
 
 def create_anchor(spec: AnchorSpec | str, **kwargs: Any) -> Anchor:
     """Build an :class:`Anchor` from a timm name (random, hub or local-file weights).
 
     ``kwargs`` are merged into ``spec.kwargs``; ``img_size`` is dropped for CNN families,
-    which take any resolution.
+    which take any resolution. A checkpoint replaces hub weights. Weights whose classifier has
+    another class count than the model's (``num_classes``) load with the classifier reset,
+    said in one log line. :attr:`Anchor.weights` records the source.
     """
-    import timm
-
     if isinstance(spec, str):
         spec = AnchorSpec(spec)
     check_model_name(spec.name)
-    model_kwargs = {**spec.kwargs, **kwargs}
-    image_size = model_kwargs.get("img_size")
-    if image_size is not None and not _accepts_img_size(spec.name):
-        model_kwargs.pop("img_size")
-    try:
-        model = timm.create_model(spec.name, pretrained=spec.pretrained and not spec.checkpoint, **model_kwargs)
-    except TypeError as e:
-        raise SNNetError(f"timm could not build {spec.name!r} with {model_kwargs}: {e}") from None
+    model_kwargs = _model_kwargs(spec, kwargs)
+    image_size = {**spec.kwargs, **kwargs}.get("img_size")
     if spec.checkpoint:
-        state = load_checkpoint(spec.checkpoint)
-        try:
-            result = model.load_state_dict(state, strict=False)
-        except RuntimeError as e:  # shape mismatches
-            first = str(e).split("\n\t")[1:2] or [str(e)]
-            raise SNNetError(
-                f"Checkpoint {spec.checkpoint!r} does not fit {spec.name!r} built with {model_kwargs}: "
-                f"{first[0].strip()}"
-            ) from None
-        if result.missing_keys or result.unexpected_keys:
-            raise SNNetError(
-                f"Checkpoint {spec.checkpoint!r} does not fit {spec.name!r}: "
-                f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[:3]}), "
-                f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[:3]})."
-            )
-    return Anchor(model, spec.name, image_size=image_size).eval()
+        model = _build(spec.name, model_kwargs, pretrained=False)
+        weights = _load_file(model, spec, model_kwargs)
+    elif spec.pretrained:
+        model, weights = _build_pretrained(spec, model_kwargs)
+    else:
+        model, weights = _build(spec.name, model_kwargs, pretrained=False), RANDOM
+    return Anchor(model, spec.name, image_size=image_size, weights=weights).eval()
 
 
 def _accepts_img_size(name: str) -> bool:
     from timm.models import is_model_in_modules
 
     return is_model_in_modules(name, ["vision_transformer", "swin_transformer", "deit"])
+
+
+# -- checking a spec without weights -----------------------------------------------------------
+def check_spec(spec: AnchorSpec | str, *, network: bool = True, **kwargs: Any) -> list[str]:
+    """Every problem of ``spec`` found without loading weights; an empty list when it is sound.
+
+    Checks that timm knows the name (with the closest names), that the model builds with the
+    kwargs (on the meta device: no memory, no weights), that its class is a supported family,
+    that ``num_classes`` is a count, that a checkpoint file exists and its keys and shapes fit
+    the model (read from the file's header or a memory map, not loaded; a classifier of another
+    class count is fine: it is reset), and, for hub weights with ``network``, that timm has
+    weights for the name and that they are reachable or cached.
+    """
+    import timm
+
+    if isinstance(spec, str):
+        spec = AnchorSpec(spec)
+    try:
+        check_model_name(spec.name)
+    except UnknownModelError as e:
+        return [str(e)]
+    problems: list[str] = []
+    model_kwargs = _model_kwargs(spec, kwargs)
+    classes = model_kwargs.get("num_classes")
+    if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 0):
+        return [f"{spec.name}: num_classes must be an integer >= 0, got {classes!r}."]
+    try:
+        model = timm.create_model(spec.name, pretrained=False, device="meta", **model_kwargs)
+    except Exception as e:  # noqa: BLE001 - any failure to build is the spec's
+        return [f"timm could not build {spec.name!r} with {model_kwargs}: {e}"]
+    try:
+        adapter_for(model, spec.name)
+    except UnsupportedFamilyError as e:
+        problems.append(str(e))
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if spec.checkpoint:
+        problems.extend(_checkpoint_problems(spec, model, cfg))
+    elif spec.pretrained and network:
+        source = _weights.hub_source(cfg)
+        if source is None and not cfg.get("file"):
+            problems.append(f"timm has no pretrained weights for {spec.name!r}: drop pretrained, or pass a "
+                            "local checkpoint.")
+        elif source is not None and _weights.cached_hub_file(cfg) is None and not hub_reachable(*source):
+            problems.append(str(_weights.offline_error(spec.name, *source)))
+    return problems
+
+
+def _checkpoint_problems(spec: AnchorSpec, model: nn.Module, cfg: dict[str, Any]) -> list[str]:
+    try:
+        shapes = _weights.checkpoint_shapes(spec.checkpoint)
+    except SNNetError as e:
+        return [str(e)]
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    skip = set(_weights.classifier_keys(cfg, own)) if _weights.head_mismatch(cfg, own, shapes) else set()
+    missing = [k for k in own if k not in shapes and k not in skip]
+    unexpected = [k for k in shapes if k not in own and k not in skip]
+    wrong = [f"{k} {shapes[k]} vs {own[k]}" for k in own if k in shapes and k not in skip and shapes[k] != own[k]]
+    if not (missing or unexpected or wrong):
+        return []
+    parts = [f"{len(items)} {what} (e.g. {items[:3]})" for what, items in
+             (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong)) if items]
+    return [f"Checkpoint {spec.checkpoint!r} does not fit {spec.name!r}: " + ", ".join(parts) + "."]

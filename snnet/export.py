@@ -4,11 +4,12 @@ A :class:`~snnet.supernet.StitchedSupernet` holds every anchor and every stitchi
 its space; a deployment needs one stitch. :func:`extract_stitch` walks ``stitch.path`` (the
 object that also drives :meth:`StitchedSupernet.forward` and the FLOPs and parameter counts)
 to find the parameters the stitch uses, deep-copies the anchors on the path and the
-stitching layers of its junctions, and swaps every sub-module of an anchor that holds only
-unused parameters (blocks not run, the front anchor's norm and head, the back anchor's patch
-embedding or CNN stem) for a parameter-free :class:`Pruned` placeholder. Parameters held
-directly by a module that stays (a ViT's ``cls_token`` and ``pos_embed`` when its stem is
-not run) are dropped from it. The result runs the same path with the same modules, so its
+stitching layers of its junctions, and prunes each copied anchor through its family adapter
+(:meth:`~snnet.anchors.Anchor.prune`): every sub-module that holds only unused parameters
+(blocks not run, the front anchor's norm and head, the back anchor's patch embedding or CNN
+stem) becomes a parameter-free :class:`Pruned` placeholder, and parameters held directly by
+a module that stays (a ViT's ``cls_token`` and ``pos_embed`` when its stem is not run) are
+unregistered. The result runs the same path with the same modules, so its
 output equals ``supernet(x, stitch)`` and its parameter count equals ``stitch.params``.
 
 The module is plain PyTorch, ready for ``torch.export.export(module.eval(), (x,))``; the
@@ -18,86 +19,71 @@ exported program no longer needs this package or timm to run.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import nn
 
+from . import supernet as _supernet  # run_path at call time: supernet.py may alias FixedStitch to this class
+from ._adapters import Pruned
 from ._space import Step, Stitch
 from .anchors import Anchor
-from .supernet import StitchedSupernet, run_path
+
+if TYPE_CHECKING:
+    from .supernet import StitchedSupernet
 
 __all__ = ["Pruned", "StandaloneStitch", "extract_stitch"]
 
 
-class Pruned(nn.Module):
-    """Stands in for a sub-module whose weights a stitch does not use; it must never run."""
-
-    def __init__(self, was: str):
-        super().__init__()
-        self.was = was
-
-    def forward(self, *args, **kwargs):
-        raise RuntimeError(f"{self.was} was pruned from this stitch: it is not on the stitch's path")
-
-    def extra_repr(self) -> str:
-        return self.was
-
-
 class StandaloneStitch(nn.Module):
-    """One stitch with only its own weights: ``forward(x)`` runs ``path`` over ``anchors`` and ``stitch_layers``."""
+    """A module bound to one stitch: ``forward(x)`` runs ``stitch.path`` over ``anchors`` and ``stitch_layers``.
 
-    def __init__(self, path: Sequence[Step], anchors: dict[str, Anchor], stitch_layers: dict[str, nn.Module]):
+    Args:
+        stitch: the :class:`~snnet.Stitch` to run (or, for older callers, its path).
+        anchors: the anchors on the path, keyed by their index in the space as a string.
+        stitch_layers: the stitching layers of the stitch's junctions, keyed by layer key.
+
+    :meth:`bind` builds one that shares a supernet's modules (what ``StitchedSupernet.fix``
+    needs: ``FixedStitch`` can be this class); :func:`extract_stitch` builds one over pruned
+    copies that hold only the stitch's weights (for deployment and ``torch.export``).
+    """
+
+    def __init__(self, stitch: Stitch | Sequence[Step], anchors: dict[str, Anchor], stitch_layers: dict[str, nn.Module]):
         super().__init__()
-        self.path = tuple(path)
+        self.stitch = stitch if isinstance(stitch, Stitch) else None
+        self.path = tuple(stitch.path if isinstance(stitch, Stitch) else stitch)
         self.anchors = nn.ModuleDict(anchors)
         self.stitch_layers = nn.ModuleDict(stitch_layers)
 
+    @staticmethod
+    def modules_of(supernet: "StitchedSupernet", stitch: Stitch) -> tuple[dict[str, Anchor], dict[str, nn.Module]]:
+        """The supernet's anchors and stitching layers that ``stitch`` runs (shared, not copied)."""
+        anchors = {str(a): supernet.anchors[a] for a in sorted(set(stitch.anchors))}
+        layers = {k: supernet.stitch_layers[k] for k in dict.fromkeys(stitch.layers)}
+        return anchors, layers
+
+    @classmethod
+    def bind(cls, supernet: "StitchedSupernet", stitch: Stitch | int) -> "StandaloneStitch":
+        """``stitch`` of ``supernet`` as a module sharing the supernet's weights."""
+        stitch = supernet.space[stitch] if isinstance(stitch, int) else stitch
+        return cls(stitch, *cls.modules_of(supernet, stitch))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return run_path(self.path, x, lambda a: self.anchors[str(a)], self.stitch_layers.__getitem__)
+        return _supernet.run_path(self.path, x, lambda a: self.anchors[str(a)], self.stitch_layers.__getitem__)
 
 
-def _prune(module: nn.Module, used: set[int], name: str, replaced: dict[int, nn.Module]) -> None:
-    """Replace children that hold only unused parameters; drop unused direct parameters."""
-    for child_name, child in list(module.named_children()):
-        params = list(child.parameters())
-        if params and not any(id(p) in used for p in params):
-            placeholder = Pruned(f"{name}.{child_name}")
-            setattr(module, child_name, placeholder)
-            replaced[id(child)] = placeholder
-        else:
-            _prune(child, used, f"{name}.{child_name}", replaced)
-    for param_name, param in list(module._parameters.items()):
-        if param is not None and id(param) not in used:
-            del module._parameters[param_name]
-
-
-def _prune_anchor(anchor: Anchor, used: set[int]) -> None:
-    replaced: dict[int, nn.Module] = {}
-    _prune(anchor.model, used, anchor.name, replaced)
-    # The anchor's own unit and head lists point at the original sub-modules: repoint them,
-    # so the pruned weights are really gone, not only unregistered.
-    anchor._units = [(stage, [replaced.get(id(m), m) for m in mods]) for stage, mods in anchor._units]
-    anchor._head_modules = [replaced.get(id(m), m) for m in anchor._head_modules]
-
-
-def extract_stitch(supernet: StitchedSupernet, stitch: Stitch | int) -> StandaloneStitch:
+def extract_stitch(supernet: "StitchedSupernet", stitch: Stitch | int) -> StandaloneStitch:
     """A deep copy of the weights ``stitch`` uses, as a module that runs that stitch only.
 
     The supernet is not modified. Stitching layers with an unmerged LoRA update are copied as
     they are; call :meth:`~snnet.supernet.StitchingLayer.merge_lora` first for one affine map.
     """
     stitch = supernet.space[stitch] if isinstance(stitch, int) else stitch
-    used_anchors = sorted(set(stitch.anchors))
-    kept = {
-        "anchors": {str(a): supernet.anchors[a] for a in used_anchors},
-        "layers": {k: supernet.stitch_layers[k] for k in dict.fromkeys(stitch.layers)},
-    }
     memo: dict[int, object] = {}
-    copied = copy.deepcopy(kept, memo)  # one memo: shared tensors stay shared in the copy
-    used = {id(memo[id(p)]) for p in supernet.stitch_parameters(stitch) if id(p) in memo}
-    for anchor in copied["anchors"].values():
-        _prune_anchor(anchor, used)
-    module = StandaloneStitch(stitch.path, copied["anchors"], copied["layers"])
+    anchors, layers = copy.deepcopy(StandaloneStitch.modules_of(supernet, stitch), memo)  # one memo: shared tensors stay shared
+    keep = [memo[id(p)] for p in supernet.stitch_parameters(stitch) if id(p) in memo]
+    for anchor in anchors.values():
+        anchor.prune(keep)
+    module = StandaloneStitch(stitch, anchors, layers)
     module.train(supernet.training)
     return module

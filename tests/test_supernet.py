@@ -129,6 +129,7 @@ def test_pretrained_names_reach_timm(monkeypatch):
         return real(name, pretrained=False, **kw)  # no network here: record the request only
 
     monkeypatch.setattr(timm, "create_model", spy)
+    monkeypatch.setattr("snnet.anchors.hub_reachable", lambda *a: True)  # offline here: pretend the hub answers
     create_anchor(AnchorSpec("resnet18", pretrained=True))
     assert calls == [("resnet18", True)]
 
