@@ -11,7 +11,8 @@ patches (16 tokens plus a class token), 6 blocks, 10 classes; only the width gro
 (32/64/96 with 2/4/6 heads of 16 channels).
 
 :func:`demo_anchor_specs` pretrains each anchor on the demo train split the first time
-(AdamW with a one-cycle schedule, seeded; about a minute for all three on two CPU cores) and
+(AdamW with a one-cycle schedule, a fresh random distortion of the digits every epoch, seeded;
+about a minute for all three on two CPU cores) and
 stores its state dict as ``<cache_dir>/<name>-<hash>.pth``, the hash covering the
 architecture, the data and the training recipe, so a changed recipe never reuses stale
 weights. A lock file serialises concurrent pretraining of one anchor and every file is
@@ -40,7 +41,18 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 
 from snnet.anchors import AnchorSpec
 
-from .data import DEMO_IMAGE_SIZE, DEMO_MEAN, DEMO_NUM_CLASSES, DEMO_STD, _DEMO_SPLIT_SEED, _DEMO_VAL_FRACTION
+from .data import (
+    _DEMO_SPLIT_SEED,
+    _DEMO_TRAIN_SEED,
+    _DEMO_VAL_COPIES,
+    _DEMO_VAL_FRACTION,
+    _DEMO_VAL_SEED,
+    DEMO_DISTORTION,
+    DEMO_IMAGE_SIZE,
+    DEMO_MEAN,
+    DEMO_NUM_CLASSES,
+    DEMO_STD,
+)
 
 # A list, not a tuple: timm's register_model appends each entrypoint's name to __all__.
 __all__ = [
@@ -77,7 +89,8 @@ DEMO_ARCH: dict[str, Any] = dict(
 )
 
 # Version of the cache file format and of this module's training code; bump it to invalidate caches.
-_CACHE_FORMAT = 1
+# 2: distorted digits, a fresh distortion every pretraining epoch, recipe of 21 epochs at lr 1e-3.
+_CACHE_FORMAT = 2
 
 
 def _arch(name: str) -> dict[str, Any]:
@@ -153,11 +166,17 @@ def snnet_demo_vit_base(pretrained: bool = False, **kwargs: Any) -> VisionTransf
 
 @dataclass(frozen=True)
 class PretrainRecipe:
-    """How a demo anchor is pretrained; every field is part of the cache key."""
+    """How a demo anchor is pretrained; every field is part of the cache key.
 
-    epochs: int = 20
+    Each epoch sees a fresh random distortion of the 1437 training digits
+    (:func:`orchestrator.data.demo_train_draw`), so the wider anchors do not memorise the
+    small training set and the family orders by capacity: on the default recipe tiny, small
+    and base reach roughly 50, 75 and 85% top-1 on the distorted validation images.
+    """
+
+    epochs: int = 21
     batch_size: int = 64
-    lr: float = 3e-3
+    lr: float = 1e-3
     weight_decay: float = 0.05
     warmup_fraction: float = 0.1
     label_smoothing: float = 0.1
@@ -186,6 +205,10 @@ def _cache_key(name: str, recipe: PretrainRecipe) -> str:
                 "std": DEMO_STD,
                 "val_fraction": _DEMO_VAL_FRACTION,
                 "split_seed": _DEMO_SPLIT_SEED,
+                "distortion": DEMO_DISTORTION,
+                "train_seed": _DEMO_TRAIN_SEED,
+                "val_seed": _DEMO_VAL_SEED,
+                "val_copies": _DEMO_VAL_COPIES,
             },
         },
         sort_keys=True,
@@ -241,11 +264,10 @@ def pretrain_anchor(
     """
     import timm
 
-    from .data import demo_datasets
+    from .data import demo_datasets, demo_train_draw
 
-    train, val = demo_datasets()
-    x_all, y_all = train.tensors
-    n = len(y_all)
+    _, val = demo_datasets()
+    n = len(demo_train_draw(0)[1])
     steps_per_epoch = max(n // recipe.batch_size, 1)
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
@@ -259,6 +281,8 @@ def pretrain_anchor(
         gen = torch.Generator().manual_seed(recipe.seed)
         model.train()
         for epoch in range(recipe.epochs):
+            # a fresh distortion of the training digits every epoch (seeded by recipe and epoch)
+            x_all, y_all = demo_train_draw(1_000 * (recipe.seed + 1) + epoch)
             perm = torch.randperm(n, generator=gen)
             loss_sum = 0.0
             correct = 0

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_demo_datasets_shapes_split_and_normalisation():
     train, val = demo_datasets()
-    assert (len(train), len(val)) == (1437, 360)
+    assert (len(train), len(val)) == (1437, 1080)  # 360 validation digits, each distorted 3 ways
     x, y = train[0]
     assert x.shape == (1, DEMO_IMAGE_SIZE, DEMO_IMAGE_SIZE) and x.dtype == torch.float32
     assert y.dtype == torch.int64
@@ -41,7 +41,7 @@ def test_demo_datasets_shapes_split_and_normalisation():
     _, y_val = val.tensors
     # stratified: every class in both splits, in about the 80/20 proportion
     counts_train = torch.bincount(y_train, minlength=10)
-    counts_val = torch.bincount(y_val, minlength=10)
+    counts_val = torch.bincount(y_val, minlength=10) // 3
     assert (counts_val > 0).all()
     ratio = counts_val.float() / (counts_train + counts_val).float()
     assert ((ratio - 0.2).abs() < 0.02).all()
@@ -187,10 +187,10 @@ def test_image_folder_errors(tmp_path: Path, case: str, expected: str):
 
 def test_get_datasets_dispatch_and_errors(tmp_path: Path):
     train, val = get_datasets("demo")
-    assert len(train) == 1437 and len(val) == 360
+    assert len(train) == 1437 and len(val) == 1080
     with pytest.raises(SNNetError, match="fixed image size of 16"):
         get_datasets("demo", image_size=32)
-    with pytest.raises(SNNetError, match="must be 'demo'.*or a local directory.*is neither"):
+    with pytest.raises(SNNetError, match="must be 'demo'.*a local directory.*WebDataset.*is neither"):
         get_datasets("imagenet-please")
     (tmp_path / "f.txt").write_text("x")
     with pytest.raises(SNNetError, match="it is a file"):
@@ -242,7 +242,7 @@ def test_checkpoint_path_hash_covers_recipe(tmp_path: Path):
     assert base == demo.checkpoint_path(name, demo.PretrainRecipe(), tmp_path)
     assert base.parent == tmp_path and base.name.startswith(name + "-") and base.suffix == ".pth"
     assert base != demo.checkpoint_path(name, demo.PretrainRecipe(epochs=1), tmp_path)
-    assert base != demo.checkpoint_path(name, demo.PretrainRecipe(lr=1e-3), tmp_path)
+    assert base != demo.checkpoint_path(name, demo.PretrainRecipe(lr=3e-3), tmp_path)
 
 
 def test_demo_anchor_specs_caches_and_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -297,12 +297,77 @@ def test_concurrent_pretraining_trains_once(tmp_path: Path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_demo_distortion_is_seeded_and_changes_the_digits():
+    from orchestrator.data import _demo_clean, demo_train_draw
+
+    clean = _demo_clean()[0]
+    a, labels = demo_train_draw(5)
+    b, _ = demo_train_draw(5)
+    c, _ = demo_train_draw(6)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(labels, _demo_clean()[1])
+    fixed = demo_datasets()[0].tensors[0]
+    # the fixed train split is itself a distortion: not the clean digits, normalised
+    assert not torch.allclose(fixed, (clean - 0.2724) / 0.3048, atol=0.1)
+
+
 @pytest.mark.slow
-def test_default_pretraining_reaches_accuracy(tmp_path: Path):
+def test_default_pretraining_is_a_family(tmp_path: Path):
+    """The demo anchors order by capacity on any machine: tiny < small < base, 3+ points apart."""
     specs = demo.demo_anchor_specs(tmp_path, progress=None)
     _, val = demo_datasets()
     top1 = [demo.evaluate_top1(create_anchor(s), val) for s in specs]
     tiny, small, base = top1
-    assert tiny > 85.0, top1
-    assert small > tiny + 1.0, top1
-    assert base >= small - 1.0, top1
+    assert tiny > 30.0, top1  # learned something: chance is 10%
+    assert small >= tiny + 3.0, top1
+    assert base >= small + 3.0, top1
+    again = demo.pretrain_anchor(demo.DEMO_ANCHORS[0], progress=None)[1]
+    assert again == pytest.approx(tiny), "pretraining is seeded and deterministic"
+
+
+# -- unreadable images, empty classes, sizes ---------------------------------------------------
+
+
+def test_unreadable_images_are_dropped_and_reported_once(image_root: Path):
+    from orchestrator.data import dataset_size
+
+    (image_root / "val" / "cat" / "img0.png").write_bytes(b"")  # empty file
+    good = (image_root / "val" / "dog" / "img1.png").read_bytes()
+    (image_root / "val" / "dog" / "img1.png").write_bytes(good[: len(good) // 2])  # truncated
+    assert dataset_size(str(image_root), "val") == 5  # listed, not opened
+    _, val = image_folder_datasets(image_root, image_size=16)
+    lines: list[str] = []
+    loader = make_loader(val, 2, shuffle=False, on_skip=lines.append)
+    for _ in range(3):  # three evaluations, one report; the broken files are not replaced
+        labels = [int(v) for _, y in loader for v in y]
+        assert sorted(labels) == [1, 2, 2]
+    assert lines == ["skipped 2 unreadable files: cat/img0.png, dog/img1.png"]
+    assert list(loader.skipped) == ["cat/img0.png", "dog/img1.png"]
+
+
+def test_empty_class_folder_is_an_error_naming_it(tmp_path: Path):
+    from orchestrator.data import dataset_num_classes, dataset_size
+
+    root = _write_folder(tmp_path / "d", {"train": {"a": 2, "b": 1}, "val": {"a": 1}})
+    (root / "train" / "c").mkdir()
+    for call in (lambda: image_folder_datasets(root, image_size=16), lambda: dataset_size(str(root)),
+                 lambda: dataset_num_classes(str(root))):
+        with pytest.raises(SNNetError, match=r"class folder '.*train/c' has no readable images"):
+            call()
+
+
+def test_dataset_size_and_classes_without_opening_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import PIL.Image
+
+    from orchestrator.data import dataset_num_classes, dataset_size
+
+    root = _write_folder(tmp_path / "d", {"train": {"a": 2, "b": 3}, "val": {"a": 1, "b": 1}})
+
+    def no_open(*args, **kwargs):
+        raise AssertionError("an image was opened")
+
+    monkeypatch.setattr(PIL.Image, "open", no_open)
+    assert (dataset_size(str(root)), dataset_size(str(root), "val"), dataset_num_classes(str(root))) == (5, 2, 2)
+    assert (dataset_size("demo"), dataset_size("demo", "val"), dataset_num_classes("demo")) == (1437, 1080, 10)
+    with pytest.raises(SNNetError, match="is neither"):
+        dataset_size(str(tmp_path / "missing"))
