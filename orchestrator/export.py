@@ -4,7 +4,7 @@ Usage (design brief, section 4)::
 
     python -m orchestrator.export CATALOG --out FILE.pt2 [--sweep S] --trial T --stitch N
     python -m orchestrator.export CATALOG --out FILE.pt2 [--sweep S] [--trial T] --max-flops 1.5G
-    python -m orchestrator.export CATALOG --out FILE.pt2 --max-latency-ms 5 [--onnx]
+    python -m orchestrator.export CATALOG --out FILE.pt2 --max-latency-ms 5 [--onnx] [--checkpoint URI]
 
 The stitch is picked by its catalog row: ``--trial``/``--stitch`` name it (``--trial`` may be
 left out when the selection holds one trial), a budget (``--max-flops``, ``--max-latency-ms``)
@@ -14,6 +14,11 @@ checkpoint (``<checkpoint>/state.pt``, a local folder or a URI pyarrow reads) is
 stored in it (anchor weights come from the checkpoint, never from a hub or the anchors'
 original files), LoRA updates of stitching layers are merged, and
 :func:`snnet.export.extract_stitch` keeps only the weights the stitch runs.
+
+Export trusts nothing it reads: anchors are built from timm model names and the allow-listed
+options of :data:`ANCHOR_OPTIONS` only; a row's checkpoint outside the storage that holds the
+catalog (the catalog's parent folder or bucket prefix, where ``runs/`` lies beside
+``catalog/``) is refused unless the user names it with ``--checkpoint URI``.
 
 Written files:
 
@@ -34,7 +39,6 @@ path that is not a catalog) prints ``error: <paragraph>`` and exits 2, without a
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import json
 import os
@@ -49,7 +53,10 @@ import torch
 from snnet import AnchorSpec, SNNetError, StitchedSupernet, StitchSpace, create_anchor
 from snnet._space import Stitch
 
-__all__ = ["ExportError", "ExportResult", "export_from_catalog", "load_state", "rebuild_supernet", "select_row", "main"]
+__all__ = [
+    "ANCHOR_OPTIONS", "ExportError", "ExportResult", "check_checkpoint_location", "export_from_catalog", "load_state",
+    "rebuild_supernet", "select_row", "main",
+]
 
 PROG = "python -m orchestrator.export"
 CARD_FORMAT = 1
@@ -153,6 +160,42 @@ def select_row(
 # ---------------------------------------------------------------------------------------------
 
 
+def _split(location: str) -> tuple[str, str, str]:
+    """``(scheme, bucket, path)`` of a URI; ``("", "", real path)`` of a local path or ``file://`` URI."""
+    from urllib.parse import urlsplit
+
+    if location.startswith("file://"):
+        location = urlsplit(location).path
+    if "://" not in location:
+        return "", "", os.path.realpath(location)
+    parts = urlsplit(location)
+    return parts.scheme.lower(), parts.netloc, "/" + parts.path.strip("/")
+
+
+def storage_root(catalog: str) -> str:
+    """Where a catalog's checkpoints are trusted to live: the folder or bucket prefix that holds it
+    (``runs/`` beside ``catalog/``, as ``orchestrator.train`` and ``orchestrator.sweep`` write them)."""
+    scheme, bucket, path = _split(os.fspath(catalog).rstrip("/") or "/")
+    parent = os.path.dirname(path) if not scheme else (path.rsplit("/", 1)[0] or "/")
+    return f"{scheme}://{bucket}{parent}" if scheme else parent
+
+
+def check_checkpoint_location(checkpoint: str, catalog: str) -> None:
+    """Refuse a row's checkpoint outside :func:`storage_root` of its catalog (a URI with ``..``
+    segments too): a catalog file must not make export read, or fetch, anything anywhere."""
+    root = storage_root(catalog)
+    r_scheme, r_bucket, r_path = _split(root)
+    c_scheme, c_bucket, c_path = _split(checkpoint)
+    escapes = bool(c_scheme) and ".." in checkpoint.split("://", 1)[1].split("/")
+    inside = (c_scheme, c_bucket) == (r_scheme, r_bucket) and not escapes and (
+        c_path == r_path or c_path.startswith(r_path.rstrip("/") + "/"))
+    if not inside:
+        raise SNNetError(
+            f"The catalog row's checkpoint {checkpoint!r} lies outside {root!r}, the storage that holds the "
+            f"catalog {os.fspath(catalog)!r}; export reads only checkpoints stored beside their catalog. If you "
+            f"trust that checkpoint, name it on the command line: --checkpoint {checkpoint}")
+
+
 def load_state(checkpoint: str) -> dict[str, Any]:
     """``<checkpoint>/state.pt`` of a Ray checkpoint folder (local path or URI), weights only."""
     from .training import CHECKPOINT_FILE
@@ -194,7 +237,10 @@ def _torch_load(path: str, shown: str) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any parse failure is the file's, not ours
-        raise SNNetError(f"Could not read the checkpoint {shown!r} as a weights-only file: {e}") from None
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        reason = next((line for line in lines if "Unsupported global" in line or "WeightsUnpickler" in line), lines[0])
+        raise SNNetError(f"Could not read the checkpoint {shown!r} as a weights-only file (tensors and plain data "
+                         f"only; nothing in it is executed): {reason}") from None
     missing = [k for k in ("model", "train_config", "space") if not isinstance(state, dict) or k not in state]
     if missing:
         raise SNNetError(f"The checkpoint {shown!r} lacks {', '.join(missing)}: it was written by an older "
@@ -203,23 +249,76 @@ def _torch_load(path: str, shown: str) -> dict[str, Any]:
     return state
 
 
+def _count(low: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _size(v: Any) -> bool:
+    return _count(1)(v) or (isinstance(v, (list, tuple)) and len(v) == 2 and all(map(_count(1), v)))
+
+
+def _rate(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1
+
+
+#: The anchor options (``timm.create_model`` kwargs) export accepts from a checkpoint, each with
+#: the check its value must pass. Anything else stored there (``checkpoint_path``,
+#: ``pretrained_cfg_overlay``, an unknown key) is refused: export never hands timm a file or a
+#: source of weights named by the checkpoint.
+ANCHOR_OPTIONS: dict[str, Callable[[Any], bool]] = {
+    "img_size": _size,
+    "num_classes": _count(0),
+    "in_chans": _count(1),
+    "patch_size": _size,
+    "window_size": _size,
+    "global_pool": lambda v: v in ("", "avg", "token", "map", "max", "avgmax", "catavgmax", "fast"),
+    "class_token": lambda v: isinstance(v, bool),
+    "reg_tokens": _count(0),
+    "no_embed_class": lambda v: isinstance(v, bool),
+    "dynamic_img_size": lambda v: isinstance(v, bool),
+    "init_values": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)),
+    **{rate: _rate for rate in ("drop_rate", "drop_path_rate", "attn_drop_rate", "proj_drop_rate",
+                                 "pos_drop_rate", "patch_drop_rate")},
+}
+
+
+def _anchor_options(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(k for k in kwargs if k not in ANCHOR_OPTIONS)
+    if unknown:
+        raise SNNetError(
+            f"The checkpoint's options for anchor {name!r} include {', '.join(map(repr, unknown))}, which export "
+            f"does not pass to timm: it builds anchors only from known options ({', '.join(sorted(ANCHOR_OPTIONS))}) "
+            "and takes every weight from the checkpoint. The checkpoint was not written by orchestrator.train, or "
+            "was edited; re-train the trial to export it.")
+    bad = [f"{k}={v!r}" for k, v in kwargs.items() if not ANCHOR_OPTIONS[k](v)]
+    if bad:
+        raise SNNetError(f"The checkpoint's options for anchor {name!r} have invalid values: {', '.join(bad)}.")
+    return dict(kwargs)
+
+
 def rebuild_supernet(state: dict[str, Any]) -> StitchedSupernet:
     """The trained supernet of a checkpoint, with LoRA updates merged into the stitching layers.
 
-    Anchors are built with random weights (no hub download, no anchor checkpoint files: the
-    trained weights of every anchor are in the checkpoint) and then loaded strictly.
+    Anchors are built with random weights from their timm names and the allow-listed options
+    of :data:`ANCHOR_OPTIONS` only (no hub download, no anchor checkpoint files, no other kwargs:
+    the trained weights of every anchor are in the checkpoint), and then loaded strictly.
     """
+    from snnet.anchors import check_model_name
+
     from . import demo  # noqa: F401 - registers the demo anchors with timm
     from .config import TrainConfig
 
     config = TrainConfig.from_dict(state["train_config"])
     space = StitchSpace.from_json(state["space"])
     specs = {s.name: s for s in config.anchors or []}
+    if config.image_size is not None and not _count(1)(config.image_size):
+        raise SNNetError(f"The checkpoint's image_size must be an integer >= 1, got {config.image_size!r}.")
     extra = {"img_size": config.image_size} if config.image_size else {}
-    anchors = [
-        create_anchor(dataclasses.replace(specs.get(name, AnchorSpec(name)), pretrained=False, checkpoint=None), **extra)
-        for name in space.anchor_names
-    ]
+    anchors = []
+    for name in space.anchor_names:
+        check_model_name(name)
+        options = _anchor_options(name, specs[name].kwargs if name in specs else {})
+        anchors.append(create_anchor(AnchorSpec(name, kwargs=options), **extra))
     net = StitchedSupernet(space, anchors)
     weights = state["model"]
     for key, layer in net.stitch_layers.items():
@@ -309,9 +408,14 @@ def export_from_catalog(
     max_flops: str | int | float | None = None,
     max_latency_ms: str | int | float | None = None,
     onnx: bool = False,
+    checkpoint: str | None = None,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> ExportResult:
-    """Select a row, rebuild its trial's supernet, export the stitch; see the module docstring."""
+    """Select a row, rebuild its trial's supernet, export the stitch; see the module docstring.
+
+    The row's checkpoint is read only when it lies in the catalog's storage
+    (:func:`check_checkpoint_location`); ``checkpoint`` names another one the user trusts.
+    """
     from snnet.export import extract_stitch
 
     from .config import TrainConfig
@@ -324,9 +428,12 @@ def export_from_catalog(
                          f"for example {str(example)!r}.")
     row = select_row(catalog, sweep=sweep, trial=trial, stitch=stitch, max_flops=max_flops,
                      max_latency_ms=max_latency_ms)
+    if checkpoint is None and row.get("checkpoint"):
+        check_checkpoint_location(row["checkpoint"], catalog)
+    source = checkpoint if checkpoint is not None else row["checkpoint"]
     progress(f"exporting stitch {row['stitch_id']} of trial {row['trial_id']} (sweep {row['sweep']}) "
-             f"from {row['checkpoint']}")
-    state = load_state(row["checkpoint"])
+             f"from {source}")
+    state = load_state(source)
     net = rebuild_supernet(state)
     chosen = _stitch_of(net.space, row)
     module = extract_stitch(net, chosen).eval()
@@ -369,7 +476,7 @@ def export_from_catalog(
             "sweep": row.get("sweep"),
             "trial_id": row.get("trial_id"),
             "stitch_id": int(row["stitch_id"]),
-            "checkpoint": row.get("checkpoint"),
+            "checkpoint": source,
             "epoch": state.get("epoch"),
             "step": state.get("step"),
             "sampling": row.get("sampling"),
@@ -426,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-flops", metavar="F", help="FLOPs budget (1.5G, 500M, 2e9): best top-1 under it")
     p.add_argument("--max-latency-ms", metavar="L", help="latency budget in ms: best top-1 under it")
     p.add_argument("--onnx", action="store_true", help="also write FILE.onnx (needs the onnx package)")
+    p.add_argument("--checkpoint", metavar="URI",
+                   help="read the trial's supernet from this checkpoint folder (local or URI) instead of the "
+                        "row's; needed when the row's lies outside the storage that holds the catalog")
     return p
 
 
@@ -462,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = export_from_catalog(
                 args.catalog, args.out, sweep=args.sweep, trial=args.trial, stitch=args.stitch,
                 max_flops=args.max_flops, max_latency_ms=args.max_latency_ms, onnx=args.onnx,
-                progress=lambda m: print(m, file=sys.stderr),
+                checkpoint=args.checkpoint, progress=lambda m: print(m, file=sys.stderr),
             )
         except SNNetError as e:
             print(f"error: {e}", file=sys.stderr)

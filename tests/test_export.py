@@ -306,6 +306,90 @@ def test_cli_process_reports_a_mistake_without_traceback(broken_catalog, tmp_pat
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
 
 
+# -- export trusts nothing it reads ------------------------------------------------------------------
+
+
+def _trial_with(root: Path, name: str, net, config: TrainConfig, state_extra: dict | None = None) -> Path:
+    """A catalog at root/name/catalog whose one trial's checkpoint lies at root/name/runs/..."""
+    folder = root / name
+    ckpt, _ = _save_trial(folder, folder / "catalog", "demo", "t1", net, config, seed=4)
+    if state_extra is not None:
+        state = torch.load(Path(ckpt) / "state.pt", weights_only=True)
+        torch.save({**state, **state_extra}, Path(ckpt) / "state.pt")
+    return folder / "catalog"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"checkpoint_path": "/etc/hostname"}, "'checkpoint_path', which export does not pass to timm"),
+    ({"pretrained_cfg_overlay": {"file": "/etc/hostname"}}, "'pretrained_cfg_overlay'"),
+    ({"num_classes": -1}, "invalid values: num_classes=-1"),
+    ({"img_size": "16; rm"}, "invalid values: img_size="),
+])
+def test_export_builds_anchors_only_from_known_options(world, tmp_path, capsys, monkeypatch, kwargs, message):
+    import timm
+
+    seen = []
+    real = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: seen.append(k) or real(*a, **k))
+    specs = [AnchorSpec(n, kwargs=kwargs) for n in DEMO_ANCHORS]
+    catalog = _trial_with(tmp_path, "hostile", world["vit"], TrainConfig(anchors=specs, sweep="demo", trial_id="t1"))
+    assert main([str(catalog), "--stitch", "0", "--out", str(tmp_path / "x.pt2")]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("error: ") and message in err
+    assert not any(set(k) & {"checkpoint_path", "pretrained_cfg_overlay"} for k in seen)
+    assert not (tmp_path / "x.pt2").exists()
+
+
+def test_allowed_anchor_options_reach_timm(world):
+    state = load_state(world["cnn_ckpt"])  # ResNets trained with num_classes=10 at 32x32
+    net = rebuild_supernet(state)
+    assert net.space.profiles[-1].num_classes == 10 and all(a.weights == "random" for a in net.anchors)
+
+
+def test_a_checkpoint_holding_code_is_refused(world, tmp_path, capsys):
+    catalog = _trial_with(tmp_path, "code", world["vit"], TrainConfig(sweep="demo", trial_id="t1"),
+                          state_extra={"optimizer": torch.nn.Linear(2, 2)})  # a pickled object, not tensors
+    assert main([str(catalog), "--stitch", "0", "--out", str(tmp_path / "x.pt2")]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert "as a weights-only file" in err and "Traceback" not in err
+
+
+def test_a_checkpoint_outside_the_catalogs_storage_needs_the_user_to_name_it(world, tmp_path, capsys):
+    # The row points at world's checkpoint, which lies outside tmp_path (this catalog's storage).
+    rows = catalog_rows(TrainConfig(), world["vit"].space, world["vit_results"], {}, world["vit_ckpt"])
+    catalog = tmp_path / "elsewhere" / "catalog"
+    CatalogWriter(str(catalog), "demo").write_trial("t1", rows)
+    out = tmp_path / "x.pt2"
+    assert main([str(catalog), "--stitch", "3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "lies outside" in err and f"--checkpoint {world['vit_ckpt']}" in err and not out.exists()
+    assert main([str(catalog), "--stitch", "3", "--out", str(out), "--checkpoint", world["vit_ckpt"]]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["source"]["checkpoint"] == world["vit_ckpt"] and card["source"]["stitch_id"] == 3
+
+
+def test_checkpoint_locations_inside_and_outside_the_storage(tmp_path):
+    from orchestrator.export import check_checkpoint_location, storage_root
+
+    assert storage_root("s3://bucket/team/catalog/") == "s3://bucket/team"
+    inside = ["s3://bucket/team/runs/t1/checkpoint_000001", "s3://bucket/team/catalog/x"]
+    outside = ["s3://other/team/runs/t1", "gs://bucket/team/runs/t1", "s3://bucket/teammate/runs",
+               "s3://bucket/team/runs/../../secret", "/tmp/runs/t1", "file:///tmp/runs"]
+    for uri in inside:
+        check_checkpoint_location(uri, "s3://bucket/team/catalog")
+    for uri in outside:
+        with pytest.raises(SNNetError, match="lies outside"):
+            check_checkpoint_location(uri, "s3://bucket/team/catalog")
+    (tmp_path / "project" / "runs").mkdir(parents=True)
+    (tmp_path / "project" / "escape").symlink_to(tmp_path)
+    catalog = str(tmp_path / "project" / "catalog")
+    check_checkpoint_location(str(tmp_path / "project" / "runs" / "t1"), catalog)
+    check_checkpoint_location("file://" + str(tmp_path / "project" / "runs" / "t1"), catalog)
+    for path in (tmp_path / "other", tmp_path / "project" / ".." / "other", tmp_path / "project" / "escape" / "x"):
+        with pytest.raises(SNNetError, match="lies outside"):
+            check_checkpoint_location(str(path), catalog)
+
+
 # -- snnet.latency -----------------------------------------------------------------------------------
 
 
