@@ -47,6 +47,38 @@ def test_joint_fit_of_a_shared_layer_beats_the_average_of_per_cut_fits(deit_smal
     assert any(joint[k] > average[k] + 1e-6 for k in joint)
 
 
+def test_ls_positions_and_average_mode_are_the_papers(deit_small_family):
+    """Cut [j, k] maps the front's output of block j to the back's input of block k; ``average``
+    is the released code's per-cut pseudo-inverse solutions averaged over the window's cuts."""
+    net = deit_small_family.eval()
+    batches = _batches(8, net.space.profiles[0].input_size, seed=11)  # 8 x 8 images x 5 tokens > 193
+    net.init_least_squares(batches, mode="average")
+    x = torch.cat(batches)
+    front, back = net.anchors
+    with torch.no_grad():  # the released extract_block_features, from the timm models directly
+        def block_inputs(model):
+            h = model._pos_embed(model.patch_embed(x))
+            feats = {-1: h}
+            for i, blk in enumerate(model.blocks):
+                h = blk(h)
+                feats[i] = h
+            return feats
+
+        f_feats, b_feats = block_inputs(front.model), block_inputs(back.model)
+    for key, spec in net.space.layers.items():
+        solutions = []
+        for j, k in spec.cuts:  # released: ps_inv(front_features[fid], end_features[bid - 1])
+            a = f_feats[j].reshape(-1, f_feats[j].shape[-1]).double()
+            b = b_feats[k - 1].reshape(-1, b_feats[k - 1].shape[-1]).double()
+            ones = torch.cat([a, torch.ones(a.shape[0], 1, dtype=a.dtype)], 1)
+            solutions.append((torch.linalg.pinv(ones) @ b).T)
+        expected = torch.stack(solutions).mean(0)
+        layer = net.stitch_layers[key]
+        torch.testing.assert_close(layer.proj.weight.double(), expected[:, :-1], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(layer.proj.bias.double(), expected[:, -1], rtol=1e-4, atol=1e-5)
+    assert net.space.layers["0to1_s0_w0"].cuts == ((0, 0), (0, 1), (1, 0), (1, 1))
+
+
 def test_ls_init_beats_kaiming_on_the_first_stitched_outputs(deit_small_family):
     net = deit_small_family.eval()
     batches = _batches(2, net.space.profiles[0].input_size, seed=7)
