@@ -519,7 +519,7 @@ def _split_shards(spec: str) -> dict[str, tuple[str, str, list[str]]]:
             )
         # validation shards: the same name with val/validation for train and any digits for each brace
         parts = re.split(r"\{[^{}]*\}", last)
-        regex = r"\d+|[^/]+".join(re.escape(p).replace("train", "(?:val|validation)") for p in parts)
+        regex = r"[^/]+".join(re.escape(p).replace("train", "(?:val|validation)") for p in parts)
         val = _natural(n for n in present if re.fullmatch(regex, n))
         if not val:
             raise SNNetError(
@@ -842,7 +842,8 @@ def write_shards(
     pattern: str,
     shard_size: int,
 ) -> list[str]:
-    """Write ``(key, image bytes, label)`` samples into tar shards ``pattern % i`` (local paths).
+    """Write ``(key, image bytes, label)`` samples into tar shards ``pattern % i`` (local paths;
+    a pattern without ``%`` is one shard).
 
     Image bytes keep their format (the key's extension, e.g. ``"img7.jpg"``); each label goes
     into ``<key>.cls``. Returns the shard paths. Use :func:`write_info` afterwards for the index.
@@ -855,7 +856,9 @@ def write_shards(
             if tar is None or count == shard_size:
                 if tar is not None:
                     tar.close()
-                paths.append(pattern % len(paths))
+                if "%" not in pattern and paths:
+                    raise ValueError(f"{pattern!r} names one shard but more than {shard_size} samples came.")
+                paths.append(pattern % len(paths) if "%" in pattern else pattern)
                 os.makedirs(os.path.dirname(os.path.abspath(paths[-1])), exist_ok=True)
                 tar, count = tarfile.open(paths[-1], "w"), 0
             stem, _, ext = key.partition(".")
