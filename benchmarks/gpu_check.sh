@@ -129,7 +129,12 @@ part() {
 }
 
 TINY=""
-[ "$MODE" = cpu ] && TINY="--tiny"
+if [ "$MODE" = cpu ]; then
+  TINY="--tiny"
+  # inductor's CPU code generation needs minutes of C++ compiling on a small box: capture and
+  # AOT-autograd only (the GPU run uses inductor)
+  export SNNET_GPU_COMPILE_BACKEND="${SNNET_GPU_COMPILE_BACKEND:-aot_eager}"
+fi
 part env 60 "$PY" -m benchmarks.gpu_bench env --device "$DEV"
 part throughput 120 "$PY" -m benchmarks.gpu_bench throughput --device "$DEV" $TINY
 part eval 60 "$PY" -m benchmarks.gpu_bench eval --device "$DEV" $TINY
@@ -141,12 +146,13 @@ if ls .whl/demo-cache/*.pth >/dev/null 2>&1; then cp .whl/demo-cache/* "$SNNET_C
 CAT="$WORK/catalog"
 train() {  # train TRIAL [--gpu]
   local trial=$1; shift
+  local tlog="$RES/gpu_check_train_$trial.log"  # its own file, whole even if the part times out
   "$PY" -m orchestrator.train --epochs "${SNNET_GPU_DEMO_EPOCHS:-1}" --workers 1 --seed 0 \
-    --catalog "$CAT" --sweep gpucheck --trial-id "$trial" --storage "$WORK/runs-$trial" "$@" >"$WORK/train-$trial.log" 2>&1
+    --catalog "$CAT" --sweep gpucheck --trial-id "$trial" --storage "$WORK/runs-$trial" "$@" >"$tlog" 2>&1
   local rc=$?
-  cat "$WORK/train-$trial.log" >>"$LOG"
   echo "demo_${trial}_train_exit: $rc"
-  grep -E '^time: ' "$WORK/train-$trial.log" | sed "s/^time: */demo_${trial}_train_time: /"
+  grep -E '^time: ' "$tlog" | sed "s/^time: */demo_${trial}_train_time: /"
+  [ $rc = 0 ] || tail -3 "$tlog" | tr -s ' \n' ' ' | sed "s/^/demo_${trial}_train_error: /; s/\$/\n/"
   return $rc
 }
 # the demo's tiny anchors: copied from the cache above, else pretrained here once (CPU work)
@@ -156,9 +162,9 @@ from orchestrator.demo import demo_anchor_specs
 specs = demo_anchor_specs(progress=None)
 print('demo_pretrain_s:', round(time.perf_counter() - t, 1))"
 if [ "$MODE" = gpu ]; then
-  part demo_gpu 120 bash -c "$(declare -f train); PY='$PY' CAT='$CAT' WORK='$WORK' train gpu --gpu"
+  part demo_gpu 120 bash -c "$(declare -f train); PY='$PY' CAT='$CAT' WORK='$WORK' RES='$RES' train gpu --gpu"
 fi
-part demo_cpu 120 bash -c "$(declare -f train); PY='$PY' CAT='$CAT' WORK='$WORK' train cpu"
+part demo_cpu 120 bash -c "$(declare -f train); PY='$PY' CAT='$CAT' WORK='$WORK' RES='$RES' train cpu"
 part demo_compare 45 "$PY" -m benchmarks.gpu_bench catalog --catalog "$CAT" --sweep gpucheck
 if [ "$MODE" = gpu ] && [ -d "$CAT" ]; then  # keep the two catalogs' files with the results
   (cd "$WORK" && tar czf "$RES/gpu_check_catalog.tgz" catalog) 2>>"$LOG"

@@ -15,6 +15,7 @@ are executables).
 Usage (from the repository root)::
 
     python benchmarks/gpu_wheels.py            # -> .whl/ for CPython 3.12, manylinux x86-64
+    python benchmarks/gpu_wheels.py --demo-cache --no-wheels   # -> .whl/demo-cache/ only
     python benchmarks/gpu_wheels.py --python-version 3.11 --out /tmp/w311
 
 Only the registry's ordinary client (pip) is used; the versions are pinned below to those
@@ -89,9 +90,21 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=".whl", help="folder for the wheels (default .whl)")
     p.add_argument("--python-version", default="3.12", help="target CPython (the GPU image has 3.12)")
+    p.add_argument("--demo-cache", action="store_true",
+                   help="also pretrain (or reuse) the demo's anchors into OUT/demo-cache, which gpu_check.sh "
+                        "copies to $SNNET_CACHE so the GPU machine skips the pretraining")
+    p.add_argument("--no-wheels", action="store_true", help="skip the wheels (with --demo-cache)")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.demo_cache:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from orchestrator.demo import demo_anchor_specs
+
+        for spec in demo_anchor_specs(out / "demo-cache"):
+            print(f"demo anchor: {spec.checkpoint}", file=sys.stderr)
+    if args.no_wheels:
+        return 0
     abi = "cp" + args.python_version.replace(".", "")
     platform_args = [a for plat in PLATFORMS for a in ("--platform", plat)]
     _pip("download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", args.python_version,
