@@ -60,6 +60,32 @@ def test_anchor_stitch_is_the_plain_timm_model(family):
             assert torch.equal(family(x, i), anchor.model(x))
 
 
+def test_chains_and_paper_presets_equal_full_trace():
+    """Three-anchor chains (no nearest), the released DeiT head and the paper presets walk one path."""
+    from snnet import SpaceConfig, StitchedSupernet, StitchSpace
+
+    torch.manual_seed(0)
+    narrow = [AnchorSpec("deit_tiny_patch16_224", kwargs={"embed_dim": w, "num_heads": h})
+              for w, h in ((24, 3), (48, 6), (96, 12))]
+    narrow[1] = AnchorSpec("deit_small_patch16_224", kwargs=narrow[1].kwargs)
+    narrow[2] = AnchorSpec("deit_base_patch16_224", kwargs=narrow[2].kwargs)
+    net = build_supernet(narrow, SpaceConfig(nearest=False, released_deit_head=True), img_size=32).eval()
+    chains = [s for s in net.space if len(s.anchors) == 3]
+    assert len(net.space) == 732 and len(chains) == 627
+    x = torch.randn(1, 3, 32, 32)
+    for stitch in random.Random(0).sample(chains, 4) + [net.space[3]]:
+        assert stitch.flops == flop_count(net.fix(stitch), x).total(), stitch
+        net.zero_grad(set_to_none=True)
+        net(x, stitch).sum().backward()
+        assert stitch.params == sum(p.numel() for p in net.parameters() if p.grad is not None), stitch
+    swin = build_supernet(*FAMILIES["swin"][:1], **FAMILIES["swin"][1])
+    space = StitchSpace(swin.space.profiles, SpaceConfig(preset="paper"))
+    paper = StitchedSupernet(space, list(swin.anchors)).eval()
+    x = torch.randn(1, *space.profiles[0].input_size)
+    for stitch in _sample(space, n=4, seed=2):
+        assert stitch.flops == flop_count(paper.fix(stitch), x).total(), stitch
+
+
 def test_profile_pieces_sum_to_the_whole_model():
     anchor = create_anchor("swin_tiny_patch4_window7_224", img_size=128, window_size=4)
     p = profile_anchor(anchor)
