@@ -96,3 +96,71 @@ def test_gpu_train_measure_runs_on_cpu():
     out = gpu_train.measure("cpu", anchors=demo.DEMO_ANCHORS[:2], batch=4, steps=1, warmup=1, img_size=16)
     for key in ("gpu_train_ratio", "gpu_train_supernet_samples_per_s", "gpu_train_plain_samples_per_s"):
         assert _number(out[key]) > 0
+
+
+# -- the GPU check's Python part (benchmarks/gpu_bench.py), at its CPU smoke-test size ----------
+
+
+@pytest.fixture(scope="module")
+def demo_space():
+    import orchestrator.demo as demo
+    from snnet import build_supernet
+
+    return build_supernet(list(demo.DEMO_ANCHORS)).space
+
+
+def test_gpu_bench_anchor_shares_add_up_to_each_stitchs_flops(demo_space):
+    from benchmarks.gpu_bench import anchor_shares
+
+    for stitch in demo_space:
+        shares = anchor_shares(demo_space, stitch)
+        total = sum(share * demo_space.profiles[a].flops for a, share in shares.items())
+        assert round(total) == stitch.flops
+        if not stitch.cuts:
+            assert shares == {stitch.anchors[0]: 1.0}
+        else:
+            assert set(shares) == set(stitch.anchors)
+
+
+def test_gpu_bench_peak_table():
+    from benchmarks.gpu_bench import peak_tflops
+
+    assert peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert peak_tflops("NVIDIA H200") == 989.0
+    assert peak_tflops("some cpu") is None
+
+
+def _figures(capsys) -> dict[str, str]:
+    out = capsys.readouterr().out.strip().splitlines()
+    assert all(": " in line for line in out), out
+    return dict(line.split(": ", 1) for line in out)
+
+
+def test_gpu_bench_parts_run_on_cpu_at_tiny_size(capsys, monkeypatch):
+    from benchmarks import gpu_bench
+
+    monkeypatch.setenv("SNNET_GPU_UNIFORM_STEPS", "3")
+    monkeypatch.setenv("SNNET_GPU_STEPS", "1")
+    monkeypatch.setenv("SNNET_GPU_COMPILE_BACKEND", "eager")
+    s = gpu_bench.Settings("cpu", tiny=True)
+    gpu_bench.part_throughput(s)
+    figures = _figures(capsys)
+    assert not [k for k, v in figures.items() if v.startswith("error")], figures
+    for key in ("gpu_tput_ratio_b", "gpu_tput_plain_b_img_s", "gpu_tput_super_b_img_s", "gpu_tput_uniform_img_s",
+                "gpu_tput_uniform_expected_img_s", "gpu_tput_plain_t_img_s", "gpu_tput_plain_s_img_s"):
+        assert _number(figures[key]) > 0
+    assert figures["gpu_tput_stitches"] == "35"
+
+    gpu_bench.part_eval(s)
+    figures = _figures(capsys)
+    assert figures["gpu_eval_stitches"] == "35"
+    assert len([k for k in figures if k.startswith("gpu_eval_s") and k.endswith("_img_s")]) == 35
+    assert not [k for k, v in figures.items() if v.startswith("error")], figures
+
+    gpu_bench.part_compile(s)
+    figures = _figures(capsys)
+    assert not [k for k, v in figures.items() if v.startswith("error")], figures
+    assert figures["gpu_compile_recompiles"] == "0"
+    assert int(figures["gpu_compile_warmup_graphs"]) >= 3
+    assert _number(figures["gpu_compile_speedup"]) > 0
