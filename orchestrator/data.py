@@ -435,9 +435,8 @@ def expand_braces(pattern: str) -> list[str]:
 
 
 def _natural(names: Iterable[str]) -> list[str]:
-    from timm.utils.misc import natural_key
-
-    return sorted(names, key=natural_key)
+    # timm's natural sort ("2" before "10"), without importing timm for a listing
+    return sorted(names, key=lambda s: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s.lower())])
 
 
 def _resolve_fs(location: str) -> tuple[Any, str, str]:
@@ -553,9 +552,18 @@ def _key_ext(member_name: str) -> tuple[str, str]:
 
 
 def scan_shard(fs: Any, path: str) -> tuple[int, int]:
-    """``(samples, largest label + 1)`` of one shard from its tar headers and ``.cls`` members."""
+    """``(samples, largest label + 1)`` of one shard from its tar headers and ``.cls`` members.
+
+    Reads the headers of a local shard and all of a remote one: index remote shards once
+    with :func:`write_info` (``python -m orchestrator.data index wds:...``).
+    """
+    import pyarrow.fs as pafs
+
     count, top = 0, 0
-    with fs.open_input_file(path) as f, tarfile.open(fileobj=f, mode="r:") as tar:
+    # Local: seek from header to header. Object storage: one streamed GET (a seek is a request).
+    local = isinstance(fs, pafs.LocalFileSystem)
+    opened = fs.open_input_file(path) if local else fs.open_input_stream(path)
+    with opened as f, tarfile.open(fileobj=f, mode="r:" if local else "r|") as tar:
         last = None
         for member in tar:
             if not member.isfile():
