@@ -1141,3 +1141,54 @@ def num_classes(dataset: Dataset) -> int:
     if n is None:
         raise TypeError(f"{type(dataset).__name__} does not record its number of classes.")
     return int(n)
+
+
+# -- command line: shard a folder, index shards -------------------------------------------
+
+
+def _folder_samples(root: str, split: str) -> Iterator[tuple[str, bytes, int]]:
+    train_classes, _ = _folder_classes(root)
+    split_dir = os.path.join(root, split)
+    for i, (path, label) in enumerate(_list_split(root, split, tuple(train_classes))):
+        ext = os.path.splitext(path)[1].lower()
+        with open(path, "rb") as f:
+            yield f"{i:08d}{ext}", f.read(), label
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m orchestrator.data shard ROOT OUT [--shard-size N]`` | ``index wds:LOCATION``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.data", description=main.__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    shard = sub.add_parser("shard", help="write an ImageNet-layout folder as WebDataset shards OUT/{train,val}/")
+    shard.add_argument("root")
+    shard.add_argument("out")
+    shard.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
+    index = sub.add_parser("index", help="count the samples of wds: shards once and write _info.json beside them")
+    index.add_argument("spec", help="wds:FOLDER_OR_URI or wds:PATTERN-train-{0000..0099}.tar")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "shard":
+            if args.shard_size < 1:
+                raise SNNetError(f"--shard-size must be at least 1; got {args.shard_size}.")
+            for split in ("train", "val"):
+                paths = write_shards(_folder_samples(args.root, split),
+                                     os.path.join(args.out, split, f"{split}-%06d.tar"), args.shard_size)
+                print(f"{split}: {len(paths)} shard(s) in {os.path.join(args.out, split)}")
+            args.spec = WDS_PREFIX + os.path.abspath(args.out)
+        if not is_wds(args.spec):
+            raise SNNetError(f"{_WDS_LAYOUT}; {args.spec!r} does not start with 'wds:'.")
+        for path in write_info(args.spec):
+            print(f"wrote {path}")
+        sets = shard_sets(args.spec)
+        print(f"train {sets['train'].size} samples in {len(sets['train'].names)} shard(s), "
+              f"val {sets['val'].size} in {len(sets['val'].names)}, {sets['train'].num_classes} classes")
+    except SNNetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

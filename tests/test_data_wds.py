@@ -270,3 +270,22 @@ def test_shards_in_object_storage(tmp_path: Path, s3_server, monkeypatch: pytest
     assert (dataset_size(spec), dataset_size(spec, "val"), dataset_num_classes(spec)) == (12, 5, CLASSES)
     with pytest.raises(SNNetError, match="missing"):
         shard_sets(f"wds:s3://imagenet/shards/data-train-{{0000..0009}}.tar{query}")
+
+
+def test_cli_shards_a_folder_and_indexes_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from orchestrator.data import main
+    from PIL import Image
+
+    for split, n in (("train", 5), ("val", 2)):
+        for cls in ("a", "b"):
+            d = tmp_path / "img" / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8), (i, 0, 0)).save(d / f"{i}.png")
+    assert main(["shard", str(tmp_path / "img"), str(tmp_path / "wds"), "--shard-size", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "train: 3 shard(s)" in out and "train 10 samples in 3 shard(s), val 4 in 1, 2 classes" in out
+    _, val = get_datasets(f"wds:{tmp_path / 'wds'}", image_size=8)
+    assert _keys(make_loader(val, 4, shuffle=False)) == [0, 0, 1, 1]
+    assert main(["index", str(tmp_path / "nowds")]) == 2
+    assert "error: " in capsys.readouterr().err
