@@ -28,6 +28,9 @@ def test_jsonl_for_deit_ti_s_b():
         "stitch_id": 0, "anchors": ["deit_tiny_patch16_224"], "cuts": [], "flops": 1258411200,
         "params": 5717416, "layers": [],
     }
+    # Stitch 3 is the released config 3, its (0, 0): DeiT-Ti block 0, then all of DeiT-S.
+    assert rows[3]["anchors"] == ["deit_tiny_patch16_224", "deit_small_patch16_224"] and rows[3]["cuts"] == [[0, 0]]
+    assert rows[3]["flops"] == 4696010496 + 197 * 384 * 5  # the released figure plus DeiT-S's final norm
     assert "RuntimeWarning" not in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -55,6 +58,22 @@ def test_every_family_enumerates(anchors, count):
     assert len(proc.stdout.splitlines()) == count
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "anchors,count",
+    [
+        ("swin_tiny_patch4_window7_224,swin_small_patch4_window7_224,swin_base_patch4_window7_224", 41),
+        ("resnet18,resnet50", 10),
+        ("resnet18,swin_tiny_patch4_window7_224", 8),
+    ],
+)
+def test_paper_preset_per_family(anchors, count):
+    proc = run("--anchors", anchors, "--preset", "paper", "--format", "jsonl")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == count and [r["stitch_id"] for r in rows] == list(range(count))
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -68,6 +87,9 @@ def test_every_family_enumerates(anchors, count):
         (["--anchors", "efficientnet_b0,efficientnet_b1"], "supports VisionTransformer"),
         (["--anchors", ","], "at least one timm model name"),
         (["--image-size", "0"], "--image-size must be >= 1"),
+        (["--preset", "papers"], "preset must be None or one of 'paper', got 'papers'"),
+        (["--anchors", "levit_192,levit_256", "--preset", "paper"], "no adapter for timm's Levit"),
+        (["--anchors", "resnet18,resnet50", "--preset", "paper", "--stride", "2"], "fixes kernel_size=2, stride=1"),
     ],
 )
 def test_bad_input_is_one_message_and_exit_2(args, message):
