@@ -333,6 +333,8 @@ def rebuild_supernet(state: dict[str, Any]) -> StitchedSupernet:
                          f"({', '.join(space.anchor_names)}): {first[0].strip()}") from None
     for layer in net.stitch_layers.values():
         layer.merge_lora()
+    for anchor in net.anchors:
+        anchor.weights = "supernet-checkpoint"  # trained weights, loaded from the trial's state.pt
     return net.eval()
 
 

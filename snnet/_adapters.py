@@ -130,17 +130,28 @@ class FamilyAdapter:
 
     def prune(self, keep: set[int], name: str) -> None:
         """Swap every sub-module whose parameters are all outside ``keep`` (ids) for :class:`Pruned`,
-        and unregister direct parameters outside ``keep`` (``register_parameter(name, None)``)."""
-        _prune(self.model, keep, name)
+        and unregister direct parameters outside ``keep`` (``register_parameter(name, None)``).
+
+        The containers that hold units and head (a ResNet's ``layer3``, a Swin stage and its
+        ``blocks``) stay, with their pruned members inside, so unit ``i`` is still found where the
+        adapter looks for it."""
+        where = {id(m): n for n, m in self.model.named_modules()}
+        pieces = [m for i in range(len(self.index)) for m in self.unit_modules(i)] + self.head_modules()
+        holders = {""}
+        for m in pieces:
+            parts = where.get(id(m), "").split(".")
+            holders.update(".".join(parts[:k]) for k in range(1, len(parts)))
+        _prune(self.model, keep, name, "", holders)
 
 
-def _prune(module: nn.Module, keep: set[int], name: str) -> None:
+def _prune(module: nn.Module, keep: set[int], name: str, path: str, holders: set[str]) -> None:
     for child_name, child in list(module.named_children()):
+        child_path = f"{path}.{child_name}" if path else child_name
         params = list(child.parameters())
-        if params and not any(id(p) in keep for p in params):
-            setattr(module, child_name, Pruned(f"{name}.{child_name}"))
+        if child_path not in holders and params and not any(id(p) in keep for p in params):
+            setattr(module, child_name, Pruned(f"{name}.{child_path}"))
         else:
-            _prune(child, keep, f"{name}.{child_name}")
+            _prune(child, keep, name, child_path, holders)
     for param_name, param in list(module.named_parameters(recurse=False)):
         if id(param) not in keep:
             module.register_parameter(param_name, None)

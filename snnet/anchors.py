@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from . import _weights
-from ._adapters import ADAPTERS, FamilyAdapter, Pruned, adapter_for, register_adapter
+from ._adapters import ADAPTERS, FamilyAdapter, adapter_for, register_adapter
 from ._errors import SNNetError, UnknownModelError, UnsupportedFamilyError
 from ._weights import load_checkpoint
 
@@ -202,7 +202,7 @@ class Anchor(nn.Module):
 
     def prune(self, keep: Iterable[nn.Parameter]) -> None:
         """Drop every weight not in ``keep``: sub-modules holding only such weights become
-        :class:`~snnet._adapters.Pruned` placeholders (which raise if run), and such parameters
+        :class:`~snnet.export.Pruned` placeholders (which raise if run), and such parameters
         held directly by a kept module are unregistered. Units and head are looked up in the
         model when used, so the anchor runs the kept pieces unchanged."""
         self.adapter.prune({id(p) for p in keep}, self.name)
@@ -277,7 +277,10 @@ def _build_pretrained(spec: AnchorSpec, model_kwargs: dict[str, Any]) -> tuple[n
     """timm's hub weights: probe the host first, fall back to the cache, fail fast offline."""
     from timm.models import get_pretrained_cfg
 
-    cfg = get_pretrained_cfg(spec.name)
+    try:
+        cfg = get_pretrained_cfg(spec.name)
+    except RuntimeError as e:  # an unknown pretrained tag
+        raise SNNetError(f"{spec.name!r}: {e}") from None
     cfg = cfg.to_dict() if cfg is not None else {}
     source = _weights.hub_source(cfg)
     timm_kwargs: dict[str, Any] = {}
@@ -363,8 +366,11 @@ def check_spec(spec: AnchorSpec | str, *, network: bool = True, **kwargs: Any) -
     if spec.checkpoint:
         problems.extend(_checkpoint_problems(spec, model, cfg))
     elif spec.pretrained and network:
+        from timm.models import model_entrypoint
+
         source = _weights.hub_source(cfg)
-        if source is None and not cfg.get("file"):
+        own_builder = model_entrypoint(spec.name).__module__.startswith("timm.")  # others pick their own weights
+        if source is None and not cfg.get("file") and own_builder:
             problems.append(f"timm has no pretrained weights for {spec.name!r}: drop pretrained, or pass a "
                             "local checkpoint.")
         elif source is not None and _weights.cached_hub_file(cfg) is None and not hub_reachable(*source):

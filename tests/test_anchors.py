@@ -166,3 +166,19 @@ def test_standalone_stitch_binds_a_supernets_own_modules():
     assert bound.stitch is stitch and set(bound.state_dict()) == set(fixed.state_dict())
     assert all(any(p is q for q in net.parameters()) for p in bound.parameters())  # shared, not copied
     assert StandaloneStitch.bind(net, 0).path == net.space[0].path
+
+
+@pytest.mark.parametrize("name, kwargs, kept_units", [
+    ("resnet18", {}, range(0, 4)),  # layer3 and layer4 go entirely: their containers stay, blocks pruned
+    ("swin_tiny_patch4_window7_224", {"img_size": 64, "window_size": 4}, range(4, 12)),  # stages 0-1 go
+])
+def test_pruned_stages_keep_their_containers(name, kwargs, kept_units):
+    torch.manual_seed(0)
+    anchor = create_anchor(name, **kwargs).eval()
+    keep = [p for u in kept_units for p in anchor.unit_parameters(u)]
+    anchor.prune(keep)
+    assert {id(p) for p in anchor.parameters()} == {id(p) for p in keep}
+    for i in range(anchor.depth):  # every unit is still found; the dropped ones are placeholders
+        modules = anchor.unit_modules(i)
+        assert (i in kept_units) == any(not isinstance(m, Pruned) and list(m.parameters()) for m in modules)
+    assert anchor.stem_parameters() == [] and anchor.head_parameters() == []

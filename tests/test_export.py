@@ -343,7 +343,7 @@ def test_export_builds_anchors_only_from_known_options(world, tmp_path, capsys, 
 def test_allowed_anchor_options_reach_timm(world):
     state = load_state(world["cnn_ckpt"])  # ResNets trained with num_classes=10 at 32x32
     net = rebuild_supernet(state)
-    assert net.space.profiles[-1].num_classes == 10 and all(a.weights == "random" for a in net.anchors)
+    assert net.space.profiles[-1].num_classes == 10 and all(a.weights == "supernet-checkpoint" for a in net.anchors)
 
 
 def test_a_checkpoint_holding_code_is_refused(world, tmp_path, capsys):

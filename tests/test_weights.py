@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import socket
-from pathlib import Path
 
 import pytest
 import torch
@@ -216,6 +215,7 @@ def test_check_spec_finds_every_problem_without_loading(tmp_path, no_loading, of
     assert "supports VisionTransformer" in check_spec("efficientnet_b0")[0]
     assert "cannot be reached" in check_spec(AnchorSpec("resnet18", pretrained=True))[0]
     assert check_spec(AnchorSpec("resnet18", pretrained=True), network=False) == []
+    assert "no pretrained weights" in check_spec(AnchorSpec("resnet200", pretrained=True))[0]
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
     assert "safe weights-only" in check_spec(AnchorSpec("resnet18", checkpoint=str(bad)))[0]
