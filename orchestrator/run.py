@@ -14,12 +14,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from snnet import SNNetError, SpaceConfig, StitchSpace, create_anchor, profile_anchor
+from snnet import SNNetError, StitchSpace, create_anchor, profile_anchor
 from snnet.anchors import check_model_name
 
 from .config import TrainConfig
 
-__all__ = ["TrainResult", "prepare", "run_training", "ensure_ray", "check_storage", "code_version"]
+__all__ = ["TrainResult", "prepare", "worker_resources", "run_training", "ensure_ray", "check_storage", "code_version"]
 
 
 @dataclass
@@ -109,7 +109,7 @@ def prepare(config: TrainConfig, progress: Callable[[str], None] = print) -> tup
     else:
         from . import demo  # noqa: F401  - demo anchors may be named explicitly
 
-    SpaceConfig(config.kernel_size, config.stride, config.nearest, config.direction, config.two_way).validate()
+    config.space_config().validate()
     for spec in config.anchors:
         check_model_name(spec.name)
     if config.teacher is not None:
@@ -126,8 +126,7 @@ def prepare(config: TrainConfig, progress: Callable[[str], None] = print) -> tup
             f"Anchors must classify the dataset's {classes} classes, but {', '.join(wrong)} "
             "(build them with num_classes set, or fine-tune them on this dataset first)."
         )
-    space = StitchSpace([profile_anchor(a) for a in anchors],
-                        SpaceConfig(config.kernel_size, config.stride, config.nearest, config.direction, config.two_way))
+    space = StitchSpace([profile_anchor(a) for a in anchors], config.space_config())
     if config.trial_id is None:
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         config = config.model_copy(update={"trial_id": f"{stamp}-{uuid.uuid4().hex[:6]}"})
@@ -138,6 +137,13 @@ def prepare(config: TrainConfig, progress: Callable[[str], None] = print) -> tup
     CatalogWriter(config.catalog, config.sweep)  # checks the catalog path before training
     check_storage(config.storage_path)
     return config, space
+
+
+def worker_resources(config: TrainConfig) -> dict[str, float]:
+    """What each Ray Train worker reserves: its CPUs and, with ``use_gpu``, ``gpus_per_worker`` GPUs
+    (a fraction shares one GPU between workers; 0 means one whole GPU)."""
+    gpus = (config.gpus_per_worker or 1) if config.use_gpu else 0
+    return {"CPU": config.cpus_per_worker, **({"GPU": gpus} if gpus else {})}
 
 
 def _uri(storage: str, path: str) -> str:
@@ -178,7 +184,7 @@ def run_training(
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.workers,
             use_gpu=config.use_gpu,
-            resources_per_worker={"CPU": config.cpus_per_worker, **({"GPU": 1} if config.use_gpu else {})},
+            resources_per_worker=worker_resources(config),
             placement_strategy=config.placement_strategy,
         ),
         run_config=ray.train.RunConfig(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import json
 import os
 import sys
 import time
@@ -49,6 +50,8 @@ def tune_search_space(search) -> dict[str, Any]:
             out[_key(path)] = tune.grid_search(values) if grid else tune.choice(values)
         elif isinstance(dist, FloatRange):
             out[_key(path)] = (tune.loguniform if dist.log else tune.uniform)(dist.low, dist.high)
+        elif isinstance(dist, IntRange) and grid:
+            out[_key(path)] = tune.grid_search(dist.grid_values())  # the grid SearchSpace.grid() computes
         elif isinstance(dist, IntRange):
             out[_key(path)] = tune.lograndint(dist.low, dist.high + 1) if dist.log else tune.randint(dist.low, dist.high + 1)
         else:  # pragma: no cover - the schema admits only the three kinds
@@ -84,25 +87,15 @@ def trial_function(config: dict[str, Any], ctx: dict[str, Any]) -> None:
 
     from search_spaces import SearchSpace
 
-    from .config import TrainConfig
     from .objectives import objective_values
     from .run import prepare, run_training
 
     search = SearchSpace.model_validate(ctx["search"])
     params = {_unkey(k): v for k, v in config.items()}
-    settings = search.trial_settings(params)
-    family = settings["family"]
-    anchors = ctx["demo_specs"] if family.demo else family.anchor_specs()
-    trial_id = tune.get_context().get_trial_id()
-    train = TrainConfig(
-        anchors=anchors,
-        **settings["space"],
-        **settings["training"],
-        catalog=ctx["catalog"],
-        sweep=search.name,
-        trial_id=trial_id,
-        storage_path=ctx["storage"],
-    )
+    family = search.family(params.get("family", search.families[0].name))
+    train = search.trial_config(params, anchors=ctx["demo_specs"] if family.demo else family.anchor_specs(),
+                                catalog=ctx["catalog"], trial_id=tune.get_context().get_trial_id(),
+                                storage_path=ctx["storage"])
     prepared = prepare(train, progress=print)
     callbacks = [_epoch_reporter(list(search.searcher.objectives))] if search.searcher.scheduler == "asha" else None
     result = run_training(train, prepared=prepared, callbacks=callbacks)
@@ -122,15 +115,6 @@ def trial_function(config: dict[str, Any], ctx: dict[str, Any]) -> None:
         "catalog_file": result.catalog_file,
         "checkpoint": result.checkpoint,
     })
-
-
-def _first_point(search, family) -> dict[str, Any]:
-    """One point of the search for ``family``: the first choice or the low end of each range."""
-    params: dict[str, Any] = {"family": family.name} if "family" in search.parameters() else {}
-    for path, dist in search.parameters().items():
-        if path != "family":
-            params[path] = dist.values[0] if hasattr(dist, "values") else dist.low
-    return params
 
 
 def _epoch_reporter(objectives: list[str]):
@@ -154,20 +138,17 @@ def _epoch_reporter(objectives: list[str]):
 def _validate_families(search, catalog: str, progress) -> tuple[dict[str, Any], float]:
     """Build every family's space once on the driver, before Ray starts: stitchability,
     model names, checkpoints and data are checked, and the FLOPs reference is fixed."""
-    from .config import TrainConfig
     from .run import prepare
 
     flops_ref = 0.0
     demo_specs = None
     for family in search.families:
-        settings = search.trial_settings(_first_point(search, family))
         if family.demo and demo_specs is None:
             from .demo import demo_anchor_specs
 
             demo_specs = demo_anchor_specs(progress=progress)
-        anchors = demo_specs if family.demo else family.anchor_specs()
-        config = TrainConfig(anchors=anchors, **settings["space"], **settings["training"], catalog=catalog,
-                             sweep=search.name)
+        config = search.trial_config(search.first_point(family.name), catalog=catalog,
+                                     anchors=demo_specs if family.demo else family.anchor_specs())
         _, space = prepare(config, progress=progress)
         flops_ref = max(flops_ref, max(p.flops for p in space.profiles))
         progress(f"[snnet] family {family.name}: {', '.join(space.anchor_names)} "
@@ -207,15 +188,18 @@ def _latest_experiment(storage: str, sweep: str) -> str | None:
 def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "runs",
               num_samples: int | None = None, resume: bool = False, name: str | None = None,
               address: str | None = None, max_concurrent_trials: int | None = None,
-              progress=print) -> dict[str, Any]:
-    """Run (or resume) a sweep; returns a summary dict (experiment path, trials, catalog)."""
+              overrides: Sequence[str] = (), progress=print) -> dict[str, Any]:
+    """Run (or resume) a sweep; returns a summary dict (experiment path, trials, catalog).
+
+    ``overrides``: ``dotted.path=value`` settings of the space (``training.epochs=1``), as ``--set``.
+    """
     from search_spaces import load_space
 
     from .catalog import CatalogWriter
     from .objectives import OBJECTIVES
     from .run import ensure_ray
 
-    search = load_space(space)
+    search = load_space(space, overrides=overrides)
     if address or os.environ.get("RAY_ADDRESS"):
         from .run import _check_reachable
 
@@ -320,6 +304,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--catalog", default="catalog", help="catalog folder or URI (s3://, gs://)")
     p.add_argument("--storage", default="runs", help="Ray Tune/Train storage: folder or URI")
     p.add_argument("--num-samples", type=int, default=None, help="override the space's number of trials")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a setting of the space by its dotted path (training.epochs=1, dataset=/data/x, "
+                        "resources.workers_per_trial=1, space.kernel_size=[2,3]); repeatable")
+    p.add_argument("--dataset", default=None, help="shortcut for --set dataset=DATASET")
+    p.add_argument("--epochs", type=int, default=None, help="shortcut for --set training.epochs=N")
     p.add_argument("--resume", action="store_true", help="continue the latest interrupted sweep of this space")
     p.add_argument("--name", default=None, help="experiment name (default: <sweep>-sweep-<time>)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or local)")
@@ -328,13 +317,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` settings, then the shortcuts ``--dataset`` and ``--epochs`` (which win)."""
+    extra = [f"dataset={json.dumps(args.dataset)}"] if args.dataset is not None else []  # a YAML string
+    extra += [f"training.epochs={args.epochs}"] if args.epochs is not None else []
+    return [*args.overrides, *extra]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     try:
         summary = run_sweep(args.space, catalog=args.catalog, storage=args.storage, num_samples=args.num_samples,
                             resume=args.resume, name=args.name, address=args.address,
-                            max_concurrent_trials=args.max_concurrent_trials)
+                            max_concurrent_trials=args.max_concurrent_trials, overrides=overrides(args))
     except SNNetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,7 +1,10 @@
 """``python -m orchestrator.train``: train one stitched supernet with Ray Train, write its catalog rows.
 
 With no arguments it trains the embedded demo (three tiny ViTs pretrained on handwritten
-digits, cached after the first run) on a local Ray instance with 2 workers.
+digits, cached after the first run) on a local Ray instance with 2 workers. ``--space NAME``
+trains a search space's first point (each choice's first value, each range's documented
+default: the geometric mean of a log range, else its low end); ``--set dotted.path=value``
+changes any setting of it, and the flags given override both.
 """
 
 from __future__ import annotations
@@ -11,6 +14,11 @@ import sys
 import time
 from typing import Sequence
 
+from dataclasses import replace
+from typing import Any
+
+from search_spaces import shipped_spaces
+from search_spaces._kinds import did_you_mean
 from snnet import SNNetError
 from snnet.anchors import AnchorSpec
 
@@ -21,42 +29,50 @@ __all__ = ["main", "parse_args", "config_from_args"]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Flags left out stay out of the namespace, so only what the user gave overrides a space."""
     from snnet.sampling import RULES
 
     d = TrainConfig()
-    p = argparse.ArgumentParser(prog="python -m orchestrator.train", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m orchestrator.train", description=__doc__.splitlines()[0],
+                                argument_default=argparse.SUPPRESS)
     p.add_argument("--space", default="demo",
-                   help="'demo' (default), or give the anchors with --anchors and the data with --dataset")
+                   help="'demo' (default: the embedded demo, or --anchors and --dataset), a shipped search space "
+                        f"({', '.join(shipped_spaces())}) or a YAML path: trains the space's first point")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a setting: a dotted path into the space (training.epochs=1, dataset=/data/x, "
+                        "resources.workers_per_trial=1), or a TrainConfig field without --space; repeatable")
     p.add_argument("--anchors", default=None,
                    help="comma-separated timm names; NAME=PATH loads a local checkpoint for NAME")
-    p.add_argument("--pretrained", action="store_true", help="load timm hub weights for --anchors")
-    p.add_argument("--num-classes", type=int, default=None, help="classifier size for --anchors")
-    p.add_argument("--dataset", default=d.dataset, help="'demo' or an ImageNet-layout folder (train/, val/)")
-    p.add_argument("--image-size", type=int, default=d.image_size)
-    p.add_argument("--kernel-size", type=int, default=d.kernel_size)
-    p.add_argument("--stride", type=int, default=d.stride)
-    p.add_argument("--epochs", type=int, default=d.epochs, help="0: initialise and evaluate only")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="per worker")
-    p.add_argument("--anchor-lr", type=float, default=d.anchor_lr)
-    p.add_argument("--stitch-lr", type=float, default=d.stitch_lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--mode", default=d.mode, choices=MODES)
-    p.add_argument("--lora-rank", type=int, default=d.lora_rank)
-    p.add_argument("--init", default=d.init, choices=INITS)
-    p.add_argument("--ls-samples", type=int, default=d.ls_samples)
-    p.add_argument("--sampling", default=d.sampling, choices=sorted(RULES))
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--pretrained", action="store_true", default=False, help="load timm hub weights for the anchors")
+    p.add_argument("--num-classes", type=int, default=None, help="classifier size of the anchors")
+    p.add_argument("--dataset", help=f"'demo' or an ImageNet-layout folder (train/, val/); default {d.dataset!r}")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--kernel-size", type=int)
+    p.add_argument("--stride", type=int)
+    p.add_argument("--epochs", type=int, help=f"0: initialise and evaluate only; default {d.epochs}")
+    p.add_argument("--batch-size", type=int, help=f"per worker; default {d.batch_size}")
+    p.add_argument("--anchor-lr", type=float)
+    p.add_argument("--stitch-lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--mode", choices=MODES)
+    p.add_argument("--lora-rank", type=int)
+    p.add_argument("--init", choices=INITS)
+    p.add_argument("--ls-samples", type=int)
+    p.add_argument("--sampling", choices=sorted(RULES))
+    p.add_argument("--seed", type=int)
     p.add_argument("--teacher", default=None, help="timm name (NAME=PATH for a checkpoint) for hard distillation")
-    p.add_argument("--workers", type=int, default=d.workers)
-    p.add_argument("--gpu", action="store_true", help="one GPU per worker (nccl, bf16 autocast)")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every_steps, metavar="STEPS")
-    p.add_argument("--max-failures", type=int, default=d.max_failures)
-    p.add_argument("--latency", action="store_true", help="measure every stitch's latency (median, after warm-up)")
-    p.add_argument("--latency-batch-size", type=int, default=d.latency_batch_size)
-    p.add_argument("--catalog", default=d.catalog, help="catalog folder or URI (s3://, gs://)")
-    p.add_argument("--sweep", default=d.sweep, help="catalog partition to write into")
-    p.add_argument("--trial-id", default=None)
-    p.add_argument("--storage", default=d.storage_path, help="Ray run storage (checkpoints): folder or URI")
+    p.add_argument("--workers", type=int, help=f"default {d.workers}")
+    p.add_argument("--gpu", dest="use_gpu", action="store_true", help="one GPU per worker (nccl, bf16 autocast)")
+    p.add_argument("--checkpoint-every", dest="checkpoint_every_steps", type=int, metavar="STEPS")
+    p.add_argument("--max-failures", type=int)
+    p.add_argument("--latency", dest="measure_latency", action="store_true",
+                   help="measure every stitch's latency (median, after warm-up)")
+    p.add_argument("--latency-batch-size", type=int)
+    p.add_argument("--catalog", help=f"catalog folder or URI (s3://, gs://); default {d.catalog!r}")
+    p.add_argument("--sweep", help=f"catalog partition to write into; default {d.sweep!r}")
+    p.add_argument("--trial-id")
+    p.add_argument("--storage", dest="storage_path", help=f"Ray run storage (checkpoints): folder or URI; "
+                                                          f"default {d.storage_path!r}")
     p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or local)")
     return p.parse_args(argv)
 
@@ -68,41 +84,56 @@ def _spec(text: str, pretrained: bool, num_classes: int | None) -> AnchorSpec:
     return AnchorSpec(name.strip(), pretrained=pretrained and not path, checkpoint=path or None, kwargs=kwargs)
 
 
+def _with_flags(spec: AnchorSpec, pretrained: bool, num_classes: int | None) -> AnchorSpec:
+    kwargs = {**spec.kwargs, **({"num_classes": num_classes} if num_classes is not None else {})}
+    return replace(spec, pretrained=spec.pretrained or (pretrained and spec.checkpoint is None), kwargs=kwargs)
+
+
+def _field_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``--set`` without a search space: TrainConfig fields, optionally under ``training.`` or ``space.``."""
+    from search_spaces.overrides import parse
+
+    out = {}
+    for text in overrides:
+        keys, value = parse(text)
+        if len(keys) == 2 and keys[0] in ("training", "space"):
+            keys = keys[1:]
+        if len(keys) != 1 or keys[0] not in TrainConfig.model_fields:
+            raise SNNetError(f"--set {text}: without --space a setting is a TrainConfig field "
+                             f"({', '.join(TrainConfig.model_fields)}), got {'.'.join(keys)!r}"
+                             f"{did_you_mean('.'.join(keys), TrainConfig.model_fields)}.")
+        out[keys[0]] = value
+    return out
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    if args.space != "demo" and args.anchors is None:
-        raise SNNetError(f"--space {args.space!r}: only 'demo' is built in; give other anchors with --anchors.")
-    anchors = None
+    """The run's TrainConfig: the embedded demo or a space's first point, then --set, then the flags."""
+    flags = {k: v for k, v in vars(args).items() if k in TrainConfig.model_fields and k not in ("anchors", "teacher")}
+    if args.teacher:
+        flags["teacher"] = _spec(args.teacher, args.pretrained, args.num_classes)
+    if args.space == "demo":
+        settings = _field_overrides(args.overrides)
+        if args.anchors is not None:
+            settings["anchors"] = [_spec(t, args.pretrained, args.num_classes) for t in args.anchors.split(",")
+                                   if t.strip()]
+        return TrainConfig(**{**settings, **flags})
     if args.anchors is not None:
-        anchors = [_spec(t, args.pretrained, args.num_classes) for t in args.anchors.split(",") if t.strip()]
-    return TrainConfig(
-        anchors=anchors,
-        kernel_size=args.kernel_size,
-        stride=args.stride,
-        dataset=args.dataset,
-        image_size=args.image_size,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        anchor_lr=args.anchor_lr,
-        stitch_lr=args.stitch_lr,
-        weight_decay=args.weight_decay,
-        mode=args.mode,
-        lora_rank=args.lora_rank,
-        init=args.init,
-        ls_samples=args.ls_samples,
-        sampling=args.sampling,
-        seed=args.seed,
-        teacher=_spec(args.teacher, args.pretrained, args.num_classes) if args.teacher else None,
-        workers=args.workers,
-        use_gpu=args.gpu,
-        checkpoint_every_steps=args.checkpoint_every,
-        max_failures=args.max_failures,
-        measure_latency=args.latency,
-        latency_batch_size=args.latency_batch_size,
-        catalog=args.catalog,
-        sweep=args.sweep,
-        trial_id=args.trial_id,
-        storage_path=args.storage,
-    )
+        raise SNNetError(f"--space {args.space!r} names its own anchors: leave out --anchors (or use --space demo).")
+    space = _load(args.space, args.overrides)
+    point = space.first_point()
+    family = space.family(point.get("family", space.families[0].name))
+    anchors = None if family.demo else [_with_flags(a, args.pretrained, args.num_classes)
+                                        for a in family.anchor_specs()]
+    return space.trial_config(point, anchors=anchors, sweep=TrainConfig().sweep, **flags)
+
+
+def _load(name: str, overrides: list[str]):
+    from search_spaces import load_space
+
+    if name not in shipped_spaces() and not name.endswith((".yaml", ".yml")) and "/" not in name:
+        raise SNNetError(f"--space {name!r}: only 'demo' is built in as flags; other spaces are the shipped ones "
+                         f"({', '.join(shipped_spaces())}) or a YAML path; or give anchors with --anchors.")
+    return load_space(name, overrides=overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -371,3 +371,89 @@ print(space.trial_settings({'space.kernel_size': 2, 'training.sampling': 'unifor
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "2"
+
+
+# -- bounded reading -------------------------------------------------------------------------------
+def test_a_billion_laughs_file_is_refused_quickly(tmp_path):
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i, name in enumerate("bcdefghi"):
+        prev = "abcdefghi"[i]
+        lines.append(f"{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]")
+    path = write(tmp_path, "name: bomb\n" + "\n".join(lines) + "\nfamilies: *i\n")
+    with pytest.raises(SNNetError) as err:
+        load_space(path)
+    message = str(err.value)
+    assert "found the alias *a: YAML aliases are not allowed in a search space" in message and "line 3" in message
+    assert "\n" not in message
+
+
+def test_a_file_over_the_size_limit_is_refused_without_reading_it_all(tmp_path):
+    import search_spaces
+
+    path = tmp_path / "big.yaml"
+    with open(path, "w") as f:
+        f.write("name: big\nfamilies:\n")
+        f.write("  - {name: x, anchors: [a, b]}\n" * (2 * search_spaces.MAX_BYTES // 30))
+    with pytest.raises(SNNetError, match=r"is larger than 1024 KiB"):
+        load_space(path)
+
+
+def test_a_large_file_under_the_limit_loads_in_one_pass(tmp_path):
+    """About 1 MB of list items: the line map is built once (no quadratic walk, no recursion)."""
+    items = ", ".join(str(i) for i in range(1, 140_000))
+    path = write(tmp_path, f"name: large\nfamilies: [{{name: d, demo: true, anchors: {DEMO}}}]\n"
+                           f"space: {{kernel_size: [{items}]}}\n")
+    assert path.stat().st_size < 1 << 20
+    space = load_space(path)
+    assert len(space.parameters()["space.kernel_size"].values) == 139_999
+
+
+def test_deep_nesting_is_one_error(tmp_path):
+    path = write(tmp_path, "name: deep\nfamilies: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(SNNetError, match="nests its values too deeply|must be|problem"):
+        load_space(path)
+
+
+# -- overrides --------------------------------------------------------------------------------------
+def test_overrides_set_values_by_dotted_path():
+    space = load_space("deit_ti_s_b", overrides=[
+        "training.epochs=1", "dataset=/data/x", "resources.workers_per_trial=1", "space.kernel_size=[2, 3]",
+        "training.anchor_lr={low: 1e-5, high: 1e-4}", "searcher.num_samples=2", "families.0.pretrained=false",
+    ])
+    fixed = space.fixed()
+    assert fixed["training.epochs"] == 1 and fixed["dataset"] == "/data/x"
+    assert fixed["resources.workers_per_trial"] == 1 and space.searcher.num_samples == 2
+    assert space.parameters()["space.kernel_size"] == Choice((2, 3))
+    assert space.parameters()["training.anchor_lr"] == FloatRange(1e-5, 1e-4)
+    assert not space.families[0].anchors[0].pretrained
+    assert "with --set training.epochs=1" in space.source
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("training.epochs=-1", "training.epochs: must be an integer >= 0, got -1 (line "),
+    ("training.epochz=1", "training.epochz: unknown training setting (did you mean 'epochs'?)"),
+    ("resources.workers_per_trial=[1, 2]", "resources.workers_per_trial: must be an integer >= 1, got [1, 2]"),
+    ("name.x=1", "--set name.x=1: name is not a mapping or list in this search space."),
+    ("training.epochs", "--set takes dotted.path=value"),
+    ("training.epochs=[1", "is not valid YAML"),
+])
+def test_overrides_are_validated_like_the_file(override, fragment):
+    with pytest.raises(SNNetError) as err:
+        load_space("demo", overrides=[override])
+    assert fragment in str(err.value)
+
+
+# -- one resolved TrainConfig per trial ---------------------------------------------------------------
+def test_trial_config_is_one_plain_trainconfig_that_round_trips():
+    space = load_space("deit_ti_s_b", overrides=["resources.gpus_per_worker=0.5"])
+    config = space.trial_config(space.first_point(), catalog="s3://b/c", trial_id="t1")
+    assert isinstance(config, TrainConfig) and config.sweep == "deit_ti_s_b"
+    assert config.anchor_lr == pytest.approx((5e-5 * 5e-4) ** 0.5)  # a log range's default: geometric mean
+    assert (config.use_gpu, config.gpus_per_worker, config.workers) == (True, 0.5, 8)
+    assert TrainConfig.model_validate(json.loads(json.dumps(config.model_dump()))) == config
+
+
+def test_first_point_takes_first_choices_and_range_defaults(small_space):
+    assert small_space.first_point() == {"family": "a", "space.kernel_size": 2, "training.sampling": "uniform",
+                                         "training.epochs": 1}
+    assert IntRange(1, 100, log=True).first() == 10 and FloatRange(1.0, 3.0).first() == 1.0

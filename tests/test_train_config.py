@@ -366,3 +366,49 @@ def test_prepare_rejects_a_catalog_below_a_file_before_training(image_folder, tm
     config = _prepare_args(image_folder, tmp_path, catalog=str(a_file / "catalog"))
     with pytest.raises(SNNetError, match="catalog"):
         prepare(config, progress=None)
+
+
+# -- --space, --set and the resources a run asks Ray for ----------------------------------------------
+
+
+def test_train_space_runs_the_first_point_with_overrides_and_flags():
+    args = parse_args(["--space", "deit_ti_s_b", "--dataset", "/data/x", "--num-classes", "3", "--epochs", "1",
+                       "--set", "resources.workers_per_trial=1", "--set", "training.seed=7"])
+    config = config_from_args(args)
+    assert (config.dataset, config.epochs, config.workers, config.seed) == ("/data/x", 1, 1, 7)
+    assert (config.kernel_size, config.stride) == (2, 1)  # the first choices
+    assert config.anchors[0] == AnchorSpec("deit_tiny_patch16_224", pretrained=True, kwargs={"num_classes": 3})
+    assert config.sampling == "uniform" and config.sampling_options == {}  # the chosen rule's options
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--set", "epochz=3"], "got 'epochz' (did you mean 'epochs'?)"),
+    (["--space", "deit_ti_s_b", "--set", "training.epochs=-1"], "training.epochs: must be an integer >= 0, got -1"),
+    (["--space", "deit_ti_s_b", "--anchors", "resnet18,resnet50"], "names its own anchors"),
+])
+def test_train_overrides_name_the_path(argv, fragment):
+    with pytest.raises(SNNetError) as err:
+        config_from_args(parse_args(argv))
+    assert fragment in str(err.value)
+
+
+def test_set_without_a_space_sets_trainconfig_fields():
+    config = config_from_args(parse_args(["--set", "training.epochs=2", "--set", "anchor_lr=1e-4", "--epochs", "3"]))
+    assert (config.epochs, config.anchor_lr) == (3, 1e-4)  # flags win over --set
+
+
+def test_a_fractional_gpu_reaches_ray_as_that_fraction():
+    from orchestrator.run import worker_resources
+
+    assert worker_resources(TrainConfig(use_gpu=True, gpus_per_worker=0.5, cpus_per_worker=2)) == {"CPU": 2, "GPU": 0.5}
+    assert worker_resources(TrainConfig(use_gpu=True)) == {"CPU": 1, "GPU": 1}
+    assert worker_resources(TrainConfig()) == {"CPU": 1}
+
+
+def test_grid_search_expands_an_integer_range_to_its_grid():
+    from orchestrator.sweep import tune_search_space
+    from search_spaces import load_space
+
+    space = load_space("demo", overrides=["searcher.algorithm=grid", "training.epochs={low: 1, high: 3}"])
+    tune_space = tune_search_space(space)
+    assert tune_space["training__epochs"] == {"grid_search": [1, 2, 3]} == {"grid_search": space.grid()["training.epochs"]}
