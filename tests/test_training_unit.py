@@ -20,7 +20,7 @@ from orchestrator.config import TrainConfig
 from orchestrator.data import make_loader
 from orchestrator.run import catalog_rows
 from orchestrator.summary import best_under, interpolation_stats, spearman, summarize
-from orchestrator.training import SupernetStep, _lr_lambda, _ls_batches, evaluate_stitch, initialise, step_loss
+from orchestrator.recipe import SupernetStep, evaluate_stitch, initialise, ls_batches, lr_lambda, step_loss
 from snnet import StitchingLayer, least_squares
 from snnet.least_squares import to_rows
 
@@ -47,7 +47,7 @@ def _stitched(net, index: int = 0):
 
 
 def test_lr_warmup_then_cosine_to_zero_at_the_end():
-    f = _lr_lambda(100, 0.1)  # 10 warmup steps
+    f = lr_lambda(100, 0.1)  # 10 warmup steps
     assert [f(s) for s in range(10)] == pytest.approx([(s + 1) / 10 for s in range(10)])
     assert f(9) == 1.0 and f(10) == 1.0  # warmup ends at the peak, cosine starts there
     assert f(55) == pytest.approx(0.5)  # half way through the cosine
@@ -58,18 +58,18 @@ def test_lr_warmup_then_cosine_to_zero_at_the_end():
 
 
 def test_lr_without_warmup_and_tiny_runs():
-    f = _lr_lambda(10, 0.0)
+    f = lr_lambda(10, 0.0)
     assert f(0) == 1.0 and f(5) == pytest.approx(0.5) and f(10) == 0.0
-    one = _lr_lambda(1, 0.1)  # int(0.1) = 0 warmup steps
+    one = lr_lambda(1, 0.1)  # int(0.1) = 0 warmup steps
     assert one(0) == 1.0 and one(1) == 0.0
-    g = _lr_lambda(5, 0.5)  # 2 warmup steps
+    g = lr_lambda(5, 0.5)  # 2 warmup steps
     assert [g(0), g(1), g(2)] == [0.5, 1.0, 1.0] and g(5) == 0.0
 
 
 def test_lr_schedule_drives_lambdalr_to_zero():
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([param], lr=0.2)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(20, 0.25))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(20, 0.25))
     seen = []
     for _ in range(20):
         seen.append(opt.param_groups[0]["lr"])
@@ -202,7 +202,7 @@ def test_ls_batches_shard_a_fixed_subset_over_ranks():
     ds = TensorDataset(ids.view(10, 1, 1, 1), torch.zeros(10, dtype=torch.long))
 
     def seen(samples, rank, world, batch=3):
-        batches = list(_ls_batches(ds, samples, batch, rank, world, CPU))
+        batches = list(ls_batches(ds, samples, batch, rank, world, CPU))
         assert all(len(b) <= batch for b in batches)
         return [int(v) for b in batches for v in b.flatten()]
 

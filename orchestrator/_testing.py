@@ -1,0 +1,48 @@
+"""Test-only training callbacks; nothing in the package imports this module.
+
+Tests install them on Ray Train workers by import spec, through the worker's loop config
+(``callbacks``), the ``SNNET_TRAIN_CALLBACKS`` environment variable, or, for the fault tests,
+``run_training(fault_injection={"pid_dir": ..., "hold_at_step": N})``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+from .recipe import SupernetRecipe, TrainCallback
+
+__all__ = ["PidFileHold", "TempDirProbe"]
+
+
+class PidFileHold(TrainCallback):
+    """Publish this worker's pid at every step as ``<pid_dir>/rank<r>-step<t>.pid`` and, on the
+    first attempt only (not after a resume), sleep at ``hold_at_step`` so a test can kill the
+    process there."""
+
+    def __init__(self, pid_dir: str, hold_at_step: int | None = None, hold_seconds: float = 120.0):
+        self.pid_dir, self.hold_at_step, self.hold_seconds = pid_dir, hold_at_step, float(hold_seconds)
+
+    def on_step(self, recipe: SupernetRecipe, step: int) -> None:
+        with open(os.path.join(self.pid_dir, f"rank{recipe.rank}-step{step}.pid"), "w") as f:
+            f.write(str(os.getpid()))
+        if not recipe.resumed and step == self.hold_at_step:
+            time.sleep(self.hold_seconds)
+
+
+class TempDirProbe(TrainCallback):
+    """On rank 0, before every step, count the checkpoint folders (``snnet-ckpt-*``) left in the
+    worker's temp folder, and keep the largest count seen in ``<tmp>/snnet-probe-rank0``: the
+    file also proves which temp folder the worker used."""
+
+    def __init__(self) -> None:
+        self.most = 0
+
+    def on_step(self, recipe: SupernetRecipe, step: int) -> None:
+        if recipe.rank != 0:
+            return
+        folder = tempfile.gettempdir()
+        self.most = max(self.most, sum(n.startswith("snnet-ckpt-") for n in os.listdir(folder)))
+        with open(os.path.join(folder, "snnet-probe-rank0"), "w") as f:
+            f.write(f"{step} {self.most}")

@@ -1,0 +1,564 @@
+"""The training recipe of one stitched supernet: initialise, train jointly, evaluate every stitch.
+
+:class:`SupernetRecipe` is what each Ray Train worker runs (:mod:`orchestrator.training`
+connects it to Ray); it needs no Ray itself, so it also runs in one process for tests and
+notebooks. Its steps, in the order :meth:`SupernetRecipe.run` takes them:
+
+1. :meth:`~SupernetRecipe.setup`: build the supernet once, the data loaders, the seeded
+   sampling rule (:mod:`snnet.sampling`), an optional teacher.
+2. :meth:`~SupernetRecipe.initialise` (fresh runs only): **least-squares init**, distributed:
+   each rank accumulates the normal equations of every stitching layer on its own shard of
+   ``ls_samples`` training images, the sums are all-reduced and every rank solves the same
+   system (:mod:`snnet.least_squares`); or Kaiming init, for comparison.
+3. :meth:`~SupernetRecipe.train_epoch`: at step ``t`` rank ``r`` trains the stitches
+   ``rule.draw(t, r, W)``. All stitches of a step go through one forward of the DDP module,
+   so DDP's unused-parameter detection sees the whole step and a rule that trains several
+   stitches per step (``sandwich``) accumulates gradients and distils in place without
+   ``no_sync``. AdamW with separate rates for anchors and stitching layers, warmup plus
+   cosine decay, gradient clipping, bf16 autocast on GPU.
+4. :meth:`~SupernetRecipe.evaluate_all`: every stitch on the evaluation split, spread over
+   the workers (rank ``r`` takes every ``W``-th unfinished stitch), gathered each round.
+
+:meth:`~SupernetRecipe.save` reports a :class:`TrainState` (the checkpoint schema) after every
+epoch, every ``checkpoint_every_steps`` steps and now and then during evaluation;
+:meth:`~SupernetRecipe.load` resumes from one, skipping finished steps and stitches.
+Progress goes to the ``snnet.train`` logger, rank 0 only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from snnet import StitchedSupernet, StitchSpace, create_anchor
+from snnet.sampling import SamplingRule, balance_report, make_rule, rule_class
+
+from .config import TrainConfig
+
+__all__ = [
+    "SupernetRecipe",
+    "SupernetStep",
+    "TrainCallback",
+    "TrainState",
+    "Worker",
+    "build_worker_supernet",
+    "evaluate_stitch",
+    "initialise",
+    "load_callbacks",
+    "lr_lambda",
+    "step_loss",
+    "training_logger",
+]
+
+LOGGER_NAME = "snnet.train"
+
+
+# -- the checkpoint schema -------------------------------------------------------------------------
+
+
+@dataclass
+class TrainState:
+    """Everything a run resumes from, and enough to rebuild its supernet without the driver.
+
+    Written as one ``torch.save`` dict (:attr:`FILE` in a checkpoint folder) whose keys are
+    these field names, read back with ``weights_only=True``. ``train_config`` is the run's
+    :class:`~orchestrator.config.TrainConfig` as a plain dict and ``space`` its
+    :meth:`StitchSpace.to_json`; ``optimizer`` and ``scheduler`` are ``None`` in checkpoints
+    taken after training (evaluation needs neither).
+    """
+
+    FILE: ClassVar[str] = "state.pt"
+
+    model: dict[str, torch.Tensor]
+    train_config: dict[str, Any]
+    space: str
+    step: int = 0
+    epoch: int = 0
+    r2: dict[str, float] = field(default_factory=dict)
+    evaluated: dict[int, list[float]] = field(default_factory=dict)  # stitch id -> [top1, top5]
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["evaluated"] = {str(k): list(v) for k, v in self.evaluated.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "TrainState":
+        names = [f.name for f in dataclasses.fields(cls)]
+        required = [f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [k for k in required if not isinstance(data, dict) or k not in data]
+        if missing:
+            raise ValueError(f"a training checkpoint must hold {', '.join(required)}; this one lacks "
+                             f"{', '.join(missing)}")
+        state = cls(**{k: data[k] for k in names if k in data})
+        state.evaluated = {int(k): list(v) for k, v in state.evaluated.items()}
+        return state
+
+    def write(self, folder: str | os.PathLike[str]) -> str:
+        path = os.path.join(folder, self.FILE)
+        torch.save(self.to_dict(), path)
+        return path
+
+    @classmethod
+    def read(cls, folder: str | os.PathLike[str]) -> "TrainState":
+        path = os.path.join(folder, cls.FILE)
+        return cls.from_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+# -- where a recipe runs, and what may watch it ----------------------------------------------------
+
+
+def _no_report(metrics: dict[str, Any], state: TrainState | None) -> None:
+    pass
+
+
+@dataclass
+class Worker:
+    """One of ``world`` data-parallel workers: its rank, device, and how it reports progress.
+
+    ``report(metrics, state)`` is called by every rank at once (a collective under Ray Train),
+    with a :class:`TrainState` on rank 0 and ``None`` elsewhere. ``wrap`` turns the step module
+    into its DDP form when ``world > 1``.
+    """
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    report: Callable[[dict[str, Any], "TrainState | None"], None] = _no_report
+    wrap: Callable[[nn.Module], nn.Module] = lambda module: module
+
+
+class TrainCallback:
+    """Hooks into a running recipe; tests use them to observe or disturb a run."""
+
+    def on_step(self, recipe: "SupernetRecipe", step: int) -> None:
+        """Before training step ``step`` (0-based, counted over the whole run)."""
+
+
+def load_callbacks(specs: Iterable[str | dict[str, Any]]) -> list[TrainCallback]:
+    """Callbacks from import specs: ``"pkg.module:factory"`` or ``{"target": ..., **kwargs}``."""
+    callbacks = []
+    for spec in specs:
+        kwargs = dict(spec) if isinstance(spec, dict) else {"target": spec}
+        module, _, name = str(kwargs.pop("target")).strip().partition(":")
+        if not module or not name:
+            raise ValueError(f"a callback spec looks like 'package.module:name', got {spec!r}")
+        callbacks.append(getattr(importlib.import_module(module), name)(**kwargs))
+    return callbacks
+
+
+class _RankZeroFilter(logging.Filter):
+    """Pass records of rank 0 only (the rank travels in the record's ``extra``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "rank", 0) == 0
+
+
+def training_logger() -> logging.Logger:
+    """The ``snnet.train`` logger: ``[snnet] message`` lines on the process's real stdout.
+
+    The real stdout, not ``sys.stdout``: Ray Train redirects the latter on its workers and
+    would log every line twice. Records carrying ``rank != 0`` are dropped.
+    """
+    logger = logging.getLogger(LOGGER_NAME)
+    if not any(isinstance(f, _RankZeroFilter) for h in logger.handlers for f in h.filters):
+        handler = logging.StreamHandler(sys.__stdout__)
+        handler.setFormatter(logging.Formatter("[snnet] %(message)s"))
+        handler.addFilter(_RankZeroFilter())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+# -- the pieces of a step --------------------------------------------------------------------------
+
+
+class SupernetStep(nn.Module):
+    """``forward(x, stitch_ids)`` -> one output per stitch: a whole step in one DDP forward."""
+
+    def __init__(self, supernet: StitchedSupernet):
+        super().__init__()
+        self.supernet = supernet
+
+    def forward(self, x: torch.Tensor, stitch_ids: tuple[int, ...]) -> list[torch.Tensor]:
+        return [self.supernet(x, i) for i in stitch_ids]
+
+
+def build_worker_supernet(config: TrainConfig, space: StitchSpace, device: torch.device) -> StitchedSupernet:
+    from . import demo  # noqa: F401  - registers the demo anchors with timm on this process
+
+    specs = {s.name: s for s in config.anchors}
+    extra = {"img_size": config.image_size} if config.image_size else {}
+    anchors = [create_anchor(specs[name], **extra) for name in space.anchor_names]
+    return StitchedSupernet(space, anchors).to(device)
+
+
+def ls_batches(dataset, samples: int, batch_size: int, rank: int, world: int, device):
+    """This rank's share of the first ``samples`` training images (fixed, seeded subset)."""
+    g = torch.Generator().manual_seed(1234)
+    order = torch.randperm(len(dataset), generator=g)[: min(samples, len(dataset))]
+    mine = order[rank::world].tolist()
+    for start in range(0, len(mine), batch_size):
+        yield torch.stack([dataset[i][0] for i in mine[start : start + batch_size]]).to(device)
+
+
+def initialise(net: StitchedSupernet, config: TrainConfig, dataset, rank: int, world: int, device) -> dict[str, float]:
+    """LS-initialise (all-reduced over ranks) or Kaiming-initialise every stitching layer."""
+    import torch.distributed as dist
+
+    if config.init == "kaiming":
+        torch.manual_seed(config.seed)
+        net.reset_stitch_layers()
+        return {}
+    net.eval()
+    accs = net.least_squares_accumulators(config.ls_mode)
+    for x in ls_batches(dataset, config.ls_samples, config.eval_batch_size, rank, world, device):
+        net.accumulate_least_squares(accs, x)
+    if dist.is_available() and dist.is_initialized() and world > 1:
+        for acc in accs.values():
+            acc.all_reduce_()
+    return net.solve_least_squares(accs)
+
+
+def lr_lambda(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
+    """Linear warmup over ``warmup_fraction`` of the steps, then cosine decay to zero."""
+    warmup = int(total_steps * warmup_fraction)
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def step_loss(outputs: list[torch.Tensor], target: torch.Tensor, rule: str | SamplingRule | type[SamplingRule],
+              teacher_labels: torch.Tensor | None = None) -> torch.Tensor:
+    """The loss of one step's outputs under a sampling rule (by name, class or instance).
+
+    The mean cross-entropy of the stitches; a rule that :attr:`~SamplingRule.distils_from_first`
+    (``sandwich``) instead sums the first output's cross-entropy and the others' cross-entropy
+    against its detached prediction. ``teacher_labels`` (DeiT's hard distillation) average into
+    the label term.
+    """
+
+    def ce(out: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(out, target)
+        if teacher_labels is not None:
+            loss = 0.5 * loss + 0.5 * F.cross_entropy(out, teacher_labels)
+        return loss
+
+    if (rule_class(rule) if isinstance(rule, str) else rule).distils_from_first:
+        first = outputs[0]
+        soft = first.detach().float().softmax(-1)
+        return ce(first) + sum(F.cross_entropy(o.float(), soft) for o in outputs[1:])
+    return sum(ce(o) for o in outputs) / len(outputs)
+
+
+@torch.no_grad()
+def evaluate_stitch(net: StitchedSupernet, stitch_id: int, loader, device, autocast) -> tuple[float, float, int]:
+    """Top-1 and top-5 accuracy (percent) of one stitch over a loader, and the sample count."""
+    correct1 = correct5 = total = 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        with autocast():
+            out = net(x, stitch_id)
+        top = out.float().topk(min(5, out.shape[-1]), dim=-1).indices
+        hits = top == y[:, None]
+        correct1 += hits[:, 0].sum().item()
+        correct5 += hits.any(dim=-1).sum().item()
+        total += y.numel()
+    return 100.0 * correct1 / max(total, 1), 100.0 * correct5 / max(total, 1), total
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+# -- the recipe ------------------------------------------------------------------------------------
+
+
+class SupernetRecipe:
+    """Joint training and evaluation of one stitched supernet on one worker (module docstring).
+
+    Args:
+        config: the run's settings.
+        space: its stitch space (the driver built and checked it).
+        worker: this worker's rank, device and reporting; default one CPU worker, no reports.
+        callbacks: :class:`TrainCallback` hooks.
+        datasets: ``(train, val)`` to use instead of ``get_datasets(config.dataset, ...)``.
+    """
+
+    def __init__(self, config: TrainConfig, space: StitchSpace, worker: Worker | None = None, *,
+                 callbacks: Sequence[TrainCallback] = (), datasets: tuple[Any, Any] | None = None):
+        self.config, self.space = config, space
+        self.worker = worker or Worker()
+        self.rank, self.world, self.device = self.worker.rank, self.worker.world, self.worker.device
+        self.callbacks = list(callbacks)
+        self.log = logging.LoggerAdapter(training_logger(), {"rank": self.rank})
+        self._datasets = datasets
+        self.step = self.epoch = 0
+        self.r2: dict[str, float] = {}
+        self.evaluated: dict[int, list[float]] = {}
+        self.latency: dict[str, float] = {}
+        self.last_loss = float("nan")  # every report carries the latest epoch's loss (schedulers read it)
+        self.resumed = False
+        self.model: nn.Module | None = None  # the (DDP-wrapped) step module, made when training starts
+        self.teacher: nn.Module | None = None  # DeiT-style hard-label teacher, made when training starts
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # -- building ------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Build the supernet (once), the data loaders and the sampling rule."""
+        from .data import get_datasets, make_loader
+
+        c = self.config
+        self.net = build_worker_supernet(c, self.space, self.device)
+        self.train_ds, self.val_ds = self._datasets or get_datasets(c.dataset, c.image_size)
+        self.loader = make_loader(self.train_ds, c.batch_size, rank=self.rank, world_size=self.world,
+                                  shuffle=True, seed=c.seed, drop_last=True)
+        self.val_loader = make_loader(self.val_ds, c.eval_batch_size, shuffle=False, seed=c.seed)
+        self.steps_per_epoch = len(self.loader)
+        self.rule = make_rule(c.sampling, [s.flops for s in self.space], seed=c.seed, **c.sampling_options)
+
+    def _apply_mode(self) -> None:
+        """Freeze the anchors (``stitch-only``, ``lora``) and add LoRA updates (``lora``)."""
+        if self.config.mode in ("stitch-only", "lora"):
+            for p in self.net.anchors.parameters():
+                p.requires_grad_(False)
+        if self.config.mode == "lora":
+            for layer in self.net.stitch_layers.values():
+                layer.enable_lora(self.config.lora_rank)
+
+    def _build_optimizer(self) -> None:
+        c = self.config
+        total_steps = max(1, self.steps_per_epoch * c.epochs)
+        self.optimizer = torch.optim.AdamW(self.net.param_groups(c.anchor_lr, c.stitch_lr, c.weight_decay),
+                                           lr=c.stitch_lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(total_steps, c.warmup_fraction))
+
+    def initialise(self) -> dict[str, float]:
+        """LS or Kaiming init of every stitching layer; returns R^2 per layer (LS only)."""
+        t0 = time.perf_counter()
+        self.r2 = initialise(self.net, self.config, self.train_ds, self.rank, self.world, self.device)
+        if self.r2:
+            values = list(self.r2.values())
+            self.log.info(f"least-squares init of {len(values)} stitching layers on {self.config.ls_samples} "
+                          f"images in {time.perf_counter() - t0:.1f}s: R^2 min {min(values):.3f}, "
+                          f"mean {sum(values) / len(values):.3f}, max {max(values):.3f}")
+        else:
+            self.log.info(f"Kaiming init of {len(self.space.layers)} stitching layers")
+        return self.r2
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    def state(self, with_optimizer: bool = True) -> TrainState:
+        """The current :class:`TrainState`."""
+        return TrainState(
+            model=self.net.state_dict(),
+            optimizer=self.optimizer.state_dict() if with_optimizer else None,
+            scheduler=self.scheduler.state_dict() if with_optimizer else None,
+            step=self.step, epoch=self.epoch, r2=dict(self.r2), evaluated=dict(self.evaluated),
+            train_config=self.config.model_dump(), space=self.space.to_json(),
+        )
+
+    def save(self, metrics: dict[str, Any], *, with_optimizer: bool = True) -> None:
+        """Report ``metrics`` from every rank, with rank 0's :class:`TrainState` as the checkpoint."""
+        metrics = {"epoch": self.epoch, "step": self.step, "evaluated": len(self.evaluated),
+                   "loss": self.last_loss, **metrics}
+        self.worker.report(metrics, self.state(with_optimizer) if self.rank == 0 else None)
+
+    def load(self, state: TrainState) -> None:
+        """Continue from ``state``: weights, optimizer and schedule, counters, finished stitches."""
+        self.net.load_state_dict(state.model)
+        if state.optimizer:
+            self.optimizer.load_state_dict(state.optimizer)
+            self.scheduler.load_state_dict(state.scheduler)
+        self.step, self.epoch = state.step, state.epoch
+        self.r2, self.evaluated = dict(state.r2), dict(state.evaluated)
+        self.resumed = True
+        self.log.info(f"resuming from checkpoint: epoch {self.epoch}, step {self.step}, "
+                      f"{len(self.evaluated)} stitches evaluated")
+
+    # -- training --------------------------------------------------------------------------------
+
+    def _start_training(self) -> None:
+        c, space = self.config, self.space
+        if c.teacher is not None:
+            self.teacher = create_anchor(c.teacher).to(self.device).eval()
+        step_module = SupernetStep(self.net)
+        self.model = self.worker.wrap(step_module) if self.world > 1 else step_module
+        self.trainable = [p for p in self.net.parameters() if p.requires_grad]
+        self.log.info(f"training {len(space)} stitches for {c.epochs} epochs x {self.steps_per_epoch} steps on "
+                      f"{self.world} worker(s), sampling '{c.sampling}', mode '{c.mode}'")
+        if self.rank == 0:
+            sizes = sorted({self.world, 8, 64})
+            report = balance_report([s.flops for s in space], world_sizes=sizes, seed=c.seed, steps=200)
+            self.log.info("expected DDP balance (mean/max work per step over ranks, from the stitches' FLOPs): "
+                          + "; ".join(f"{rule} " + " ".join(f"w{w}={v:.2f}" for w, v in by_w.items())
+                                      for rule, by_w in report.items()))
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        x, y = x.to(self.device), y.to(self.device)
+        ids = tuple(self.rule.draw(self.step, self.rank, self.world))
+        labels = None
+        if self.teacher is not None:
+            with torch.no_grad(), self.autocast():
+                labels = self.teacher(x).argmax(-1)
+        with self.autocast():
+            outputs = self.model(x, ids)
+        loss = step_loss(outputs, y, self.rule, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.config.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return loss.item()
+
+    def train_epoch(self) -> float:
+        """One epoch (the rest of it after a restart); returns its mean loss."""
+        if self.model is None:
+            self._start_training()
+        c = self.config
+        self.net.train()
+        if c.mode != "full":  # frozen anchors keep their BatchNorm statistics too
+            self.net.anchors.eval()
+        self.loader.sampler.set_epoch(self.epoch)
+        skip = self.step - self.epoch * self.steps_per_epoch  # batches finished before a restart
+        t_epoch, loss_sum, seen = time.perf_counter(), 0.0, 0
+        for i, (x, y) in enumerate(self.loader):
+            if i < skip:
+                continue
+            for callback in self.callbacks:
+                callback.on_step(self, self.step)
+            loss_sum, seen = loss_sum + self._train_step(x, y), seen + 1
+            every = c.checkpoint_every_steps
+            if every and self.step % every == 0 and i + 1 < self.steps_per_epoch:
+                self.save({"loss": loss_sum / seen, "phase": "train"})
+        self.epoch += 1
+        seconds = time.perf_counter() - t_epoch
+        self.last_loss = loss_sum / max(seen, 1)
+        self.log.info(f"epoch {self.epoch}/{c.epochs}  loss {self.last_loss:.4f}  "
+                      f"lr {self.scheduler.get_last_lr()[-1]:.2e}  {seconds:.1f}s")
+        self.save({"loss": self.last_loss, "phase": "train", "epoch_seconds": seconds})
+        return self.last_loss
+
+    # -- evaluation ------------------------------------------------------------------------------
+
+    def measure_latency(self) -> dict[str, float]:
+        """Per-stitch latency, on rank 0 alone, one stitch after another: concurrent timing on
+        shared cores would measure the contention, not the stitch. Other ranks wait."""
+        if self.rank == 0:
+            from snnet.latency import measure_space_latency
+
+            t0 = time.perf_counter()
+            shape = self.space.profiles[0].input_size
+            measured = measure_space_latency(self.net, [s.stitch_id for s in self.space], shape,
+                                             batch_size=self.config.latency_batch_size, device=self.device)
+            self.latency = {str(k): v for k, v in measured.items()}
+            self.log.info(f"measured latency of {len(self.latency)} stitches at batch "
+                          f"{self.config.latency_batch_size} on {device_name(self.device)} in "
+                          f"{time.perf_counter() - t0:.1f}s")
+        self._barrier()
+        return self.latency
+
+    def _distributed(self) -> bool:
+        import torch.distributed as dist
+
+        return self.world > 1 and dist.is_available() and dist.is_initialized()
+
+    def _barrier(self) -> None:
+        if self._distributed():
+            torch.distributed.barrier()
+
+    def final_metrics(self) -> dict[str, Any]:
+        return {"phase": "eval", "results": {str(k): v for k, v in sorted(self.evaluated.items())},
+                "r2": self.r2, "steps": self.step, "latency": self.latency, "device": device_name(self.device)}
+
+    def _evaluate_round(self, todo: list[int], start: int) -> None:
+        """Rank ``r`` evaluates ``todo[start + r]``; every rank learns every result."""
+        mine = todo[start + self.rank] if start + self.rank < len(todo) else None
+        result = None
+        if mine is not None:
+            top1, top5, _ = evaluate_stitch(self.net, mine, self.val_loader, self.device, self.autocast)
+            result = (mine, top1, top5)
+        results = [result]
+        if self._distributed():
+            results = [None] * self.world
+            torch.distributed.all_gather_object(results, result)
+        for r in results:
+            if r is not None:
+                self.evaluated[r[0]] = [r[1], r[2]]
+
+    def _snapshot_due(self, last: float) -> bool:
+        """All ranks agree whether a checkpoint is due: rank 0's clock decides."""
+        due = torch.tensor([time.monotonic() - last >= self.config.eval_checkpoint_seconds])
+        if self._distributed():
+            torch.distributed.broadcast(due, src=0)
+        return bool(due.item())
+
+    def evaluate_all(self) -> dict[int, list[float]]:
+        """Evaluate every stitch not evaluated yet, checkpointing progress; the final report
+        carries all results. Returns ``{stitch_id: [top1, top5]}``."""
+        self.net.eval()
+        if self.config.measure_latency:
+            self.measure_latency()
+        space = self.space
+        todo = [s.stitch_id for s in space if s.stitch_id not in self.evaluated]
+        self.log.info(f"evaluating {len(todo)} of {len(space)} stitches on {len(self.val_ds)} images over "
+                      f"{self.world} worker(s)")
+        last_snapshot = time.monotonic()
+        for start in range(0, len(todo), self.world):
+            self._evaluate_round(todo, start)
+            done = len(self.evaluated) == len(space)
+            due = self._snapshot_due(last_snapshot)
+            if done or due:
+                self.log.info(f"evaluated {len(self.evaluated)}/{len(space)} stitches")
+                self.save(self.final_metrics() if done else {"phase": "eval"}, with_optimizer=False)
+                last_snapshot = time.monotonic()
+        if not todo:  # resumed after everything was evaluated: report the results once more
+            self.save(self.final_metrics(), with_optimizer=False)
+        return dict(self.evaluated)
+
+    # -- all of it -------------------------------------------------------------------------------
+
+    def run(self, state: TrainState | None = None) -> dict[int, list[float]]:
+        """Set up, initialise or resume from ``state``, train the remaining epochs, evaluate."""
+        self.setup()
+        if state is None:
+            self.initialise()
+        self._apply_mode()
+        self._build_optimizer()
+        if state is not None:
+            self.load(state)
+        while self.epoch < self.config.epochs:
+            self.train_epoch()
+        return self.evaluate_all()
