@@ -109,7 +109,7 @@ class Settings:
         self.batch = _env_int("SNNET_GPU_BATCH", 4 if tiny else 128)
         self.img = _env_int("SNNET_GPU_IMG", 224)
         self.warmup = 1 if tiny else 10
-        self.steps = _env_int("SNNET_GPU_STEPS", 2 if tiny else 30)
+        self.steps = _env_int("SNNET_GPU_STEPS", 2 if tiny else 50)
         self.rounds = 2 if tiny else 3
         self.uniform_steps = _env_int("SNNET_GPU_UNIFORM_STEPS", 6 if tiny else 200)
         self.eval_batch = _env_int("SNNET_GPU_EVAL_BATCH", 4 if tiny else 256)
@@ -553,8 +553,8 @@ def part_eval(s: Settings) -> None:
                 emit(f"gpu_eval_anchor_{short}_img_s", round(rates[sid], 1))
         # how well FLOPs predict eval time: images/s x GFLOPs, min and max over stitches
         work = [rates[i] * space[i].flops / 1e9 for i in rates]
-        emit("gpu_eval_gmac_s_min", round(min(work), 1))
-        emit("gpu_eval_gmac_s_max", round(max(work), 1))
+        emit("gpu_eval_gmac_s_min", min(work))
+        emit("gpu_eval_gmac_s_max", max(work))
 
 
 def part_catalog(catalog: str, sweep: str) -> None:

@@ -4,8 +4,8 @@
 #   bash benchmarks/gpu_check.sh          # GPU if torch sees one, else the CPU fallback
 #   bash benchmarks/gpu_check.sh --cpu    # the CPU fallback: the same code at tiny sizes
 #
-# Writes `name: value` lines to stdout and to $OUT/gpu_check.txt (./gpu_check_out/ when OUT is
-# unset), everything else to $OUT/gpu_check.log. Parts, each in its own process under its own
+# Writes `name: value` lines to stdout and to $OUT/gpu_check.txt (build/gpu_check/ when OUT is
+# unset), everything else to $OUT/gpu_check.log (the two demo trainings: gpu_check_train_*.log). Parts, each in its own process under its own
 # time cap (a part that fails or runs out of time records `<part>_status: error (...)` and the
 # rest go on), within a total budget (SNNET_GPU_CHECK_BUDGET seconds: 450 on a GPU, 900 for the
 # CPU fallback, whose caps are also 3x longer: SNNET_GPU_CHECK_CAP_SCALE):
@@ -34,7 +34,7 @@ for arg in "$@"; do
   esac
 done
 
-RES="${OUT:-$ROOT/gpu_check_out}"
+RES="${OUT:-$ROOT/build/gpu_check}"  # build/ is git-ignored
 mkdir -p "$RES"
 TXT="$RES/gpu_check.txt"
 LOG="$RES/gpu_check.log"
@@ -101,7 +101,11 @@ DEV=cuda; [ "$MODE" = cpu ] && DEV=cpu
 if [ "$MODE" = cpu ]; then BUDGET=${BUDGET:-900}; CAPX=${CAPX:-3}; else BUDGET=${BUDGET:-450}; CAPX=${CAPX:-1}; fi
 emit gpu_check_mode "$MODE"
 emit gpu_check_date "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-emit gpu_check_commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- 2>/dev/null || echo '+dirty')"
+if git rev-parse --short HEAD >/dev/null 2>&1; then
+  emit gpu_check_commit "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- 2>/dev/null || echo '+dirty')"
+else
+  emit gpu_check_commit "unknown (no git checkout here)"
+fi
 if command -v nvidia-smi >/dev/null 2>&1; then
   emit nvidia_smi "$(nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit,clocks.max.sm --format=csv,noheader 2>&1 | head -1)"
 else
@@ -142,7 +146,9 @@ part eval 60 "$PY" -m benchmarks.gpu_bench eval --device "$DEV" $TINY
 # -- the demo trained with orchestrator.train on the GPU and on CPU --------------------------
 export SNNET_CACHE="$WORK/demo-cache"
 mkdir -p "$SNNET_CACHE"
-if ls .whl/demo-cache/*.pth >/dev/null 2>&1; then cp .whl/demo-cache/* "$SNNET_CACHE/"; note "demo anchors from .whl/demo-cache"; fi
+if ls .whl/demo-cache/*.pth >/dev/null 2>&1; then
+  cp .whl/demo-cache/*.pth .whl/demo-cache/*.json "$SNNET_CACHE/" 2>>"$LOG"; note "demo anchors from .whl/demo-cache"
+fi
 CAT="$WORK/catalog"
 train() {  # train TRIAL [--gpu]
   local trial=$1; shift
