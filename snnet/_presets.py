@@ -15,8 +15,8 @@ ViT / DeiT             ``stitching_deit``               ``paired_stitching`` win
 Swin                   ``stitching_swin``               stages 0-2, FLOPs neighbours (T/S/B: 41)
 ResNet, ResNet->Swin   ``stitching_resnet_swin``        stages 1-2, FLOPs neighbours (ResNet-18/50:
                                                         10; ResNet-18 -> Swin-T: 8)
-LeViT                  ``stitching_levit``              not available: :mod:`snnet.anchors` has no
-                                                        adapter for timm's ``Levit``
+LeViT                  ``stitching_levit``              stages 0-1, FLOPs neighbours
+                                                        (LeViT-192/256: 8)
 =====================  ==============================  ============================================
 
 Within a stage of the hierarchical families, anchors of equal stage depth get the plain cuts
@@ -42,7 +42,7 @@ from ._errors import SNNetError, UnstitchableError
 if TYPE_CHECKING:  # pragma: no cover
     from ._space import StitchSpace
 
-__all__ = ["paired_stitching", "unpaired_stitching", "paper_plan", "check_paper_models", "PAPER_FAMILIES"]
+__all__ = ["paired_stitching", "unpaired_stitching", "paper_plan", "PAPER_FAMILIES"]
 
 #: families (tuples of anchor families in FLOPs order) the paper preset knows, and their stages
 PAPER_FAMILIES = {
@@ -50,7 +50,10 @@ PAPER_FAMILIES = {
     "swin": "Swin (stitching_swin)",
     "resnet": "ResNet (stitching_resnet_swin)",
     "resnet->swin": "ResNet -> Swin (stitching_resnet_swin)",
+    "levit": "LeViT (stitching_levit)",
 }
+#: the stages each hierarchical family's released code stitches
+PAPER_STAGES = {"swin": (0, 1, 2), "resnet": (1, 2), "resnet->swin": (1, 2), "levit": (0, 1)}
 
 
 def paired_stitching(depth: int, kernel_size: int = 2, stride: int = 1, *, plain_only: bool = False):
@@ -95,19 +98,6 @@ def unpaired_stitching(front_depth: int, back_depth: int):
     return cuts, mapped[: len(cuts)], front_depth
 
 
-def check_paper_models(names) -> None:
-    """Refuse, before any model is built, timm models the paper preset cannot stitch here (LeViT)."""
-    from timm.models import is_model_in_modules
-
-    levit = [n for n in names if is_model_in_modules(n, ["levit"])]
-    if levit:
-        raise SNNetError(
-            f"preset 'paper' cannot stitch {', '.join(levit)}: SN-Net released LeViT stitching (stitching_levit), "
-            "but snnet.anchors has no adapter for timm's Levit, so its space is not available here. The preset "
-            f"knows {', '.join(PAPER_FAMILIES.values())}."
-        )
-
-
 def _family(space: "StitchSpace") -> str:
     families = [p.family for p in space.profiles]
     if len(set(families)) == 1 and families[0] in PAPER_FAMILIES:
@@ -117,8 +107,7 @@ def _family(space: "StitchSpace") -> str:
     names = ", ".join(f"{p.name} ({p.family})" for p in space.profiles)
     raise SNNetError(
         f"preset 'paper' knows the families of SN-Net's released code: {', '.join(PAPER_FAMILIES.values())}; "
-        f"got {names}. (LeViT, released in stitching_levit, is not available: snnet.anchors has no adapter for "
-        "timm's Levit.) Drop the preset for this project's wider spaces."
+        f"got {names}. Drop the preset for this project's wider spaces."
     )
 
 
@@ -150,7 +139,7 @@ def paper_plan(space: "StitchSpace"):
             f"stride=1 and nearest stitching; got kernel_size={config.kernel_size}, stride={config.stride}, "
             f"nearest={config.nearest}. Drop the preset to vary them."
         )
-    stages = (0, 1, 2) if family == "swin" else (1, 2)
+    stages = PAPER_STAGES[family]
     plan = []
     for stage in stages:
         for front in range(len(space.profiles) - 1):

@@ -65,6 +65,7 @@ def test_every_family_enumerates(anchors, count):
         ("swin_tiny_patch4_window7_224,swin_small_patch4_window7_224,swin_base_patch4_window7_224", 41),
         ("resnet18,resnet50", 10),
         ("resnet18,swin_tiny_patch4_window7_224", 8),
+        ("levit_192,levit_256", 8),
     ],
 )
 def test_paper_preset_per_family(anchors, count):
@@ -88,7 +89,6 @@ def test_paper_preset_per_family(anchors, count):
         (["--anchors", ","], "at least one timm model name"),
         (["--image-size", "0"], "--image-size must be >= 1"),
         (["--preset", "papers"], "preset must be None or one of 'paper', got 'papers'"),
-        (["--anchors", "levit_192,levit_256", "--preset", "paper"], "no adapter for timm's Levit"),
         (["--anchors", "resnet18,resnet50", "--preset", "paper", "--stride", "2"], "fixes kernel_size=2, stride=1"),
     ],
 )

@@ -2,7 +2,8 @@
 
 The tables below were produced by running the pure-Python enumeration functions of
 github.com/ziplab/SN-Net side by side (``stitching_deit/utils.py: get_stitch_configs``,
-``stitching_swin/models/snnet.py`` and ``stitching_resnet_swin/timm/models/snnet.py``:
+``stitching_swin/models/snnet.py``, ``stitching_resnet_swin/timm/models/snnet.py`` and
+``stitching_levit/utils.py``:
 ``get_stitch_configs`` per stage) and from its results files (``stitches_res*.txt``, FLOPs per
 config id). Released cuts are local to a stage: ``(j, k)`` with the front running through its
 block ``j`` and the back resuming at block ``k``.
@@ -16,7 +17,7 @@ from collections import Counter
 import pytest
 
 from snnet import AnchorProfile, SNNetError, SpaceConfig, StitchSpace, UnstitchableError, build_supernet
-from snnet._presets import check_paper_models, paired_stitching, unpaired_stitching
+from snnet._presets import paired_stitching, unpaired_stitching
 from snnet.space import Head, Junction, Stem, Units
 
 # -- released tables ------------------------------------------------------------------------
@@ -38,6 +39,7 @@ RESNET_18_50 = [((0, 1), 1, (0, 1), 0), ((0, 1), 1, (1, 2), 0), ((0, 1), 1, (1, 
                 ((0, 1), 2, (0, 2), 0), ((0, 1), 2, (1, 3), 0), ((0, 1), 2, (1, 4), 1), ((0, 1), 2, (1, 5), 1)]
 RESNET_18_SWIN_T = [((0, 1), 1, (0, 1), 0), ((0, 1), 2, (0, 1), 0), ((0, 1), 2, (0, 2), 0),
                     ((0, 1), 2, (1, 3), 0), ((0, 1), 2, (1, 4), 1), ((0, 1), 2, (1, 5), 1)]
+LEVIT_192_256 = [((0, 1), stage, (j, j + 1), j) for stage in (0, 1) for j in range(3)]
 # FLOPs per config id in the released results files (fvcore, one 224x224 image).
 RELEASED_DEIT_FLOPS = [
     1258411200, 4608338304, 17582740224, 4696010496, 4316862720, 4798437888, 4419290112, 4040142336, 4521717504,
@@ -55,6 +57,8 @@ RELEASED_RESNET_18_50_FLOPS = [1819065856, 4111512576, 3755463680, 3767505920, 3
                                2928161792, 2709193728, 2490225664]
 RELEASED_RESNET_18_SWIN_T_FLOPS = [1819065856, 4509194496, 4095543552, 3730713856, 3375768832, 3252235520,
                                    2897290496, 2542345472]
+RELEASED_LEVIT_192_256_FLOPS = [661663808, 1133412864, 1020918272, 977741824, 934565376, 812300576, 791247040,
+                                770193504]
 
 
 # -- hand-written profiles ----------------------------------------------------------------------
@@ -63,6 +67,9 @@ def profile(name, family, depths, dims, scale):
     if family == "vit":
         shapes = [(197, dims[0])] * depths[0]
         stem = (197, dims[0])
+    elif family == "levit":
+        shapes = [(196 // 4**s, dims[s]) for s, d in enumerate(depths) for _ in range(d)]
+        stem = (196, dims[0])
     elif family == "swin":
         shapes = [(grids[s], grids[s], dims[s]) for s, d in enumerate(depths) for _ in range(d)]
         stem = (56, 56, dims[0])
@@ -71,7 +78,8 @@ def profile(name, family, depths, dims, scale):
         stem = (64, 56, 56)
     n = len(shapes)
     return AnchorProfile(
-        name=name, family=family, layout={"vit": "tokens", "swin": "nhwc", "resnet": "nchw"}[family],
+        name=name, family=family,
+        layout={"vit": "tokens", "levit": "tokens", "swin": "nhwc", "resnet": "nchw"}[family],
         input_size=(3, 224, 224), num_classes=1000,
         stage_of=tuple(s for s, d in enumerate(depths) for _ in range(d)), stem_shape=stem,
         unit_shapes=tuple(shapes), stem_flops=scale, unit_flops=(scale,) * n, head_flops=scale,
@@ -86,6 +94,8 @@ SWIN = [profile("swin_t", "swin", [2, 2, 6, 2], [96, 192, 384, 768], 4),
 RESNET = [profile("resnet18", "resnet", [2, 2, 2, 2], [64, 128, 256, 512], 2),
           profile("resnet50", "resnet", [3, 4, 6, 3], [256, 512, 1024, 2048], 4)]
 RESNET_SWIN = [RESNET[0], SWIN[0]]
+LEVIT = [profile("levit_192", "levit", [4, 4, 4], [192, 288, 384], 2),
+         profile("levit_256", "levit", [4, 4, 4], [256, 384, 512], 3)]
 
 PAPER = SpaceConfig(preset="paper")
 
@@ -160,8 +170,9 @@ def test_chain_path_costs():
 
 # -- hierarchical families ----------------------------------------------------------------------
 @pytest.mark.parametrize("anchors,table,wide", [
-    (SWIN, SWIN_TSB, 95), (RESNET, RESNET_18_50, 18), (RESNET_SWIN, RESNET_18_SWIN_T, 18)],
-    ids=["swin_t_s_b", "resnet18_50", "resnet18_swin_t"])
+    (SWIN, SWIN_TSB, 95), (RESNET, RESNET_18_50, 18), (RESNET_SWIN, RESNET_18_SWIN_T, 18),
+    (LEVIT, LEVIT_192_256, 32)],
+    ids=["swin_t_s_b", "resnet18_50", "resnet18_swin_t", "levit_192_256"])
 def test_hierarchical_paper_spaces_are_the_released_ones(anchors, table, wide):
     space = StitchSpace(anchors, PAPER)
     assert len(space) == len(anchors) + len(table)
@@ -213,14 +224,6 @@ def test_preset_errors(anchors, config, error, message):
         StitchSpace(anchors, config)
 
 
-def test_levit_is_refused_with_a_clear_message():
-    with pytest.raises(SNNetError, match="no adapter for timm's Levit"):
-        check_paper_models(["levit_128s", "levit_192"])
-    check_paper_models(["deit_tiny_patch16_224", "resnet18"])
-    with pytest.raises(SNNetError, match="no adapter for timm's Levit"):
-        build_supernet(["levit_192", "levit_256"], PAPER)
-
-
 def test_unequal_stage_resolutions_are_unstitchable_under_the_preset():
     odd = profile("swin_odd", "swin", [2, 2, 18, 2], [96, 192, 384, 768], 8)
     odd = AnchorProfile(**{**odd.__dict__, "unit_shapes": tuple((h // 2, w // 2, c) for h, w, c in odd.unit_shapes)})
@@ -253,3 +256,9 @@ def test_resnet_flops_equal_the_released_results():
     assert [s.flops for s in r18_50] == RELEASED_RESNET_18_50_FLOPS
     r18_swin = build_supernet(["resnet18", "swin_tiny_patch4_window7_224"], PAPER).space
     assert [s.flops for s in r18_swin] == RELEASED_RESNET_18_SWIN_T_FLOPS
+
+
+@pytest.mark.slow
+def test_levit_flops_equal_the_released_results():
+    levit = build_supernet(["levit_192", "levit_256"], PAPER).space
+    assert [s.flops for s in levit] == RELEASED_LEVIT_192_256_FLOPS

@@ -70,10 +70,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.validate()
         for name in names:  # before any model is built
             check_model_name(name)
-        if config.preset == "paper":
-            from .._presets import check_paper_models
-
-            check_paper_models(names)
         from ..supernet import build_supernet
 
         start = time.perf_counter()
