@@ -59,6 +59,14 @@ def tune_search_space(search) -> dict[str, Any]:
     return out
 
 
+def _scheduler(search):
+    if search.searcher.scheduler != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(metric="loss", mode="min", time_attr="epoch", grace_period=1)
+
+
 def _searcher(search, metrics: list[str], modes: list[str]):
     algorithm = search.searcher.algorithm
     if algorithm in ("grid", "random"):
@@ -243,18 +251,12 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "
     else:
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         exp_name = name or f"{search.name}-sweep-{stamp}"
-        scheduler = None
-        if search.searcher.scheduler == "asha":
-            from ray.tune.schedulers import ASHAScheduler
-
-            scheduler = ASHAScheduler(metric="loss", mode="min", time_attr="epoch", grace_period=1)
-        param_space = tune_search_space(search)
         tuner = tune.Tuner(
             trainable,
-            param_space=param_space,
+            param_space=tune_search_space(search),
             tune_config=tune.TuneConfig(
                 search_alg=_searcher(search, metrics, modes),
-                scheduler=scheduler,
+                scheduler=_scheduler(search),
                 num_samples=search.searcher.num_samples,
                 max_concurrent_trials=concurrent,
                 **({"metric": metrics[0], "mode": modes[0]} if len(metrics) == 1 and
@@ -271,6 +273,12 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "
                  f"{search.searcher.algorithm}, objectives {metrics}, up to {concurrent} at a time; "
                  f"storage {os.path.join(storage, exp_name)}")
     results = tuner.fit()
+    return {"sweep": search.name, "experiment": results.experiment_path, "catalog": catalog,
+            "trials": _trials(results)}
+
+
+def _trials(results) -> list[dict[str, Any]]:
+    """One summary per trial of Tune's results: its objectives and settings, or its error."""
     trials = []
     for r in results:
         if r.error or not r.metrics or "hypervolume" not in r.metrics:
@@ -279,7 +287,7 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "
         trials.append({k: r.metrics.get(k) for k in ("trial_id", "family", "hypervolume", "train_cost",
                                                       "best_top1", "num_stitches", "catalog_file")}
                       | {"config": {_unkey(k): v for k, v in r.config.items()}})
-    return {"sweep": search.name, "experiment": results.experiment_path, "catalog": catalog, "trials": trials}
+    return trials
 
 
 def _report(summary: dict[str, Any]) -> str:

@@ -221,7 +221,8 @@ def validate(data: Any, source: str = "<dict>", *, check_models: bool = True,
     if space is not None and check_models:
         found += _unknown_models(space, data)
     if found:
-        items = [f"{path or '(top level)'}: {message.rstrip('.')}{_locate(lines or {}, path)}" for path, message in found]
+        items = [f"{path or '(top level)'}: {message.rstrip('.')}{_locate(lines or {}, path)}"
+                 for path, message in found]
         n = len(items)
         raise SNNetError(f"Invalid search space {source}: {n} problem{'s' if n > 1 else ''}: " + "; ".join(items) + ".")
     return space.model_copy(update={"source": source})

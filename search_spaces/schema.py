@@ -176,7 +176,8 @@ _PARAMS = (Choice, FloatRange, IntRange)
 def _choice(values: list[Any]) -> Choice:
     if not values:
         raise SNNetError("an empty list searches over nothing: give at least one value")
-    repeated = sorted({repr(v) for i, v in enumerate(values) if v in values[:i]})
+    seen: set[Any] = set()  # one kind per list (ints, floats, strings or booleans): hashing is exact
+    repeated = sorted({repr(v) for v in values if v in seen or seen.add(v)})
     if repeated:
         raise SNNetError(f"lists {', '.join(repeated)} more than once")
     return Choice(tuple(values))
@@ -433,7 +434,8 @@ class SearchSpace(BaseModel):
     @classmethod
     def _shape(cls, raw: Any) -> Any:
         if not isinstance(raw, dict):
-            raise SNNetError(f"a search space file must hold a mapping (name:, families:, space:, ...), got {describe(raw)}")
+            raise SNNetError("a search space file must hold a mapping (name:, families:, space:, ...), "
+                             f"got {describe(raw)}")
         training = raw.get("training")
         if isinstance(training, dict):
             for key in training:

@@ -41,11 +41,9 @@ def demo_prepared(tmp_path_factory):
 
 
 def _run(base, **changes):
-    from dataclasses import replace
-
     from orchestrator.run import prepare, run_training
 
-    config = replace(base, **changes)
+    config = base.model_validate({**base.model_dump(), **changes})
     prepared = prepare(config, progress=lambda m: None)
     return run_training(config, prepared=prepared)
 
@@ -89,11 +87,9 @@ def test_killed_worker_resumes_from_checkpoint_with_the_same_rows(ray_local, dem
     outcome = {}
 
     def train():
-        from dataclasses import replace
-
         from orchestrator.run import prepare, run_training
 
-        config = replace(base, epochs=2, trial_id="killed", checkpoint_every_steps=5, max_failures=2)
+        config = base.model_copy(update=dict(epochs=2, trial_id="killed", checkpoint_every_steps=5, max_failures=2))
         try:
             outcome["result"] = run_training(config, prepared=prepare(config, progress=lambda m: None),
                                              fault_injection={"pid_dir": str(pid_dir), "hold_at_step": 7})
