@@ -6,6 +6,8 @@ from typing import Any, Sequence
 
 from snnet import StitchSpace
 
+from ._cli import format_flops
+
 __all__ = ["summarize", "spearman", "interpolation_stats", "best_under"]
 
 
@@ -62,7 +64,7 @@ def _describe(row: dict[str, Any]) -> str:
 
 
 def _flops(f: float) -> str:
-    return f"{f / 1e9:.3f} G" if f >= 1e8 else f"{f / 1e6:.2f} M"
+    return format_flops(f, "G") if f >= 1e8 else format_flops(f, "M", digits=2)
 
 
 def summarize(space: StitchSpace, rows: Sequence[dict[str, Any]], r2: dict[str, float] | None = None) -> str:

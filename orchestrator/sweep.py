@@ -25,6 +25,8 @@ from typing import Any, Sequence
 
 from snnet import SNNetError
 
+from ._cli import cli
+
 __all__ = ["main", "run_sweep", "trial_function", "tune_search_space"]
 
 
@@ -332,16 +334,14 @@ def overrides(args: argparse.Namespace) -> list[str]:
     return [*args.overrides, *extra]
 
 
+@cli()
 def main(argv: Sequence[str] | None = None) -> int:
+    """Sweep; a user's mistake is one ``error:`` paragraph and exit 2 (:func:`orchestrator._cli.run_cli`)."""
     args = parse_args(argv)
     start = time.perf_counter()
-    try:
-        summary = run_sweep(args.space, catalog=args.catalog, storage=args.storage, num_samples=args.num_samples,
-                            resume=args.resume, name=args.name, address=args.address,
-                            max_concurrent_trials=args.max_concurrent_trials, overrides=overrides(args))
-    except SNNetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    summary = run_sweep(args.space, catalog=args.catalog, storage=args.storage, num_samples=args.num_samples,
+                        resume=args.resume, name=args.name, address=args.address,
+                        max_concurrent_trials=args.max_concurrent_trials, overrides=overrides(args))
     print(_report(summary))
     try:
         from .catalog import query

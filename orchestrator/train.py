@@ -22,6 +22,7 @@ from search_spaces._kinds import did_you_mean
 from snnet import SNNetError
 from snnet.anchors import AnchorSpec
 
+from ._cli import cli
 from .config import INITS, MODES, TrainConfig
 from .summary import summarize
 
@@ -136,24 +137,21 @@ def _load(name: str, overrides: list[str]):
     return load_space(name, overrides=overrides)
 
 
+@cli()
 def main(argv: Sequence[str] | None = None) -> int:
+    """Train; a user's mistake is one ``error:`` paragraph and exit 2 (:func:`orchestrator._cli.run_cli`)."""
     args = parse_args(argv)
     start = time.perf_counter()
-    try:
-        from .run import prepare, run_training
+    from .run import prepare, run_training
 
-        prepared = prepare(config_from_args(args))
-        config, space = prepared
-        print(f"[snnet] {len(space)} stitches over {', '.join(space.anchor_names)}; trial {config.trial_id}")
-        result = run_training(config, prepared=prepared, address=args.address)
-    except SNNetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    prepared = prepare(config_from_args(args))
+    config, space = prepared
+    print(f"[snnet] {len(space)} stitches over {', '.join(space.anchor_names)}; trial {config.trial_id}")
+    result = run_training(config, prepared=prepared, address=args.address)
     print(summarize(result.space, result.rows, r2=result.r2))
     print(f"\ncatalog rows: {result.catalog_file}\ncheckpoint:   {result.checkpoint}\n"
           f"time:         {time.perf_counter() - start:.0f}s")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
