@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import re
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Mapping, Union
 
@@ -36,6 +35,7 @@ from snnet.sampling import RULES
 
 from ._kinds import Bool, Int, Kind, OneOf, Str, describe, did_you_mean, num
 from .config import SPACE_FIELDS, TrainConfig
+from .names import NAME_RULES, validate_name
 
 __all__ = ["ALGORITHMS", "AnchorEntry", "Choice", "FloatRange", "Family", "IntRange", "OBJECTIVES", "Param",
            "Problem", "Resources", "SCHEDULERS", "SPACE_FIELDS", "SearchSpace", "Searcher", "TRAINING_SET_ELSEWHERE"]
@@ -56,7 +56,7 @@ TRAINING_SET_ELSEWHERE: dict[str, str] = {
     "catalog": "the sweep driver (--catalog)", "sweep": "the top-level name:",
     "trial_id": "the sweep driver (one per trial)", "storage_path": "the sweep driver",
 }
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")  # the catalog's sweep-name rule (orchestrator.catalog)
+_NAME = NAME_RULES["sweep"][0]  # family names: letters first, like sweep names (search_spaces.names)
 _DEMO_PREFIX = "snnet_demo_"
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -338,6 +338,9 @@ class Searcher(BaseModel):
     max_concurrent_trials: Int(1, nullable=True) = None  # None: derived from the cluster by the sweep driver
     scheduler: OneOf(SCHEDULERS) = "none"
     seed: Int(0) = 0
+    #: Repeat every configuration over these training seeds (one trial per seed and configuration);
+    #: None: each configuration runs once, with ``training.seed``.
+    seeds: Annotated[tuple[Int(0), ...] | None, BeforeValidator(lambda v: [v] if isinstance(v, int) else v)] = None
 
     @model_validator(mode="after")
     def _counts(self) -> "Searcher":
@@ -348,6 +351,10 @@ class Searcher(BaseModel):
             raise Problem("objectives", f"lists an objective more than once: {names}")
         if self.algorithm == "nsga2" and n < 2:
             raise Problem("objectives", f"nsga2 is multi-objective and needs at least 2 objectives, got {names}")
+        if self.seeds is not None and not self.seeds:
+            raise Problem("seeds", "lists no seed: give at least one, e.g. [0, 1, 2], or leave it out")
+        if self.seeds is not None and len(set(self.seeds)) < len(self.seeds):
+            raise Problem("seeds", f"lists a seed more than once: {list(self.seeds)}")
         if self.algorithm in ("tpe", "random") and n > 1:
             raise Problem("objectives", f"{self.algorithm} optimises one objective, got {n} ({', '.join(names)}); "
                                         "use nsga2 for several")
@@ -450,9 +457,10 @@ class SearchSpace(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "SearchSpace":
-        if not _NAME.fullmatch(self.name):
-            raise Problem("name", "is the sweep's catalog partition: start with a letter and use only letters, "
-                                  f"digits, '_', '.' and '-', got {self.name!r}")
+        try:
+            validate_name("sweep", self.name)
+        except SNNetError as e:
+            raise Problem("name", f"is the sweep's catalog partition: {e}") from None
         if not self.dataset:
             raise Problem("dataset", "must be 'demo' or an ImageNet-layout folder path, got ''")
         seen: set[str] = set()
@@ -469,6 +477,9 @@ class SearchSpace(BaseModel):
             if rule not in rules:
                 raise Problem(f"training.sampling_options.{rule}", "options for a rule this space never samples "
                               f"with (sampling: {', '.join(sorted(map(str, rules)))})")
+        if self.searcher.seeds is not None and isinstance(self.training.settings().get("seed"), _PARAMS):
+            raise Problem("searcher.seeds", "repeats every configuration over these seeds, so training.seed "
+                                            "must not be searched as well (a fixed training.seed is replaced)")
         ranges = [k for k, p in self.parameters().items() if isinstance(p, FloatRange)]
         if self.searcher.algorithm == "grid" and ranges:
             raise Problem("searcher.algorithm", f"grid search needs finite values, but {', '.join(ranges)} "
@@ -518,6 +529,10 @@ class SearchSpace(BaseModel):
             if not isinstance(value, _PARAMS):
                 out[key] = value.model_dump() if isinstance(value, AnchorEntry) else value
         return out | {f"resources.{k}": v for k, v in self.resources.model_dump().items()}
+
+    def trial_seeds(self) -> tuple[int, ...] | None:
+        """The seeds every configuration is repeated over (``searcher.seeds``), or None."""
+        return self.searcher.seeds
 
     def grid_size(self) -> int | None:
         """Number of points of the full grid, or ``None`` when a float range makes it infinite."""
