@@ -25,9 +25,22 @@ from typing import Any, Sequence
 
 from snnet import SNNetError
 
-from ._cli import cli
+from ._cli import cli, interrupt_hint
 
-__all__ = ["main", "run_sweep", "trial_function", "tune_search_space"]
+__all__ = ["RECORD", "check_resume", "completed_result", "main", "read_record", "run_sweep", "trial_function",
+           "tune_search_space"]
+
+#: The sweep's record beside its Tune experiment: space fingerprint, code version, the space itself.
+RECORD = "snnet-sweep.json"
+#: Folder beside the experiment holding each started trial's resolved settings (``<trial_id>.json``).
+TRIAL_SETTINGS = "snnet-trials"
+#: Catalog file metadata keys the sweep writes (besides the schema version).
+META_FINGERPRINT, META_CODE, META_EXPERIMENT, META_RESULT = (
+    "snnet.space_fingerprint", "snnet.code_version", "snnet.experiment", "snnet.sweep_result")
+#: Test-only: when set (to anything) on the driver, each trial kills the driver right after its catalog write.
+KILL_AFTER_WRITE_ENV = "SNNET_TEST_KILL_DRIVER_AFTER_CATALOG_WRITE"
+#: Config key of a trial's seed when the space repeats configurations over ``searcher.seeds``.
+SEED_KEY = "training__seed"
 
 
 def _key(path: str) -> str:
@@ -58,7 +71,25 @@ def tune_search_space(search) -> dict[str, Any]:
             out[_key(path)] = tune.lograndint(dist.low, dist.high + 1) if dist.log else tune.randint(dist.low, dist.high + 1)
         else:  # pragma: no cover - the schema admits only the three kinds
             raise TypeError(f"unknown distribution {dist!r}")
+    seeds = search.searcher.seeds
+    if seeds is not None and _searcher_free(search):  # a grid over seeds repeats each configuration
+        out[SEED_KEY] = tune.grid_search(list(seeds))
     return out
+
+
+def _searcher_free(search) -> bool:
+    """True when Tune's own variant generator runs the sweep: grid search, or nothing searched."""
+    return search.searcher.algorithm == "grid" or not search.parameters()
+
+
+def num_trials(search) -> int:
+    """How many trials the sweep runs (``num_samples`` for a searcher; grid points x seeds for a grid)."""
+    seeds = len(search.searcher.seeds or (0,))
+    if not search.parameters():
+        return seeds
+    if search.searcher.algorithm == "grid":
+        return search.searcher.num_samples * (search.grid_size() or 1) * seeds
+    return search.searcher.num_samples * seeds
 
 
 def _scheduler(search):
@@ -70,21 +101,113 @@ def _scheduler(search):
 
 
 def _searcher(search, metrics: list[str], modes: list[str]):
-    algorithm = search.searcher.algorithm
-    if algorithm in ("grid", "random"):
-        return None  # Tune's BasicVariantGenerator
+    """The search algorithm: None (Tune's variant generator) for grid search, random search and a
+    fully fixed space; Optuna otherwise, repeated over ``searcher.seeds`` when given."""
+    algorithm, seeds = search.searcher.algorithm, search.searcher.seeds
+    if _searcher_free(search) or (algorithm == "random" and seeds is None):
+        return None  # Tune's BasicVariantGenerator (a fixed space: one trial per seed, nothing to search)
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     seed = search.searcher.seed
-    sampler = optuna.samplers.NSGAIISampler(seed=seed) if algorithm == "nsga2" else optuna.samplers.TPESampler(seed=seed)
+    sampler = {"nsga2": optuna.samplers.NSGAIISampler, "random": optuna.samplers.RandomSampler}.get(
+        algorithm, optuna.samplers.TPESampler)(seed=seed)
     if len(metrics) == 1:
-        return OptunaSearch(metric=metrics[0], mode=modes[0], sampler=sampler)
-    return OptunaSearch(metric=metrics, mode=modes, sampler=sampler)
+        optuna_search = OptunaSearch(metric=metrics[0], mode=modes[0], sampler=sampler)
+    else:
+        optuna_search = OptunaSearch(metric=metrics, mode=modes, sampler=sampler)
+    return _seed_repeater(optuna_search, len(seeds)) if seeds is not None else optuna_search
+
+
+def _seed_repeater(searcher, repeat: int):
+    """Tune's ``Repeater`` (each suggestion runs ``repeat`` times, ``__trial_index__`` picks the seed),
+    reporting the mean of every objective to the searcher (Tune's averages a single metric only)."""
+    import numpy as np
+    from ray.tune.search import Repeater
+
+    class SeedRepeater(Repeater):
+        def on_trial_complete(self, trial_id, result=None, **kwargs):
+            metrics = self.searcher.metric if isinstance(self.searcher.metric, list) else [self.searcher.metric]
+            group = self._trial_id_to_group[trial_id]
+            group.report(trial_id, [float((result or {}).get(m, np.nan)) for m in metrics])
+            if group.finished_reporting():
+                means = np.nanmean(np.array(group.scores(), dtype=float), axis=0)
+                self.searcher.on_trial_complete(group.primary_trial_id,
+                                                result=dict(zip(metrics, map(float, means))), **kwargs)
+
+    return SeedRepeater(searcher, repeat=repeat, set_index=True)
 
 
 def _stitches_per_step(sampling: str, options: dict) -> float:
-    return 2.0 + float(options.get("num_random", 2)) if sampling == "sandwich" else 1.0
+    """Stitches one rank trains per step under the rule ``sampling`` (the rule's own count)."""
+    from snnet.sampling import rule_class
+
+    return float(rule_class(sampling).stitches_per_step(**options))
+
+
+def _point_and_seed(search, config: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
+    """A trial's point of the search (dotted keys) and its seed under ``searcher.seeds`` (else None)."""
+    from ray.tune.search.repeater import TRIAL_INDEX
+
+    params = {_unkey(k): v for k, v in config.items() if k not in (TRIAL_INDEX, SEED_KEY)}
+    seeds = search.searcher.seeds
+    if SEED_KEY in config:
+        return params, int(config[SEED_KEY])
+    if TRIAL_INDEX in config and seeds:
+        return params, int(seeds[int(config[TRIAL_INDEX]) % len(seeds)])
+    return params, None
+
+
+def trial_settings(ctx: dict[str, Any], config: dict[str, Any], trial_id: str):
+    """The ``TrainConfig`` a trial runs with, and the fingerprint of the space it came from.
+
+    A trial that started before (its settings recorded under :data:`TRIAL_SETTINGS`) keeps its
+    recorded settings, so a resumed trial never mixes two spaces. A new trial resolves its point
+    in the current space, or, when ``--accept-changed-space`` let an edited space resume and the
+    restored searcher proposed a point the new space does not hold, in the space the sweep
+    started with.
+    """
+    from search_spaces import SearchSpace, TrainConfig
+
+    recorded = _read_json(_join(ctx["experiment"], TRIAL_SETTINGS, f"{trial_id}.json"))
+    if recorded is not None:
+        return TrainConfig.model_validate(recorded["config"]), recorded["space_fingerprint"]
+    candidates = [(ctx["search"], ctx["fingerprint"])]
+    if ctx.get("started_search") is not None:
+        candidates.append((ctx["started_search"], ctx["started_fingerprint"]))
+    error: Exception | None = None
+    for dump, fingerprint in candidates:
+        search = SearchSpace.model_validate(dump)
+        params, seed = _point_and_seed(search, config)
+        family = search.family(params.get("family", search.families[0].name))
+        try:
+            train = search.trial_config(params, anchors=ctx["demo_specs"] if family.demo else family.anchor_specs(),
+                                        catalog=ctx["catalog"], trial_id=trial_id, storage_path=ctx["storage"],
+                                        **({"seed": seed} if seed is not None else {}))
+        except SNNetError as e:
+            error = error or e
+            continue
+        _write_json(_join(ctx["experiment"], TRIAL_SETTINGS, f"{trial_id}.json"),
+                    {"config": train.model_dump(mode="json"), "space_fingerprint": fingerprint})
+        return train, fingerprint
+    raise error  # type: ignore[misc]
+
+
+def completed_result(catalog: str, sweep: str, trial_id: str) -> dict[str, Any] | None:
+    """The result a finished trial reported, read from its catalog file; None when it has not finished.
+
+    The catalog is the record of completion: a trial's file is written atomically, once, with
+    the reported result in its metadata, so a trial found here is never trained again.
+    """
+    from .catalog import trial_metadata
+
+    meta = trial_metadata(catalog, sweep, trial_id)
+    if not meta or META_RESULT not in meta:
+        return None
+    try:
+        return json.loads(meta[META_RESULT])
+    except ValueError:
+        return None
 
 
 def trial_function(config: dict[str, Any], ctx: dict[str, Any]) -> None:
@@ -92,23 +215,34 @@ def trial_function(config: dict[str, Any], ctx: dict[str, Any]) -> None:
 
     ``config`` holds the searched parameters; ``ctx`` (bound with ``tune.with_parameters``)
     the sweep's constants: the validated search space, catalog, storage and FLOPs reference.
+    A trial whose catalog file is complete reports the result stored there and trains nothing.
     """
+    import tempfile
+
     from ray import tune
 
+    from .catalog import CatalogWriter
+    from .objectives import objective_values
+    from .run import code_version, prepare, run_training
+
+    trial_id = tune.get_context().get_trial_id()
+    done = completed_result(ctx["catalog"], ctx["sweep"], trial_id)
+    if done is not None:
+        print(f"[snnet] trial {trial_id} finished before: its catalog file is kept, nothing is re-run")
+        tune.report(done)
+        return
+    train, fingerprint = trial_settings(ctx, config, trial_id)
+    search_dump = ctx["search"] if fingerprint == ctx["fingerprint"] else ctx["started_search"]
     from search_spaces import SearchSpace
 
-    from .objectives import objective_values
-    from .run import prepare, run_training
-
-    search = SearchSpace.model_validate(ctx["search"])
-    params = {_unkey(k): v for k, v in config.items()}
-    family = search.family(params.get("family", search.families[0].name))
-    train = search.trial_config(params, anchors=ctx["demo_specs"] if family.demo else family.anchor_specs(),
-                                catalog=ctx["catalog"], trial_id=tune.get_context().get_trial_id(),
-                                storage_path=ctx["storage"])
-    prepared = prepare(train, progress=print)
-    callbacks = [_epoch_reporter(list(search.searcher.objectives))] if search.searcher.scheduler == "asha" else None
-    result = run_training(train, prepared=prepared, callbacks=callbacks)
+    search = SearchSpace.model_validate(search_dump)
+    with tempfile.TemporaryDirectory(prefix="snnet-trial-rows-") as staging:
+        # run_training writes its rows to a staging catalog; the trial's one catalog file is
+        # written below, once, with the fingerprint, code version and the result it reports.
+        staged = train.model_copy(update={"catalog": staging})
+        prepared = prepare(staged, progress=print)
+        callbacks = [_epoch_reporter(list(search.searcher.objectives))] if search.searcher.scheduler == "asha" else None
+        result = run_training(staged, prepared=prepared, callbacks=callbacks)
     from .data import get_datasets
 
     train_images = len(get_datasets(train.dataset, train.image_size)[0])
@@ -116,15 +250,33 @@ def trial_function(config: dict[str, Any], ctx: dict[str, Any]) -> None:
         result.rows, ctx["flops_ref"], epochs=train.epochs, train_images=train_images,
         stitches_per_step=_stitches_per_step(train.sampling, train.sampling_options),
     )
-    tune.report({
+    version = code_version()
+    rows = [{**row, "space_fingerprint": fingerprint, "code_version": version} for row in result.rows]
+    writer = CatalogWriter(ctx["catalog"], ctx["sweep"])
+    report = {
         **values,
         "epoch": train.epochs,
         "loss": result.loss if result.loss is not None else float("nan"),
-        "family": family.name,
-        "num_stitches": len(result.rows),
-        "catalog_file": result.catalog_file,
+        "family": train_family(search, config),
+        "num_stitches": len(rows),
+        "catalog_file": f"{ctx['catalog'].rstrip('/')}/sweep={ctx['sweep']}/trial-{trial_id}.parquet",
         "checkpoint": result.checkpoint,
+        "seed": train.seed,
+    }
+    writer.write_trial(trial_id, rows, metadata={
+        META_FINGERPRINT: fingerprint, META_CODE: version, META_EXPERIMENT: os.path.basename(ctx["experiment"]),
+        META_RESULT: json.dumps(report, allow_nan=True),
     })
+    if ctx.get("kill_driver_after_write"):  # test-only: the window between this write and Tune's state save
+        import signal
+
+        os.kill(int(ctx["kill_driver_after_write"]), signal.SIGKILL)
+    tune.report(report)
+
+
+def train_family(search, config: dict[str, Any]) -> str:
+    params, _ = _point_and_seed(search, config)
+    return params.get("family", search.families[0].name)
 
 
 def _epoch_reporter(objectives: list[str]):
@@ -143,6 +295,130 @@ def _epoch_reporter(objectives: list[str]):
             super().after_report(run_context, metrics, checkpoint)
 
     return EpochReport()
+
+
+# -- the sweep's record beside its Tune experiment ---------------------------------------------------
+def _join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts]) if "://" in base else os.path.join(base, *parts)
+
+
+def _fs(path: str):
+    """(pyarrow filesystem, path on it) for a URI; (None, path) for a local path."""
+    if "://" not in path:
+        return None, path
+    from pyarrow import fs as pafs
+
+    return pafs.FileSystem.from_uri(path)
+
+
+def _exists(path: str) -> bool:
+    fs, where = _fs(path)
+    if fs is None:
+        return os.path.exists(where)
+    from pyarrow import fs as pafs
+
+    return fs.get_file_info(where).type != pafs.FileType.NotFound
+
+
+def _read_json(path: str) -> Any:
+    """The JSON file at ``path`` (local or URI), or None when absent or unreadable."""
+    fs, where = _fs(path)
+    try:
+        if fs is None:
+            with open(where, "rb") as f:
+                data = f.read()
+        else:
+            with fs.open_input_stream(where) as f:
+                data = f.read()
+        return json.loads(data)
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: str, value: Any) -> None:
+    from ._io import atomic_write
+
+    data = json.dumps(value, indent=1, sort_keys=True, allow_nan=True).encode()
+    fs, where = _fs(path)
+    if fs is None:
+        os.makedirs(os.path.dirname(where), exist_ok=True)
+    else:
+        fs.create_dir(where.rsplit("/", 1)[0], recursive=True)
+    atomic_write(path, lambda out: out.write(data))
+
+
+def sweep_record(search) -> dict[str, Any]:
+    """What a sweep records beside its experiment (:data:`RECORD`)."""
+    from search_spaces.fingerprint import space_fingerprint
+
+    from .run import code_version
+
+    return {"sweep": search.name, "space_fingerprint": space_fingerprint(search), "code_version": code_version(),
+            "space": search.model_dump(mode="json")}
+
+
+def read_record(experiment: str) -> dict[str, Any] | None:
+    return _read_json(_join(experiment, RECORD))
+
+
+def check_resume(record: dict[str, Any] | None, search, *, accept_changed_space: bool, experiment: str) -> bool:
+    """Compare the space a sweep started with (its record) with the one ``--resume`` was given.
+
+    Returns True when they differ and the user accepted it; raises one paragraph naming the
+    changed dotted fields when they differ and ``accept_changed_space`` is False.
+    """
+    from search_spaces.fingerprint import changed_fields, space_fingerprint
+
+    if record is None or record.get("space_fingerprint") == space_fingerprint(search):
+        return False
+    changed = changed_fields(record.get("space", {}), search.model_dump(mode="json"))
+    if accept_changed_space:
+        return True
+    shown = ", ".join(changed[:12]) + (f" and {len(changed) - 12} more" if len(changed) > 12 else "")
+    raise SNNetError(
+        f"The sweep in {experiment} started with a different search space: {shown or 'its fingerprint'} "
+        f"changed (fingerprint {record.get('space_fingerprint')} then, {space_fingerprint(search)} now). "
+        "Resume with the space and --set overrides it started with, start a new sweep (leave out --resume, "
+        "or give a new --name), or pass --accept-changed-space to continue anyway: trials that already "
+        "started keep the settings they started with, new trials take the edited space where it holds "
+        "their point, and each trial's catalog rows say what it ran with."
+    )
+
+
+def finished_trials(catalog: str, sweep: str, experiment: str) -> list[str]:
+    """Trial ids of this experiment whose catalog file is complete (for the Ctrl-C summary)."""
+    from .catalog import trial_metadata
+
+    folder = _join(experiment, TRIAL_SETTINGS)
+    fs, where = _fs(folder)
+    try:
+        if fs is None:
+            names = os.listdir(where)
+        else:
+            from pyarrow import fs as pafs
+
+            names = [i.base_name for i in fs.get_file_info(pafs.FileSelector(where))]
+    except (OSError, ValueError):
+        return []
+    ids = sorted(n[:-5] for n in names if n.endswith(".json"))
+    return [t for t in ids if META_RESULT in (trial_metadata(catalog, sweep, t) or {})]
+
+
+def check_experiment_name(name: str, storage: str, *, resume: bool) -> str:
+    """``--name`` is one folder name under ``--storage`` (no separators, no ``..``); without
+    ``--resume`` it must not exist yet."""
+    from .catalog import validate_name
+
+    try:
+        validate_name("experiment", name)
+    except SNNetError as e:
+        raise SNNetError(f"--name {name!r} is not a folder name under --storage: {e}") from None
+    if not resume and _exists(_join(storage, name)):
+        raise SNNetError(
+            f"A sweep named {name!r} exists already in storage {storage!r}. Continue it with --resume "
+            f"(--resume --name {name}), or give a new --name to start another sweep."
+        )
+    return name
 
 
 def _validate_families(search, catalog: str, progress) -> tuple[dict[str, Any], float]:
@@ -198,10 +474,13 @@ def _latest_experiment(storage: str, sweep: str) -> str | None:
 def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "runs",
               num_samples: int | None = None, resume: bool = False, name: str | None = None,
               address: str | None = None, max_concurrent_trials: int | None = None,
-              overrides: Sequence[str] = (), progress=print) -> dict[str, Any]:
+              overrides: Sequence[str] = (), accept_changed_space: bool = False,
+              resume_command: Sequence[str] | None = None, progress=print) -> dict[str, Any]:
     """Run (or resume) a sweep; returns a summary dict (experiment path, trials, catalog).
 
     ``overrides``: ``dotted.path=value`` settings of the space (``training.epochs=1``), as ``--set``.
+    ``accept_changed_space``: let ``resume`` continue with a space that differs from the one the
+    sweep started with. ``resume_command``: the command line Ctrl-C prints to continue.
     """
     from search_spaces import load_space
 
@@ -226,23 +505,43 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "
     check_storage(storage)
     storage = storage if "://" in storage else os.path.abspath(storage)
     catalog = catalog if "://" in catalog else os.path.abspath(catalog)
+    if name is not None:
+        check_experiment_name(name, storage, resume=resume)
+    record = sweep_record(search)
+    started = None
     if resume:
         from ray import tune
 
-        experiment = f"{storage.rstrip('/')}/{name}" if name else _latest_experiment(storage, search.name)
+        experiment = _join(storage, name) if name else _latest_experiment(storage, search.name)
         if not experiment or not tune.Tuner.can_restore(experiment):
             raise SNNetError(
                 f"Nothing to resume: no earlier sweep '{search.name}' in storage {storage!r}"
                 + (f" named {name!r}" if name else "") + ". Run without --resume to start one."
             )
+        started = read_record(experiment)
+        if not check_resume(started, search, accept_changed_space=accept_changed_space, experiment=experiment):
+            started = None
+    else:
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        experiment = _join(storage, name or f"{search.name}-sweep-{stamp}")
     ctx, flops_ref = _validate_families(search, catalog, progress)  # before any Ray resource is requested
+    exp_name = os.path.basename(experiment.rstrip("/"))
+    if started is not None:
+        progress(f"[snnet] --accept-changed-space: resuming {exp_name} with an edited search space "
+                 f"({record['space_fingerprint']}, started with {started['space_fingerprint']})")
+    else:
+        _write_json(_join(experiment, RECORD), record)
     ensure_ray(address)
 
     from ray import tune
 
     metrics = list(search.searcher.objectives)
     modes = [OBJECTIVES[m] for m in metrics]
-    ctx.update(search=search.model_dump(mode="json"), catalog=catalog, storage=storage, flops_ref=flops_ref)
+    ctx.update(search=search.model_dump(mode="json"), fingerprint=record["space_fingerprint"],
+               started_search=started["space"] if started else None,
+               started_fingerprint=started["space_fingerprint"] if started else None,
+               sweep=search.name, catalog=catalog, storage=storage, experiment=experiment, flops_ref=flops_ref,
+               kill_driver_after_write=os.getpid() if os.environ.get(KILL_AFTER_WRITE_ENV) else None)
     # A trial only waits on its nested TorchTrainer: it holds no CPU (a bundle may not be empty,
     # so it asks for a little memory), leaving every core to the training workers.
     trainable = tune.with_resources(tune.with_parameters(trial_function, ctx=ctx), {"cpu": 0, "memory": 2**26})
@@ -251,18 +550,21 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "
         progress(f"[snnet] resuming sweep from {experiment}")
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-        exp_name = name or f"{search.name}-sweep-{stamp}"
+        fixed = not search.parameters()
+        seeds = search.searcher.seeds
+        trials = num_trials(search)
+        search_alg = _searcher(search, metrics, modes)
         tuner = tune.Tuner(
             trainable,
             param_space=tune_search_space(search),
             tune_config=tune.TuneConfig(
-                search_alg=_searcher(search, metrics, modes),
+                search_alg=search_alg,
                 scheduler=_scheduler(search),
-                num_samples=search.searcher.num_samples,
+                num_samples=1 if fixed else search.searcher.num_samples * (
+                    len(seeds) if seeds and not _searcher_free(search) else 1),
                 max_concurrent_trials=concurrent,
                 **({"metric": metrics[0], "mode": modes[0]} if len(metrics) == 1 and
-                   search.searcher.algorithm in ("grid", "random") else {}),
+                   search_alg is None else {}),
             ),
             run_config=tune.RunConfig(
                 name=exp_name,
@@ -271,10 +573,28 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "
                 verbose=1,
             ),
         )
-        progress(f"[snnet] sweep '{search.name}': {search.searcher.num_samples} trials, searcher "
-                 f"{search.searcher.algorithm}, objectives {metrics}, up to {concurrent} at a time; "
-                 f"storage {os.path.join(storage, exp_name)}")
-    results = tuner.fit()
+        how = ("nothing searched: one trial per seed" if fixed else f"searcher {search.searcher.algorithm}") + (
+            f" over seeds {list(seeds)}" if seeds else "")
+        progress(f"[snnet] sweep '{search.name}': {trials} trials, {how}, objectives {metrics}, up to "
+                 f"{concurrent} at a time; storage {experiment}; space {record['space_fingerprint'][:19]}")
+    command = list(resume_command) if resume_command is not None else [
+        "python", "-m", "orchestrator.sweep", "--space", space, "--catalog", catalog, "--storage", storage,
+        *(a for o in overrides for a in ("--set", o))]
+
+    def hint() -> str:
+        import shlex
+
+        done = finished_trials(catalog, search.name, experiment)
+        return (f"interrupted: {len(done)} trial{'s' if len(done) != 1 else ''} finished"
+                + (f" ({', '.join(done)})" if done else "")
+                + f", their rows are in {catalog} (partition sweep={search.name}).\n"
+                + f"continue with:  {shlex.join([*command, '--resume', '--name', exp_name])}")
+
+    # Ctrl-C reaches us at once (Tune's own handler would stop trials one by one and report them
+    # as failed); Tune's experiment state and the catalog are what --resume continues from.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    with interrupt_hint(hint):
+        results = tuner.fit()
     return {"sweep": search.name, "experiment": results.experiment_path, "catalog": catalog,
             "trials": _trials(results)}
 
@@ -287,8 +607,9 @@ def _trials(results) -> list[dict[str, Any]]:
             trials.append({"trial_id": getattr(r, "path", ""), "error": str(r.error)})
             continue
         trials.append({k: r.metrics.get(k) for k in ("trial_id", "family", "hypervolume", "train_cost",
-                                                      "best_top1", "num_stitches", "catalog_file")}
-                      | {"config": {_unkey(k): v for k, v in r.config.items()}})
+                                                      "best_top1", "num_stitches", "catalog_file", "seed")}
+                      | {"config": {_unkey(k): v for k, v in r.config.items() if k not in ("__trial_index__", SEED_KEY)}
+                         | ({"seed": r.metrics["seed"]} if r.metrics.get("seed") is not None else {})})
     return trials
 
 
@@ -320,7 +641,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset", default=None, help="shortcut for --set dataset=DATASET")
     p.add_argument("--epochs", type=int, default=None, help="shortcut for --set training.epochs=N")
     p.add_argument("--resume", action="store_true", help="continue the latest interrupted sweep of this space")
-    p.add_argument("--name", default=None, help="experiment name (default: <sweep>-sweep-<time>)")
+    p.add_argument("--name", default=None,
+                   help="experiment name, one folder under --storage (default: <sweep>-sweep-<time>)")
+    p.add_argument("--accept-changed-space", action="store_true",
+                   help="with --resume: continue although the space differs from the one the sweep started with")
     p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or local)")
     p.add_argument("--max-concurrent-trials", type=int, default=None,
                    help="trials at a time (default: the space's, else what the cluster holds now)")
@@ -334,14 +658,34 @@ def overrides(args: argparse.Namespace) -> list[str]:
     return [*args.overrides, *extra]
 
 
+def _without_resume(argv: Sequence[str]) -> list[str]:
+    """The command line minus ``--resume``, ``--accept-changed-space`` and ``--name N`` (the hint adds them)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--resume", "--accept-changed-space"):
+            pass
+        elif a == "--name":
+            skip = True
+        elif not a.startswith("--name="):
+            out.append(a)
+    return out
+
+
 @cli()
 def main(argv: Sequence[str] | None = None) -> int:
     """Sweep; a user's mistake is one ``error:`` paragraph and exit 2 (:func:`orchestrator._cli.run_cli`)."""
     args = parse_args(argv)
     start = time.perf_counter()
+    if args.accept_changed_space and not args.resume:
+        raise SNNetError("--accept-changed-space only applies with --resume (a new sweep records its own space).")
+    given = list(sys.argv[1:] if argv is None else argv)
+    command = ["python", "-m", "orchestrator.sweep", *_without_resume(given)]
     summary = run_sweep(args.space, catalog=args.catalog, storage=args.storage, num_samples=args.num_samples,
                         resume=args.resume, name=args.name, address=args.address,
-                        max_concurrent_trials=args.max_concurrent_trials, overrides=overrides(args))
+                        max_concurrent_trials=args.max_concurrent_trials, overrides=overrides(args),
+                        accept_changed_space=args.accept_changed_space, resume_command=command)
     print(_report(summary))
     try:
         from .catalog import query
