@@ -19,7 +19,9 @@ from snnet.anchors import check_model_name
 
 from .config import TrainConfig
 
-__all__ = ["TrainResult", "prepare", "worker_resources", "run_training", "ensure_ray", "check_storage", "code_version"]
+__all__ = ["TrainResult", "Prepared", "prepare", "preflight", "worker_resources", "run_training", "ensure_ray",
+           "check_storage", "check_writable", "check_resources", "check_batch", "check_weights", "quiet_ray",
+           "resume_command", "code_version"]
 
 
 @dataclass
@@ -42,21 +44,86 @@ def code_version() -> str:
         return "unknown"
 
 
+#: Ray settings for a console a person reads, applied (unless the user set them) before Ray starts:
+#: Ray Train's worker logging would set the workers' root logger to INFO and so print every
+#: ``Reporting training result ... TrainingReport(...)`` (Train still logs its own records, and
+#: our ``[snnet]`` lines have their own handler); the preemption watcher has nothing to watch on
+#: a local instance and logs a spurious ``core_worker.cc`` error when it stops; token
+#: authentication's notice is a WARNING on every start. All of them are read from the environment
+#: by Ray (and propagated by Ray Train to its controller and workers).
+QUIET_RAY_ENV = {
+    "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+}
+
+
+def quiet_ray(stream: Any = None) -> dict[str, str]:
+    """Set :data:`QUIET_RAY_ENV` and, unless ``stream`` (stdout) is a terminal or the user chose,
+    ``RAY_COLOR_PREFIX=0`` (no ANSI colours in redirected output; ``NO_COLOR`` also turns them
+    off); returns what was set. Call before Ray starts; a variable the user set wins."""
+    import sys
+
+    stream = stream if stream is not None else sys.stdout
+    wanted = dict(QUIET_RAY_ENV)
+    tty = bool(getattr(stream, "isatty", lambda: False)())
+    if not tty or os.environ.get("NO_COLOR"):
+        wanted["RAY_COLOR_PREFIX"] = "0"
+    done = {k: v for k, v in wanted.items() if k not in os.environ}
+    os.environ.update(done)
+    return done
+
+
 def ensure_ray(address: str | None = None, **init_kwargs: Any) -> None:
-    """Connect to ``address`` (or ``$RAY_ADDRESS``) if given, else start a local Ray instance."""
+    """Connect to ``address`` (or ``$RAY_ADDRESS``) if given, else start a local Ray instance
+    (``address="local"``: never a cluster some earlier ``ray start`` left registered).
+
+    Ray's own log lines go to its session's log folder; the driver shows the workers' output
+    and WARNING and above from Ray (``logging_level``).
+    """
+    import logging
+
     import ray
 
     if ray.is_initialized():
         return
+    quiet_ray()
+    init_kwargs.setdefault("logging_level", logging.WARNING)
+    init_kwargs.setdefault("include_dashboard", False)
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
+    if address and address != "local":
         _check_reachable(address)
         try:
-            ray.init(address=address, **init_kwargs)
+            with _quiet_token_notice():
+                ray.init(address=address, **init_kwargs)
         except (ConnectionError, RuntimeError) as e:
             raise SNNetError(f"Could not connect to the Ray cluster at {address!r}: {e}") from None
     else:
-        ray.init(**init_kwargs)
+        with _quiet_token_notice():
+            ray.init(address="local", **init_kwargs)
+
+
+class _quiet_token_notice:
+    """With ``RAY_AUTH_MODE`` unset and a token present, Ray turns token authentication on and says
+    so in a WARNING on every start. Choosing that same mode explicitly (what Ray would do) is
+    what its notice asks for and keeps it off the console; without a token nothing changes."""
+
+    def __enter__(self) -> None:
+        self.set = False
+        if "RAY_AUTH_MODE" in os.environ:
+            return
+        try:
+            from ray._private.authentication.authentication_token_setup import AuthenticationTokenLoader
+
+            has_token = AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True)
+        except Exception:  # noqa: BLE001 - another Ray version: leave its notice as it is
+            return
+        if has_token:
+            os.environ["RAY_AUTH_MODE"] = "token"
+            self.set = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.set and exc[0] is not None:
+            os.environ.pop("RAY_AUTH_MODE", None)
 
 
 def check_storage(path: str) -> None:
@@ -72,6 +139,149 @@ def check_storage(path: str) -> None:
     if not os.path.isdir(current):
         where = "is a file" if current == os.path.abspath(path) else f"lies below the file {current!r}"
         raise SNNetError(f"Ray's run storage (--storage) must be a folder or URI, but {path!r} {where}.")
+
+
+PROBE_PREFIX = ".snnet-write-probe-"
+
+
+def check_writable(location: str, what: str = "The catalog", flag: str = "--catalog") -> None:
+    """Write and remove a probe file where ``location`` (a folder or a URI pyarrow reaches) will be
+    written: the folder itself, or the nearest existing parent of a folder still to be made
+    (nothing is created). Raises one :class:`SNNetError` paragraph when that fails."""
+    name = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+    try:
+        if "://" in location and not location.startswith("file://"):
+            import pyarrow.fs as pafs
+
+            fs, path = pafs.FileSystem.from_uri(location)
+            _probe_remote(fs, path.rstrip("/"), name)
+            return
+        folder = os.path.abspath(location[len("file://"):] if location.startswith("file://") else location)
+        while not os.path.exists(folder):
+            parent = os.path.dirname(folder)
+            if parent == folder:
+                break
+            folder = parent
+        if not os.path.isdir(folder):
+            return  # check_storage and CatalogWriter say "is a file" with the path
+        probe = os.path.join(folder, name)
+        with open(probe, "wb"):
+            pass
+        os.unlink(probe)
+    except Exception as e:  # noqa: BLE001 - any failure to write is the location's
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise SNNetError(
+            f"{what} location {location!r} is not writable ({reason}). Check that the folder or bucket exists "
+            f"and that this machine may write there (credentials for object storage), or pass another {flag}; "
+            "nothing was trained."
+        ) from None
+
+
+def _probe_remote(fs: Any, path: str, name: str) -> None:
+    """Write and delete ``path/name``; where ``path`` does not exist yet on a filesystem with real
+    folders, in its nearest existing parent instead (the first error is the one raised)."""
+    import pyarrow.fs as pafs
+
+    def probe(folder: str) -> None:
+        target = f"{folder}/{name}" if folder else name
+        with fs.open_output_stream(target) as out:
+            out.write(b"")
+        fs.delete_file(target)
+
+    try:
+        probe(path)
+    except Exception as first:  # noqa: BLE001
+        folder = path
+        while folder:
+            folder = folder.rsplit("/", 1)[0] if "/" in folder else ""
+            try:
+                kind = fs.get_file_info(folder).type
+            except Exception:  # noqa: BLE001
+                raise first from None
+            if kind == pafs.FileType.Directory:
+                try:
+                    probe(folder)
+                    return
+                except Exception:  # noqa: BLE001
+                    raise first from None
+            if kind == pafs.FileType.File:
+                break
+        raise first from None
+
+
+def local_resources() -> dict[str, float]:
+    """What a local Ray instance would offer: this process's CPUs and the GPUs torch sees."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    gpus = 0
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001
+        gpus = 0
+    return {"CPU": float(cpus), "GPU": float(gpus)}
+
+
+def check_resources(config: TrainConfig, available: dict[str, float], where: str) -> None:
+    """The run's ``workers x (CPUs, GPUs)`` must fit ``available`` (``{"CPU": n, "GPU": m}``), else
+    Ray would wait for them forever; ``where`` says whose resources they are."""
+    each = worker_resources(config)
+    cpus, gpus = config.workers * each["CPU"], config.workers * each.get("GPU", 0)
+    have_cpu, have_gpu = float(available.get("CPU", 0)), float(available.get("GPU", 0))
+    if cpus <= have_cpu and gpus <= have_gpu:
+        return
+    need = f"{config.workers} workers x {each['CPU']:g} CPU" + (f" and {each['GPU']:g} GPU" if gpus else "")
+    most = int(have_cpu // each["CPU"]) if each["CPU"] else config.workers
+    if gpus:
+        most = min(most, int(have_gpu // each["GPU"]))
+    raise SNNetError(
+        f"The run needs {need} each ({cpus:g} CPUs" + (f", {gpus:g} GPUs" if gpus else "")
+        + f"), but {where} has {have_cpu:g} CPUs and {have_gpu:g} GPUs: "
+        + (f"pass --workers {most} or fewer" if most >= 1 else "lower --workers or the CPUs/GPUs per worker")
+        + ", or run on a larger cluster (--address)."
+    )
+
+
+def check_batch(config: TrainConfig, train_size: int) -> None:
+    """Every worker must get at least one full batch per epoch (``drop_last``), else training
+    would run 0 steps and the catalog would hold untrained rows."""
+    if config.epochs == 0:
+        return
+    if (train_size // config.workers) // config.batch_size >= 1:
+        return
+    raise SNNetError(
+        f"The batch size {config.batch_size} per worker x {config.workers} workers needs at least "
+        f"{config.batch_size * config.workers} training images for one step, but the training set of "
+        f"{config.dataset!r} has {train_size}: lower --batch-size (at most {max(1, train_size // config.workers)}) "
+        "or --workers, or use --epochs 0 to only initialise and evaluate."
+    )
+
+
+def check_weights(config: TrainConfig) -> None:
+    """Every anchor's (and the teacher's) weights are reachable: :func:`snnet.anchors.check_spec`,
+    without loading them; all problems in one paragraph."""
+    from snnet.anchors import check_spec
+
+    extra = {"img_size": config.image_size} if config.image_size else {}
+    specs = list(config.anchors or []) + ([config.teacher] if config.teacher is not None else [])
+    problems = [p for spec in specs for p in check_spec(spec, **extra)]
+    if problems:
+        raise SNNetError(" ".join(dict.fromkeys(problems)))
+
+
+def weights_line(weights: dict[str, str]) -> list[str]:
+    """Console lines saying where each anchor's weights came from (a warning for random ones)."""
+    from snnet.anchors import RANDOM
+
+    lines = ["[snnet] weights: " + ", ".join(f"{name} <- {source}" for name, source in weights.items())]
+    random_ones = [name for name, source in weights.items() if source == RANDOM]
+    if random_ones:
+        lines.append(f"warning: {', '.join(random_ones)} start from random weights (no --pretrained and no "
+                     "NAME=PATH checkpoint): stitching assumes trained anchors, so expect low accuracy.")
+    return lines
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -94,8 +304,29 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         ) from None
 
 
-def prepare(config: TrainConfig, progress: Callable[[str], None] = print) -> tuple[TrainConfig, StitchSpace]:
-    """Validate ``config``, resolve the demo anchors, build and check the stitch space."""
+class Prepared(tuple):
+    """``(config, space)`` as :func:`prepare` returns it, plus ``weights``: where each anchor's
+    weights came from (``{name: "hub:<id>" | "file:<path>" | "random"}``)."""
+
+    weights: dict[str, str]
+
+    def __new__(cls, config: TrainConfig, space: StitchSpace, weights: dict[str, str] | None = None):
+        obj = super().__new__(cls, (config, space))
+        obj.weights = dict(weights or {})
+        return obj
+
+
+def prepare(config: TrainConfig, progress: Callable[[str], None] = print) -> Prepared:
+    """Validate ``config``, resolve the demo anchors, build and check the stitch space.
+
+    Everything that can fail before training fails here, before Ray starts, as one
+    :class:`SNNetError`: settings, model names and weights (:func:`check_weights`), the dataset
+    and its class count, the batch size against the training set (:func:`check_batch`), the
+    catalog and the run storage (written to, :func:`check_writable`). The cluster's resources
+    are checked by :func:`preflight` (the sweep checks its own). Prints where each anchor's
+    weights came from.
+    """
+    progress = progress or (lambda message: None)
     config.validate()
     if config.anchors is None:
         if config.dataset != "demo":
@@ -114,7 +345,19 @@ def prepare(config: TrainConfig, progress: Callable[[str], None] = print) -> tup
         check_model_name(spec.name)
     if config.teacher is not None:
         check_model_name(config.teacher.name)
-    from .data import get_datasets, num_classes
+    if config.trial_id is None:
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        config = config.model_copy(update={"trial_id": f"{stamp}-{uuid.uuid4().hex[:6]}"})
+    from .catalog import CatalogWriter
+    from .catalog._store import check_name
+
+    check_name("trial", config.trial_id)
+    CatalogWriter(config.catalog, config.sweep)  # a folder or URI, not a file
+    check_storage(config.storage_path)
+    check_writable(config.catalog, "The catalog", "--catalog")
+    check_writable(config.storage_path, "Ray's run storage", "--storage")
+    check_weights(config)
+    from .data import dataset_size, get_datasets, num_classes
 
     train_ds, _ = get_datasets(config.dataset, config.image_size)
     extra = {"img_size": config.image_size} if config.image_size else {}
@@ -124,19 +367,37 @@ def prepare(config: TrainConfig, progress: Callable[[str], None] = print) -> tup
     if wrong:
         raise SNNetError(
             f"Anchors must classify the dataset's {classes} classes, but {', '.join(wrong)} "
-            "(build them with num_classes set, or fine-tune them on this dataset first)."
+            "(pass --num-classes N, or set num_classes in the family's kwargs of the YAML: the classifier "
+            "is then reset; or fine-tune the anchors on this dataset first)."
         )
     space = StitchSpace([profile_anchor(a) for a in anchors], config.space_config())
-    if config.trial_id is None:
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-        config = config.model_copy(update={"trial_id": f"{stamp}-{uuid.uuid4().hex[:6]}"})
-    from .catalog import CatalogWriter
-    from .catalog._store import check_name
+    try:
+        train_size = len(train_ds)
+    except TypeError:  # a streamed dataset without a length
+        train_size = dataset_size(config.dataset, "train")
+    check_batch(config, train_size)
+    weights = {a.name: a.weights for a in anchors}
+    for line in weights_line(weights):
+        progress(line)
+    return Prepared(config, space, weights)
 
-    check_name("trial", config.trial_id)
-    CatalogWriter(config.catalog, config.sweep)  # checks the catalog path before training
-    check_storage(config.storage_path)
-    return config, space
+
+def preflight(config: TrainConfig, address: str | None = None) -> None:
+    """The cluster check of :func:`run_training`, before any resource is requested: with no
+    address (and no ``$RAY_ADDRESS``, no connected Ray) against this machine's CPUs and GPUs,
+    without starting Ray; otherwise connects and checks ``ray.cluster_resources()``."""
+    import sys
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    ray = sys.modules.get("ray")
+    connected = ray is not None and ray.is_initialized()
+    if not connected and (not address or address == "local"):
+        check_resources(config, local_resources(), "this machine (a local Ray instance)")
+        return
+    ensure_ray(address)
+    import ray
+
+    check_resources(config, ray.cluster_resources(), f"the Ray cluster{f' at {address}' if address else ''}")
 
 
 def worker_resources(config: TrainConfig) -> dict[str, float]:
@@ -160,7 +421,7 @@ def run_training(
     config: TrainConfig,
     *,
     progress: Callable[[str], None] = print,
-    prepared: tuple[TrainConfig, StitchSpace] | None = None,
+    prepared: Prepared | tuple[TrainConfig, StitchSpace] | None = None,
     fault_injection: dict[str, Any] | None = None,
     address: str | None = None,
     callbacks: list[Any] | None = None,
@@ -170,7 +431,10 @@ def run_training(
     ``fault_injection`` (tests only): ``{"pid_dir": DIR, "hold_at_step": N}`` makes workers
     publish their pids and hold at step ``N`` on the first attempt, so a test can kill one.
     """
-    config, space = prepared or prepare(config, progress)
+    prepared = prepared or prepare(config, progress)
+    config, space = prepared
+    weights = getattr(prepared, "weights", None) or {}
+    preflight(config, address)  # workers x CPUs x GPUs fit, before any resource is requested
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -204,14 +468,16 @@ def run_training(
         raise RuntimeError(f"training ended without evaluation results (last metrics: {metrics})")
     checkpoint = _uri(config.storage_path, result.checkpoint.path) if result.checkpoint else ""
     rows = catalog_rows(config, space, metrics["results"], metrics.get("r2", {}), checkpoint,
-                        latency=metrics.get("latency") or {}, device=metrics.get("device"))
+                        latency=metrics.get("latency") or {}, device=metrics.get("device"), weights=weights)
     path = CatalogWriter(config.catalog, config.sweep).write_trial(config.trial_id, rows)
     return TrainResult(config, space, rows, path, checkpoint, metrics.get("r2", {}), metrics.get("loss"))
 
 
 def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, list[float]],
                  r2: dict[str, float], checkpoint: str, *, latency: dict[str, float] | None = None,
-                 device: str | None = None) -> list[dict[str, Any]]:
+                 device: str | None = None, weights: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """One catalog row per stitch; ``weights`` (anchor name -> source) fills the ``weights``
+    column: ``name=source`` of each anchor on the stitch's path, joined by ``; ``."""
     version = code_version()
     rows = []
     for stitch in space:
@@ -243,5 +509,7 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
             "seed": config.seed,
             "workers": config.workers,
             "code_version": version,
+            "weights": "; ".join(f"{a}={weights[a]}" for a in dict.fromkeys(space.names(stitch)) if a in weights)
+                       or None if weights else None,
         })
     return rows

@@ -10,6 +10,7 @@ changes any setting of it, and the flags given override both.
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import sys
 import time
 from typing import Sequence
@@ -26,7 +27,7 @@ from ._cli import cli
 from .config import INITS, MODES, TrainConfig
 from .summary import summarize
 
-__all__ = ["main", "parse_args", "config_from_args"]
+__all__ = ["main", "parse_args", "config_from_args", "default_sweep", "resume_command", "catalog_file"]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -70,7 +71,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="measure every stitch's latency (median, after warm-up)")
     p.add_argument("--latency-batch-size", type=int)
     p.add_argument("--catalog", help=f"catalog folder or URI (s3://, gs://); default {d.catalog!r}")
-    p.add_argument("--sweep", help=f"catalog partition to write into; default {d.sweep!r}")
+    p.add_argument("--sweep", help="catalog partition to write into; default: the space's name and the start time "
+                                   "(demo-20260101-120000), so each run has its own")
     p.add_argument("--trial-id")
     p.add_argument("--storage", dest="storage_path", help=f"Ray run storage (checkpoints): folder or URI; "
                                                           f"default {d.storage_path!r}")
@@ -117,7 +119,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if args.anchors is not None:
             settings["anchors"] = [_spec(t, args.pretrained, args.num_classes) for t in args.anchors.split(",")
                                    if t.strip()]
-        return TrainConfig(**{**settings, **flags})
+        merged = {**settings, **flags}
+        if "sweep" not in merged:
+            first = merged["anchors"][0].name if merged.get("anchors") else "demo"
+            merged["sweep"] = default_sweep(first)
+        return TrainConfig(**merged)
     if args.anchors is not None:
         raise SNNetError(f"--space {args.space!r} names its own anchors: leave out --anchors (or use --space demo).")
     space = _load(args.space, args.overrides)
@@ -125,7 +131,46 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     family = space.family(point.get("family", space.families[0].name))
     anchors = None if family.demo else [_with_flags(a, args.pretrained, args.num_classes)
                                         for a in family.anchor_specs()]
-    return space.trial_config(point, anchors=anchors, sweep=TrainConfig().sweep, **flags)
+    flags.setdefault("sweep", default_sweep(space.name))
+    return space.trial_config(point, anchors=anchors, **flags)
+
+
+def default_sweep(stem: str, now: "_dt.datetime | None" = None) -> str:
+    """Each run's own catalog partition: ``<stem>-<UTC time stamp>`` (``stem`` cut to the sweep-name
+    rule's characters), validated by :func:`orchestrator.catalog.validate_name`."""
+    import re
+
+    from .catalog import validate_name
+
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    clean = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.").replace("..", ".")[:60]
+    if not clean or not clean[0].isalpha():
+        clean = f"train-{clean}".rstrip("-")
+    return validate_name("sweep", f"{clean}-{now.strftime('%Y%m%d-%H%M%S')}")
+
+
+def resume_command(argv: Sequence[str], config: TrainConfig) -> str:
+    """The command that resumes this run: the same arguments with its sweep and trial id."""
+    import shlex
+
+    keep, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--trial-id", "--sweep"):
+            skip = True
+            continue
+        if arg.startswith(("--trial-id=", "--sweep=")):
+            continue
+        keep.append(arg)
+    return shlex.join(["python", "-m", "orchestrator.train", *keep, "--sweep", config.sweep,
+                       "--trial-id", config.trial_id])
+
+
+def catalog_file(config: TrainConfig) -> str:
+    """The trial's catalog file as the user wrote the catalog (``s3://`` kept)."""
+    return f"{config.catalog.rstrip('/')}/sweep={config.sweep}/trial-{config.trial_id}.parquet"
 
 
 def _load(name: str, overrides: list[str]):
@@ -140,16 +185,21 @@ def _load(name: str, overrides: list[str]):
 @cli()
 def main(argv: Sequence[str] | None = None) -> int:
     """Train; a user's mistake is one ``error:`` paragraph and exit 2 (:func:`orchestrator._cli.run_cli`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     start = time.perf_counter()
+    from ._cli import interrupt_hint
     from .run import prepare, run_training
 
     prepared = prepare(config_from_args(args))
     config, space = prepared
-    print(f"[snnet] {len(space)} stitches over {', '.join(space.anchor_names)}; trial {config.trial_id}")
-    result = run_training(config, prepared=prepared, address=args.address)
+    print(f"[snnet] {len(space)} stitches over {', '.join(space.anchor_names)}; sweep {config.sweep}, "
+          f"trial {config.trial_id}", flush=True)
+    hint = f"interrupted; resume this run with:\n  {resume_command(argv, config)}"
+    with interrupt_hint(hint):
+        result = run_training(config, prepared=prepared, address=args.address)
     print(summarize(result.space, result.rows, r2=result.r2))
-    print(f"\ncatalog rows: {result.catalog_file}\ncheckpoint:   {result.checkpoint}\n"
+    print(f"\ncatalog rows: {catalog_file(config)}\ncheckpoint:   {result.checkpoint}\n"
           f"time:         {time.perf_counter() - start:.0f}s")
     return 0
 

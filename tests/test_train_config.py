@@ -169,8 +169,12 @@ def test_from_dict_names_unknown_keys():
 # -- parse_args / config_from_args ---------------------------------------------------------------
 
 
-def test_cli_defaults_give_the_default_config():
-    assert config_from_args(parse_args([])) == TrainConfig()
+def test_cli_defaults_give_the_default_config_in_a_partition_of_its_own():
+    import re
+
+    config = config_from_args(parse_args([]))
+    assert re.fullmatch(r"demo-\d{8}-\d{6}", config.sweep)  # each run its own partition (issue 14)
+    assert config.model_copy(update={"sweep": TrainConfig().sweep}) == TrainConfig()
 
 
 def test_cli_anchor_specs_and_flags():

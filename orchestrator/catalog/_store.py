@@ -46,10 +46,10 @@ __all__ = [
     "trial_metadata",
 ]
 
-#: 2 added latency_batch_size; 3 added top1_selection and space_fingerprint.
-SCHEMA_VERSION = "3"
+#: 2 added latency_batch_size; 3 added top1_selection and space_fingerprint; 4 added weights.
+SCHEMA_VERSION = "4"
 VERSION_KEY = b"snnet.catalog.schema_version"
-_ADDED_IN = {"latency_batch_size": 2, "top1_selection": 3, "space_fingerprint": 3}
+_ADDED_IN = {"latency_batch_size": 2, "top1_selection": 3, "space_fingerprint": 3, "weights": 4}
 
 #: Columns stored in each trial file (``sweep`` is the Hive partition, added on read).
 SCHEMA = pa.schema(
@@ -87,6 +87,8 @@ SCHEMA = pa.schema(
         pa.field("code_version", pa.string()),
         # fingerprint of the resolved search space and code version the trial ran with
         pa.field("space_fingerprint", pa.string()),
+        # where the anchors' weights came from: "name=hub:<id>; name=file:<path>; name=random"
+        pa.field("weights", pa.string()),
     ],
     metadata={"snnet.catalog.schema_version": SCHEMA_VERSION},
 )
