@@ -11,30 +11,17 @@ from ._cli import format_flops
 __all__ = ["summarize", "spearman", "interpolation_stats", "best_under"]
 
 
-def _ranks(values: Sequence[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2.0
-        i = j + 1
-    return ranks
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman rank correlation (:func:`scipy.stats.spearmanr`, average ranks for ties); None
+    when it is undefined (fewer than two points, or all values of one side equal)."""
+    import math
 
+    if len(x) < 2 or len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    from scipy.stats import spearmanr
 
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman rank correlation (average ranks for ties); nan when undefined."""
-    if len(x) < 2:
-        return float("nan")
-    rx, ry = _ranks(x), _ranks(y)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    vx = sum((a - mx) ** 2 for a in rx) ** 0.5
-    vy = sum((b - my) ** 2 for b in ry) ** 0.5
-    return cov / (vx * vy) if vx and vy else float("nan")
+    rho = float(spearmanr(x, y).statistic)
+    return None if math.isnan(rho) else rho
 
 
 def interpolation_stats(rows: Sequence[dict[str, Any]], slack: float = 1.0) -> tuple[int, int]:
@@ -67,7 +54,19 @@ def _flops(f: float) -> str:
     return format_flops(f, "G") if f >= 1e8 else format_flops(f, "M", digits=2)
 
 
-def summarize(space: StitchSpace, rows: Sequence[dict[str, Any]], r2: dict[str, float] | None = None) -> str:
+def _lrs(rows: Sequence[dict[str, Any]]) -> str | None:
+    """The configured learning rates of the rows (one pair when all rows share it)."""
+    pairs = sorted({(r.get("anchor_lr"), r.get("stitch_lr")) for r in rows} - {(None, None)},
+                   key=lambda p: tuple(v if v is not None else -1.0 for v in p))
+    if not pairs:
+        return None
+    fmt = lambda v: "n/a" if v is None else f"{v:.2e}"  # noqa: E731
+    return "; ".join(f"anchors {fmt(a)}, stitches {fmt(s)}" for a, s in pairs)
+
+
+def summarize(space: StitchSpace, rows: Sequence[dict[str, Any]], r2: dict[str, float] | None = None,
+              catalog: str | None = None) -> str:
+    """The end-of-run report; ``catalog`` (the catalog location as given, ``s3://`` kept) adds its line."""
     anchors = [r for r in rows if len(r["anchors"]) == 1]
     stitched = [r for r in rows if len(r["anchors"]) > 1]
     lines = ["", "== summary " + "=" * 60]
@@ -75,6 +74,9 @@ def summarize(space: StitchSpace, rows: Sequence[dict[str, Any]], r2: dict[str, 
                                          for r in sorted(anchors, key=lambda r: r["flops"])))
     lines.append(f"stitches: {len(rows)} ({len(anchors)} anchors + {len(stitched)} stitched), "
                  f"{len(space.layers)} stitching layers")
+    lrs = _lrs(rows)
+    if lrs:
+        lines.append(f"lr:       {lrs}")
     if r2:
         vals = list(r2.values())
         lines.append(f"LS init:  R^2 per stitching layer min {min(vals):.3f}, mean {sum(vals) / len(vals):.3f}, "
@@ -83,14 +85,19 @@ def summarize(space: StitchSpace, rows: Sequence[dict[str, Any]], r2: dict[str, 
         tops = [r["top1"] for r in stitched]
         lines.append(f"top-1:    stitched {min(tops):.1f}% .. {max(tops):.1f}% (mean {sum(tops) / len(tops):.1f}%)")
         inside, total = interpolation_stats(rows)
+        rho = spearman([r["flops"] for r in stitched], tops)
         lines.append(f"          {inside}/{total} stitches lie between their anchors' top-1 (+-1 point); "
-                     f"Spearman(FLOPs, top-1) = {spearman([r['flops'] for r in stitched], tops):.2f}")
+                     f"Spearman(FLOPs, top-1) = {'n/a' if rho is None else f'{rho:.2f}'}")
     largest = max(r["flops"] for r in rows)
     lines.append("best stitch under a FLOPs budget:")
     lines.append(f"  {'budget':>8}  {'FLOPs':>10}  {'top-1':>6}  stitch")
     for fraction in (0.25, 0.5, 0.75, 1.0):
         row = best_under(rows, fraction * largest)
-        if row is not None:
+        if row is None:
+            lines.append(f"  {fraction:>7.0%}  {_flops(fraction * largest):>10}  {'':>6}  none fits")
+        else:
             lines.append(f"  {fraction:>7.0%}  {_flops(row['flops']):>10}  {row['top1']:>5.1f}%  "
                          f"#{row['stitch_id']} {_describe(row)}")
+    if catalog is not None:
+        lines.append(f"catalog:  {catalog}")
     return "\n".join(lines)

@@ -417,6 +417,8 @@ def query(
         _require(df, ("anchors",), "The anchors filter")
         wanted = set(anchor_names)
         mask &= pd.Series([wanted <= set(_path(a)) for a in df["anchors"]], index=df.index, dtype=bool)
+    if (flops_budget is not None or latency_budget is not None) and sweep_names is None:
+        _refuse_mixed(df[mask])
     if flops_budget is not None:
         _require(df, ("flops",), "The FLOPs budget")
         mask &= (df["flops"] <= flops_budget).fillna(False).astype(bool)
@@ -433,6 +435,27 @@ def query(
     if row_limit is not None:
         result = result.head(row_limit)
     return result.reset_index(drop=True)
+
+
+def _refuse_mixed(df: "pd.DataFrame") -> None:
+    """A budget over several sweeps that differ in dataset or family of anchors would pick a stitch
+    trained on something else: refuse it and say to pass ``--sweep``."""
+    if "sweep" not in df.columns or df["sweep"].nunique() < 2:
+        return
+    datasets = set(df["dataset"].dropna()) if "dataset" in df.columns else set()
+    families: set[frozenset[str]] = set()
+    if "anchors" in df.columns:
+        keys = [c for c in ("sweep", "trial_id") if c in df.columns]
+        for _, group in df.groupby(keys, sort=False):
+            families.add(frozenset(a for path in group["anchors"] for a in _path(path)))
+    if len(datasets) < 2 and len(families) < 2:
+        return
+    what = " and ".join(w for w, n in (("datasets", len(datasets)), ("families of anchors", len(families))) if n > 1)
+    listing = "; ".join(
+        f"{name} ({', '.join(sorted(set(g['dataset'].dropna()))) or 'no dataset'})" if "dataset" in g.columns
+        else str(name) for name, g in df.groupby("sweep", sort=True))
+    raise SNNetError(f"A budget query over the whole catalog would mix {what}: its sweeps are {listing}. "
+                     "Pass --sweep NAME (sweep= in Python) to pick the stitch from one of them.")
 
 
 def best_under(
