@@ -120,20 +120,8 @@ def _searcher(search, metrics: list[str], modes: list[str]):
 
 
 def _seed_repeater(searcher, repeat: int):
-    """Tune's ``Repeater`` (each suggestion runs ``repeat`` times, ``__trial_index__`` picks the seed),
-    reporting the mean of every objective to the searcher (Tune's averages a single metric only)."""
-    import numpy as np
-    from ray.tune.search import Repeater
-
-    class SeedRepeater(Repeater):
-        def on_trial_complete(self, trial_id, result=None, **kwargs):
-            metrics = self.searcher.metric if isinstance(self.searcher.metric, list) else [self.searcher.metric]
-            group = self._trial_id_to_group[trial_id]
-            group.report(trial_id, [float((result or {}).get(m, np.nan)) for m in metrics])
-            if group.finished_reporting():
-                means = np.nanmean(np.array(group.scores(), dtype=float), axis=0)
-                self.searcher.on_trial_complete(group.primary_trial_id,
-                                                result=dict(zip(metrics, map(float, means))), **kwargs)
+    """``searcher`` with each suggestion repeated ``repeat`` times (:class:`orchestrator._repeat.SeedRepeater`)."""
+    from ._repeat import SeedRepeater
 
     return SeedRepeater(searcher, repeat=repeat, set_index=True)
 

@@ -204,6 +204,9 @@ def test_seeds_repeat_each_suggestion_and_report_the_mean_of_every_objective(tmp
     repeater.on_trial_complete("t1", {"hypervolume": 0.4, "train_cost": 2.0})
     assert seen == {"t0": {"hypervolume": pytest.approx(0.3), "train_cost": pytest.approx(3.0)}}
     assert sweep.num_trials(search) == search.searcher.num_samples * 2
+    import pickle
+
+    assert type(pickle.loads(pickle.dumps(repeater))) is type(repeater)  # Tune pickles it with its state
 
 
 def test_seeds_are_validated(tmp_path):
