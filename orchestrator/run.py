@@ -45,16 +45,33 @@ def code_version() -> str:
 
 
 #: Ray settings for a console a person reads, applied (unless the user set them) before Ray starts:
-#: Ray Train's worker logging would set the workers' root logger to INFO and so print every
-#: ``Reporting training result ... TrainingReport(...)`` (Train still logs its own records, and
-#: our ``[snnet]`` lines have their own handler); the preemption watcher has nothing to watch on
-#: a local instance and logs a spurious ``core_worker.cc`` error when it stops; token
-#: authentication's notice is a WARNING on every start. All of them are read from the environment
-#: by Ray (and propagated by Ray Train to its controller and workers).
+#: the preemption watcher has nothing to watch on a local instance and logs a spurious
+#: ``core_worker.cc ... PreemptionWatcher`` error when it stops. Ray Train reads it from the
+#: driver's environment and propagates it to its controller and workers.
 QUIET_RAY_ENV = {
-    "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0",
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
 }
+
+#: Ray's ``worker_process_setup_hook`` for this job's workers (see :func:`quiet_train_worker`).
+WORKER_SETUP_HOOK = "orchestrator.run.quiet_train_worker"
+
+
+def quiet_train_worker() -> None:
+    """Runs in every Ray worker process of the job as it starts (``worker_process_setup_hook``).
+
+    Ray Train sets its workers' root logger to INFO, and its report path logs each report as
+    ``Reporting training result N: TrainingReport(...)`` (every stitch's accuracy in the
+    evaluation ones) under a logger named by its file, outside the ``ray.train`` loggers that
+    ``RunConfig(logging_config=...)`` governs. Raising that logger to WARNING keeps those dicts
+    off the console; Ray Train's own records still go to its log files in Ray's log folder.
+    """
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context
+    except Exception:  # noqa: BLE001 - another Ray version: nothing to configure
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def quiet_ray(stream: Any = None) -> dict[str, str]:
@@ -88,6 +105,9 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> None:
         return
     quiet_ray()
     init_kwargs.setdefault("logging_level", logging.WARNING)
+    runtime_env = dict(init_kwargs.pop("runtime_env", None) or {})
+    runtime_env.setdefault("worker_process_setup_hook", WORKER_SETUP_HOOK)
+    init_kwargs["runtime_env"] = runtime_env
     init_kwargs.setdefault("include_dashboard", False)
     address = address or os.environ.get("RAY_ADDRESS")
     if address and address != "local":
@@ -103,27 +123,21 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> None:
 
 
 class _quiet_token_notice:
-    """With ``RAY_AUTH_MODE`` unset and a token present, Ray turns token authentication on and says
-    so in a WARNING on every start. Choosing that same mode explicitly (what Ray would do) is
-    what its notice asks for and keeps it off the console; without a token nothing changes."""
+    """Ray logs token authentication's opt-out notice (``Token authentication is enabled for this
+    Ray cluster...``) as a WARNING on every start; its logger is raised to ERROR while Ray starts,
+    so the console shows only real problems (the mode itself is left to Ray and ``RAY_AUTH_MODE``)."""
+
+    name = "ray._private.authentication.authentication_token_setup"
 
     def __enter__(self) -> None:
-        self.set = False
-        if "RAY_AUTH_MODE" in os.environ:
-            return
-        try:
-            from ray._private.authentication.authentication_token_setup import AuthenticationTokenLoader
+        import logging
 
-            has_token = AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True)
-        except Exception:  # noqa: BLE001 - another Ray version: leave its notice as it is
-            return
-        if has_token:
-            os.environ["RAY_AUTH_MODE"] = "token"
-            self.set = True
+        self.logger = logging.getLogger(self.name)
+        self.level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
 
     def __exit__(self, *exc: Any) -> None:
-        if self.set and exc[0] is not None:
-            os.environ.pop("RAY_AUTH_MODE", None)
+        self.logger.setLevel(self.level)
 
 
 def check_storage(path: str) -> None:

@@ -127,6 +127,22 @@ CASES = [
                  "The Ray cluster at '127.0.0.1:1' does not answer", id="train-dead-cluster-address"),
     pytest.param(TRAIN, [*RESNETS, "--catalog", "{tmp}/cat", "--storage", "{a_file}"], ("storage", "a_file.txt"),
                  id="train-storage-is-a-file"),
+    # issue 14: everything that can fail before training fails before Ray starts
+    pytest.param(TRAIN, [*RESNETS, *RUNS, "--catalog", "s3://nobucket/x"],
+                 ("The catalog location 's3://nobucket/x' is not writable", "pass another --catalog"),
+                 id="train-catalog-bucket-missing"),
+    pytest.param(TRAIN, [*RESNETS, "--catalog", "{tmp}/cat", "--storage", "s3://nobucket/runs"],
+                 ("Ray's run storage location 's3://nobucket/runs' is not writable", "--storage"),
+                 id="train-storage-bucket-missing"),
+    pytest.param(TRAIN, [*RESNETS, *RUNS, "--catalog", "{tmp}/cat", "--workers", "64"],
+                 ("The run needs 64 workers x 1 CPU each (64 CPUs), but this machine", "--workers"),
+                 id="train-workers-above-the-machine"),
+    pytest.param(TRAIN, [*RESNETS, *RUNS, "--catalog", "{tmp}/cat", "--epochs", "1", "--batch-size", "4"],
+                 ("The batch size 4 per worker x 1 workers needs at least 4 training images", "has 2"),
+                 id="train-batch-above-the-training-set"),
+    pytest.param(TRAIN, ["--anchors", "resnet18=/no/such/r18.pth,resnet34", "--num-classes", "2", "--dataset",
+                         "{images}", "--image-size", "32", "--epochs", "0", "--workers", "1", *RUNS,
+                         "--catalog", "{tmp}/cat"], "/no/such/r18.pth", id="train-checkpoint-missing"),
     # python -m orchestrator.sweep
     pytest.param(SWEEP, ["--space", "no_such_space"], ("Unknown search space 'no_such_space'", "demo", "resnet18_50"),
                  id="sweep-unknown-space"),
@@ -251,7 +267,8 @@ def results(tmp_path_factory) -> dict[str, dict]:
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(guard_dir), str(REPO), env.get("PYTHONPATH")) if p)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1",
+               AWS_EC2_METADATA_DISABLED="true")  # no credential lookups on the machine's metadata service
     jobs = {case.id: case.values[:2] for case in CASES}
     jobs["guard-check"] = GUARD_CHECK
     # The slowest requests (those that build models) first, so the pool's tail is short.

@@ -283,12 +283,10 @@ def test_the_catalog_cli_says_to_pass_sweep(tmp_path, capsys):
 def test_ray_is_configured_quiet_and_colourless_off_a_terminal(monkeypatch):
     import io
 
-    for key in ("RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER",
-                "RAY_COLOR_PREFIX", "NO_COLOR"):
+    for key in ("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "RAY_COLOR_PREFIX", "NO_COLOR"):
         monkeypatch.delenv(key, raising=False)
     done = quiet_ray(io.StringIO())
-    assert done == {"RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-                    "RAY_COLOR_PREFIX": "0"}
+    assert done == {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_COLOR_PREFIX": "0"}
     assert all(os.environ[k] == v for k, v in done.items())
 
     class Tty(io.StringIO):
@@ -301,3 +299,20 @@ def test_ray_is_configured_quiet_and_colourless_off_a_terminal(monkeypatch):
     assert "RAY_COLOR_PREFIX" not in os.environ and os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "1"
     monkeypatch.setenv("NO_COLOR", "1")
     assert quiet_ray(Tty()) == {"RAY_COLOR_PREFIX": "0"}
+
+
+def test_the_worker_hook_quiets_only_ray_trains_report_logger():
+    import logging
+
+    from ray.train.v2._internal.execution import context
+
+    from orchestrator.run import WORKER_SETUP_HOOK, quiet_train_worker
+
+    assert WORKER_SETUP_HOOK == f"{quiet_train_worker.__module__}.{quiet_train_worker.__name__}"
+    logger = logging.getLogger(context.__file__)
+    before = logger.level
+    try:
+        quiet_train_worker()
+        assert logger.level == logging.WARNING and not logger.isEnabledFor(logging.INFO)
+    finally:
+        logger.setLevel(before)
