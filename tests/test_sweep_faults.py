@@ -1,0 +1,118 @@
+"""Faults of a sweep on a real local Ray cluster: the driver killed between a trial's catalog
+write and Tune's next state save, then Ctrl-C, then the printed ``--resume`` command. A finished
+trial is never re-run and its file never rewritten. Marked ``integration``; waits on events
+(files appearing, processes ending), never on fixed sleeps."""
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[1]
+
+FIXED = """
+name: faultdemo
+dataset: demo
+families:
+  - name: demo_vit
+    demo: true
+    anchors: [snnet_demo_vit_tiny, snnet_demo_vit_small]
+space:
+  kernel_size: 2
+  stride: 1
+training:
+  epochs: 1
+  batch_size: 64
+  sampling: uniform
+  eval_checkpoint_seconds: 30
+resources:
+  workers_per_trial: 1
+  cpus_per_worker: 1
+searcher:
+  algorithm: tpe
+  max_concurrent_trials: 1
+  seeds: [0, 1]
+"""
+
+
+@pytest.fixture
+def local_cluster():
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
+def _wait_for(condition, process, log, what, timeout=900):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        assert process.poll() is None, f"the driver ended before {what}:\n" + Path(log).read_text()[-4000:]
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_a_finished_trial_survives_a_kill_before_tunes_state_save_and_ctrl_c(local_cluster, tmp_path):
+    space, catalog, storage = tmp_path / "fixed.yaml", tmp_path / "catalog", tmp_path / "runs"
+    space.write_text(FIXED)
+    args = [sys.executable, "-m", "orchestrator.sweep", "--space", str(space), "--catalog", str(catalog),
+            "--storage", str(storage), "--address", local_cluster.address, "--name", "exp"]
+    # The cluster above runs without token authentication: the drivers must not turn it on.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    folder, settings = catalog / "sweep=faultdemo", storage / "exp" / "snnet-trials"
+
+    # 1. The trial kills the driver right after its catalog write: Tune never hears it finished.
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:
+        first = subprocess.Popen(args, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+                                 env={**env, "SNNET_TEST_KILL_DRIVER_AFTER_CATALOG_WRITE": "1"})
+        assert first.wait(timeout=900) == -signal.SIGKILL, log.read_text()[-4000:]
+    files = list(folder.glob("trial-*.parquet"))
+    assert len(files) == 1, log.read_text()[-4000:]
+    done = files[0]
+    stamp = done.stat().st_mtime_ns
+    table = pq.read_table(done)
+    created = table.column("created_at").to_pylist()
+    meta = table.schema.metadata
+    record = __import__("json").loads((storage / "exp" / "snnet-sweep.json").read_text())
+    assert meta[b"snnet.space_fingerprint"].decode() == record["space_fingerprint"]
+    assert meta[b"snnet.code_version"].decode() == record["code_version"]
+    assert set(table.column("space_fingerprint").to_pylist()) == {record["space_fingerprint"]}
+    assert table.column("seed").to_pylist()[0] == 0
+
+    # 2. --resume skips the finished trial; Ctrl-C while the second trains exits 130 with the command.
+    log = tmp_path / "second.log"
+    with open(log, "w") as out:
+        second = subprocess.Popen(args + ["--resume"], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=env)
+        _wait_for(lambda: len(list(settings.glob("*.json"))) == 2, second, log, "the second trial to start")
+        second.send_signal(signal.SIGINT)
+        assert second.wait(timeout=120) == 130, log.read_text()[-4000:]
+    text = log.read_text()
+    assert f"interrupted: 1 trial finished ({done.name[6:-8]})" in text, text[-4000:]
+    command = next(line.split("continue with:", 1)[1] for line in text.splitlines() if "continue with:" in line)
+    command = shlex.split(command)
+    assert command[:3] == ["python", "-m", "orchestrator.sweep"] and command[-3:] == ["--resume", "--name", "exp"]
+    assert done.stat().st_mtime_ns == stamp
+
+    # 3. The printed command finishes the sweep; the first trial's file is the one written in step 1.
+    third = subprocess.run([sys.executable, *command[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=900)
+    assert third.returncode == 0, third.stdout[-4000:] + third.stderr[-4000:]
+    assert done.stat().st_mtime_ns == stamp
+    assert pq.read_table(done).column("created_at").to_pylist() == created
+    rows = [r for f in sorted(folder.glob("trial-*.parquet")) for r in pq.read_table(f).to_pylist()]
+    assert sorted({r["seed"] for r in rows}) == [0, 1]
+    assert {r["space_fingerprint"] for r in rows} == {record["space_fingerprint"]}
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
