@@ -11,6 +11,14 @@ The driver connects to the Ray cluster it is submitted to (``ray job submit``) o
 local instance. Trials need 0 CPUs of their own; their training workers ask for theirs, and
 ``max_concurrent_trials`` is derived from what the cluster holds so nested trainers never
 starve each other. ``--resume`` continues an interrupted sweep from its Tune storage.
+
+What a resume relies on: the sweep records its space's fingerprint, the code version and the
+space in ``snnet-sweep.json`` beside the experiment, and ``--resume`` with an edited space stops
+before Ray starts unless ``--accept-changed-space`` says so; each started trial records its
+resolved settings in ``snnet-trials/<trial_id>.json``; and a trial's catalog file, written once
+and atomically with its reported result in the metadata, is the record of completion: a trial
+that finds its file complete reports that result and trains nothing. A space with nothing to
+search runs one trial per seed without a searcher; ``searcher.seeds`` repeats configurations.
 """
 
 from __future__ import annotations
