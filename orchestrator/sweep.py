@@ -496,9 +496,11 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "
             raise SNNetError(f"--num-samples must be >= 1, got {num_samples}.")
         search = search.model_copy(update={"searcher": search.searcher.model_copy(update={"num_samples": num_samples})})
     CatalogWriter(catalog, search.name)
-    from .run import check_storage
+    from .run import check_storage, check_writable
 
     check_storage(storage)
+    check_writable(catalog)  # a probe file written and removed: a catalog nobody can write fails now
+    check_writable(storage, "Ray's run storage", "--storage")
     storage = storage if "://" in storage else os.path.abspath(storage)
     catalog = catalog if "://" in catalog else os.path.abspath(catalog)
     if name is not None:
