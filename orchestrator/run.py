@@ -64,9 +64,12 @@ def quiet_train_worker() -> None:
     evaluation ones) under a logger named by its file, outside the ``ray.train`` loggers that
     ``RunConfig(logging_config=...)`` governs. Raising that logger to WARNING keeps those dicts
     off the console; Ray Train's own records still go to its log files in Ray's log folder.
+    timm's INFO lines (``Loaded ... from checkpoint``, once per anchor and worker) are raised to
+    WARNING too, as they are on the driver: the driver's weights line says where weights came from.
     """
     import logging
 
+    logging.getLogger("timm").setLevel(logging.WARNING)
     try:
         from ray.train.v2._internal.execution import context
     except Exception:  # noqa: BLE001 - another Ray version: nothing to configure
@@ -108,7 +111,6 @@ def ensure_ray(address: str | None = None, **init_kwargs: Any) -> None:
     runtime_env = dict(init_kwargs.pop("runtime_env", None) or {})
     runtime_env.setdefault("worker_process_setup_hook", WORKER_SETUP_HOOK)
     init_kwargs["runtime_env"] = runtime_env
-    init_kwargs.setdefault("include_dashboard", False)
     address = address or os.environ.get("RAY_ADDRESS")
     if address and address != "local":
         _check_reachable(address)

@@ -72,11 +72,9 @@ def summarize(space: StitchSpace, rows: Sequence[dict[str, Any]], r2: dict[str, 
     lines = ["", "== summary " + "=" * 60]
     lines.append("anchors:  " + "  <  ".join(f"{r['anchors'][0]} ({_flops(r['flops'])}, top-1 {r['top1']:.1f}%)"
                                          for r in sorted(anchors, key=lambda r: r["flops"])))
-    lines.append(f"stitches: {len(rows)} ({len(anchors)} anchors + {len(stitched)} stitched), "
-                 f"{len(space.layers)} stitching layers")
     lrs = _lrs(rows)
-    if lrs:
-        lines.append(f"lr:       {lrs}")
+    lines.append(f"stitches: {len(rows)} ({len(anchors)} anchors + {len(stitched)} stitched), "
+                 f"{len(space.layers)} stitching layers" + (f"; lr {lrs}" if lrs else ""))
     if r2:
         vals = list(r2.values())
         lines.append(f"LS init:  R^2 per stitching layer min {min(vals):.3f}, mean {sum(vals) / len(vals):.3f}, "

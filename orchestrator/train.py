@@ -199,8 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with interrupt_hint(hint):
         result = run_training(config, prepared=prepared, address=args.address)
     print(summarize(result.space, result.rows, r2=result.r2))
-    print(f"\ncatalog rows: {catalog_file(config)}\ncheckpoint:   {result.checkpoint}\n"
-          f"time:         {time.perf_counter() - start:.0f}s")
+    print(f"catalog rows: {catalog_file(config)}\ncheckpoint:   {result.checkpoint} "
+          f"({time.perf_counter() - start:.0f}s in all)")
     return 0
 
 if __name__ == "__main__":

@@ -199,7 +199,7 @@ def test_summary_says_na_for_an_undefined_spearman_and_none_fits_for_an_empty_bu
             _row(3, ["t", "b"], 350e6, 60.0)]
     text = summarize(Space(), rows, catalog="s3://bucket/catalog")
     assert "Spearman(FLOPs, top-1) = n/a" in text and "nan" not in text
-    assert "lr:       anchors 3.00e-04, stitches 1.00e-03" in text and "0.00e+00" not in text
+    assert "; lr anchors 3.00e-04, stitches 1.00e-03" in text and "0.00e+00" not in text
     assert re.search(r"^\s+25%\s+0\.100 G\s+none fits$", text, re.M)
     assert re.search(r"^\s+50%\s+0\.150 G\s+50\.0%\s+#0 t$", text, re.M)
     assert re.search(r"^\s+75%\s+0\.300 G\s+60\.0%\s+#2 t > b @ \[1,2\]$", text, re.M)

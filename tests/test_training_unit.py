@@ -414,10 +414,12 @@ def test_summarize_contains_the_expected_lines(net):
     assert "Spearman(FLOPs, top-1) = 1.00" in text
     assert "best stitch under a FLOPs budget:" in text
     largest = max(r["flops"] for r in rows)
-    # budgets that nothing fits are left out (here 25% of the largest is below ResNet-18's FLOPs)
+    # a budget that nothing fits says so (here 25% of the largest is below ResNet-18's FLOPs; issue 14)
     fractions = [f for f in (0.25, 0.5, 0.75, 1.0) if best_under(rows, f * largest) is not None]
     assert fractions == [0.5, 0.75, 1.0]
     budget_lines = lines[lines.index("best stitch under a FLOPs budget:") + 2:]
+    assert budget_lines[0].split()[0] == "25%" and budget_lines[0].endswith("none fits")
+    budget_lines = budget_lines[1:]
     assert [line.split()[0] for line in budget_lines] == [f"{f:.0%}" for f in fractions]
     for line, fraction in zip(budget_lines, fractions):
         best = best_under(rows, fraction * largest)
