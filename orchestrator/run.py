@@ -368,10 +368,10 @@ def prepare(config: TrainConfig, progress: Callable[[str], None] = print) -> Pre
     from .catalog._store import check_name
 
     check_name("trial", config.trial_id)
-    CatalogWriter(config.catalog, config.sweep)  # a folder or URI, not a file
-    check_storage(config.storage_path)
     check_writable(config.catalog, "The catalog", "--catalog")
     check_writable(config.storage_path, "Ray's run storage", "--storage")
+    CatalogWriter(config.catalog, config.sweep)  # a folder or URI, not a file
+    check_storage(config.storage_path)
     check_weights(config)
     from .data import dataset_size, get_datasets, num_classes
 
