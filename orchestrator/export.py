@@ -50,8 +50,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from snnet import AnchorSpec, SNNetError, StitchedSupernet, StitchSpace, create_anchor
-from snnet._space import Stitch
+from snnet import AnchorSpec, SNNetError, Stitch, StitchedSupernet, StitchSpace, create_anchor
 
 __all__ = [
     "ANCHOR_OPTIONS", "ExportError", "ExportResult", "check_checkpoint_location", "export_from_catalog", "load_state",

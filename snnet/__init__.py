@@ -13,14 +13,16 @@ stitch space of SN-Net's released code for each family it released (see :mod:`sn
 """
 
 from ._errors import SNNetError, UnknownModelError, UnstitchableError, UnsupportedFamilyError
-from .anchors import Anchor, AnchorSpec, check_model_name, create_anchor, load_checkpoint
+from .anchors import Anchor, AnchorSpec, check_model_name, check_spec, create_anchor, load_checkpoint
 from .flops import AnchorProfile, flop_count, profile_anchor
 from .least_squares import LeastSquaresAccumulator, least_squares
-from ._space import SpaceConfig, Stitch, StitchSpace
+from ._space import DIRECTIONS, PRESETS, SpaceConfig, Stitch, StitchSpace
 from .supernet import FixedStitch, StitchedSupernet, StitchingLayer, build_supernet
 from .paper import load_paper_checkpoint
 
 __all__ = [
+    "DIRECTIONS",
+    "PRESETS",
     "Anchor",
     "AnchorProfile",
     "AnchorSpec",
@@ -37,6 +39,7 @@ __all__ = [
     "UnsupportedFamilyError",
     "build_supernet",
     "check_model_name",
+    "check_spec",
     "create_anchor",
     "flop_count",
     "least_squares",

@@ -155,11 +155,6 @@ class Anchor(nn.Module):
     def head_modules(self) -> list[nn.Module]:
         return self.adapter.head_modules()
 
-    @property
-    def _units(self) -> list[tuple[int, list[nn.Module]]]:
-        """Deprecated alias of ``[(stage, unit_modules(i)) ...]`` for callers still migrating."""
-        return [(s, self.unit_modules(i)) for i, s in enumerate(self.stage_of)]
-
     # -- forward pieces ----------------------------------------------------------------
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.adapter.forward_stem(x)
@@ -169,8 +164,6 @@ class Anchor(nn.Module):
         for m in self.adapter.unit_modules(i):
             x = m(x)
         return x
-
-    _run_unit = run_unit  # deprecated alias
 
     def forward_units(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """Run units ``start .. stop-1``."""

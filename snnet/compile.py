@@ -47,8 +47,8 @@ def unit_modules(net: nn.Module) -> list[nn.Module]:
     modules: list[nn.Module] = []
     seen: set[int] = set()
     for anchor in anchors:
-        for _stage, parts in anchor._units:  # the anchor adapter's flat list of units
-            for m in parts:
+        for i in range(anchor.depth):
+            for m in anchor.unit_modules(i):
                 if isinstance(m, nn.Identity) or id(m) in seen:
                     continue
                 seen.add(id(m))

@@ -152,10 +152,10 @@ def profile_anchor(anchor: Anchor) -> AnchorProfile:
         cache: dict[str, tuple[int, tuple[int, ...]]] = {}
         unit_flops, unit_shapes = [], []
         for i in range(anchor.depth):
-            key = _unit_signature(anchor._units[i][1], _ints(x.shape[1:]))
+            key = _unit_signature(anchor.unit_modules(i), _ints(x.shape[1:]))
             if key not in cache:
-                flops = int(flop_count(_Piece(anchor, functools.partial(anchor._run_unit, i)), x).total())
-                cache[key] = (flops, _ints(anchor._run_unit(i, x).shape[1:]))
+                flops = int(flop_count(_Piece(anchor, functools.partial(anchor.run_unit, i)), x).total())
+                cache[key] = (flops, _ints(anchor.run_unit(i, x).shape[1:]))
             flops, shape = cache[key]
             unit_flops.append(flops)
             unit_shapes.append(shape)

@@ -163,7 +163,8 @@ class StitchedSupernet(nn.Module):
         return run_path(self._stitch(stitch).path, x, self.anchors.__getitem__, self.stitch_layers.__getitem__)
 
     def fix(self, stitch: Stitch | int) -> "FixedStitch":
-        return FixedStitch(self, self._stitch(stitch))
+        """``stitch`` as a module that runs it alone and shares this supernet's weights."""
+        return FixedStitch.bind(self, self._stitch(stitch))
 
     # -- parameters -------------------------------------------------------------------------
     def stitch_parameters(self, stitch: Stitch | int) -> list[nn.Parameter]:
@@ -273,20 +274,6 @@ class StitchedSupernet(nn.Module):
         return self.solve_least_squares(accs)
 
 
-class FixedStitch(nn.Module):
-    """A supernet bound to one stitch: ``forward(x)`` runs that stitch only."""
-
-    def __init__(self, supernet: StitchedSupernet, stitch: Stitch):
-        super().__init__()
-        self.stitch = stitch
-        used = sorted({a for a in stitch.anchors})
-        self.anchors = nn.ModuleDict({str(a): supernet.anchors[a] for a in used})
-        self.stitch_layers = nn.ModuleDict({k: supernet.stitch_layers[k] for k in stitch.layers})
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return run_path(self.stitch.path, x, lambda a: self.anchors[str(a)], self.stitch_layers.__getitem__)
-
-
 def build_supernet(
     anchors: Sequence[AnchorSpec | str],
     config: SpaceConfig = SpaceConfig(),
@@ -303,3 +290,7 @@ def build_supernet(
     space = StitchSpace([profile_anchor(a) for a in built], config)
     by_name = {a.name: a for a in built}
     return StitchedSupernet(space, [by_name[n] for n in space.anchor_names])
+
+
+# One module runs one stitch, bound to the supernet's weights (here) or to pruned copies (export).
+from .export import StandaloneStitch as FixedStitch  # noqa: E402  (export imports this module lazily)

@@ -122,15 +122,15 @@ def test_a_new_family_is_one_registered_class():
         adapter_for(Toy(), "toy")
 
 
-def test_public_accessors_and_the_old_private_alias():
+def test_public_accessors():
     anchor = create_anchor("swin_tiny_patch4_window7_224", img_size=64, window_size=4)
     layers = anchor.model.layers
     assert anchor.unit_modules(0) == [layers[0].downsample, layers[0].blocks[0]]
     assert anchor.unit_modules(2) == [layers[1].downsample, layers[1].blocks[0]]
     assert anchor.head_modules() == [anchor.model.norm, anchor.model.head]
-    assert [(s, m) for s, m in anchor._units] == [(s, anchor.unit_modules(i)) for i, s in enumerate(anchor.stage_of)]
+    assert not hasattr(anchor, "_units") and not hasattr(anchor, "_run_unit")  # one public way in
     x = anchor.stem(torch.randn(1, *anchor.input_size))
-    assert torch.equal(anchor.run_unit(0, x), anchor._run_unit(0, x))
+    assert torch.equal(anchor.run_unit(0, x), layers[0].blocks[0](layers[0].downsample(x)))
 
 
 def test_prune_keeps_what_is_asked_and_replaces_the_rest():
