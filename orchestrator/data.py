@@ -341,14 +341,20 @@ class ImageFolderSplit(Dataset):
 
 
 def _transforms(image_size: int, mean: Sequence[float] | None, std: Sequence[float] | None, interpolation: str,
-                crop_pct: float | None, auto_augment: str | None) -> tuple[Any, Any]:
+                crop_pct: float | None, auto_augment: str | None, re_prob: float = 0.0,
+                re_mode: str = "pixel") -> tuple[Any, Any]:
+    """timm's training transform (``auto_augment``, random erasing with ``re_prob``/``re_mode``)
+    and evaluation transform; ``interpolation="random"`` trains with a random one and
+    evaluates bicubic, as timm's training scripts do."""
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 
     mean = tuple(mean) if mean is not None else IMAGENET_DEFAULT_MEAN
     std = tuple(std) if std is not None else IMAGENET_DEFAULT_STD
-    common: dict[str, Any] = dict(input_size=image_size, interpolation=interpolation, mean=mean, std=std)
-    train_tf = create_transform(is_training=True, auto_augment=auto_augment, **common)
-    val_tf = create_transform(is_training=False, crop_pct=crop_pct, **common)
+    common: dict[str, Any] = dict(input_size=image_size, mean=mean, std=std)
+    train_tf = create_transform(is_training=True, auto_augment=auto_augment, interpolation=interpolation,
+                                re_prob=re_prob, re_mode=re_mode, **common)
+    val_tf = create_transform(is_training=False, crop_pct=crop_pct,
+                              interpolation="bicubic" if interpolation == "random" else interpolation, **common)
     return train_tf, val_tf
 
 
@@ -375,12 +381,15 @@ def image_folder_datasets(
     interpolation: str = "bicubic",
     crop_pct: float | None = None,
     auto_augment: str | None = None,
+    re_prob: float = 0.0,
+    re_mode: str = "pixel",
     input_img_mode: str = "RGB",
 ) -> tuple[Dataset, Dataset]:
     """``(train, val)`` :class:`ImageFolderSplit`\\ s of an ImageNet-layout folder.
 
     Training images get timm's training transform (random resized crop, flip, colour jitter,
-    optional ``auto_augment`` such as ``"rand-m9-mstd0.5"``); validation images get its
+    optional ``auto_augment`` such as ``"rand-m9-mstd0.5"``, random erasing with probability
+    ``re_prob`` and mode ``re_mode``); validation images get its
     evaluation transform (resize by ``1 / crop_pct``, centre crop). ``mean``/``std`` default
     to ImageNet's; pass the anchors' own (``timm.data.resolve_data_config``) when they differ.
     ``input_img_mode="L"`` reads grey-level images for one-channel anchors.
@@ -391,7 +400,7 @@ def image_folder_datasets(
     """
     root = os.fspath(root)
     train_classes, val_classes = _folder_classes(root)
-    train_tf, val_tf = _transforms(image_size, mean, std, interpolation, crop_pct, auto_augment)
+    train_tf, val_tf = _transforms(image_size, mean, std, interpolation, crop_pct, auto_augment, re_prob, re_mode)
     train = ImageFolderSplit(root, "train", train_classes, train_classes, train_tf, input_img_mode)
     val = ImageFolderSplit(root, "val", train_classes, val_classes, val_tf, input_img_mode)
     return train, val
@@ -837,11 +846,13 @@ def wds_datasets(
     interpolation: str = "bicubic",
     crop_pct: float | None = None,
     auto_augment: str | None = None,
+    re_prob: float = 0.0,
+    re_mode: str = "pixel",
     input_img_mode: str = "RGB",
 ) -> tuple[WebDatasetShards, WebDatasetShards]:
     """``(train, val)`` of a ``wds:`` dataset, with the same timm transforms as :func:`image_folder_datasets`."""
     sets = shard_sets(spec)
-    train_tf, val_tf = _transforms(image_size, mean, std, interpolation, crop_pct, auto_augment)
+    train_tf, val_tf = _transforms(image_size, mean, std, interpolation, crop_pct, auto_augment, re_prob, re_mode)
     return WebDatasetShards(sets["train"], train_tf, input_img_mode), WebDatasetShards(sets["val"], val_tf, input_img_mode)
 
 
@@ -882,6 +893,9 @@ def write_shards(
 
 
 # -- loaders ------------------------------------------------------------------------------
+
+#: Repeated augmentation keeps ``len(dataset)`` rounded down to a multiple of this per epoch (DeiT's).
+REPEAT_ROUND = 256
 
 
 class _UnpaddedDistributedSampler(DistributedSampler):
@@ -967,6 +981,7 @@ def make_loader(
     pin_memory: bool = False,
     on_skip: Callable[[str], None] | None = _warn,
     shuffle_buffer: int = 2048,
+    repeats: int = 1,
 ) -> Loader:
     """A :class:`Loader` (a :class:`DataLoader`) over this rank's shard of ``dataset``.
 
@@ -986,6 +1001,12 @@ def make_loader(
     batches per epoch, otherwise each of its shards' samples once. ``loader.sampler.set_epoch``
     works here too.
 
+    ``repeats > 1`` (training, map-style datasets) is repeated augmentation: timm's
+    :class:`~timm.data.distributed_sampler.RepeatAugSampler` puts each image ``repeats`` times
+    in an epoch, its copies on different ranks (so each gets its own random augmentation),
+    and keeps an epoch at the dataset's length rounded down to a multiple of 256, as DeiT
+    (whole when the dataset is smaller than that); its shuffle is seeded by the epoch alone.
+
     Unreadable images are dropped and reported once through ``on_skip`` (default: a
     ``warning:`` line on stderr; ``None`` keeps quiet; ``loader.skipped`` lists them).
     """
@@ -996,6 +1017,9 @@ def make_loader(
     if batch_size < 1:
         raise ValueError(f"make_loader needs batch_size >= 1; got {batch_size}.")
     if isinstance(dataset, WebDatasetShards):
+        if repeats > 1:
+            raise SNNetError(f"repeated augmentation (aug_repeats={repeats}) needs an indexable dataset (a folder "
+                             "or the demo); WebDataset shards stream each sample once per epoch: set aug_repeats: 1.")
         stream = _RankStream(dataset, batch_size, rank, world_size, fill=drop_last, shuffle=shuffle, seed=seed,
                              shuffle_buffer=shuffle_buffer)
         stream.num_workers = num_workers
@@ -1013,8 +1037,18 @@ def make_loader(
         )
         object.__setattr__(loader, "sampler", _EpochSampler(stream))
         return loader
-    sampler_cls = DistributedSampler if pad or drop_last else _UnpaddedDistributedSampler
-    sampler = sampler_cls(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    if repeats < 1:
+        raise ValueError(f"make_loader needs repeats >= 1; got {repeats}.")
+    if repeats > 1:
+        from timm.data.distributed_sampler import RepeatAugSampler
+
+        round_to = REPEAT_ROUND if len(dataset) >= REPEAT_ROUND * world_size else 0  # type: ignore[arg-type]
+        sampler = RepeatAugSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle,
+                                   num_repeats=repeats, selected_round=round_to)
+    else:
+        sampler_cls = DistributedSampler if pad or drop_last else _UnpaddedDistributedSampler
+        sampler = sampler_cls(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
+                              drop_last=drop_last)
     # Seeds the loader's workers (random augmentations) reproducibly and differently per rank.
     generator = torch.Generator()
     generator.manual_seed(seed * 1_000_003 + rank)
@@ -1076,10 +1110,14 @@ def calibration_batches(
 # -- dispatch -----------------------------------------------------------------------------
 
 
-def get_datasets(name_or_path: str | os.PathLike[str], image_size: int | None = None) -> tuple[Dataset, Dataset]:
+def get_datasets(name_or_path: str | os.PathLike[str], image_size: int | None = None,
+                 **transform: Any) -> tuple[Dataset, Dataset]:
     """``(train, val)`` for ``"demo"``, an ImageNet-layout directory or ``wds:LOCATION`` shards.
 
-    ``image_size`` defaults to 224 for folders and shards.
+    ``image_size`` defaults to 224 for folders and shards. ``transform`` holds options of
+    timm's transforms for folders and shards (``auto_augment``, ``interpolation``,
+    ``crop_pct``, ``re_prob``, ``re_mode``: :func:`orchestrator.augment.transform_options`);
+    the demo's tensors keep their own fixed recipe and ignore them.
     """
     if isinstance(name_or_path, str) and name_or_path == "demo":
         if image_size not in (None, DEMO_IMAGE_SIZE):
@@ -1089,10 +1127,10 @@ def get_datasets(name_or_path: str | os.PathLike[str], image_size: int | None = 
             )
         return demo_datasets()
     if is_wds(name_or_path):
-        return wds_datasets(str(name_or_path), image_size or 224)
+        return wds_datasets(str(name_or_path), image_size or 224, **transform)
     path = os.fspath(name_or_path)
     if os.path.isdir(path):
-        return image_folder_datasets(path, image_size or 224)
+        return image_folder_datasets(path, image_size or 224, **transform)
     raise SNNetError(
         "A dataset must be 'demo' (the embedded handwritten digits), a local directory in ImageNet "
         "layout (ROOT/train/<class>/<image>, ROOT/val/<class>/<image>) or WebDataset shards "

@@ -14,8 +14,10 @@ notebooks. Its steps, in the order :meth:`SupernetRecipe.run` takes them:
    ``rule.draw(t, r, W)``. All stitches of a step go through one forward of the DDP module,
    so DDP's unused-parameter detection sees the whole step and a rule that trains several
    stitches per step (``sandwich``) accumulates gradients and distils in place without
-   ``no_sync``. AdamW with separate rates for anchors and stitching layers, warmup plus
-   cosine decay, gradient clipping, bf16 autocast on GPU.
+   ``no_sync``. The recipe's timm parts (:mod:`orchestrator.augment`): mixup/cutmix, label
+   smoothing, random erasing, repeated augmentation, drop path; AdamW or SGD with one or two
+   (batch-scaled) learning rates, warmup plus cosine decay to ``min_lr``, optional gradient
+   clipping, hard distillation from a teacher; bf16 autocast on GPU.
 4. :meth:`~SupernetRecipe.evaluate_all`: every stitch on the evaluation split, spread over
    the workers (rank ``r`` takes every ``W``-th unfinished stitch), gathered each round.
 
@@ -31,7 +33,6 @@ import contextlib
 import dataclasses
 import importlib
 import logging
-import math
 import os
 import sys
 import time
@@ -45,6 +46,7 @@ from torch import nn
 from snnet import StitchedSupernet, StitchSpace, create_anchor
 from snnet.sampling import SamplingRule, balance_report, make_rule, rule_class
 
+from .augment import lr_lambda
 from .config import TrainConfig
 
 __all__ = [
@@ -203,8 +205,11 @@ class SupernetStep(nn.Module):
 def build_worker_supernet(config: TrainConfig, space: StitchSpace, device: torch.device) -> StitchedSupernet:
     from . import demo  # noqa: F401  - registers the demo anchors with timm on this process
 
+    from .augment import anchor_options
+
     specs = {s.name: s for s in config.anchors}
     extra = {"img_size": config.image_size} if config.image_size else {}
+    extra.update(anchor_options(config))  # drop_path_rate, when set
     anchors = [create_anchor(specs[name], **extra) for name in space.anchor_names]
     return StitchedSupernet(space, anchors).to(device)
 
@@ -236,31 +241,21 @@ def initialise(net: StitchedSupernet, config: TrainConfig, dataset, rank: int, w
     return net.solve_least_squares(accs)
 
 
-def lr_lambda(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
-    """Linear warmup over ``warmup_fraction`` of the steps, then cosine decay to zero."""
-    warmup = int(total_steps * warmup_fraction)
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
 def step_loss(outputs: list[torch.Tensor], target: torch.Tensor, rule: str | SamplingRule | type[SamplingRule],
-              teacher_labels: torch.Tensor | None = None) -> torch.Tensor:
+              teacher_labels: torch.Tensor | None = None,
+              criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy) -> torch.Tensor:
     """The loss of one step's outputs under a sampling rule (by name, class or instance).
 
     The mean cross-entropy of the stitches; a rule that :attr:`~SamplingRule.distils_from_first`
     (``sandwich``) instead sums the first output's cross-entropy and the others' cross-entropy
     against its detached prediction. ``teacher_labels`` (DeiT's hard distillation) average into
-    the label term.
+    the label term. ``criterion`` is the label loss (:func:`orchestrator.augment.make_criterion`:
+    soft targets under mixup, label smoothing); the teacher and sandwich terms stay plain
+    cross-entropy, as DeiT's hard distillation.
     """
 
     def ce(out: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(out, target)
+        loss = criterion(out.float(), target)
         if teacher_labels is not None:
             loss = 0.5 * loss + 0.5 * F.cross_entropy(out, teacher_labels)
         return loss
@@ -336,16 +331,22 @@ class SupernetRecipe:
 
     def setup(self) -> None:
         """Build the supernet (once), the data loaders and the sampling rule."""
+        from .augment import make_batch_erasing, make_criterion, make_mixup, transform_options
         from .data import get_datasets, make_loader
 
         c = self.config
         self.net = build_worker_supernet(c, self.space, self.device)
-        self.train_ds, self.val_ds = self._datasets or get_datasets(c.dataset, c.image_size)
+        self.train_ds, self.val_ds = self._datasets or get_datasets(c.dataset, c.image_size,
+                                                                    **transform_options(c))
         self.loader = make_loader(self.train_ds, c.batch_size, rank=self.rank, world_size=self.world,
-                                  shuffle=True, seed=c.seed, drop_last=True)
+                                  shuffle=True, seed=c.seed, drop_last=True, repeats=c.aug_repeats)
         self.val_loader = make_loader(self.val_ds, c.eval_batch_size, shuffle=False, seed=c.seed)
         self.steps_per_epoch = len(self.loader)
         self.rule = make_rule(c.sampling, [s.flops for s in self.space], seed=c.seed, **c.sampling_options)
+        # timm's mixup/cutmix and label loss; random erasing on the batch where no timm transform erases
+        self.mixup = make_mixup(c, self.net.anchors[-1].num_classes)
+        self.criterion = make_criterion(c)
+        self.erase = None if getattr(self.train_ds, "transform", None) is not None else make_batch_erasing(c, self.device)
 
     def _apply_mode(self) -> None:
         """Freeze the anchors (``stitch-only``, ``lora``) and add LoRA updates (``lora``)."""
@@ -357,11 +358,13 @@ class SupernetRecipe:
                 layer.enable_lora(self.config.lora_rank)
 
     def _build_optimizer(self) -> None:
+        """timm's AdamW or SGD over the anchor and stitch groups (batch-scaled), warmup and cosine to ``min_lr``."""
+        from .augment import group_lambdas, make_optimizer
+
         c = self.config
         total_steps = max(1, self.steps_per_epoch * c.epochs)
-        self.optimizer = torch.optim.AdamW(self.net.param_groups(c.anchor_lr, c.stitch_lr, c.weight_decay),
-                                           lr=c.stitch_lr)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(total_steps, c.warmup_fraction))
+        self.optimizer = make_optimizer(self.net, c, self.world)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, group_lambdas(self.optimizer, total_steps, c))
 
     def initialise(self) -> dict[str, float]:
         """LS or Kaiming init of every stitching layer; returns R^2 per layer (LS only)."""
@@ -411,7 +414,9 @@ class SupernetRecipe:
     def _start_training(self) -> None:
         c, space = self.config, self.space
         if c.teacher is not None:
-            self.teacher = create_anchor(c.teacher).to(self.device).eval()
+            from .augment import create_teacher
+
+            self.teacher = create_teacher(c.teacher, self.device)
         step_module = SupernetStep(self.net)
         self.model = self.worker.wrap(step_module) if self.world > 1 else step_module
         self.trainable = [p for p in self.net.parameters() if p.requires_grad]
@@ -426,6 +431,10 @@ class SupernetRecipe:
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         x, y = x.to(self.device), y.to(self.device)
+        if self.erase is not None:
+            x = self.erase(x)
+        if self.mixup is not None:
+            x, y = self.mixup(x, y)  # soft targets, label smoothing folded in
         ids = tuple(self.rule.draw(self.step, self.rank, self.world))
         labels = None
         if self.teacher is not None:
@@ -433,11 +442,13 @@ class SupernetRecipe:
                 labels = self.teacher(x).argmax(-1)
         with self.autocast():
             outputs = self.model(x, ids)
-        loss = step_loss(outputs, y, self.rule, labels)
+        loss = step_loss(outputs, y, self.rule, labels, self.criterion)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.trainable, self.config.grad_clip)
+        if self.config.grad_clip:
+            from timm.utils import dispatch_clip_grad
+
+            dispatch_clip_grad(self.trainable, self.config.grad_clip, mode=self.config.grad_clip_mode)
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1

@@ -24,12 +24,17 @@ from snnet.sampling import RULES
 
 from ._kinds import Bool, Float, Int, Kind, OneOf, Str, problems
 
-__all__ = ["TrainConfig", "MODES", "INITS", "LS_MODES", "PLACEMENTS", "SPACE_FIELDS"]
+__all__ = ["TrainConfig", "MODES", "INITS", "LS_MODES", "PLACEMENTS", "SPACE_FIELDS", "OPTIMIZERS", "INTERPOLATIONS",
+           "ERASING_MODES"]
 
 MODES = ("full", "stitch-only", "lora")
 INITS = ("ls", "kaiming")
 LS_MODES = ("joint", "average")
 PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+OPTIMIZERS = ("adamw", "sgd")
+CLIP_MODES = ("norm", "value", "agc")
+INTERPOLATIONS = ("bilinear", "bicubic", "random")
+ERASING_MODES = ("pixel", "rand", "const")
 
 
 class TrainConfig(BaseModel):
@@ -59,10 +64,29 @@ class TrainConfig(BaseModel):
     batch_size: Int(1) = 32  # per worker
     eval_batch_size: Int(1) = 256
     anchor_lr: Float(0) = 3e-4  # 10x below pretraining, as the paper fine-tunes
-    stitch_lr: Float(0) = 3e-3  # stitching layers learn faster than anchors
+    # stitching layers learn faster than anchors; null: one learning rate (anchor_lr) for both, as DeiT's SN-Net
+    stitch_lr: Kind("float", minimum=0, nullable=True).annotated() = 3e-3
+    lr_scale_batch: Int(1, nullable=True) = None  # lr x total batch / this (the paper: 512); null: as given
+    min_lr: Float(0) = 0.0  # cosine decays each group's lr to this floor (absolute, after batch scaling)
     weight_decay: Float(0) = 0.05
     warmup_fraction: Float(0, below=1) = 0.1
-    grad_clip: Float(0) = 1.0
+    grad_clip: Kind("float", minimum=0, nullable=True).annotated() = 1.0  # max gradient norm; null or 0: none
+    grad_clip_mode: OneOf(CLIP_MODES) = "norm"  # timm's dispatch_clip_grad: norm, value or agc (LeViT's)
+    optimizer: OneOf(OPTIMIZERS) = "adamw"
+    momentum: Float(0, below=1) = 0.9  # SGD's (Nesterov, as timm's 'sgd')
+    # the paper's augmentation and regularisation, through timm (orchestrator.augment); defaults: off
+    auto_augment: Kind("str", nullable=True).annotated() = None  # timm's string, e.g. rand-m9-mstd0.5-inc1
+    interpolation: OneOf(INTERPOLATIONS) = "bicubic"
+    crop_pct: Kind("float", minimum=0, nullable=True).annotated() = None  # evaluation crop; null: timm's 0.875
+    random_erasing: Float(0, below=1) = 0.0  # probability, on ImageNet folders and shards (timm's reprob)
+    random_erasing_mode: OneOf(ERASING_MODES) = "pixel"
+    mixup: Float(0) = 0.0  # mixup alpha (0: off)
+    cutmix: Float(0) = 0.0  # cutmix alpha (0: off)
+    mixup_prob: Float(0) = 1.0  # chance that a batch is mixed at all
+    mixup_switch_prob: Float(0) = 0.5  # chance of cutmix instead of mixup when both are on
+    label_smoothing: Float(0, below=1) = 0.0
+    aug_repeats: Int(1) = 1  # repeated augmentation (timm RepeatAugSampler): each image this often per epoch
+    drop_path_rate: Kind("float", minimum=0, below=1, nullable=True).annotated() = None  # anchors' stochastic depth
     mode: OneOf(MODES) = "full"
     lora_rank: Int(1) = 4
     init: OneOf(INITS) = "ls"
@@ -111,6 +135,16 @@ class TrainConfig(BaseModel):
             raise SNNetError("ls_samples must be >= 1 for least-squares init, got 0")
         if self.mode == "lora" and self.init != "ls":
             raise SNNetError("mode 'lora' learns updates of LS-initialised layers: use init 'ls'")
+        for name in ("mixup_prob", "mixup_switch_prob"):
+            if getattr(self, name) > 1:
+                raise SNNetError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
+        if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
+            raise SNNetError(f"batch_size must be even with mixup or cutmix (timm mixes a batch with its reverse), "
+                             f"got {self.batch_size}")
+        if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
+            raise SNNetError(f"crop_pct must lie in (0, 1] or be null, got {self.crop_pct!r}")
+        if self.auto_augment is not None:
+            _check_auto_augment(self.auto_augment)
         return self
 
     def validate(self) -> "TrainConfig":  # type: ignore[override]
@@ -136,6 +170,17 @@ class TrainConfig(BaseModel):
 
 #: The settings of ``snnet.SpaceConfig`` a run (and a search space's ``space:``) sets, in its order.
 SPACE_FIELDS: tuple[str, ...] = tuple(f for f in SpaceConfig.__dataclass_fields__ if f in TrainConfig.model_fields)
+
+
+def _check_auto_augment(text: str) -> None:
+    """timm's own parser reads the string (by building a tiny training transform with it)."""
+    from timm.data import create_transform
+
+    try:
+        create_transform(32, is_training=True, auto_augment=text)
+    except Exception as e:  # timm raises AssertionError, ValueError or KeyError for a bad string
+        raise SNNetError(f"auto_augment must be a timm auto-augment string such as 'rand-m9-mstd0.5-inc1', "
+                         f"'original' or 'augmix-m5-w4-d2', got {text!r} ({type(e).__name__}: {e})") from None
 
 
 def _message(error: ValidationError) -> str:
