@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import os
 import sys
 import time
 from typing import Sequence
@@ -189,8 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     from ._cli import interrupt_hint
-    from .run import prepare, run_training
+    from .run import _check_reachable, prepare, run_training
 
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        _check_reachable(address)  # a cluster that does not answer fails in seconds, before models are built
     prepared = prepare(config_from_args(args))
     config, space = prepared
     print(f"[snnet] {len(space)} stitches over {', '.join(space.anchor_names)}; sweep {config.sweep}, "
