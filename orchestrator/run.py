@@ -521,7 +521,7 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
             "mode": config.mode,
             "epochs": config.epochs,
             "anchor_lr": float(config.anchor_lr),
-            "stitch_lr": float(config.stitch_lr),
+            "stitch_lr": float(config.stitch_lr) if config.stitch_lr is not None else None,  # None: one lr group
             "seed": config.seed,
             "workers": config.workers,
             "code_version": version,
