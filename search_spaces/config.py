@@ -77,7 +77,7 @@ class TrainConfig(BaseModel):
     # the paper's augmentation and regularisation, through timm (orchestrator.augment); defaults: off
     auto_augment: Kind("str", nullable=True).annotated() = None  # timm's string, e.g. rand-m9-mstd0.5-inc1
     interpolation: OneOf(INTERPOLATIONS) = "bicubic"
-    crop_pct: Kind("float", minimum=0, nullable=True).annotated() = None  # evaluation crop; null: timm's 0.875
+    crop_pct: Kind("float", minimum=0.1, nullable=True).annotated() = None  # evaluation crop (<= 1); null: timm's
     random_erasing: Float(0, below=1) = 0.0  # probability, on ImageNet folders and shards (timm's reprob)
     random_erasing_mode: OneOf(ERASING_MODES) = "pixel"
     mixup: Float(0) = 0.0  # mixup alpha (0: off)
@@ -141,8 +141,8 @@ class TrainConfig(BaseModel):
         if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
             raise SNNetError(f"batch_size must be even with mixup or cutmix (timm mixes a batch with its reverse), "
                              f"got {self.batch_size}")
-        if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
-            raise SNNetError(f"crop_pct must lie in (0, 1] or be null, got {self.crop_pct!r}")
+        if self.crop_pct is not None and self.crop_pct > 1:
+            raise SNNetError(f"crop_pct must lie in [0.1, 1] or be null, got {self.crop_pct!r}")
         if self.auto_augment is not None:
             _check_auto_augment(self.auto_augment)
         return self
