@@ -61,7 +61,8 @@ def _lrs(rows: Sequence[dict[str, Any]]) -> str | None:
     if not pairs:
         return None
     fmt = lambda v: "n/a" if v is None else f"{v:.2e}"  # noqa: E731
-    return "; ".join(f"anchors {fmt(a)}, stitches {fmt(s)}" for a, s in pairs)
+    return "; ".join(f"{fmt(a)} for anchors and stitches" if s is None else f"anchors {fmt(a)}, stitches {fmt(s)}"
+                     for a, s in pairs)
 
 
 def summarize(space: StitchSpace, rows: Sequence[dict[str, Any]], r2: dict[str, float] | None = None,
