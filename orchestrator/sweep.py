@@ -345,12 +345,12 @@ def _write_json(path: str, value: Any) -> None:
 
 def sweep_record(search) -> dict[str, Any]:
     """What a sweep records beside its experiment (:data:`RECORD`)."""
-    from search_spaces.fingerprint import space_fingerprint
+    from search_spaces.fingerprint import space_document, space_fingerprint
 
     from .run import code_version
 
     return {"sweep": search.name, "space_fingerprint": space_fingerprint(search), "code_version": code_version(),
-            "space": search.model_dump(mode="json")}
+            "space": space_document(search)}
 
 
 def read_record(experiment: str) -> dict[str, Any] | None:
@@ -363,11 +363,11 @@ def check_resume(record: dict[str, Any] | None, search, *, accept_changed_space:
     Returns True when they differ and the user accepted it; raises one paragraph naming the
     changed dotted fields when they differ and ``accept_changed_space`` is False.
     """
-    from search_spaces.fingerprint import changed_fields, space_fingerprint
+    from search_spaces.fingerprint import changed_fields, space_document, space_fingerprint
 
     if record is None or record.get("space_fingerprint") == space_fingerprint(search):
         return False
-    changed = changed_fields(record.get("space", {}), search.model_dump(mode="json"))
+    changed = changed_fields(record.get("space", {}), space_document(search))
     if accept_changed_space:
         return True
     shown = ", ".join(changed[:12]) + (f" and {len(changed) - 12} more" if len(changed) > 12 else "")

@@ -1,7 +1,10 @@
 """A search space's fingerprint and what changed between two spaces (for ``--resume``).
 
-The fingerprint is a stable hash of the validated space: ``model_dump(mode="json")`` written as
-canonical JSON (sorted keys, no spaces) and hashed with SHA-256. Two spaces with equal
+The fingerprint is a stable hash of the validated space: its settings that differ from their
+defaults (:func:`space_document`, ``model_dump(mode="json", exclude_defaults=True)``) written as
+canonical JSON (sorted keys, no spaces) and hashed with SHA-256. Leaving defaults out keeps a
+sweep resumable after an upgrade that only adds settings (a new training knob with a default);
+a changed default is a code change, which the sweep records apart as the code version. Two spaces with equal
 fingerprints resolve every trial to the same settings; the sweep records it beside its Tune
 experiment and in every catalog file it writes, and ``--resume`` compares it with the space it
 is given. :func:`changed_fields` names the dotted fields that differ (``training.epochs``,
@@ -14,7 +17,9 @@ import hashlib
 import json
 from typing import Any
 
-__all__ = ["canonical_json", "changed_fields", "space_fingerprint"]
+_MISSING = object()
+
+__all__ = ["canonical_json", "changed_fields", "space_document", "space_fingerprint"]
 
 
 def canonical_json(value: Any) -> str:
@@ -22,27 +27,34 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
 
 
+def space_document(space: Any) -> Any:
+    """What a fingerprint covers: the space's non-default settings as plain JSON values."""
+    return space.model_dump(mode="json", exclude_defaults=True) if hasattr(space, "model_dump") else space
+
+
 def space_fingerprint(space: Any) -> str:
-    """``sha256:<hex>`` of a :class:`~search_spaces.SearchSpace` (or its ``model_dump(mode="json")``)."""
-    data = space.model_dump(mode="json") if hasattr(space, "model_dump") else space
+    """``sha256:<hex>`` of a :class:`~search_spaces.SearchSpace` (or of its :func:`space_document`)."""
+    data = space_document(space)
     return "sha256:" + hashlib.sha256(canonical_json(data).encode()).hexdigest()
 
 
 def changed_fields(old: Any, new: Any, path: str = "") -> list[str]:
     """The dotted paths at which two plain (JSON-like) values differ, in document order.
 
-    Mappings are compared key by key (a key on one side only is a change at that key); lists of
+    Mappings are compared key by key, in ``new``'s order (a key on one side only is a change at
+    that key; a section on one side only is compared with an empty one, as documents leave out
+    defaults); lists of
     equal length element by element (``[i]``); anything else, and lists whose length changed,
     as a whole at ``path``.
     """
     if isinstance(old, dict) and isinstance(new, dict):
         out: list[str] = []
-        for key in [*old, *(k for k in new if k not in old)]:
+        for key in [*new, *(k for k in old if k not in new)]:
             sub = f"{path}.{key}" if path else str(key)
-            if key not in old or key not in new:
-                out.append(sub)
-            else:
-                out.extend(changed_fields(old[key], new[key], sub))
+            a, b = old.get(key, _MISSING), new.get(key, _MISSING)
+            if isinstance(a, dict) or isinstance(b, dict):  # a section left out is all defaults: compare inside
+                a, b = ({} if a is _MISSING else a), ({} if b is _MISSING else b)
+            out.extend([sub] if _MISSING in (a, b) else changed_fields(a, b, sub))
         return out
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         return [p for i, (a, b) in enumerate(zip(old, new)) for p in changed_fields(a, b, f"{path}[{i}]")]

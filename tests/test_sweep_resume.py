@@ -10,7 +10,7 @@ import pytest
 import orchestrator.sweep as sweep
 from orchestrator.catalog import CatalogWriter, validate_name
 from search_spaces import load_space
-from search_spaces.fingerprint import canonical_json, changed_fields, space_fingerprint
+from search_spaces.fingerprint import canonical_json, changed_fields, space_document, space_fingerprint
 from search_spaces.names import validate_name as rule
 from snnet import SNNetError
 from snnet.sampling import rule_class
@@ -88,10 +88,22 @@ def test_cli_name_errors_are_one_paragraph_before_ray(tmp_path, capsys):
 # -- fingerprint and what changed -------------------------------------------------------------------
 def test_fingerprint_is_stable_and_follows_every_setting(tmp_path):
     a, b = _fixed(tmp_path), _fixed(tmp_path)
-    assert space_fingerprint(a) == space_fingerprint(b) == space_fingerprint(a.model_dump(mode="json"))
+    assert space_fingerprint(a) == space_fingerprint(b) == space_fingerprint(space_document(a))
     assert space_fingerprint(a).startswith("sha256:") and len(space_fingerprint(a)) == 7 + 64
     assert space_fingerprint(_fixed(tmp_path, overrides=["training.epochs=2"])) != space_fingerprint(a)
     assert canonical_json({"b": 1, "a": [1, 2]}) == '{"a":[1,2],"b":1}'
+
+
+def test_fingerprint_covers_settings_not_defaults(tmp_path):
+    # A setting written out at its default resolves every trial the same, and a later release
+    # that adds a knob with a default must not block resuming an older sweep: defaults are left out.
+    plain = _fixed(tmp_path)
+    explicit = _fixed(tmp_path, overrides=["training.mode=full", "space.nearest=true"])
+    assert space_fingerprint(explicit) == space_fingerprint(plain)
+    document = space_document(plain)
+    assert document["training"]["epochs"] == 1 and "mode" not in document["training"]
+    older = {**document, "training": {k: v for k, v in document["training"].items() if k != "epochs"}}
+    assert changed_fields(older, document) == ["training.epochs"]
 
 
 def test_changed_fields_names_dotted_paths():
