@@ -417,8 +417,6 @@ def query(
         _require(df, ("anchors",), "The anchors filter")
         wanted = set(anchor_names)
         mask &= pd.Series([wanted <= set(_path(a)) for a in df["anchors"]], index=df.index, dtype=bool)
-    if (flops_budget is not None or latency_budget is not None) and sweep_names is None:
-        _refuse_mixed(df[mask])
     if flops_budget is not None:
         _require(df, ("flops",), "The FLOPs budget")
         mask &= (df["flops"] <= flops_budget).fillna(False).astype(bool)
@@ -429,6 +427,8 @@ def query(
         _require(df, ("top1",), "The top-1 threshold")
         mask &= (df["top1"] >= top1_floor).fillna(False).astype(bool)
     result = df[mask]
+    if (flops_budget is not None or latency_budget is not None) and sweep_names is None:
+        _refuse_mixed(result)  # the stitches within the budget must come from comparable sweeps
     if pareto or per_trial:
         result = pareto_front(result, per_trial=per_trial)
     result = _sort(result, by, [not descending] + [True] * (len(by) - 1))
