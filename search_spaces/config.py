@@ -141,6 +141,9 @@ class TrainConfig(BaseModel):
         if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
             raise SNNetError(f"batch_size must be even with mixup or cutmix (timm mixes a batch with its reverse), "
                              f"got {self.batch_size}")
+        if self.aug_repeats > 1 and self.dataset.startswith("wds:"):
+            raise SNNetError(f"aug_repeats must be 1 for WebDataset shards (they stream each sample once per epoch; "
+                             f"repeated augmentation needs a folder or the demo), got {self.aug_repeats}")
         if self.crop_pct is not None and self.crop_pct > 1:
             raise SNNetError(f"crop_pct must lie in [0.1, 1] or be null, got {self.crop_pct!r}")
         if self.auto_augment is not None:

@@ -228,3 +228,21 @@ def test_every_paper_space_loads_as_one_fixed_trial_with_the_released_values(nam
         got = getattr(config, key)
         assert got == (pytest.approx(value) if isinstance(value, float) else value), key
     assert config.teacher is not None and config.teacher.name == "regnety_160.deit_in1k" and config.teacher.pretrained
+
+
+def test_every_knob_is_reachable_with_set_and_bad_values_say_what_must_hold():
+    from orchestrator.train import config_from_args, parse_args
+
+    config = config_from_args(parse_args([
+        "--set", "stitch_lr=null", "--set", "mixup=0.8", "--set", "cutmix=1.0", "--set", "optimizer=sgd",
+        "--set", "auto_augment=rand-m9-mstd0.5-inc1", "--set", "grad_clip=null", "--set", "lr_scale_batch=512",
+        "--set", "aug_repeats=3", "--set", "drop_path_rate=0.1", "--set", "min_lr=1e-6"]))
+    assert (config.stitch_lr, config.mixup, config.cutmix, config.optimizer, config.grad_clip, config.lr_scale_batch,
+            config.aug_repeats, config.drop_path_rate, config.min_lr) == (
+        None, 0.8, 1.0, "sgd", None, 512, 3, 0.1, 1e-6)
+    space = search_spaces.load_space("paper_deit_ti_s_b", overrides=["training.mixup=0.5"])
+    assert space.trial_config(space.first_point()).mixup == 0.5
+    with pytest.raises(SNNetError, match="aug_repeats must be 1 for WebDataset shards"):
+        TrainConfig(dataset="wds:/data/shards", aug_repeats=3)
+    with pytest.raises(SNNetError, match="drop_path_rate must lie in \\[0, 1\\), got 1.5"):
+        TrainConfig(drop_path_rate=1.5)
