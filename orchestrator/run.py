@@ -505,6 +505,8 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
             "cuts": [list(c) for c in stitch.cuts],
             "kernel_size": config.kernel_size,
             "stride": config.stride,
+            "preset": space.config.preset,
+            "released_deit_head": bool(getattr(space.config, "released_deit_head", False)),
             "sampling": config.sampling,
             "flops": stitch.flops,
             "params": stitch.params,

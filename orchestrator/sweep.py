@@ -417,7 +417,7 @@ def check_experiment_name(name: str, storage: str, *, resume: bool) -> str:
     return name
 
 
-def _validate_families(search, catalog: str, progress) -> tuple[dict[str, Any], float]:
+def _validate_families(search, catalog: str, storage: str, progress) -> tuple[dict[str, Any], float]:
     """Build every family's space once on the driver, before Ray starts: stitchability,
     model names, checkpoints and data are checked, and the FLOPs reference is fixed."""
     from .run import prepare
@@ -429,7 +429,7 @@ def _validate_families(search, catalog: str, progress) -> tuple[dict[str, Any], 
             from .demo import demo_anchor_specs
 
             demo_specs = demo_anchor_specs(progress=progress)
-        config = search.trial_config(search.first_point(family.name), catalog=catalog,
+        config = search.trial_config(search.first_point(family.name), catalog=catalog, storage_path=storage,
                                      anchors=demo_specs if family.demo else family.anchor_specs())
         _, space = prepare(config, progress=progress)
         flops_ref = max(flops_ref, max(p.flops for p in space.profiles))
@@ -522,7 +522,7 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "
     else:
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         experiment = _join(storage, name or f"{search.name}-sweep-{stamp}")
-    ctx, flops_ref = _validate_families(search, catalog, progress)  # before any Ray resource is requested
+    ctx, flops_ref = _validate_families(search, catalog, storage, progress)  # before any Ray resource is requested
     exp_name = os.path.basename(experiment.rstrip("/"))
     if started is not None:
         progress(f"[snnet] --accept-changed-space: resuming {exp_name} with an edited search space "

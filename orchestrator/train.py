@@ -21,7 +21,7 @@ from typing import Any
 
 from search_spaces import shipped_spaces
 from search_spaces._kinds import did_you_mean
-from snnet import SNNetError
+from snnet import PRESETS, SNNetError
 from snnet.anchors import AnchorSpec
 
 from ._cli import cli
@@ -52,6 +52,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int)
     p.add_argument("--kernel-size", type=int)
     p.add_argument("--stride", type=int)
+    p.add_argument("--preset", choices=PRESETS, help="'paper': the stitch space of SN-Net's released code for "
+                   "the anchors' family (window and direction fixed by it); default: this project's wider space")
     p.add_argument("--epochs", type=int, help=f"0: initialise and evaluate only; default {d.epochs}")
     p.add_argument("--batch-size", type=int, help=f"per worker; default {d.batch_size}")
     p.add_argument("--anchor-lr", type=float)

@@ -67,6 +67,7 @@ def test_catalog_rows_one_row_per_stitch(space):
         assert (row["sampling"], row["init"], row["mode"], row["epochs"]) == ("sandwich", "kaiming", "stitch-only", 3)
         assert (row["anchor_lr"], row["stitch_lr"], row["seed"], row["workers"]) == (1e-4, 2e-3, 7, 2)
         assert (row["kernel_size"], row["stride"]) == (2, 1)
+        assert (row["preset"], row["released_deit_head"]) == (space.config.preset, False) == (None, False)
         assert row["dataset"] == "/data/imagenet" and row["checkpoint"] == "file:///ckpt/trial"
     # anchors alone have no cut and no layer; every stitched row has one junction here
     assert sum(1 for r in rows if len(r["anchors"]) == 1) == 2

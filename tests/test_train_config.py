@@ -167,6 +167,13 @@ def test_from_dict_names_unknown_keys():
 
 
 # -- parse_args / config_from_args ---------------------------------------------------------------
+def test_train_takes_the_paper_preset():
+    assert config_from_args(parse_args(["--preset", "paper"])).preset == "paper"
+    assert config_from_args(parse_args([])).preset is None
+    with pytest.raises(SystemExit):
+        parse_args(["--preset", "released"])
+
+
 
 
 def test_cli_defaults_give_the_default_config_in_a_partition_of_its_own():

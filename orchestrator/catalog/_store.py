@@ -47,9 +47,9 @@ __all__ = [
 ]
 
 #: 2 added latency_batch_size; 3 added top1_selection and space_fingerprint; 4 added weights.
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 VERSION_KEY = b"snnet.catalog.schema_version"
-_ADDED_IN = {"latency_batch_size": 2, "top1_selection": 3, "space_fingerprint": 3, "weights": 4}
+_ADDED_IN = {"latency_batch_size": 2, "top1_selection": 3, "space_fingerprint": 3, "weights": 4, "preset": 5, "released_deit_head": 5}
 
 #: Columns stored in each trial file (``sweep`` is the Hive partition, added on read).
 SCHEMA = pa.schema(
@@ -89,6 +89,10 @@ SCHEMA = pa.schema(
         pa.field("space_fingerprint", pa.string()),
         # where the anchors' weights came from: "name=hub:<id>; name=file:<path>; name=random"
         pa.field("weights", pa.string()),
+        # the stitch enumeration ("paper": the released code's; null: this project's wider one) and
+        # whether stitched paths skip the back anchor's final norm as the released DeiT forward does
+        pa.field("preset", pa.string()),
+        pa.field("released_deit_head", pa.bool_()),
     ],
     metadata={"snnet.catalog.schema_version": SCHEMA_VERSION},
 )
