@@ -282,8 +282,11 @@ def check_weights(config: TrainConfig) -> None:
     from snnet.anchors import check_spec
 
     extra = {"img_size": config.image_size} if config.image_size else {}
-    specs = list(config.anchors or []) + ([config.teacher] if config.teacher is not None else [])
-    problems = [p for spec in specs for p in check_spec(spec, **extra)]
+    problems = [p for spec in config.anchors or [] for p in check_spec(spec, **extra)]
+    if config.teacher is not None:  # a plain timm classifier, run but never stitched: no family check
+        from .augment import teacher_problems
+
+        problems += teacher_problems(config.teacher)
     if problems:
         raise SNNetError(" ".join(dict.fromkeys(problems)))
 
