@@ -376,7 +376,7 @@ def demo_anchor_specs(
     if recipe.epochs < 1:
         raise ValueError(f"Demo anchors need at least one pretraining epoch; got epochs={recipe.epochs}.")
     say = progress or (lambda _msg: None)
-    specs = []
+    specs, cached = [], []
     for name in anchors:
         path = checkpoint_path(name, recipe, cache_dir)
         if not path.is_file():
@@ -403,7 +403,8 @@ def demo_anchor_specs(
                     specs.append(AnchorSpec(name, checkpoint=str(path)))
                     continue
         top1 = _read_meta(path).get("val_top1")
-        acc = f" (val top1 {top1:.1f}%)" if isinstance(top1, (int, float)) else ""
-        say(f"{name}: using cached {path}{acc}")
+        cached.append(f"{name} (val top1 {top1:.1f}%)" if isinstance(top1, (int, float)) else name)
         specs.append(AnchorSpec(name, checkpoint=str(path)))
+    if cached:  # one line: the run's weights line names each file
+        say(f"demo anchors from the cache in {path.parent}: {', '.join(cached)}")
     return specs

@@ -70,6 +70,18 @@ LOGGER_NAME = "snnet.train"
 # -- the checkpoint schema -------------------------------------------------------------------------
 
 
+#: A long epoch logs its progress (steps, img/s, ETA) this often, in seconds.
+PROGRESS_SECONDS = 120.0
+#: Epoch lines per run, about: the demo's 10 epochs print 5, a 50-epoch run 5-6 (the last always).
+EPOCH_LINES = 5
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
+
+
 @dataclass
 class TrainState:
     """Everything a run resumes from, and enough to rebuild its supernet without the driver.
@@ -465,22 +477,36 @@ class SupernetRecipe:
         self.loader.sampler.set_epoch(self.epoch)
         skip = self.step - self.epoch * self.steps_per_epoch  # batches finished before a restart
         t_epoch, loss_sum, seen = time.perf_counter(), 0.0, 0
+        lr, shown = self.scheduler.get_last_lr()[-1], time.perf_counter()
         for i, (x, y) in enumerate(self.loader):
             if i < skip:
                 continue
             for callback in self.callbacks:
                 callback.on_step(self, self.step)
             loss_sum, seen = loss_sum + self._train_step(x, y), seen + 1
+            if time.perf_counter() - shown >= PROGRESS_SECONDS:  # a long epoch says how far it is
+                shown = time.perf_counter()
+                self.log.info(self._progress(f"epoch {self.epoch + 1}/{c.epochs}", seen, self.steps_per_epoch - skip,
+                                             shown - t_epoch, x.shape[0]))
             every = c.checkpoint_every_steps
             if every and self.step % every == 0 and i + 1 < self.steps_per_epoch:
                 self.save({"loss": loss_sum / seen, "phase": "train"})
         self.epoch += 1
         seconds = time.perf_counter() - t_epoch
         self.last_loss = loss_sum / max(seen, 1)
-        self.log.info(f"epoch {self.epoch}/{c.epochs}  loss {self.last_loss:.4f}  "
-                      f"lr {self.scheduler.get_last_lr()[-1]:.2e}  {seconds:.1f}s")
+        every = max(1, -(-c.epochs // EPOCH_LINES))  # at most about EPOCH_LINES epoch lines, the last always
+        if self.epoch % every == 0 or self.epoch == c.epochs:
+            rate = seen * self.loader.batch_size * self.world / max(seconds, 1e-9)
+            eta = (c.epochs - self.epoch) * seconds
+            self.log.info(f"epoch {self.epoch}/{c.epochs}  loss {self.last_loss:.4f}  lr {lr:.2e}  {seconds:.1f}s  "
+                          f"{rate:,.0f} img/s" + (f"  ETA {_duration(eta)}" if eta else ""))
         self.save({"loss": self.last_loss, "phase": "train", "epoch_seconds": seconds})
         return self.last_loss
+
+    def _progress(self, what: str, done: int, total: int, seconds: float, batch: int) -> str:
+        rate = done / max(seconds, 1e-9)
+        return (f"{what}: step {done}/{total}  {rate * batch * self.world:,.0f} img/s  "
+                f"ETA {_duration((total - done) / max(rate, 1e-9))}")
 
     # -- evaluation ------------------------------------------------------------------------------
 
@@ -551,8 +577,9 @@ class SupernetRecipe:
             self._evaluate_round(todo, start)
             done = len(self.evaluated) == len(space)
             due = self._snapshot_due(last_snapshot)
-            if done or due:
+            if due:
                 self.log.info(f"evaluated {len(self.evaluated)}/{len(space)} stitches")
+            if done or due:
                 self.save(self.final_metrics() if done else {"phase": "eval"}, with_optimizer=False)
                 last_snapshot = time.monotonic()
         if not todo:  # resumed after everything was evaluated: report the results once more

@@ -75,6 +75,10 @@ def quiet_train_worker() -> None:
     except Exception:  # noqa: BLE001 - another Ray version: nothing to configure
         return
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    # Ray Train's controller logs a 20-line traceback whenever an autoscaling request times out on a
+    # busy machine ("Failed to send resource request ... safe to ignore"): transient, never a failure.
+    logging.getLogger("ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client").setLevel(
+        logging.CRITICAL)
 
 
 def quiet_ray(stream: Any = None) -> dict[str, str]:

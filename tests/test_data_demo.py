@@ -272,7 +272,8 @@ def test_demo_anchor_specs_caches_and_loads(tmp_path: Path, monkeypatch: pytest.
     lines.clear()
     again = demo.demo_anchor_specs(tmp_path, lines.append, epochs=1)
     assert again == specs
-    assert len(lines) == 3 and all("using cached" in line for line in lines)
+    assert len(lines) == 1 and lines[0].startswith(f"demo anchors from the cache in {tmp_path}: ")
+    assert all(f"{spec.name} (val top1 " in lines[0] for spec in specs)
 
 
 def test_concurrent_pretraining_trains_once(tmp_path: Path):
