@@ -75,10 +75,6 @@ def quiet_train_worker() -> None:
     except Exception:  # noqa: BLE001 - another Ray version: nothing to configure
         return
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
-    # Ray Train's controller logs a 20-line traceback whenever an autoscaling request times out on a
-    # busy machine ("Failed to send resource request ... safe to ignore"): transient, never a failure.
-    logging.getLogger("ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client").setLevel(
-        logging.CRITICAL)
 
 
 def quiet_ray(stream: Any = None) -> dict[str, str]:
@@ -479,7 +475,9 @@ def run_training(
             storage_path=_storage(config.storage_path),
             failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            # Ray Train's console at ERROR: its WARNINGs (a transient autoscaling-request traceback
+            # every few seconds on a busy machine, among others) stay in Ray's own log files.
+            logging_config=ray.train.LoggingConfig(log_level="ERROR"),
             callbacks=callbacks or None,
         ),
     )
