@@ -20,7 +20,7 @@ def worker_tmp(tmp_path_factory):
         pytest.skip("another Ray instance is already connected in this process")
     tmp = tmp_path_factory.mktemp("worker-tmp")
     env = {"TMPDIR": str(tmp), "SNNET_TRAIN_CALLBACKS": "orchestrator._testing:TempDirProbe"}
-    ray.init(num_cpus=3, include_dashboard=False, runtime_env={"env_vars": env})
+    ray.init(address="local", num_cpus=3, include_dashboard=False, runtime_env={"env_vars": env})
     try:
         yield tmp
     finally:

@@ -22,7 +22,7 @@ def ray_local():
 
     if ray.is_initialized():
         pytest.skip("another Ray instance is already connected in this process")
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=True)
+    ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=True)
     try:
         yield ray
     finally:
