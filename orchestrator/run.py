@@ -68,13 +68,39 @@ def quiet_train_worker() -> None:
     WARNING too, as they are on the driver: the driver's weights line says where weights came from.
     """
     import logging
+    import threading
 
     logging.getLogger("timm").setLevel(logging.WARNING)
+    if not getattr(threading.excepthook, "_snnet", False):
+        threading.excepthook = _quiet_cleaner_hook(threading.excepthook)
     try:
         from ray.train.v2._internal.execution import context
     except Exception:  # noqa: BLE001 - another Ray version: nothing to configure
         return
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
+def _quiet_cleaner_hook(previous: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``threading.excepthook`` that turns one known Ray Train fault into one log record.
+
+    Ray Train's detached ``PlacementGroupCleaner`` polls the controller's state from a thread
+    (``PlacementGroupCleanerMonitor``) and catches only the state API's own exception: when the
+    GCS is slow to answer (a busy head node) the ``RpcError`` ends that thread with a 30-line
+    traceback on the driver's console, in the middle of a healthy run. The cleaner only matters
+    when the controller dies ungracefully; the run goes on. That one case is logged at DEBUG
+    (Ray's log folder keeps it); every other uncaught exception goes to ``previous``.
+    """
+    import logging
+
+    def hook(args: Any) -> None:
+        thread = getattr(args.thread, "name", "")
+        if thread == "PlacementGroupCleanerMonitor" and type(args.exc_value).__name__ == "RpcError":
+            logging.getLogger(__name__).debug("Ray Train's placement-group cleaner stopped: %s", args.exc_value)
+            return
+        previous(args)
+
+    hook._snnet = True  # type: ignore[attr-defined]
+    return hook
 
 
 def quiet_ray(stream: Any = None) -> dict[str, str]:

@@ -4,7 +4,6 @@ node removed mid-training. Marked ``integration`` (CI runs it)."""
 import os
 import threading
 import time
-from dataclasses import replace
 
 import pyarrow.parquet as pq
 import pytest
@@ -60,7 +59,7 @@ def test_ddp_across_nodes_survives_losing_a_node(three_nodes, tmp_path):
 
     def train():
         try:
-            outcome["result"] = run_training(replace(prepared[0]), prepared=prepared,
+            outcome["result"] = run_training(prepared[0], prepared=prepared,
                                              fault_injection={"pid_dir": str(pid_dir), "hold_at_step": 7})
         except BaseException as e:  # noqa: BLE001 - reported below
             outcome["error"] = e
@@ -68,9 +67,9 @@ def test_ddp_across_nodes_survives_losing_a_node(three_nodes, tmp_path):
     thread = threading.Thread(target=train)
     thread.start()
     deadline = time.time() + 300
-    while time.time() < deadline and not (pid_dir / "rank1-step7.pid").exists():
+    while time.time() < deadline and thread.is_alive() and not (pid_dir / "rank1-step7.pid").exists():
         time.sleep(0.1)
-    assert (pid_dir / "rank1-step7.pid").exists(), "training never reached step 7"
+    assert (pid_dir / "rank1-step7.pid").exists(), f"training never reached step 7: {outcome}"
     pids = {int((pid_dir / f"rank{r}-step7.pid").read_text()) for r in (0, 1) if (pid_dir / f"rank{r}-step7.pid").exists()}
     raylets = {_raylet_pid_of(p) for p in pids}
     assert len(raylets) == 2 and None not in raylets  # the two DDP ranks run on two different nodes

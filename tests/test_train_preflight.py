@@ -316,3 +316,32 @@ def test_the_worker_hook_quiets_only_ray_trains_report_logger():
         assert logger.level == logging.WARNING and not logger.isEnabledFor(logging.INFO)
     finally:
         logger.setLevel(before)
+
+
+def test_the_worker_hook_keeps_the_cleaners_gcs_timeout_off_the_console(monkeypatch, capsys):
+    """Ray Train's PlacementGroupCleaner thread dies on a slow GCS (``RpcError``) with a traceback
+    on the console; the worker hook turns exactly that into a log record, nothing else."""
+    import threading
+
+    from ray.exceptions import RpcError
+
+    from orchestrator.run import quiet_train_worker
+
+    seen = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(args.exc_type))
+    quiet_train_worker()
+    quiet_train_worker()  # a second call does not wrap twice
+
+    def run(name, exc):
+        def target():
+            raise exc
+        t = threading.Thread(target=target, name=name)
+        t.start()
+        t.join()
+
+    run("PlacementGroupCleanerMonitor", RpcError("Timed out while waiting for GCS to become available."))
+    assert seen == []
+    run("PlacementGroupCleanerMonitor", ValueError("a real bug"))
+    run("SomeOtherThread", RpcError("not the cleaner"))
+    assert seen == [ValueError, RpcError]
+    assert capsys.readouterr().err == ""
