@@ -1,19 +1,25 @@
 """Checkpoints leave nothing behind (issue 11): on a local Ray instance whose workers use a temp
 folder of this test's own (``TMPDIR`` in the job's runtime environment), a multi-epoch demo run
 reports many checkpoints, Ray keeps ``num_to_keep`` of them in storage, and no checkpoint folder
-stays in the temp folder, during the run or after it. Marked ``integration``.
+stays in the temp folder, during the run or after it; the same holds when a worker is killed
+mid-training and Ray Train resumes the run from its last registered checkpoint. Marked ``integration``.
 """
 
 import glob
 import os
+import signal
+import threading
+import time
 
 import pytest
+from conftest import wait_for_registered_checkpoint
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def worker_tmp(tmp_path_factory):
+    """A fresh local Ray instance per test, so each run's workers get a temp folder of their own."""
     import ray
 
     if ray.is_initialized():
@@ -54,4 +60,88 @@ def test_a_multi_epoch_run_leaves_no_checkpoint_in_the_temp_folder(worker_tmp, t
     assert _leftovers(worker_tmp) == []
     # The workers did use this temp folder, and never saw a checkpoint folder left there.
     probe = (worker_tmp / "snnet-probe-rank0").read_text().split()
-    assert probe == [str(3 * ((1437 // 2) // 64) - 1), "0"]  # the last step of epoch 3, no folder seen
+    # the last step of epoch 3 (1437 digits, 30 held out as the 2% selection split), no folder seen
+    assert probe == [str(3 * (((1437 - 30) // 2) // 64) - 1), "0"]
+
+
+def _ours_in_tmp(tmp) -> list[str]:
+    """What our save path (and a resume reading its checkpoint back) could leave in a temp folder:
+    ``report_to_ray``'s folders (``snnet-ckpt-*``), a ``TrainState`` file (``state.pt``) wherever it
+    lies, and Ray's local copies of a checkpoint (``checkpoint_tmp_*`` from ``Checkpoint.as_directory``
+    and their ``*.del_lock_*`` files). Everything else (the probe file, files Ray or torch write in
+    ``TMPDIR`` for themselves) is not a checkpoint and is not counted."""
+    from orchestrator.recipe import TrainState
+    from orchestrator.training import CHECKPOINT_PREFIX
+
+    found = []
+    for folder, dirs, files in os.walk(str(tmp)):
+        for name in dirs + files:
+            if name.startswith((CHECKPOINT_PREFIX, "checkpoint_tmp_")) or ".del_lock_" in name \
+                    or name == TrainState.FILE:
+                found.append(os.path.relpath(os.path.join(folder, name), str(tmp)))
+    return sorted(found)
+
+
+def test_a_killed_and_resumed_run_keeps_num_to_keep_and_leaves_no_checkpoint_in_the_temp_folder(
+        worker_tmp, tmp_path):
+    import pyarrow.parquet as pq
+
+    from orchestrator.catalog import read_catalog
+    from orchestrator.config import TrainConfig
+    from orchestrator.run import prepare, run_training
+
+    storage, pid_dir = tmp_path / "runs", tmp_path / "pids"
+    pid_dir.mkdir()
+    # One epoch of about 10 steps (64 images per worker): checkpoints at step 5 (and 10 if the epoch
+    # goes on), at the epoch's end and after the evaluation (one, at its end): more than num_to_keep=2.
+    config = TrainConfig(catalog=str(tmp_path / "catalog"), storage_path=str(storage), workers=2, epochs=1,
+                         batch_size=64, checkpoint_every_steps=5, eval_checkpoint_seconds=3600.0, max_failures=1,
+                         trial_id="killed-no-leak")
+    prepared = prepare(config, progress=lambda m: None)
+    space = prepared[1]
+    outcome = {}
+
+    def train():
+        try:
+            outcome["result"] = run_training(prepared[0], prepared=prepared, progress=lambda m: None,
+                                             fault_injection={"pid_dir": str(pid_dir), "hold_at_step": 7,
+                                                              "hold_seconds": 600})
+        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = e
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    # Rank 0 (the rank that writes checkpoints) holds at step 7 on the first attempt, after the
+    # step-5 checkpoint: once Ray has registered that checkpoint, kill rank 0 there.
+    held = pid_dir / "rank0-step7.pid"
+    deadline = time.time() + 300
+    while time.time() < deadline and thread.is_alive() and not held.exists():
+        time.sleep(0.05)
+    assert held.exists(), f"training never reached step 7: {outcome}"
+    victim = int(held.read_text())
+    wait_for_registered_checkpoint(storage)
+    os.kill(victim, signal.SIGKILL)
+    thread.join(timeout=600)
+    assert not thread.is_alive(), "training did not finish within 600 s of the kill"
+    assert "error" not in outcome, outcome.get("error")
+    result = outcome["result"]
+
+    # A new worker group resumed from the step-5 checkpoint: its rank 0 ran steps 5 to the last again.
+    restarted = sorted(int(f.stem.split("step")[1]) for f in pid_dir.glob("rank0-step*.pid")
+                       if int(f.read_text()) != victim)
+    assert restarted and restarted == list(range(5, restarted[-1] + 1)), restarted
+    # The catalog: one row per stitch, none twice (the killed attempt wrote no rows).
+    table = read_catalog(config.catalog)
+    assert sorted(table.column("stitch_id").to_pylist()) == list(range(len(space))) == list(range(35))
+    assert pq.read_table(result.catalog_file).num_rows == 35
+    # Storage: 3 or 4 checkpoints were reported over the two attempts (step 5 by the killed one); Ray
+    # keeps num_to_keep=2 of them (the run's own checkpoint among them), each a whole checkpoint.
+    stored = _stored(storage)
+    assert len(stored) == 2 and all(os.path.isfile(os.path.join(p, "state.pt")) for p in stored), stored
+    assert os.path.realpath(result.checkpoint) in map(os.path.realpath, stored)
+    assert len(glob.glob(os.path.join(str(storage), "**", "state.pt"), recursive=True)) == 2  # no stray copy
+    # The temp folder: nothing of our checkpoints is left, neither by the killed attempt nor by the
+    # resumed one; the workers did use this folder (the resumed rank 0's probe file is there).
+    assert _ours_in_tmp(worker_tmp) == [], os.listdir(worker_tmp)
+    probe = (worker_tmp / "snnet-probe-rank0").read_text().split()
+    assert probe == [str(restarted[-1]), "0"]  # the last step of the run, no checkpoint folder seen
