@@ -1,29 +1,23 @@
 """What every ``python -m orchestrator.*`` command shares: exit codes, pipes, Ctrl-C, FLOPs, tables.
 
-:func:`run_cli` (or the :func:`cli` decorator) runs a ``main(argv) -> int`` with the project's
-command-line conventions, so each command states them once:
-
-- a user's mistake (:class:`~snnet.SNNetError`) prints one ``error: <paragraph>`` line on
-  stderr and exits 2, without a traceback; other exception types can map to other codes;
-- Ctrl-C exits 130 after printing an optional hint (what finished, how to resume): the
-  innermost :func:`interrupt_hint` block the interrupt came through, else ``on_interrupt``;
-- a reader that went away (``| head``) ends the command quietly with exit 0.
-
-:func:`format_flops` is the one way FLOPs are written for people, :func:`render_table` the one
-way a text table is aligned.
+The helpers are written once in :mod:`snnet.cli` (``python -m snnet.space`` follows the same
+conventions, and ``snnet`` may not import ``orchestrator``); this module is where the
+orchestrator's commands take them from.
 """
 
-from __future__ import annotations
-
-import contextlib
-import functools
-import os
-import sys
-from typing import Callable, Iterator, Mapping, Sequence, TextIO
-
-from snnet import SNNetError
+from snnet.cli import (
+    FLOPS_UNITS,
+    cli,
+    flops_unit,
+    format_flops,
+    interrupt_hint,
+    render_table,
+    run_cli,
+    write_stdout,
+)
 
 __all__ = [
+    "FLOPS_UNITS",
     "cli",
     "flops_unit",
     "format_flops",
@@ -32,149 +26,3 @@ __all__ = [
     "run_cli",
     "write_stdout",
 ]
-
-#: Scale of each unit prefix, largest first.
-FLOPS_UNITS: dict[str, float] = {"T": 1e12, "G": 1e9, "M": 1e6, "K": 1e3, "": 1.0}
-
-_HINT = "snnet_interrupt_hint"  # where interrupt_hint leaves its message on the KeyboardInterrupt
-
-
-# -- running a command ---------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def interrupt_hint(message: str | Callable[[], str | None]) -> Iterator[None]:
-    """Ctrl-C inside the block makes :func:`run_cli` print ``message`` (or what it returns,
-    when called at that moment); the innermost block wins."""
-    try:
-        yield
-    except KeyboardInterrupt as e:
-        if not hasattr(e, _HINT):
-            setattr(e, _HINT, message)
-        raise
-
-
-def _silence(stream: TextIO | None = None) -> None:
-    """After a broken pipe, point the stream (stdout) at /dev/null: the final flush stays quiet."""
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), (stream if stream is not None else sys.stdout).fileno())
-    except (OSError, ValueError):
-        pass
-
-
-def write_stdout(text: str, stream: TextIO | None = None) -> bool:
-    """Write and flush ``text`` (to stdout); False, and the stream silenced, when the reader went away."""
-    stream = stream if stream is not None else sys.stdout
-    try:
-        stream.write(text)
-        stream.flush()
-    except BrokenPipeError:
-        _silence(stream)
-        return False
-    return True
-
-
-def run_cli(
-    main: Callable[[Sequence[str] | None], int | None],
-    argv: Sequence[str] | None = None,
-    *,
-    exit_codes: Mapping[type[BaseException], int] | None = None,
-    on_interrupt: Callable[[], str | None] | None = None,
-) -> int:
-    """Run ``main(argv)`` with the conventions of the module docstring; returns the exit status.
-
-    ``exit_codes`` maps exception types to exit statuses, checked in order before the default
-    ``{SNNetError: 2}``; each prints ``error: <message>`` on stderr.
-    """
-    codes = dict(exit_codes or {})
-    codes.setdefault(SNNetError, 2)
-    try:
-        return int(main(argv) or 0)
-    except KeyboardInterrupt as e:
-        hint = getattr(e, _HINT, None) or on_interrupt
-        hint = hint() if callable(hint) else hint
-        if hint:
-            print(hint, file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        _silence()
-        return 0
-    except tuple(codes) as e:  # type: ignore[misc]  # a user's mistake: a paragraph, no traceback
-        code = next(c for kind, c in codes.items() if isinstance(e, kind))
-        print(f"error: {e}", file=sys.stderr)
-        return code
-
-
-def cli(
-    *,
-    exit_codes: Mapping[type[BaseException], int] | None = None,
-    on_interrupt: Callable[[], str | None] | None = None,
-) -> Callable[[Callable[..., int | None]], Callable[[Sequence[str] | None], int]]:
-    """Decorator form of :func:`run_cli`: ``@cli()`` over ``def main(argv=None) -> int``."""
-
-    def wrap(main: Callable[..., int | None]) -> Callable[[Sequence[str] | None], int]:
-        @functools.wraps(main)
-        def run(argv: Sequence[str] | None = None) -> int:
-            return run_cli(main, argv, exit_codes=exit_codes, on_interrupt=on_interrupt)
-
-        return run
-
-    return wrap
-
-
-# -- FLOPs and tables ----------------------------------------------------------------------------
-
-
-def flops_unit(largest: float, *, units: Sequence[str] = ("G", "M"), at_least: float = 1.0) -> tuple[float, str]:
-    """``(scale, prefix)``: the first of ``units`` with ``largest >= at_least * scale``, else the last.
-
-    One unit for a whole column or axis: ``flops_unit(max(column), at_least=0.1)`` keeps 0.1 G
-    and up in G.
-    """
-    if not units or any(u not in FLOPS_UNITS for u in units):
-        raise ValueError(f"units must be some of {', '.join(map(repr, FLOPS_UNITS))}, got {list(units)!r}")
-    for unit in units:
-        if largest >= at_least * FLOPS_UNITS[unit]:
-            return FLOPS_UNITS[unit], unit
-    return FLOPS_UNITS[units[-1]], units[-1]
-
-
-def format_flops(flops: float, unit: str | None = None, *, digits: int = 3, sep: str = " ",
-                 suffix: str = "") -> str:
-    """FLOPs for people: ``format_flops(1.26e9) == "1.260 G"``.
-
-    ``unit`` fixes the prefix (``"G"``, ``"M"``, ...; ``""`` writes the plain count); ``None``
-    picks the largest prefix not above ``flops`` (below 1000: the plain integer). ``suffix``
-    follows the prefix: ``format_flops(5e6, "M", digits=2, suffix="FLOPs") == "5.00 MFLOPs"``.
-    """
-    if unit is None:
-        unit = next((u for u, scale in FLOPS_UNITS.items() if u and flops >= scale), "")
-    if unit not in FLOPS_UNITS:
-        raise ValueError(f"unit must be one of {', '.join(map(repr, FLOPS_UNITS))}, got {unit!r}")
-    if unit == "" and not suffix:
-        return str(int(flops)) if float(flops).is_integer() else f"{flops:.{digits}f}"
-    return f"{flops / FLOPS_UNITS[unit]:.{digits}f}{sep}{unit}{suffix}"
-
-
-def render_table(rows: Sequence[Sequence[object]], *, header: Sequence[str] | None = None,
-                 right: Sequence[bool] | Callable[[int], bool] | None = None, rule: bool = False,
-                 sep: str = "  ") -> str:
-    """Rows of cells as aligned text columns, one line per row, no trailing newline.
-
-    ``right`` says per column (a sequence of flags, or a function of the column index) whether
-    it is right-aligned (numbers); the default aligns every column left. With ``header``, it is
-    the first line, and ``rule=True`` puts a line of dashes under it. Trailing blanks are cut.
-    """
-    lines = [list(map(str, header))] if header is not None else []
-    lines += [[str(c) for c in row] for row in rows]
-    if not lines:
-        return ""
-    ncols = max(len(r) for r in lines)
-    lines = [r + [""] * (ncols - len(r)) for r in lines]
-    widths = [max(len(r[i]) for r in lines) for i in range(ncols)]
-    is_right = right if callable(right) else (lambda i: bool(right[i]) if right is not None and i < len(right) else False)
-    out = [sep.join(c.rjust(w) if is_right(i) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-           for r in lines]
-    if header is not None and rule:
-        out.insert(1, sep.join("-" * w for w in widths))
-    return "\n".join(out)

@@ -13,6 +13,15 @@ from orchestrator._cli import cli, flops_unit, format_flops, interrupt_hint, ren
 from orchestrator._io import atomic_write
 from snnet import SNNetError
 
+
+def test_one_home_for_the_helpers():
+    """snnet's command and the orchestrator's share one implementation (snnet may not import orchestrator)."""
+    import orchestrator._cli
+    import snnet.cli
+
+    for name in orchestrator._cli.__all__:
+        assert getattr(orchestrator._cli, name) is getattr(snnet.cli, name)
+
 # -- FLOPs and tables ----------------------------------------------------------------------------
 
 
@@ -24,6 +33,8 @@ def test_format_flops_exact_strings():
     assert format_flops(12_345_678, "M", digits=2) == "12.35 M"
     assert format_flops(5e6, "M", digits=2, suffix="FLOPs") == "5.00 MFLOPs"
     assert format_flops(5e6, "M", digits=1, sep="") == "5.0M"
+    assert format_flops(1.26e9, "G", label=False) == "1.260"  # a column whose header names the unit
+    assert format_flops(1234, label=False) == "1.234"
     with pytest.raises(ValueError, match="unit must be one of"):
         format_flops(1, "X")
 

@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from typing import TYPE_CHECKING, Any, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Sequence
 
 from snnet import SNNetError
 
+from .._cli import flops_unit, format_flops, render_table, run_cli, write_stdout
 from ._query import (
     LIST_COLUMNS,
     catalog_warnings_to_stderr,
@@ -151,13 +151,14 @@ def _cell(value: Any, fmt: str = "{}") -> str:
 def format_table(df: "pd.DataFrame") -> str:
     """Aligned columns: sweep, trial, stitch, anchors (a>b), cuts, FLOPs, params(M), top1, top5, sampling."""
     flops = [float(f) for f in df["flops"].dropna()] if "flops" in df.columns else []
-    scale, unit = (1e9, "GFLOPs") if not flops or max(flops) >= 1e8 else (1e6, "MFLOPs")
+    _, prefix = flops_unit(max(flops), at_least=0.1) if flops else (1e9, "G")
+    unit = f"{prefix}FLOPs"
     show_latency = "latency_ms" in df.columns and bool(df["latency_ms"].notna().any())
     header = ["sweep", "trial_id", "stitch_id", "anchors", "cuts", unit, "params(M)", "top1", "top5"]
     header += ["latency(ms)"] if show_latency else []
     header += ["sampling"]
     right = {"stitch_id", unit, "params(M)", "top1", "top5", "latency(ms)"}
-    lines = [header]
+    rows = []
     for row in to_records(df):
         cuts = row.get("cuts") or []
         line = [
@@ -166,7 +167,7 @@ def format_table(df: "pd.DataFrame") -> str:
             _cell(row.get("stitch_id")),
             ">".join(row.get("anchors") or []) or "-",
             " ".join(f"[{j},{k}]" for j, k in cuts) if cuts else "-",
-            _cell(row["flops"] / scale, "{:.3f}") if row.get("flops") is not None else "-",
+            format_flops(row["flops"], prefix, label=False) if row.get("flops") is not None else "-",
             _cell(row["params"] / 1e6, "{:.2f}") if row.get("params") is not None else "-",
             _cell(row.get("top1"), "{:.2f}"),
             _cell(row.get("top5"), "{:.2f}"),
@@ -174,15 +175,8 @@ def format_table(df: "pd.DataFrame") -> str:
         if show_latency:
             line.append(_cell(row.get("latency_ms"), "{:.2f}"))
         line.append(_cell(row.get("sampling")))
-        lines.append(line)
-    widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
-    out = []
-    for n, r in enumerate(lines):
-        out.append("  ".join(c.rjust(w) if header[i] in right else c.ljust(w)
-                             for i, (c, w) in enumerate(zip(r, widths))).rstrip())
-        if n == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out) + "\n"
+        rows.append(line)
+    return render_table(rows, header=header, right=[h in right for h in header], rule=True) + "\n"
 
 
 def _jsonable_frame(df: "pd.DataFrame") -> "pd.DataFrame":
@@ -254,20 +248,6 @@ def _why_empty(catalog: str, filters: dict[str, Any], total: int) -> str:
     return f"no stitches match the filters ({total} stitch{'es' if total != 1 else ''} before filtering)."
 
 
-def _write(text: str, stream: TextIO) -> bool:
-    """Write to stdout; False when the reader went away (``| head``)."""
-    try:
-        stream.write(text)
-        stream.flush()
-    except BrokenPipeError:
-        try:  # keep the interpreter's final flush from complaining again
-            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
-        except (OSError, ValueError):
-            pass
-        return False
-    return True
-
-
 def _cmd_query(args: argparse.Namespace) -> int:
     filters = _filters(args)
     limit = args.limit
@@ -284,7 +264,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
         print(_why_empty(args.catalog, filters, len(df)), file=sys.stderr)
         return 0
     render = {"table": format_table, "csv": format_csv, "json": format_json}[args.format]
-    if not _write(render(result), sys.stdout):
+    if not write_stdout(render(result)):
         return 0
     if args.format == "table":
         what = "Pareto-optimal stitches" if (args.pareto or args.per_trial) else "stitches"
@@ -339,7 +319,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         lines += [f"note: {result.shown(n.path)}: {n.reason}" for n in result.notes]
         lines += [f"moved: {result.shown(a)} -> {result.shown(b)}" for a, b in moved.items() if b != "?"]
         text = "".join(line + "\n" for line in lines)
-    if text and not _write(text, sys.stdout):
+    if text and not write_stdout(text):
         return 1 if result.problems else 0
     files = f"{len(result.files)} trial file{'s' if len(result.files) != 1 else ''}"
     if failure:
@@ -365,7 +345,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     sweeps_wanted = [n.strip() for v in args.sweep or [] for n in v.split(",") if n.strip()] or None
     ignore = [n.strip() for v in args.ignore or [] for n in v.split(",") if n.strip()]
     result = compare(args.catalog, args.by, sweep=sweeps_wanted, ignore=ignore, **options)
-    _write(format_comparison(result, args.format), sys.stdout)
+    write_stdout(format_comparison(result, args.format))
     return 0
 
 
@@ -373,15 +353,10 @@ _COMMANDS = {"query": _cmd_query, "plot": _cmd_plot, "check": _cmd_check, "compa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; a user's mistake is one ``error:`` paragraph and exit 2 (:func:`orchestrator._cli.run_cli`)."""
     args = build_parser().parse_args(argv)
     with catalog_warnings_to_stderr():
-        try:
-            return _COMMANDS[args.command](args)
-        except SNNetError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            return 130
+        return run_cli(lambda _argv: _COMMANDS[args.command](args), argv)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from snnet import SNNetError
 
+from .._cli import render_table
+
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import pandas as pd
@@ -363,7 +365,7 @@ def format_comparison(result: Comparison, fmt: str = "table") -> str:
         settings = ", ".join(f"{k}={v}" for k, v in space.items() if k != "anchors")
         lines.append("")
         lines.append(f"space {index}: anchors {', '.join(space['anchors'])}" + (f"; {settings}" if settings else ""))
-        table = [header]
+        table = []
         for r in (r for r in result.rows if r["space"] == index):
             def interval(low, high, digits):
                 if low is None:
@@ -375,11 +377,7 @@ def format_comparison(result: Comparison, fmt: str = "table") -> str:
                           "-" if r["b_better"] is None else f"{r['b_better']:.0%}",
                           f"{r['hv_a']:.4f}", f"{r['hv_b']:.4f}", _signed(r["hv_diff"], 4),
                           interval(r["hv_low"], r["hv_high"], 4)])
-        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-        for n, row in enumerate(table):
-            lines.append("  " + "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
-                                          for i, (c, w) in enumerate(zip(row, widths))).rstrip())
-            if n == 0:
-                lines.append("  " + "  ".join("-" * w for w in widths))
+        text = render_table(table, header=header, right=lambda i: i >= 2, rule=True)
+        lines += ["  " + line for line in text.splitlines()]
     lines += [f"note: {note}" for note in result.notes]
     return "\n".join(lines) + "\n"

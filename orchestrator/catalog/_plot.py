@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from snnet import SNNetError
 
+from .._cli import flops_unit
 from ._query import _path, load, pareto_front
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -29,14 +30,6 @@ COLOR_BY = ("trial", "sampling", "sweep")
 _SIZE = (9.0, 6.0)  # inches
 _DPI = 150
 _MAX_LEGEND = 16  # colour entries listed before "+N more"
-
-
-def _unit(max_flops: float) -> tuple[float, str]:
-    if max_flops >= 1e9:
-        return 1e9, "GFLOPs"
-    if max_flops >= 1e6:
-        return 1e6, "MFLOPs"
-    return 1e3, "KFLOPs"
 
 
 def _minor_label(value: float, _pos: Any = None) -> str:
@@ -107,11 +100,49 @@ def plot(
     ``sweep``). ``color_by`` is ``"trial"``, ``"sampling"`` or ``"sweep"``. Rows without top-1
     are left out. ``catalog`` only names the catalog in the default title. Returns ``out``.
     """
-    import pandas as pd
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    df, catalog = _plottable(df, color_by, sweep, catalog)
+    out = _writable(out)
+    rows = df[df["top1"].notna() & df["flops"].notna()]
+    if rows.empty:
+        raise SNNetError("Nothing to plot: no row has both FLOPs and a top-1 accuracy.")
+    flops = [float(f) for f in rows["flops"]]
+    top1 = [float(t) for t in rows["top1"]]
+    scale, prefix = flops_unit(max(flops), units=("G", "M", "K"))
+    x = [f / scale for f in flops]
+    is_anchor = [len(_path(a)) == 1 for a in rows["anchors"]]
+
+    fig = Figure(figsize=_SIZE, dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    handles = _scatter(ax, x, top1, is_anchor, _groups(rows, color_by), color_by)
+    if pareto:
+        _draw_front(ax, rows, x)
+    _scale_x(ax, x)
+    ax.margins(x=0.05, y=0.06)
+    _name_anchors(ax, rows, x, top1, is_anchor)
+    ax.set_xlabel(f"{prefix}FLOPs per image" + (" (log scale)" if ax.get_xscale() == "log" else ""))
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.grid(True, which="major", alpha=0.35)
+    ax.grid(True, which="minor", alpha=0.12)
+    ax.set_title(title if title is not None else _default_title(rows, catalog), fontsize=11)
+    _legends(fig, ax, handles, color_by, pareto)
+    try:
+        fig.savefig(out, dpi=_DPI)
+    except (ValueError, OSError) as e:
+        raise SNNetError(f"Cannot write the plot to {out!r}: {e}") from None
+    return out
+
+
+def _plottable(
+    df: "pd.DataFrame | str | os.PathLike[str]", color_by: str, sweep: str | None,
+    catalog: str | os.PathLike[str] | None,
+) -> tuple["pd.DataFrame", str | os.PathLike[str] | None]:
+    """The table to plot (read from the catalog when ``df`` names one) and the catalog the title
+    names; a missing column or a wrong ``color_by`` raises SNNetError."""
+    import pandas as pd
 
     if color_by not in COLOR_BY:
         raise SNNetError(f"--color-by / color_by must be one of {', '.join(COLOR_BY)}, got {color_by!r}.")
@@ -122,26 +153,24 @@ def plot(
     missing = [c for c in needed if c not in df.columns]
     if missing:
         raise SNNetError(f"Cannot plot: the table lacks the column(s) {', '.join(missing)}.")
+    return df, catalog
+
+
+def _writable(out: str | os.PathLike[str]) -> str:
     out = os.fspath(out)
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
         raise SNNetError(f"Cannot write the plot to {out!r}: the folder {folder!r} does not exist.")
-    rows = df[df["top1"].notna() & df["flops"].notna()]
-    if rows.empty:
-        raise SNNetError("Nothing to plot: no row has both FLOPs and a top-1 accuracy.")
+    return out
 
-    flops = [float(f) for f in rows["flops"]]
-    top1 = [float(t) for t in rows["top1"]]
-    scale, unit = _unit(max(flops))
-    x = [f / scale for f in flops]
-    is_anchor = [len(_path(a)) == 1 for a in rows["anchors"]]
-    labels = _groups(rows, color_by)
+
+def _scatter(ax: Any, x: list[float], top1: list[float], is_anchor: list[bool], labels: list[str],
+             color_by: str) -> list[Any]:
+    """Dots for stitches and stars for anchors, one colour per label; the legend entries."""
+    from matplotlib.lines import Line2D
+
     order = sorted(set(labels))
     colors = dict(zip(order, _palette(len(order))))
-
-    fig = Figure(figsize=_SIZE, dpi=_DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
     handles: list[Any] = []
     for label in order:
         pts = [i for i, lab in enumerate(labels) if lab == label and not is_anchor[i]]
@@ -154,20 +183,21 @@ def plot(
     shown = handles[:_MAX_LEGEND]
     if len(handles) > _MAX_LEGEND:
         shown.append(Line2D([], [], ls="", label=f"+{len(handles) - _MAX_LEGEND} more {color_by}s"))
+    return shown
 
-    if pareto:
-        front = pareto_front(rows.assign(_x=x))
-        if not front.empty:
-            fx, fy = list(front["_x"]), [float(t) for t in front["top1"]]
-            ax.step(fx, fy, where="post", color="black", lw=1.3, ls="--", zorder=4)
-            ax.scatter(fx, fy, s=70, facecolors="none", edgecolors="black", linewidths=1.0, zorder=4)
-    # name each anchor once, at its best evaluation
-    best: dict[str, int] = {}
-    for i, a in enumerate(rows["anchors"]):
-        if is_anchor[i]:
-            name = _path(a)[0]
-            if name not in best or top1[i] > top1[best[name]]:
-                best[name] = i
+
+def _draw_front(ax: Any, rows: "pd.DataFrame", x: list[float]) -> None:
+    front = pareto_front(rows.assign(_x=x))
+    if not front.empty:
+        fx, fy = list(front["_x"]), [float(t) for t in front["top1"]]
+        ax.step(fx, fy, where="post", color="black", lw=1.3, ls="--", zorder=4)
+        ax.scatter(fx, fy, s=70, facecolors="none", edgecolors="black", linewidths=1.0, zorder=4)
+
+
+def _scale_x(ax: Any, x: list[float]) -> None:
+    """A logarithmic FLOPs axis when the FLOPs span more than 10x."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     xmin, xmax = min(x), max(x)
     if xmin > 0 and xmax / xmin > 10:
         ax.set_xscale("log")
@@ -176,8 +206,16 @@ def plot(
             ax.xaxis.set_minor_formatter(FuncFormatter(_minor_label))
         else:
             ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.margins(x=0.05, y=0.06)
-    # name each anchor once, at its best evaluation; labels on the right half point leftwards
+
+
+def _name_anchors(ax: Any, rows: "pd.DataFrame", x: list[float], top1: list[float], is_anchor: list[bool]) -> None:
+    """Name each anchor once, at its best evaluation; labels on the right half point leftwards."""
+    best: dict[str, int] = {}
+    for i, a in enumerate(rows["anchors"]):
+        if is_anchor[i]:
+            name = _path(a)[0]
+            if name not in best or top1[i] > top1[best[name]]:
+                best[name] = i
     left, right = (min(x), max(x))
     logx = ax.get_xscale() == "log"
     for name, i in sorted(best.items(), key=lambda kv: x[kv[1]]):
@@ -187,11 +225,12 @@ def plot(
         ax.annotate(name, (x[i], top1[i]), xytext=(-9 if to_left else 9, -14), textcoords="offset points",
                     ha="right" if to_left else "left", fontsize=8, zorder=6,
                     bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.7", alpha=0.85))
-    ax.set_xlabel(f"{unit} per image" + (" (log scale)" if ax.get_xscale() == "log" else ""))
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.grid(True, which="major", alpha=0.35)
-    ax.grid(True, which="minor", alpha=0.12)
-    ax.set_title(title if title is not None else _default_title(rows, catalog), fontsize=11)
+
+
+def _legends(fig: Any, ax: Any, handles: list[Any], color_by: str, pareto: bool) -> None:
+    """The marker key inside the axes, the colours outside on the right."""
+    from matplotlib.lines import Line2D
+
     keys = [Line2D([], [], ls="", marker="o", markersize=6, color="0.45", label="stitch"),
             Line2D([], [], ls="", marker="*", markersize=13, color="0.45", markeredgecolor="black",
                    label="anchor")]
@@ -199,10 +238,5 @@ def plot(
         keys.append(Line2D([], [], color="black", ls="--", marker="o", markerfacecolor="none", label="Pareto front"))
     legend_title = {"trial": "trial", "sampling": "sampling rule", "sweep": "sweep"}[color_by]
     ax.legend(handles=keys, loc="lower right", fontsize=8, framealpha=0.9)
-    fig.legend(handles=shown, loc="outside right upper", fontsize=8, title=legend_title, title_fontsize=9,
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8, title=legend_title, title_fontsize=9,
                frameon=False)
-    try:
-        fig.savefig(out, dpi=_DPI)
-    except (ValueError, OSError) as e:
-        raise SNNetError(f"Cannot write the plot to {out!r}: {e}") from None
-    return out

@@ -384,35 +384,56 @@ def query(
     several, ties broken by sweep, trial and stitch id; ``descending`` reverses the first key)
     and ``limit`` keeps the first rows. The result has a fresh 0..n-1 index.
     """
-    import pandas as pd
-
     flops_budget = parse_flops(max_flops) if max_flops is not None else None
     latency_budget = parse_latency(max_latency_ms) if max_latency_ms is not None else None
     top1_floor = parse_top1(min_top1) if min_top1 is not None else None
     row_limit = _parse_limit(limit) if limit is not None else None
-    sweep_names = _names(sweep, "sweep")
-    trial_names = _names(trial, "trial")
-    sampling_names = _names(sampling, "sampling")
+    names = {"sweep": _names(sweep, "sweep"), "trial_id": _names(trial, "trial"),
+             "sampling": _names(sampling, "sampling")}
     anchor_names = _names(anchors, "anchors")
 
+    df = _frame(df_or_catalog, sort, names["sweep"])
+    by = _sort_columns(sort, list(df.columns))
+    result = df[_mask(df, names, anchor_names, flops_budget, latency_budget, top1_floor)]
+    if (flops_budget is not None or latency_budget is not None) and names["sweep"] is None:
+        _refuse_mixed(result)  # the stitches within the budget must come from comparable sweeps
+    if pareto or per_trial:
+        result = pareto_front(result, per_trial=per_trial)
+    result = _sort(result, by, [not descending] + [True] * (len(by) - 1))
+    if row_limit is not None:
+        result = result.head(row_limit)
+    return result.reset_index(drop=True)
+
+
+def _frame(df_or_catalog: Any, sort: str | Sequence[str], sweep_names: list[str] | None) -> "pd.DataFrame":
+    """The DataFrame :func:`query` filters: the one given, or the catalog read (one sweep when one is named)."""
+    import pandas as pd
+
     if isinstance(df_or_catalog, pd.DataFrame):
-        df = df_or_catalog
-    elif isinstance(df_or_catalog, (str, os.PathLike)):
+        return df_or_catalog
+    if isinstance(df_or_catalog, (str, os.PathLike)):
         _sort_columns(sort, _dataset_schema().names)  # fail before reading a large catalog
         single = sweep_names[0] if sweep_names and len(sweep_names) == 1 else None
-        df = load(df_or_catalog, sweep=single)
-    else:
-        kind = type(df_or_catalog).__name__
-        raise SNNetError(f"query() takes a DataFrame from load() or a catalog path, got a {kind}.")
-    by = _sort_columns(sort, list(df.columns))
+        return load(df_or_catalog, sweep=single)
+    kind = type(df_or_catalog).__name__
+    raise SNNetError(f"query() takes a DataFrame from load() or a catalog path, got a {kind}.")
+
+
+def _mask(
+    df: "pd.DataFrame",
+    names: dict[str, list[str] | None],
+    anchor_names: list[str] | None,
+    flops_budget: int | None,
+    latency_budget: float | None,
+    top1_floor: float | None,
+) -> "pd.Series":
+    """The rows every filter keeps (AND): named sweeps/trials/rules, anchors on the path, budgets, floor."""
+    import pandas as pd
 
     mask = pd.Series(True, index=df.index)
-    if sweep_names is not None:
-        mask &= _isin(df, "sweep", sweep_names)
-    if trial_names is not None:
-        mask &= _isin(df, "trial_id", trial_names)
-    if sampling_names is not None:
-        mask &= _isin(df, "sampling", sampling_names)
+    for column, values in names.items():
+        if values is not None:
+            mask &= _isin(df, column, values)
     if anchor_names is not None:
         _require(df, ("anchors",), "The anchors filter")
         wanted = set(anchor_names)
@@ -426,15 +447,7 @@ def query(
     if top1_floor is not None:
         _require(df, ("top1",), "The top-1 threshold")
         mask &= (df["top1"] >= top1_floor).fillna(False).astype(bool)
-    result = df[mask]
-    if (flops_budget is not None or latency_budget is not None) and sweep_names is None:
-        _refuse_mixed(result)  # the stitches within the budget must come from comparable sweeps
-    if pareto or per_trial:
-        result = pareto_front(result, per_trial=per_trial)
-    result = _sort(result, by, [not descending] + [True] * (len(by) - 1))
-    if row_limit is not None:
-        result = result.head(row_limit)
-    return result.reset_index(drop=True)
+    return mask
 
 
 def _refuse_mixed(df: "pd.DataFrame") -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import datetime as _dt
 import os
-import uuid
 from typing import Any, Iterable, Mapping
 
 import pyarrow as pa
@@ -32,6 +31,7 @@ from pyarrow import fs as pafs
 
 from snnet import SNNetError
 
+from .._io import atomic_write
 from ._names import validate_name
 
 __all__ = [
@@ -167,17 +167,8 @@ class CatalogWriter:
         folder = f"{self.base}/sweep={self.sweep}"
         self.fs.create_dir(folder, recursive=True)
         final = f"{folder}/trial-{trial_id}.parquet"
-        tmp = f"{folder}/.trial-{trial_id}.{uuid.uuid4().hex}.tmp"
-        try:
-            with self.fs.open_output_stream(tmp) as out:
-                pq.write_table(table, out, write_page_checksum=True)
-            self.fs.move(tmp, final)
-        except BaseException:
-            try:
-                self.fs.delete_file(tmp)
-            except OSError:
-                pass
-            raise
+        # through a hidden temporary name, which readers skip, then renamed into place
+        atomic_write(final, lambda out: pq.write_table(table, out, write_page_checksum=True), filesystem=self.fs)
         return final
 
 
