@@ -1,30 +1,26 @@
-"""Find, read and validate search-space YAML files: the shipped ones by name, any other by path.
+"""Find and read search-space YAML files (the shipped ones by name, any other by path) into a SearchSpace.
 
-Reading is bounded: a file may hold at most :data:`MAX_BYTES`, and YAML aliases (``*name``) are
-refused, so no file can expand into more nodes than it has characters (a "billion laughs" file
-is one clear error, not an exhausted machine); duplicate keys are refused instead of silently
-overwritten. Validation reports every problem at once, each with its YAML path
-(``space.kernel_size[1]``) and line, in one :class:`snnet.SNNetError` paragraph (as torchtune
-validates its configs): pydantic's error locations are mapped onto the line map built here.
+Reading is bounded: a file holds at most :data:`MAX_BYTES`, YAML aliases (``*name``) are refused, so no
+file expands into more nodes than it has characters (a "billion laughs" file is one clear error), and
+duplicate keys are refused instead of silently overwritten. The line of every key and list item is kept,
+so :meth:`SearchSpace.from_dict` names each problem's YAML path and line.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
-from pydantic import BaseModel, ValidationError
 
 from snnet import SNNetError
-from snnet.anchors import UnknownModelError, check_model_name
 
-from ._kinds import did_you_mean, problems
-from .schema import TAGS, Problem, SearchSpace
+from .schema import SearchSpace
 
-__all__ = ["load_space", "shipped_spaces", "validate", "MAX_BYTES"]
+__all__ = ["apply", "load_space", "parse", "parse_yaml", "shipped_spaces", "MAX_BYTES"]
 
 #: The largest search-space file read (shipped spaces are about 2 KB).
 MAX_BYTES = 1 << 20
@@ -61,13 +57,10 @@ def load_space(name_or_path: str | os.PathLike[str], *, check_models: bool = Tru
             raise SNNetError(f"Unknown search space {text!r}: give the path of a YAML file or the name of a shipped "
                              f"space ({', '.join(shipped_spaces())}).")
     data, lines = parse_yaml(_read(path, text), source)
-    overrides = list(overrides)
-    if overrides:
-        from .overrides import apply
-
+    if overrides := list(overrides):
         data = apply(data, overrides)
         source = f"{source} (with --set {' --set '.join(overrides)})"
-    return validate(data, source, check_models=check_models, lines=lines)
+    return SearchSpace.from_dict(data, source, check_models=check_models, lines=lines)
 
 
 def _read(path: Path, text: str) -> str:
@@ -89,7 +82,6 @@ def _read(path: Path, text: str) -> str:
         raise SNNetError(f"Cannot read search space file {text!r}: {e}.") from None
 
 
-# -- YAML: no aliases, no duplicate keys, a line per path ----------------------------------------
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader, refusing aliases (they can expand without bound) and duplicate keys."""
 
@@ -101,13 +93,12 @@ class _Loader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
+        keys = [(self.construct_object(k, deep=deep), k) for k, _ in node.value]
+        seen: set[Any] = set()
+        for key, key_node in keys:
+            if isinstance(key, (str, int, float, bool)) and (key in seen or seen.add(key)):
                 raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
                                                         f"found duplicate key {key!r}", key_node.start_mark)
-            seen.add(key) if isinstance(key, (str, int, float, bool)) else None
         return super().construct_mapping(node, deep=deep)
 
 
@@ -138,7 +129,7 @@ def parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
+        return (loader.construct_document(node), _line_map(node)) if node is not None else (None, {})
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -150,104 +141,33 @@ def parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
         raise SNNetError(f"Search space {source} nests its values too deeply to be a search space.") from None
     finally:
         loader.dispose()
-    return data, _line_map(node) if node is not None else {}
 
 
-# -- validation, with every problem at its path and line -----------------------------------------
-def _path(loc: Iterable[Any]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part not in TAGS:
-            out += f".{part}" if out else str(part)
-    return out
+# -- --set dotted.path=value ---------------------------------------------------------------------
+def parse(text: str) -> tuple[list[str], Any]:
+    """``"training.epochs=1"`` -> ``(["training", "epochs"], 1)``; the value is read as YAML, as a file is."""
+    path, sep, raw = text.partition("=")
+    keys = path.strip().split(".")
+    if not sep or not all(keys):
+        raise SNNetError(f"--set takes dotted.path=value (e.g. training.epochs=1), got {text!r}.")
+    return keys, parse_yaml(raw, f"--set {text}")[0]
 
 
-def _known_keys(loc: tuple[Any, ...]) -> list[str]:
-    """The keys the model at ``loc`` accepts (for "did you mean")."""
-    from typing import get_args
-
-    def model_in(tp: Any) -> Any:
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            return tp
-        return next((m for m in map(model_in, get_args(tp)) if m is not None), None)
-
-    model: Any = SearchSpace
-    for part in loc:
-        if isinstance(part, str) and part not in TAGS and model is not None and part in model.model_fields:
-            field = model.model_fields[part]
-            model = model_in(field.annotation) or next(filter(None, map(model_in, field.metadata)), None)
-    return list(model.model_fields) if model is not None else []
-
-
-def _message(loc: tuple[Any, ...], message: str) -> str:
-    if message != "unknown key":
-        return message
-    known = _known_keys(loc[:-1])
-    if loc[:1] == ("training",) and len(loc) == 2:
-        return f"unknown training setting{did_you_mean(loc[-1], known) or ' (TrainConfig has no such field)'}"
-    listed = ", ".join(known)
-    return f"unknown key{did_you_mean(loc[-1], known) or f' (known keys: {listed})'}"
-
-
-def _locate(lines: dict[str, int], path: str) -> str:
-    at = path
-    while at:
-        if at in lines:
-            return f" (line {lines[at]})"
-        at = at[: max(at.rfind("."), at.rfind("["), 0)]
-    return ""
-
-
-def validate(data: Any, source: str = "<dict>", *, check_models: bool = True,
-             lines: dict[str, int] | None = None) -> SearchSpace:
-    """Validate ``data`` (a parsed YAML document) into a :class:`SearchSpace`.
-
-    Raises:
-        SNNetError: one paragraph listing every problem, each with its YAML path (and line).
-    """
-    found: list[tuple[str, str]] = []
-    space = None
-    try:
-        space = SearchSpace.model_validate(data)
-    except ValidationError as error:
-        causes = [(e.get("ctx") or {}).get("error") for e in error.errors()]
-        for (loc, message), cause in zip(problems(error), causes):
-            path = _path(loc)
-            if isinstance(cause, Problem):
-                path = f"{path}.{cause.path}" if path and not cause.path.startswith("[") else path + cause.path
-            found.append((path, _message(loc, message)))
-    if space is not None and check_models:
-        found += _unknown_models(space, data)
-    if found:
-        items = [f"{path or '(top level)'}: {message.rstrip('.')}{_locate(lines or {}, path)}"
-                 for path, message in found]
-        n = len(items)
-        raise SNNetError(f"Invalid search space {source}: {n} problem{'s' if n > 1 else ''}: " + "; ".join(items) + ".")
-    return space.model_copy(update={"source": source})
-
-
-def _unknown_models(space: SearchSpace, data: dict) -> list[tuple[str, str]]:
-    """Every non-demo anchor and teacher name that timm does not know, at its YAML path."""
-    named = []
-    for i, fam in enumerate(space.families):
-        raw = data["families"][i]["anchors"]
-        named += [(f"families[{i}].anchors[{j}]" + ("" if isinstance(raw[j], str) else ".name"), a.name)
-                  for j, a in enumerate(fam.anchors) if not fam.demo]
-    teacher = space.training.settings().get("teacher")
-    if teacher is not None and not teacher.name.startswith("snnet_demo_"):
-        named.append(("training.teacher" + ("" if isinstance(data["training"]["teacher"], str) else ".name"),
-                      teacher.name))
-    found, verdicts = [], {}
-    for path, model in named:
-        if model not in verdicts:
-            try:
-                check_model_name(model)
-                verdicts[model] = None
-            except UnknownModelError as e:
-                verdicts[model] = str(e)
-        if verdicts[model]:
-            found.append((path, verdicts[model]))
-    return found
-
+def apply(data: Any, overrides: Iterable[str]) -> Any:
+    """A copy of the document ``data`` with every ``dotted.path=value`` set (``families.0.pretrained=false``)."""
+    data = copy.deepcopy(data)
+    for text in overrides:
+        keys, value = parse(text)
+        node = data
+        for depth, key in enumerate(keys):
+            if isinstance(node, list) and key.isdigit() and int(key) < len(node):
+                key = int(key)
+            elif not isinstance(node, dict):
+                raise SNNetError(f"--set {text}: {'.'.join(keys[:depth]) or 'the document'} is not a mapping or "
+                                 "list in this search space.")
+            if depth == len(keys) - 1:
+                node[key] = value
+            elif isinstance(node, dict) and node.get(key) is None:  # a section left out or null
+                node[key] = {}
+            node = node[key]
+    return data

@@ -1,53 +1,43 @@
-"""Typed, validated search spaces: what a sweep searches over and what it keeps fixed.
+"""Typed, validated search spaces (pydantic v2, ``extra="forbid"``): what a sweep searches over and keeps fixed.
 
-A :class:`SearchSpace` (pydantic v2, ``extra="forbid"`` everywhere) is what a YAML file under
-``search_spaces/`` loads into (see :mod:`search_spaces` for the format). It holds
-
-* candidate anchor **families** (:class:`Family` of :class:`AnchorEntry`), one picked per trial;
-* the SN-Net **space** settings (window ``kernel_size`` k, ``stride`` s, ``nearest``,
-  ``direction``, ``two_way``, ``preset``; Pan, Cai and Zhuang, CVPR 2023, arXiv 2302.06586);
-* **training** settings: the fields of :class:`~search_spaces.config.TrainConfig` that are not set
-  elsewhere (:data:`TRAINING_SET_ELSEWHERE`); both sections are derived from TrainConfig's own
-  fields, so a knob is written once;
-* the **resources** of one trial and the **searcher** that drives the sweep.
-
-A ``space`` or ``training`` setting is ``T | Choice[T] | Range``: a plain value (fixed), a list
-(a :class:`Choice`) or ``{low, high, log}`` (an :class:`IntRange` or :class:`FloatRange`, after
-the field's type). :meth:`SearchSpace.parameters` lists the searched ones under flat dotted keys
-(``family``, ``space.kernel_size``, ``training.anchor_lr``); a searcher proposes one value for
-each and :meth:`SearchSpace.trial_config` resolves that point into one plain ``TrainConfig``.
-This module imports neither Ray nor Optuna.
+A YAML file under ``search_spaces/`` (format: ``search_spaces/README.md``) loads into a :class:`SearchSpace`:
+candidate anchor **families** (one picked per trial); the SN-Net **space** settings (Pan, Cai and Zhuang,
+CVPR 2023) and the **training** settings, both derived from :class:`~search_spaces.config.TrainConfig`'s own
+fields (a knob is written once); the **resources** of one trial; the **searcher**. A space or training
+setting is ``T | Choice[T] | Range``: a value (fixed), a list (:class:`Choice`) or ``{low, high, log}``
+(:class:`IntRange`, :class:`FloatRange`). :meth:`SearchSpace.parameters` lists the searched ones under flat
+dotted keys (``family``, ``space.kernel_size``, ``training.anchor_lr``); :meth:`SearchSpace.trial_config`
+resolves one point into a plain ``TrainConfig``. :meth:`SearchSpace.from_dict` reports every problem at once,
+each at its YAML path (and line). This module imports neither Ray nor Optuna.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Mapping, Union
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any, Iterable, Mapping, Union, get_args
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PlainSerializer,
-                      PlainValidator, Tag, create_model, field_serializer, field_validator, model_validator)
+                      PlainValidator, Tag, ValidationError, create_model, field_serializer, model_validator)
 
 from snnet import SNNetError
-from snnet.anchors import AnchorSpec
+from snnet.anchors import AnchorSpec, UnknownModelError, check_model_name
 from snnet.sampling import RULES
 
-from ._kinds import Bool, Int, Kind, OneOf, Str, describe, did_you_mean, num
+from ._kinds import Bool, Int, Kind, OneOf, Str, describe, did_you_mean, num, problems
 from .config import SPACE_FIELDS, TrainConfig
 from .names import NAME_RULES, validate_name
 
 __all__ = ["ALGORITHMS", "AnchorEntry", "Choice", "FloatRange", "Family", "IntRange", "OBJECTIVES", "Param",
-           "Problem", "Resources", "SCHEDULERS", "SPACE_FIELDS", "SearchSpace", "Searcher", "TRAINING_SET_ELSEWHERE"]
+           "Problem", "Resources", "SCHEDULERS", "SearchSpace", "Searcher", "TRAINING_SET_ELSEWHERE", "TrainingSection"]
 
 #: Searcher algorithms: Optuna's TPE, NSGA-II (multi-objective), random and grid samplers.
 ALGORITHMS: tuple[str, ...] = ("tpe", "nsga2", "random", "grid")
-#: Trial schedulers acting on the per-epoch early front (``early_hv``): none, ASHA, asynchronous
-#: HyperBand (ASHA's several brackets), or Optuna's MedianPruner (orchestrator.sweep_schedulers).
-SCHEDULERS: tuple[str, ...] = ("none", "asha", "hyperband", "median")
+#: Trial schedulers: none, or ASHA early stopping on per-epoch metrics.
+SCHEDULERS: tuple[str, ...] = ("none", "asha")
 #: Objectives a trial reports, with the direction each is optimised in.
 OBJECTIVES: dict[str, str] = {"hypervolume": "max", "train_cost": "min", "best_top1": "max"}
-
 #: The ``TrainConfig`` fields a search space sets outside ``training:``, and where.
 TRAINING_SET_ELSEWHERE: dict[str, str] = {
     "anchors": "families:", **{name: "space:" for name in SPACE_FIELDS},
@@ -57,13 +47,12 @@ TRAINING_SET_ELSEWHERE: dict[str, str] = {
     "catalog": "the sweep driver (--catalog)", "sweep": "the top-level name:",
     "trial_id": "the sweep driver (one per trial)", "storage_path": "the sweep driver",
 }
-_NAME = NAME_RULES["sweep"][0]  # family names: letters first, like sweep names (search_spaces.names)
 _DEMO_PREFIX = "snnet_demo_"
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
 class Problem(SNNetError):
-    """A problem found by a whole-object check, at ``path`` relative to the object checked."""
+    """A problem found by a whole-object check, at ``path`` below the object checked."""
 
     def __init__(self, path: str, message: str):
         super().__init__(message)
@@ -71,27 +60,32 @@ class Problem(SNNetError):
 
 
 # -- searched values ---------------------------------------------------------------------------
+class _Param:
+    def contains(self, value: Any) -> bool:
+        try:
+            self.canonical(value)  # type: ignore[attr-defined]
+        except SNNetError:
+            return False
+        return True
+
+
 @dataclass(frozen=True)
-class Choice:
+class Choice(_Param):
     """Search over these values (a categorical distribution)."""
 
     values: tuple[Any, ...]
 
     def __post_init__(self) -> None:
-        values = tuple(self.values) if isinstance(self.values, (list, tuple)) else None
-        if not values:
+        if not isinstance(self.values, (list, tuple)) or not self.values:
             raise SNNetError(f"a choice needs at least one value, got {self.values!r}")
-        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "values", tuple(self.values))
 
     def canonical(self, value: Any) -> Any:
-        """The listed value equal to ``value`` (so a searcher's numpy scalar becomes plain Python)."""
-        for v in self.values:  # 1 == True in Python, but a choice of [1, 2] must not accept true
+        """The listed value equal to ``value`` (a searcher's numpy scalar becomes plain Python; 1 is not true)."""
+        for v in self.values:
             if v == value and isinstance(v, bool) == isinstance(value, bool):
                 return v
         raise SNNetError(f"{value!r} is not one of {list(self.values)}")
-
-    def contains(self, value: Any) -> bool:
-        return _contains(self, value)
 
     def grid_values(self) -> list[Any]:
         return list(self.values)
@@ -99,12 +93,11 @@ class Choice:
     def first(self) -> Any:
         return self.values[0]
 
-    def plain(self) -> list[Any]:
-        return list(self.values)
+    plain = grid_values
 
 
 @dataclass(frozen=True)
-class _Range:
+class _Range(_Param):
     """Search over ``[low, high]``, uniformly or on a log scale."""
 
     low: Any
@@ -112,33 +105,22 @@ class _Range:
     log: bool = False
 
     def __post_init__(self) -> None:
-        integer = isinstance(self, IntRange)
-        for name in ("low", "high"):
-            value = getattr(self, name)
-            ok = isinstance(value, int) if integer else isinstance(value, (int, float)) and math.isfinite(value)
-            if isinstance(value, bool) or not ok:
-                raise SNNetError(f"`{name}` must be {'an integer' if integer else 'a finite number'}, got {value!r}")
-            object.__setattr__(self, name, value if integer else float(value))
-        if not isinstance(self.log, bool):
-            raise SNNetError(f"`log` must be true or false, got {self.log!r}")
+        got = f"(low={num(self.low)}, high={num(self.high)})"
         if self.low > self.high:
-            raise SNNetError(f"`low <= high` must hold, but got (low={num(self.low)}, high={num(self.high)})")
+            raise SNNetError(f"`low <= high` must hold, but got {got}")
         if self.log and self.low <= 0:
-            raise SNNetError(f"a log range needs `low > 0`, but got (low={num(self.low)}, high={num(self.high)})")
-
-    def contains(self, value: Any) -> bool:
-        return _contains(self, value)
+            raise SNNetError(f"a log range needs `low > 0`, but got {got}")
 
     def first(self) -> Any:
         """The documented default point: the geometric mean of a log range, else the low end."""
         return math.sqrt(self.low * self.high) if self.log else self.low
 
     def plain(self) -> dict[str, Any]:
-        return {"low": self.low, "high": self.high, "log": self.log}
+        return asdict(self)
 
 
 class FloatRange(_Range):
-    """Search over real numbers in ``[low, high]``."""
+    """Search over the real numbers in ``[low, high]``."""
 
     def canonical(self, value: Any) -> float:
         if isinstance(value, numbers.Real) and not isinstance(value, bool) and self.low <= value <= self.high:
@@ -161,17 +143,8 @@ class IntRange(_Range):
         return round(super().first())
 
 
-def _contains(param: "Param", value: Any) -> bool:
-    try:
-        param.canonical(value)
-    except SNNetError:
-        return False
-    return True
-
-
 #: A searched setting.
 Param = Union[Choice, FloatRange, IntRange]
-_PARAMS = (Choice, FloatRange, IntRange)
 
 
 def _choice(values: list[Any]) -> Choice:
@@ -184,14 +157,12 @@ def _choice(values: list[Any]) -> Choice:
     return Choice(tuple(values))
 
 
-def _form(value: Any) -> str:
-    if isinstance(value, _PARAMS):
-        return "param"
-    return "choice" if isinstance(value, (list, tuple)) else "range" if isinstance(value, dict) else "value"
+def _form(raw: Any) -> str:
+    return "choice" if isinstance(raw, (list, tuple)) else "range" if isinstance(raw, dict) else "value"
 
 
 def searchable(kind: Kind) -> Any:
-    """The type of a setting that is ``T | Choice[T] | Range``: a value, a list, or ``{low, high, log}``."""
+    """The type of a ``T | Choice[T] | Range`` setting: a value, a list, or ``{low, high, log}``."""
     value = kind.annotated()
     if kind.type in ("int", "float"):
         bounds = create_model(f"{kind.type.title()}Bounds", __config__=_STRICT, low=(value, ...), high=(value, ...),
@@ -199,19 +170,12 @@ def searchable(kind: Kind) -> Any:
         make = IntRange if kind.type == "int" else FloatRange
         ranged = Annotated[bounds, AfterValidator(lambda b: make(b.low, b.high, b.log))]
     else:
-        def ranged(raw: Any) -> Any:
+        def refuse(raw: Any) -> Any:
             raise SNNetError(f"must {kind.describe()}, or a list of them to search over, got a mapping")
-        ranged = Annotated[Any, PlainValidator(ranged)]
-    param = Annotated[Any, PlainValidator(lambda p: p)]
-    return Annotated[
-        Union[Annotated[value, Tag("value")], Annotated[list[value], AfterValidator(_choice), Tag("choice")],
-              Annotated[ranged, Tag("range")], Annotated[param, Tag("param")]],
-        Discriminator(_form), PlainSerializer(lambda v: v.plain() if isinstance(v, _PARAMS) else v),
-    ]
-
-
-#: Locations of these union branches are dropped from YAML paths.
-TAGS = frozenset({"value", "choice", "range", "param"})
+        ranged = Annotated[Any, PlainValidator(refuse)]
+    return Annotated[Union[Annotated[value, Tag("value")], Annotated[list[value], AfterValidator(_choice), Tag("choice")],
+                           Annotated[ranged, Tag("range")]],
+                     Discriminator(_form), PlainSerializer(lambda v: v.plain() if isinstance(v, _Param) else v)]
 
 
 # -- anchors, families, resources, searcher ------------------------------------------------------
@@ -219,17 +183,10 @@ class AnchorEntry(BaseModel):
     """One anchor: a timm name, hub weights or a local checkpoint, model kwargs (an ``AnchorSpec``)."""
 
     model_config = _STRICT
-    name: Str
+    name: Annotated[Str, AfterValidator(lambda n: n or _raise("an anchor needs a timm model name, got ''"))]
     pretrained: Bool = False
     checkpoint: Kind("str", nullable=True).annotated() = None
     kwargs: dict[str, Any] = {}
-
-    @field_validator("name")
-    @classmethod
-    def _named(cls, name: str) -> str:
-        if not name:
-            raise SNNetError("an anchor needs a timm model name, got ''")
-        return name
 
     @model_validator(mode="after")
     def _one_source(self) -> "AnchorEntry":
@@ -251,19 +208,23 @@ class AnchorEntry(BaseModel):
         return AnchorSpec(self.name, pretrained=self.pretrained, checkpoint=self.checkpoint, kwargs=dict(self.kwargs))
 
 
+def _raise(message: str) -> Any:
+    raise SNNetError(message)
+
+
 class Family(BaseModel):
     """Anchors of one kind, small to large, that one trial stitches into a supernet.
 
     ``demo=True``: the embedded demo ViTs, which the orchestrator pretrains and caches
-    (``orchestrator.demo.demo_anchor_specs(anchors=family.anchor_names())``).
-    ``pretrained`` and ``kwargs`` given on the family are defaults for its anchors.
+    (``orchestrator.demo.demo_anchor_specs``). ``pretrained`` and ``kwargs`` given on the family
+    are defaults for its anchors.
     """
 
     model_config = _STRICT
     name: Str
     anchors: tuple[AnchorEntry, ...]
     demo: Bool = False
-    description: Str = ""
+    description: Annotated[Str, BeforeValidator(lambda v: "" if v is None else v)] = ""
 
     @model_validator(mode="before")
     @classmethod
@@ -271,19 +232,15 @@ class Family(BaseModel):
         if not isinstance(raw, dict):
             return raw
         raw = dict(raw)
-        pretrained, kwargs = raw.pop("pretrained", False), raw.pop("kwargs", None) or {}
-        if raw.get("demo") is True and (pretrained or kwargs):
-            raise Problem("pretrained" if pretrained else "kwargs",
-                          "demo anchors are pretrained and cached by the orchestrator: leave it out")
+        pretrained, kwargs, anchors = raw.pop("pretrained", False), raw.pop("kwargs", None) or {}, raw.get("anchors")
+        demo = raw.get("demo") is True
+        if demo and (pretrained or kwargs or isinstance(anchors, list) and not all(isinstance(a, str) for a in anchors)):
+            where = "pretrained" if pretrained else "kwargs" if kwargs else "anchors"
+            raise Problem(where, "demo anchors are pretrained and cached by the orchestrator: "
+                                 + ("give them as plain names" if where == "anchors" else "leave it out"))
         if not isinstance(kwargs, dict):
             raise Problem("kwargs", "must be a mapping of keyword arguments for timm.create_model")
-        if raw.get("description") is None:
-            raw.pop("description", None)
-        anchors = raw.get("anchors")
         if isinstance(anchors, list):
-            if raw.get("demo") is True and not all(isinstance(a, str) for a in anchors):
-                raise Problem("anchors", "demo anchors are pretrained and cached by the orchestrator: give them as "
-                                         "plain names")
             raw["anchors"] = [AnchorEntry.expand(a, pretrained is True, kwargs) for a in anchors]
         elif "anchors" in raw:
             raise Problem("anchors", f"must be a list of anchors, small to large, got {describe(anchors)}")
@@ -291,7 +248,7 @@ class Family(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "Family":
-        if not _NAME.fullmatch(self.name):
+        if not NAME_RULES["sweep"][0].fullmatch(self.name):  # family names: letters first, as sweep names
             raise Problem("name", f"must start with a letter and use only letters, digits, '_', '.' and '-', "
                                   f"got {self.name!r}")
         if len(self.anchors) < 2:
@@ -328,20 +285,23 @@ class Resources(BaseModel):
     gpus_per_worker: Kind("float", minimum=0).annotated() = 0.0
 
 
+def _listed(value: Any) -> Any:
+    return [value] if isinstance(value, (str, int)) else value
+
+
 class Searcher(BaseModel):
     """How the sweep searches: the algorithm, its objectives, budget, concurrency and scheduler."""
 
     model_config = _STRICT
     algorithm: OneOf(ALGORITHMS) = "tpe"
-    objectives: Annotated[tuple[OneOf(tuple(OBJECTIVES)), ...],
-                          BeforeValidator(lambda v: [v] if isinstance(v, str) else v)] = ("hypervolume",)
+    objectives: Annotated[tuple[OneOf(tuple(OBJECTIVES)), ...], BeforeValidator(_listed)] = ("hypervolume",)
     num_samples: Int(1) = 1
     max_concurrent_trials: Int(1, nullable=True) = None  # None: derived from the cluster by the sweep driver
     scheduler: OneOf(SCHEDULERS) = "none"
     seed: Int(0) = 0
     #: Repeat every configuration over these training seeds (one trial per seed and configuration);
     #: None: each configuration runs once, with ``training.seed``.
-    seeds: Annotated[tuple[Int(0), ...] | None, BeforeValidator(lambda v: [v] if isinstance(v, int) else v)] = None
+    seeds: Annotated[tuple[Int(0), ...] | None, BeforeValidator(_listed)] = None
 
     @model_validator(mode="after")
     def _counts(self) -> "Searcher":
@@ -390,37 +350,22 @@ def _sampling_options(raw: Any) -> dict[str, dict[str, Any]]:
     return {rule: dict(options) for rule, options in raw.items()}
 
 
-def _teacher(raw: Any) -> Any:
-    return AnchorEntry.expand(raw, True, {})  # a teacher without weights teaches nothing: names load hub weights
-
-
-class _Section(BaseModel):
-    model_config = _STRICT
-    SPARSE: ClassVar[bool] = False
-
-    def settings(self) -> dict[str, Any]:
-        """The settings this section holds (the training section: only those the file sets)."""
-        names = self.model_fields_set if type(self).SPARSE else type(self).model_fields
-        return {name: getattr(self, name) for name in type(self).model_fields if name in names}
-
-
-def _section(name: str, fields: list[str], sparse: bool) -> type[_Section]:
+def _section(name: str, fields: Iterable[str]) -> type[BaseModel]:
     special = {"sampling_options": (Annotated[dict[str, Any], PlainValidator(_sampling_options)], {}),
-               "teacher": (Annotated[AnchorEntry | None, BeforeValidator(_teacher)], None)}
-    spec = {f: special.get(f) or (searchable(_kind(f)), TrainConfig.model_fields[f].default) for f in fields}
-    model = create_model(name, __base__=_Section, **spec)
-    model.SPARSE = sparse
-    return model
+               # a teacher without weights teaches nothing: a plain name loads hub weights
+               "teacher": (Annotated[AnchorEntry | None, BeforeValidator(lambda t: AnchorEntry.expand(t, True, {}))],
+                           None)}
+    return create_model(name, __config__=_STRICT, **{f: special.get(f) or (
+        searchable(_kind(f)), TrainConfig.model_fields[f].default) for f in fields})
 
 
-SpaceSection = _section("SpaceSection", list(SPACE_FIELDS), sparse=False)
-TrainingSection = _section("TrainingSection", [f for f in TrainConfig.model_fields if f not in TRAINING_SET_ELSEWHERE],
-                           sparse=True)
+SpaceSection = _section("SpaceSection", SPACE_FIELDS)
+TrainingSection = _section("TrainingSection", [f for f in TrainConfig.model_fields if f not in TRAINING_SET_ELSEWHERE])
 
 
 # -- the search space --------------------------------------------------------------------------
 class SearchSpace(BaseModel):
-    """A validated search space; build one with :func:`search_spaces.load_space` or :meth:`model_validate`.
+    """A validated search space; build one with :func:`search_spaces.load_space` or :meth:`from_dict`.
 
     ``model_dump(mode="json")`` is the YAML format itself, and ``model_validate`` reads it back
     equal, so a space travels to Ray workers as plain data.
@@ -445,10 +390,9 @@ class SearchSpace(BaseModel):
             raise SNNetError("a search space file must hold a mapping (name:, families:, space:, ...), "
                              f"got {describe(raw)}")
         training = raw.get("training")
-        if isinstance(training, dict):
-            for key in training:
-                if key in TRAINING_SET_ELSEWHERE:
-                    raise Problem(f"training.{key}", f"is set by {TRAINING_SET_ELSEWHERE[key]}, not under training:")
+        for key in training if isinstance(training, dict) else ():
+            if key in TRAINING_SET_ELSEWHERE:
+                raise Problem(f"training.{key}", f"is set by {TRAINING_SET_ELSEWHERE[key]}, not under training:")
         families = raw.get("families")
         if "families" in raw and not isinstance(families, list):
             raise Problem("families", f"must be a list of anchor families, got {describe(families)}")
@@ -464,21 +408,19 @@ class SearchSpace(BaseModel):
             raise Problem("name", f"is the sweep's catalog partition: {e}") from None
         if not self.dataset:
             raise Problem("dataset", "must be 'demo' or an ImageNet-layout folder path, got ''")
-        seen: set[str] = set()
         for i, fam in enumerate(self.families):
-            if fam.name in seen:
+            if fam.name in self.family_names()[:i]:
                 raise Problem(f"families[{i}].name", f"{fam.name!r} names two families; family names must be unique")
-            seen.add(fam.name)
             if fam.demo and self.dataset != "demo":
                 raise Problem(f"families[{i}].demo",
                               f"the demo anchors are trained on the 'demo' dataset, not on {self.dataset!r}")
-        sampling = self.training.settings().get("sampling", TrainConfig.model_fields["sampling"].default)
-        rules = set(sampling.values) if isinstance(sampling, Choice) else {sampling}
-        for rule in self.training.settings().get("sampling_options", {}):
+        rules = set(self.training.sampling.values if isinstance(self.training.sampling, Choice)
+                    else [self.training.sampling])
+        for rule in self.training.sampling_options:
             if rule not in rules:
                 raise Problem(f"training.sampling_options.{rule}", "options for a rule this space never samples "
                               f"with (sampling: {', '.join(sorted(map(str, rules)))})")
-        if self.searcher.seeds is not None and isinstance(self.training.settings().get("seed"), _PARAMS):
+        if self.searcher.seeds is not None and isinstance(self.training.seed, _Param):
             raise Problem("searcher.seeds", "repeats every configuration over these seeds, so training.seed "
                                             "must not be searched as well (a fixed training.seed is replaced)")
         ranges = [k for k, p in self.parameters().items() if isinstance(p, FloatRange)]
@@ -491,11 +433,36 @@ class SearchSpace(BaseModel):
         return isinstance(other, SearchSpace) and self.model_dump() == other.model_dump()
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "<dict>", *, check_models: bool = True) -> "SearchSpace":
-        """Validate a parsed YAML mapping; every problem is reported in one :class:`SNNetError`."""
-        from .loader import validate
+    def from_dict(cls, data: Any, source: str = "<dict>", *, check_models: bool = True,
+                  lines: Mapping[str, int] | None = None) -> "SearchSpace":
+        """Validate a parsed YAML document; :class:`SNNetError` lists every problem at its YAML path (and line)."""
+        found, space = [], None
+        try:
+            space = cls.model_validate(data)
+        except ValidationError as error:
+            for (loc, message), e in zip(problems(error), error.errors()):
+                path, cause = _path(loc), (e.get("ctx") or {}).get("error")
+                if isinstance(cause, Problem):
+                    path = f"{path}.{cause.path}" if path and not cause.path.startswith("[") else path + cause.path
+                found.append((path, _unknown_key(loc) if message == "unknown key" else message))
+        if space is not None and check_models:
+            found += space._unknown_models(data)
+        if found:
+            items = [f"{path or '(top level)'}: {message.rstrip('.')}{_line(lines or {}, path)}" for path, message in found]
+            raise SNNetError(f"Invalid search space {source}: {len(items)} problem{'s' if len(items) > 1 else ''}: "
+                             + "; ".join(items) + ".")
+        return space.model_copy(update={"source": source})
 
-        return validate(data, source, check_models=check_models)
+    def _unknown_models(self, data: dict) -> list[tuple[str, str]]:
+        """Every non-demo anchor and teacher name that timm does not know, at its YAML path."""
+        named = [(f"families[{i}].anchors[{j}]" + ("" if isinstance(data["families"][i]["anchors"][j], str) else ".name"),
+                  a.name) for i, fam in enumerate(self.families) if not fam.demo for j, a in enumerate(fam.anchors)]
+        teacher = self.training.teacher
+        if teacher is not None and not teacher.name.startswith(_DEMO_PREFIX):
+            named.append(("training.teacher" + ("" if isinstance(data["training"]["teacher"], str) else ".name"),
+                          teacher.name))
+        verdicts = {model: _verdict(model) for model in dict.fromkeys(model for _, model in named)}
+        return [(path, verdicts[model]) for path, model in named if verdicts[model]]
 
     def to_dict(self) -> dict[str, Any]:
         """This space in the YAML format (plain JSON-able values)."""
@@ -505,41 +472,37 @@ class SearchSpace(BaseModel):
         for fam in self.families:
             if fam.name == name:
                 return fam
-        raise SNNetError(
-            f"Search space {self.name!r} has no family {name!r}{did_you_mean(name, self.family_names())}; "
-            f"its families are {', '.join(self.family_names())}."
-        )
+        raise SNNetError(f"Search space {self.name!r} has no family {name!r}{did_you_mean(name, self.family_names())}; "
+                         f"its families are {', '.join(self.family_names())}.")
 
     def family_names(self) -> list[str]:
         return [f.name for f in self.families]
 
     def _settings(self) -> dict[str, Any]:
-        return {**{f"space.{k}": v for k, v in self.space.settings().items()},
-                **{f"training.{k}": v for k, v in self.training.settings().items()}}
+        """``space.*`` (all) and ``training.*`` (those the file sets) settings, in field order."""
+        return {**{f"space.{k}": getattr(self.space, k) for k in SPACE_FIELDS},
+                **{f"training.{k}": getattr(self.training, k) for k in TrainingSection.model_fields
+                   if k in self.training.model_fields_set}}
 
     def parameters(self) -> dict[str, Param]:
         """Every searched setting under a flat key: ``family`` (if several), ``space.*``, ``training.*``."""
         params: dict[str, Param] = {"family": Choice(tuple(self.family_names()))} if len(self.families) > 1 else {}
-        return params | {k: v for k, v in self._settings().items() if isinstance(v, _PARAMS)}
+        return params | {k: v for k, v in self._settings().items() if isinstance(v, _Param)}
 
     def fixed(self) -> dict[str, Any]:
         """Every fixed setting of a trial under a flat key, as plain (YAML/JSON-like) values."""
         out: dict[str, Any] = {"family": self.families[0].name} if len(self.families) == 1 else {}
         out.update(dataset=self.dataset, image_size=self.image_size)
-        for key, value in self._settings().items():
-            if not isinstance(value, _PARAMS):
-                out[key] = value.model_dump() if isinstance(value, AnchorEntry) else value
+        out.update({k: v.model_dump() if isinstance(v, AnchorEntry) else v
+                    for k, v in self._settings().items() if not isinstance(v, _Param)})
         return out | {f"resources.{k}": v for k, v in self.resources.model_dump().items()}
-
-    def trial_seeds(self) -> tuple[int, ...] | None:
-        """The seeds every configuration is repeated over (``searcher.seeds``), or None."""
-        return self.searcher.seeds
 
     def grid_size(self) -> int | None:
         """Number of points of the full grid, or ``None`` when a float range makes it infinite."""
-        if any(isinstance(p, FloatRange) for p in self.parameters().values()):
+        params = self.parameters().values()
+        if any(isinstance(p, FloatRange) for p in params):
             return None
-        return math.prod(len(p.grid_values()) for p in self.parameters().values())
+        return math.prod(len(p.grid_values()) for p in params)
 
     def grid(self) -> dict[str, list[Any]]:
         """The values of every searched setting, for a grid sampler."""
@@ -549,44 +512,39 @@ class SearchSpace(BaseModel):
         return {key: param.grid_values() for key, param in self.parameters().items()}
 
     def first_point(self, family: str | None = None) -> dict[str, Any]:
-        """One point of the search: the first choice of each setting, the documented default of each range
-        (:meth:`IntRange.first`, :meth:`FloatRange.first`: the geometric mean of a log range, else the low end)."""
+        """The first choice of each searched setting, the documented default of each range
+        (:meth:`FloatRange.first`: the geometric mean of a log range, else the low end)."""
         point = {key: param.first() for key, param in self.parameters().items()}
-        if family is not None and "family" in point:
-            point["family"] = family
-        return point
+        return point | {"family": family} if family is not None and "family" in point else point
 
     def _point(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """``params`` checked against the space and made canonical."""
         searched, fixed = self.parameters(), self.fixed()
-        problems, point = [], {}
+        errors, point = [], {}
         for key, value in params.items():
             if key in searched:
                 try:
                     point[key] = searched[key].canonical(value)
                 except SNNetError as e:
-                    problems.append(f"{key}: {e}")
-            elif key in fixed:
-                if value != fixed[key]:
-                    problems.append(f"{key}: the space fixes it to {fixed[key]!r}, got {value!r}")
-            else:
-                problems.append(f"{key}: not a setting of this space{did_you_mean(key, [*searched, *fixed])}")
+                    errors.append(f"{key}: {e}")
+            elif key in fixed and value != fixed[key]:
+                errors.append(f"{key}: the space fixes it to {fixed[key]!r}, got {value!r}")
+            elif key not in fixed:
+                errors.append(f"{key}: not a setting of this space{did_you_mean(key, [*searched, *fixed])}")
         missing = [key for key in searched if key not in params]
         if missing:
-            problems.append(f"no value for the searched settings {', '.join(missing)}")
-        if problems:
-            raise SNNetError(f"Invalid trial parameters for search space {self.name!r}: {'; '.join(problems)} "
+            errors.append(f"no value for the searched settings {', '.join(missing)}")
+        if errors:
+            raise SNNetError(f"Invalid trial parameters for search space {self.name!r}: {'; '.join(errors)} "
                              f"(searched settings: {', '.join(searched) or 'none'}).")
         return point
 
     def trial_settings(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """The settings of one trial at the point ``params`` of the search.
+        """The settings of one trial at the point ``params`` (every searched key; fixed keys may be given).
 
-        ``params`` maps keys of :meth:`parameters` to one value each; every searched key is
-        needed, fixed keys may be given (with their fixed value) or left out. Returns
-        ``{"family": Family, "anchors": list[AnchorSpec] | None (None for a demo family),
-        "space": {SPACE_FIELDS}, "training": {TrainConfig field: value}}``, where ``training``
-        also holds ``dataset``, ``image_size`` and the resources' ``TrainConfig`` fields.
+        Returns ``{"family": Family, "anchors": list[AnchorSpec] | None (a demo family), "space": {SPACE_FIELDS},
+        "training": {TrainConfig field: value}}``; ``training`` also holds ``dataset``, ``image_size`` and the
+        resources' ``TrainConfig`` fields.
         """
         point = self._point(params)
         values = {key: point.get(key, value) for key, value in self._settings().items()}
@@ -613,3 +571,52 @@ class SearchSpace(BaseModel):
         """
         s = self.trial_settings(params)
         return TrainConfig(**{"anchors": s["anchors"], **s["space"], **s["training"], "sweep": self.name, **driver})
+
+
+# -- error locations: pydantic's onto YAML paths and lines -------------------------------------------
+_TAGS = frozenset({"value", "choice", "range"})  # the branches of a searchable setting: not in YAML paths
+
+
+def _path(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part not in _TAGS:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _models(tp: Any) -> Iterable[type[BaseModel]]:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        yield tp
+    for arg in get_args(tp):
+        yield from _models(arg)
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    """``unknown key`` with the closest known key, found on the model at ``loc``."""
+    model: Any = SearchSpace
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        model = next(iter(_models(field.annotation)), None) if field is not None else model
+        if model is None:
+            return "unknown key"
+    known = list(model.model_fields)
+    if model is TrainingSection:
+        return f"unknown training setting{did_you_mean(loc[-1], known) or ' (TrainConfig has no such field)'}"
+    return f"unknown key{did_you_mean(loc[-1], known) or ' (known keys: ' + ', '.join(known) + ')'}"
+
+
+def _verdict(model: str) -> str | None:
+    try:
+        check_model_name(model)
+    except UnknownModelError as e:
+        return str(e)
+    return None
+
+
+def _line(lines: Mapping[str, int], path: str) -> str:
+    while path and path not in lines:
+        path = path[: max(path.rfind("."), path.rfind("["), 0)]
+    return f" (line {lines[path]})" if path else ""
