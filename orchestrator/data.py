@@ -1206,7 +1206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     index = sub.add_parser("index", help="count the samples of wds: shards once and write _info.json beside them")
     index.add_argument("spec", help="wds:FOLDER_OR_URI or wds:PATTERN-train-{0000..0099}.tar")
     args = parser.parse_args(argv)
-    try:
+    from ._cli import run_cli
+
+    def run(_argv: Sequence[str] | None) -> int:  # a user's mistake: one ``error:`` paragraph, exit 2
         if args.command == "shard":
             if args.shard_size < 1:
                 raise SNNetError(f"--shard-size must be at least 1; got {args.shard_size}.")
@@ -1222,10 +1224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sets = shard_sets(args.spec)
         print(f"train {sets['train'].size} samples in {len(sets['train'].names)} shard(s), "
               f"val {sets['val'].size} in {len(sets['val'].names)}, {sets['train'].num_classes} classes")
-    except SNNetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_cli(run, argv)
 
 
 if __name__ == "__main__":
