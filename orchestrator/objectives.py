@@ -14,17 +14,28 @@
 ``best_top1``
     The best top-1 of any stitch of the trial.
 
+Which accuracy: a search must not select on the images it reports. When every row of a trial
+carries ``top1_selection`` (top-1 on the selection split held out of the training set), the
+objectives are computed from it; only when selection is off (``training.selection_fraction: 0``)
+do they fall back to ``top1``, the evaluation split. :func:`split_values` reports the evaluation
+split's hypervolume beside it and says which split the objectives used.
+
 :func:`hypervolumes` is :func:`hypervolume` for many variants of one trial at once (the
 bootstrap of ``python -m orchestrator.catalog compare``): same points, same answer.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable, Sequence
 
 from search_spaces import OBJECTIVES  # name -> "max" | "min": one definition, shared with the schema
 
-__all__ = ["OBJECTIVES", "hypervolume", "hypervolumes", "train_cost", "objective_values"]
+__all__ = ["OBJECTIVES", "SELECTION", "EVALUATION", "accuracy_column", "hypervolume", "hypervolumes", "train_cost",
+           "objective_values", "split_values"]
+
+#: The two accuracy columns of a catalog row: held-out selection split, evaluation split.
+SELECTION, EVALUATION = "top1_selection", "top1"
 
 
 def hypervolume(points: Iterable[tuple[float, float]], flops_ref: float) -> float:
@@ -68,10 +79,35 @@ def train_cost(epochs: int, train_images: int, stitch_flops: Sequence[int], stit
     return 3.0 * epochs * train_images * mean * stitches_per_step / 1e15
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def accuracy_column(rows: Sequence[dict]) -> str:
+    """``"top1_selection"`` when every row has a finite selection top-1, else ``"top1"``."""
+    return SELECTION if rows and all(_finite(r.get(SELECTION)) for r in rows) else EVALUATION
+
+
 def objective_values(rows: Sequence[dict], flops_ref: float, *, epochs: int, train_images: int,
-                     stitches_per_step: float) -> dict[str, float]:
+                     stitches_per_step: float, column: str | None = None) -> dict[str, float]:
+    """The objectives of one trial, its accuracies read from ``column`` (default :func:`accuracy_column`)."""
+    column = column or accuracy_column(rows)
     return {
-        "hypervolume": hypervolume(((r["flops"], r["top1"]) for r in rows), flops_ref),
+        "hypervolume": hypervolume(((r["flops"], r[column]) for r in rows), flops_ref),
         "train_cost": train_cost(epochs, train_images, [r["flops"] for r in rows], stitches_per_step),
-        "best_top1": max(r["top1"] for r in rows),
+        "best_top1": max(r[column] for r in rows),
+    }
+
+
+def split_values(rows: Sequence[dict], flops_ref: float) -> dict[str, Any]:
+    """Which split the objectives used (``objective_split``: ``"selection"`` or ``"evaluation"``), and
+    the front on each: ``hypervolume_selection`` (None when selection is off), ``hypervolume_eval``
+    and ``best_top1_eval`` on the evaluation split."""
+    column = accuracy_column(rows)
+    return {
+        "objective_split": "selection" if column == SELECTION else "evaluation",
+        "hypervolume_selection": hypervolume(((r["flops"], r[SELECTION]) for r in rows), flops_ref)
+        if column == SELECTION else None,
+        "hypervolume_eval": hypervolume(((r["flops"], r[EVALUATION]) for r in rows), flops_ref),
+        "best_top1_eval": max(r[EVALUATION] for r in rows),
     }

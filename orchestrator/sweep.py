@@ -35,8 +35,8 @@ from snnet import SNNetError
 
 from ._cli import cli, interrupt_hint
 
-__all__ = ["RECORD", "check_resume", "completed_result", "main", "read_record", "run_sweep", "trial_function",
-           "tune_search_space"]
+__all__ = ["RECORD", "check_resume", "completed_result", "epoch_metrics", "main", "read_record", "rerun_plan",
+           "rerun_updates", "run_sweep", "summarize_results", "trial_function", "tune_search_space"]
 
 #: The sweep's record beside its Tune experiment: space fingerprint, code version, the space itself.
 RECORD = "snnet-sweep.json"
@@ -49,6 +49,14 @@ META_FINGERPRINT, META_CODE, META_EXPERIMENT, META_RESULT = (
 KILL_AFTER_WRITE_ENV = "SNNET_TEST_KILL_DRIVER_AFTER_CATALOG_WRITE"
 #: Config key of a trial's seed when the space repeats configurations over ``searcher.seeds``.
 SEED_KEY = "training__seed"
+#: Config key of a re-run's source trial (``--rerun-best``): the trial whose settings it re-runs.
+RERUN_KEY = "rerun__source"
+#: Suffix of the catalog partition (and sweep name) that ``--rerun-best`` writes to.
+RERUN_SUFFIX = "_rerun"
+#: Folder beside the experiment holding each trial's per-epoch early front (``<trial_id>.json``).
+TRIAL_EPOCHS = "snnet-epochs"
+#: Catalog file metadata keys linking a re-run to the trial it re-ran.
+META_SOURCE_TRIAL, META_SOURCE_SWEEP = "snnet.source_trial", "snnet.source_sweep"
 
 
 def _key(path: str) -> str:
@@ -100,12 +108,26 @@ def num_trials(search) -> int:
     return search.searcher.num_samples * seeds
 
 
-def _scheduler(search):
-    if search.searcher.scheduler != "asha":
-        return None
-    from ray.tune.schedulers import ASHAScheduler
+def _max_epochs(search) -> int:
+    """The most epochs any trial of the space trains (``training.epochs``, searched or fixed)."""
+    from search_spaces import Choice, IntRange, TrainConfig
 
-    return ASHAScheduler(metric="loss", mode="min", time_attr="epoch", grace_period=1)
+    param = search.parameters().get("training.epochs")
+    if isinstance(param, Choice):
+        return max(int(v) for v in param.values)
+    if isinstance(param, IntRange):
+        return int(param.high)
+    return int(search.fixed().get("training.epochs", TrainConfig.model_fields["epochs"].default))
+
+
+def _scheduler(search):
+    """The early-stopping scheduler ``searcher.scheduler`` names, acting on ``early_hv``
+    (:mod:`orchestrator.sweep_schedulers`); None for ``none``."""
+    if search.searcher.scheduler == "none":
+        return None
+    from .sweep_schedulers import make_scheduler
+
+    return make_scheduler(search.searcher.scheduler, _max_epochs(search))
 
 
 def _searcher(search, metrics: list[str], modes: list[str]):
@@ -124,7 +146,12 @@ def _searcher(search, metrics: list[str], modes: list[str]):
         optuna_search = OptunaSearch(metric=metrics[0], mode=modes[0], sampler=sampler)
     else:
         optuna_search = OptunaSearch(metric=metrics, mode=modes, sampler=sampler)
-    return _seed_repeater(optuna_search, len(seeds)) if seeds is not None else optuna_search
+    searcher = _seed_repeater(optuna_search, len(seeds)) if seeds is not None else optuna_search
+    if search.searcher.scheduler == "none":
+        return searcher
+    from .sweep_schedulers import FinalResultsOnly  # per-epoch placeholders stay away from Optuna
+
+    return FinalResultsOnly(searcher)
 
 
 def _seed_repeater(searcher, repeat: int):
@@ -145,7 +172,7 @@ def _point_and_seed(search, config: dict[str, Any]) -> tuple[dict[str, Any], int
     """A trial's point of the search (dotted keys) and its seed under ``searcher.seeds`` (else None)."""
     from ray.tune.search.repeater import TRIAL_INDEX
 
-    params = {_unkey(k): v for k, v in config.items() if k not in (TRIAL_INDEX, SEED_KEY)}
+    params = {_unkey(k): v for k, v in config.items() if k not in (TRIAL_INDEX, SEED_KEY, RERUN_KEY)}
     seeds = search.searcher.seeds
     if SEED_KEY in config:
         return params, int(config[SEED_KEY])
@@ -168,6 +195,10 @@ def trial_settings(ctx: dict[str, Any], config: dict[str, Any], trial_id: str):
     recorded = _read_json(_join(ctx["experiment"], TRIAL_SETTINGS, f"{trial_id}.json"))
     if recorded is not None:
         return TrainConfig.model_validate(recorded["config"]), recorded["space_fingerprint"]
+    if RERUN_KEY in config:
+        return _rerun_settings(ctx, config[RERUN_KEY], trial_id)
+    driver = {"hv_flops_ref": ctx["flops_ref"]} if ctx.get("flops_ref") and "hv_flops_ref" in TrainConfig.model_fields \
+        else {}  # the early front's reference point: the sweep's, so trials compare on one scale
     candidates = [(ctx["search"], ctx["fingerprint"])]
     if ctx.get("started_search") is not None:
         candidates.append((ctx["started_search"], ctx["started_fingerprint"]))
@@ -179,7 +210,7 @@ def trial_settings(ctx: dict[str, Any], config: dict[str, Any], trial_id: str):
         try:
             train = search.trial_config(params, anchors=ctx["demo_specs"] if family.demo else family.anchor_specs(),
                                         catalog=ctx["catalog"], trial_id=trial_id, storage_path=ctx["storage"],
-                                        **({"seed": seed} if seed is not None else {}))
+                                        **driver, **({"seed": seed} if seed is not None else {}))
         except SNNetError as e:
             error = error or e
             continue
@@ -187,6 +218,18 @@ def trial_settings(ctx: dict[str, Any], config: dict[str, Any], trial_id: str):
                     {"config": train.model_dump(mode="json"), "space_fingerprint": fingerprint})
         return train, fingerprint
     raise error  # type: ignore[misc]
+
+
+def _rerun_settings(ctx: dict[str, Any], source: str, trial_id: str):
+    """A re-run's ``TrainConfig``: its source trial's, with the ``--set`` overrides the driver applied."""
+    from search_spaces import TrainConfig
+
+    train = TrainConfig.model_validate({**ctx["rerun"][source]["config"], "trial_id": trial_id, "sweep": ctx["sweep"],
+                                        "catalog": ctx["catalog"], "storage_path": ctx["storage"]})
+    _write_json(_join(ctx["experiment"], TRIAL_SETTINGS, f"{trial_id}.json"),
+                {"config": train.model_dump(mode="json"), "space_fingerprint": ctx["fingerprint"],
+                 "source_trial": source})
+    return train, ctx["fingerprint"]
 
 
 def completed_result(catalog: str, sweep: str, trial_id: str) -> dict[str, Any] | None:
@@ -213,13 +256,10 @@ def trial_function(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     the sweep's constants: the validated search space, catalog, storage and FLOPs reference.
     A trial whose catalog file is complete reports the result stored there and trains nothing.
     """
-    import tempfile
-
     from ray import tune
 
     from .catalog import CatalogWriter
-    from .objectives import objective_values
-    from .run import code_version, prepare, run_training
+    from .run import code_version
 
     trial_id = tune.get_context().get_trial_id()
     done = completed_result(ctx["catalog"], ctx["sweep"], trial_id)
@@ -228,41 +268,16 @@ def trial_function(config: dict[str, Any], ctx: dict[str, Any]) -> None:
         tune.report(done)
         return
     train, fingerprint = trial_settings(ctx, config, trial_id)
-    search_dump = ctx["search"] if fingerprint == ctx["fingerprint"] else ctx["started_search"]
-    from search_spaces import SearchSpace
-
-    search = SearchSpace.model_validate(search_dump)
-    with tempfile.TemporaryDirectory(prefix="snnet-trial-rows-") as staging:
-        # run_training writes its rows to a staging catalog; the trial's one catalog file is
-        # written below, once, with the fingerprint, code version and the result it reports.
-        staged = train.model_copy(update={"catalog": staging})
-        prepared = prepare(staged, progress=print)
-        callbacks = [_epoch_reporter(list(search.searcher.objectives))] if search.searcher.scheduler == "asha" else None
-        result = run_training(staged, prepared=prepared, callbacks=callbacks)
-    from .data import get_datasets
-
-    train_images = len(get_datasets(train.dataset, train.image_size)[0])
-    values = objective_values(
-        result.rows, ctx["flops_ref"], epochs=train.epochs, train_images=train_images,
-        stitches_per_step=_stitches_per_step(train.sampling, train.sampling_options),
-    )
+    search = _trial_search(ctx, fingerprint)
+    result, epochs = _train_trial(ctx, train, search, trial_id)
+    report = _trial_report(ctx, train, search, config, result, epochs, trial_id)
     version = code_version()
     rows = [{**row, "space_fingerprint": fingerprint, "code_version": version} for row in result.rows]
-    writer = CatalogWriter(ctx["catalog"], ctx["sweep"])
-    report = {
-        **values,
-        "epoch": train.epochs,
-        "loss": result.loss if result.loss is not None else float("nan"),
-        "family": train_family(search, config),
-        "num_stitches": len(rows),
-        "catalog_file": f"{ctx['catalog'].rstrip('/')}/sweep={ctx['sweep']}/trial-{trial_id}.parquet",
-        "checkpoint": result.checkpoint,
-        "seed": train.seed,
-    }
-    writer.write_trial(trial_id, rows, metadata={
-        META_FINGERPRINT: fingerprint, META_CODE: version, META_EXPERIMENT: os.path.basename(ctx["experiment"]),
-        META_RESULT: json.dumps(report, allow_nan=True),
-    })
+    metadata = {META_FINGERPRINT: fingerprint, META_CODE: version, META_EXPERIMENT: os.path.basename(ctx["experiment"]),
+                META_RESULT: json.dumps(report, allow_nan=True)}
+    if report.get("source_trial"):
+        metadata.update({META_SOURCE_TRIAL: report["source_trial"], META_SOURCE_SWEEP: report["source_sweep"]})
+    CatalogWriter(ctx["catalog"], ctx["sweep"]).write_trial(trial_id, rows, metadata=metadata)
     if ctx.get("kill_driver_after_write"):  # test-only: the window between this write and Tune's state save
         import signal
 
@@ -270,25 +285,107 @@ def trial_function(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     tune.report(report)
 
 
+def _trial_search(ctx: dict[str, Any], fingerprint: str):
+    """The search space a trial's settings came from (the edited one, or the one the sweep started with)."""
+    from search_spaces import SearchSpace
+
+    return SearchSpace.model_validate(ctx["search"] if fingerprint == ctx["fingerprint"] else ctx["started_search"])
+
+
+def _train_trial(ctx: dict[str, Any], train, search, trial_id: str):
+    """Train the trial's supernet; returns the run's result and its per-epoch early fronts
+    (``{epoch: early_hv}``, recorded under :data:`TRIAL_EPOCHS` by the epoch callback)."""
+    import tempfile
+
+    from .run import prepare, run_training
+
+    history = _join(ctx["experiment"], TRIAL_EPOCHS, f"{trial_id}.json")
+    callback = _epoch_reporter(list(search.searcher.objectives), history,
+                               forward=search.searcher.scheduler != "none")
+    with tempfile.TemporaryDirectory(prefix="snnet-trial-rows-") as staging:
+        # run_training writes its rows to a staging catalog; the trial's one catalog file is
+        # written by trial_function, once, with the fingerprint, code version and the result it reports.
+        staged = train.model_copy(update={"catalog": staging})
+        prepared = prepare(staged, progress=print)
+        result = run_training(staged, prepared=prepared, callbacks=[callback])
+    return result, {int(k): v for k, v in (_read_json(history) or {}).items()}
+
+
+def _train_images(train) -> float:
+    """Images one epoch trains on: the training set less the selection split, times ``data_fraction``."""
+    from .data import get_datasets
+
+    images = len(get_datasets(train.dataset, train.image_size)[0])
+    return images * getattr(train, "data_fraction", 1.0) * (1.0 - getattr(train, "selection_fraction", 0.0))
+
+
+def _trial_report(ctx: dict[str, Any], train, search, config: dict[str, Any], result, epochs: dict[int, float],
+                  trial_id: str) -> dict[str, Any]:
+    """What a finished trial reports to Tune and stores in its catalog file's metadata."""
+    from .objectives import objective_values, split_values
+    from .sweep_schedulers import EARLY_METRIC, FINAL_KEY
+
+    values = objective_values(result.rows, ctx["flops_ref"], epochs=train.epochs, train_images=_train_images(train),
+                              stitches_per_step=_stitches_per_step(train.sampling, train.sampling_options))
+    source = config.get(RERUN_KEY)
+    last = epochs[max(epochs)] if epochs else None
+    return {
+        **values,
+        **split_values(result.rows, ctx["flops_ref"]),
+        "epoch": train.epochs,
+        "loss": result.loss if result.loss is not None else float("nan"),
+        EARLY_METRIC: last if last is not None else float("nan"),
+        "early_hv_epoch1": epochs.get(1),
+        "family": ctx["rerun"][source]["family"] if source else train_family(search, config),
+        "num_stitches": len(result.rows),
+        FINAL_KEY: f"{ctx['catalog'].rstrip('/')}/sweep={ctx['sweep']}/trial-{trial_id}.parquet",
+        "checkpoint": result.checkpoint,
+        "seed": train.seed,
+        **({"source_trial": source, "source_sweep": ctx["rerun_source_sweep"]} if source else {}),
+    }
+
+
 def train_family(search, config: dict[str, Any]) -> str:
     params, _ = _point_and_seed(search, config)
     return params.get("family", search.families[0].name)
 
 
-def _epoch_reporter(objectives: list[str]):
-    """Forward every per-epoch ``ray.train.report`` of the nested trainer to Tune, for ASHA.
+def epoch_metrics(metrics: dict[str, Any], objectives: Sequence[str]) -> dict[str, Any]:
+    """One per-epoch report of the nested trainer as Tune receives it: the objectives as 0
+    placeholders (Tune checks every result holds the searcher's metric; the searcher never sees
+    them, :class:`orchestrator.sweep_schedulers.FinalResultsOnly`), ``early_hv`` NaN when the
+    worker scored no early front (a NaN never stops a trial), the stitch results left out."""
+    from .sweep_schedulers import EARLY_METRIC
 
-    Tune's searchers expect their metric in every result; until the trial's evaluation ends the
-    objectives are reported as 0 (Optuna only records intermediate values, it does not use them
-    here), and the trial's final result carries the real values.
+    return {**{name: 0.0 for name in objectives}, EARLY_METRIC: float("nan"),
+            **{k: v for k, v in metrics.items() if k != "results"}}
+
+
+def _epoch_reporter(objectives: list[str], history: str, *, forward: bool):
+    """A Ray Train callback that records each epoch's ``early_hv`` in the file ``history``
+    (``{epoch: early_hv}``, read back by the trial) and, when ``forward`` (a scheduler acts on
+    it), passes every per-epoch report on to Tune (:func:`epoch_metrics`).
+
+    The callback runs in Ray Train's controller, not in the trial, hence the file.
     """
+    import ray.train
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    class EpochReport(TuneReportCallback):
+    from .sweep_schedulers import EARLY_METRIC, TIME_ATTR
+
+    base = TuneReportCallback if forward else ray.train.UserCallback
+
+    class EpochReport(base):  # type: ignore[misc, valid-type]
         def after_report(self, run_context, metrics, checkpoint):
-            metrics = [{**{name: 0.0 for name in objectives}, **{k: v for k, v in m.items() if k != "results"}}
-                       for m in metrics]
-            super().after_report(run_context, metrics, checkpoint)
+            first = metrics[0] if metrics else {}
+            if first.get(EARLY_METRIC) is not None and first.get(TIME_ATTR) is not None:
+                seen = getattr(self, "seen", None)
+                if seen is None:  # a restarted trial keeps the epochs it recorded before
+                    seen = self.seen = {str(k): v for k, v in (_read_json(history) or {}).items()}
+                seen[str(int(first[TIME_ATTR]))] = float(first[EARLY_METRIC])
+                _write_json(history, seen)
+            if forward:
+                super().after_report(run_context, [epoch_metrics(m, objectives) for m in metrics], checkpoint)
 
     return EpochReport()
 
@@ -467,22 +564,88 @@ def _latest_experiment(storage: str, sweep: str) -> str | None:
     return os.path.join(storage, names[-1]) if names else None
 
 
-def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "runs",
-              num_samples: int | None = None, resume: bool = False, name: str | None = None,
-              address: str | None = None, max_concurrent_trials: int | None = None,
-              overrides: Sequence[str] = (), accept_changed_space: bool = False,
-              resume_command: Sequence[str] | None = None, progress=print) -> dict[str, Any]:
-    """Run (or resume) a sweep; returns a summary dict (experiment path, trials, catalog).
+# -- re-running the best trials at full fidelity (--rerun-best) ----------------------------------
+#: ``--set resources.X`` -> the ``TrainConfig`` field it sets.
+_RESOURCE_FIELDS = {"workers_per_trial": "workers", "cpus_per_worker": "cpus_per_worker",
+                    "gpus_per_worker": "gpus_per_worker"}
 
-    ``overrides``: ``dotted.path=value`` settings of the space (``training.epochs=1``), as ``--set``.
-    ``accept_changed_space``: let ``resume`` continue with a space that differs from the one the
-    sweep started with. ``resume_command``: the command line Ctrl-C prints to continue.
+
+def rerun_updates(overrides: Sequence[str]) -> dict[str, Any]:
+    """The ``TrainConfig`` fields ``--set`` overrides change in a re-run: ``training.*``, ``dataset``,
+    ``image_size`` and ``resources.*`` (``searcher.*`` and ``name`` belong to the re-run sweep itself).
+    A re-run keeps its source trial's stitch space and family, so other paths are refused."""
+    from search_spaces import TrainConfig
+    from search_spaces.overrides import parse
+
+    updates: dict[str, Any] = {}
+    for text in overrides:
+        keys, value = parse(text)
+        if len(keys) == 2 and keys[0] == "training" and keys[1] in TrainConfig.model_fields:
+            updates[keys[1]] = value
+        elif keys in (["dataset"], ["image_size"]):
+            updates[keys[0]] = value
+        elif len(keys) == 2 and keys[0] == "resources" and keys[1] in _RESOURCE_FIELDS:
+            updates[_RESOURCE_FIELDS[keys[1]]] = value
+            if keys[1] == "gpus_per_worker":
+                updates["use_gpu"] = isinstance(value, (int, float)) and value > 0
+        elif keys[0] not in ("searcher", "name"):
+            raise SNNetError(f"--rerun-best re-runs each trial with its own stitch space and family, so --set {text} "
+                             "cannot apply: a re-run takes training.*, dataset, image_size and resources.* settings.")
+    return updates
+
+
+def rerun_plan(search, catalog: str, storage: str, best: int, source: str | None,
+               overrides: Sequence[str]) -> dict[str, Any]:
+    """Which trials ``--rerun-best N`` re-runs, and with what settings.
+
+    The source is the experiment ``source`` under ``storage`` (default: the latest of the space's
+    sweep); its finished trials (catalog file complete) are ranked by the space's objectives
+    (:func:`orchestrator.summary.rank_trials`) and the first ``best`` keep their recorded settings
+    with the ``--set`` overrides applied (:func:`rerun_updates`).
     """
-    from search_spaces import load_space
+    from search_spaces import TrainConfig
 
-    from .catalog import CatalogWriter
-    from .objectives import OBJECTIVES
-    from .run import ensure_ray
+    from .summary import rank_trials
+
+    if best < 1:
+        raise SNNetError(f"--rerun-best must be >= 1, got {best}.")
+    experiment = _join(storage, check_experiment_name(source, storage, resume=True)) if source else \
+        _latest_experiment(storage, search.name)
+    if not experiment or not _exists(experiment):
+        raise SNNetError(f"Nothing to re-run: no sweep '{search.name}' in storage {storage!r}"
+                         + (f" named {source!r}" if source else "") + ". Run the sweep first, or name it with --rerun-from.")
+    finished = []
+    for trial_id in finished_trials(catalog, search.name, experiment):
+        result = completed_result(catalog, search.name, trial_id)
+        settings = _read_json(_join(experiment, TRIAL_SETTINGS, f"{trial_id}.json"))
+        if result is not None and settings is not None:
+            finished.append({**result, "trial_id": trial_id, "settings": settings["config"]})
+    if not finished:
+        raise SNNetError(f"Nothing to re-run: no trial of {experiment} finished (catalog {catalog!r}, "
+                         f"partition sweep={search.name}).")
+    updates = rerun_updates(overrides)
+    chosen = rank_trials(finished, list(search.searcher.objectives))[:best]
+    trials = {t["trial_id"]: {"config": TrainConfig.model_validate({**t["settings"], **updates}).model_dump(mode="json"),
+                              "family": t.get("family"), "hypervolume": t.get("hypervolume")} for t in chosen}
+    return {"source_experiment": os.path.basename(experiment.rstrip("/")), "source_sweep": search.name,
+            "trials": trials}
+
+
+def rerun_space(search):
+    """The re-run sweep's space: the source's, named ``<name>_rerun``, with nothing searched by Tune
+    (each trial re-runs a source trial's recorded settings), no seeds and no early stopping."""
+    from .catalog import validate_name
+
+    name = validate_name("sweep", search.name + RERUN_SUFFIX)
+    searcher = search.searcher.model_copy(update={"scheduler": "none", "seeds": None, "num_samples": 1})
+    return search.model_copy(update={"name": name, "searcher": searcher})
+
+
+# -- the sweep, step by step -----------------------------------------------------------------------
+def _load_search(space: str, overrides: Sequence[str], num_samples: int | None, max_concurrent_trials: int | None,
+                 address: str | None):
+    """The validated space with ``--set`` and ``--num-samples`` applied; a bad flag stops here."""
+    from search_spaces import load_space
 
     search = load_space(space, overrides=overrides)
     if address or os.environ.get("RAY_ADDRESS"):
@@ -495,50 +658,131 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "
         if num_samples < 1:
             raise SNNetError(f"--num-samples must be >= 1, got {num_samples}.")
         search = search.model_copy(update={"searcher": search.searcher.model_copy(update={"num_samples": num_samples})})
-    CatalogWriter(catalog, search.name)
+    return search
+
+
+def _check_locations(search, catalog: str, storage: str) -> tuple[str, str]:
+    """Probe the catalog and storage (a probe file written and removed); absolute paths for local ones."""
+    from .catalog import CatalogWriter
     from .run import check_storage, check_writable
 
+    CatalogWriter(catalog, search.name)
     check_storage(storage)
-    check_writable(catalog)  # a probe file written and removed: a catalog nobody can write fails now
+    check_writable(catalog)  # a catalog nobody can write fails now, not after training
     check_writable(storage, "Ray's run storage", "--storage")
     storage = storage if "://" in storage else os.path.abspath(storage)
     catalog = catalog if "://" in catalog else os.path.abspath(catalog)
+    return catalog, storage
+
+
+def _locate_experiment(search, storage: str, name: str | None, resume: bool,
+                       accept_changed_space: bool) -> tuple[str, dict[str, Any] | None]:
+    """The experiment folder, and (resuming an edited space the user accepted) the record it started with."""
     if name is not None:
         check_experiment_name(name, storage, resume=resume)
-    record = sweep_record(search)
-    started = None
-    if resume:
-        from ray import tune
-
-        experiment = _join(storage, name) if name else _latest_experiment(storage, search.name)
-        if not experiment or not tune.Tuner.can_restore(experiment):
-            raise SNNetError(
-                f"Nothing to resume: no earlier sweep '{search.name}' in storage {storage!r}"
-                + (f" named {name!r}" if name else "") + ". Run without --resume to start one."
-            )
-        started = read_record(experiment)
-        if not check_resume(started, search, accept_changed_space=accept_changed_space, experiment=experiment):
-            started = None
-    else:
+    if not resume:
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-        experiment = _join(storage, name or f"{search.name}-sweep-{stamp}")
+        return _join(storage, name or f"{search.name}-sweep-{stamp}"), None
+    from ray import tune
+
+    experiment = _join(storage, name) if name else _latest_experiment(storage, search.name)
+    if not experiment or not tune.Tuner.can_restore(experiment):
+        raise SNNetError(
+            f"Nothing to resume: no earlier sweep '{search.name}' in storage {storage!r}"
+            + (f" named {name!r}" if name else "") + ". Run without --resume to start one."
+        )
+    started = read_record(experiment)
+    if not check_resume(started, search, accept_changed_space=accept_changed_space, experiment=experiment):
+        started = None
+    return experiment, started
+
+
+def _new_tuner(search, trainable, experiment: str, storage: str, concurrent: int, rerun: dict[str, Any] | None,
+               fingerprint: str, progress):
+    """A fresh Tuner: Tune's variant generator or Optuna, the scheduler, the trial count."""
+    from ray import tune
+
+    from .objectives import OBJECTIVES
+
+    metrics = list(search.searcher.objectives)
+    modes = [OBJECTIVES[m] for m in metrics]
+    fixed, seeds = not search.parameters(), search.searcher.seeds
+    search_alg = None if rerun else _searcher(search, metrics, modes)
+    if rerun:
+        param_space, samples = {RERUN_KEY: tune.grid_search(list(rerun["trials"]))}, 1
+    else:
+        param_space = tune_search_space(search)
+        samples = 1 if fixed else search.searcher.num_samples * (len(seeds) if seeds and not _searcher_free(search) else 1)
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            search_alg=search_alg, scheduler=_scheduler(search), num_samples=samples,
+            max_concurrent_trials=concurrent,
+            **({"metric": metrics[0], "mode": modes[0]} if len(metrics) == 1 and search_alg is None else {}),
+        ),
+        run_config=tune.RunConfig(name=os.path.basename(experiment.rstrip("/")), storage_path=storage,
+                                  failure_config=tune.FailureConfig(max_failures=1), verbose=1),
+    )
+    if rerun:
+        how = f"re-running the {len(rerun['trials'])} best trials of {rerun['source_experiment']}"
+        trials = len(rerun["trials"])
+    else:
+        how = ("nothing searched: one trial per seed" if fixed else f"searcher {search.searcher.algorithm}") + (
+            f" over seeds {list(seeds)}" if seeds else "")
+        trials = num_trials(search)
+    if search.searcher.scheduler != "none":
+        how += f", scheduler {search.searcher.scheduler} on early_hv"
+    progress(f"[snnet] sweep '{search.name}': {trials} trials, {how}, objectives {metrics}, up to "
+             f"{concurrent} at a time; storage {experiment}; space {fingerprint[:19]}")
+    return tuner
+
+
+def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "runs",
+              num_samples: int | None = None, resume: bool = False, name: str | None = None,
+              address: str | None = None, max_concurrent_trials: int | None = None,
+              overrides: Sequence[str] = (), accept_changed_space: bool = False,
+              resume_command: Sequence[str] | None = None, rerun_best: int | None = None,
+              rerun_from: str | None = None, progress=print) -> dict[str, Any]:
+    """Run (or resume) a sweep; returns a summary dict (experiment path, trials, catalog, and
+    ``objectives``, ``pareto``, ``early_hv_spearman``: see :func:`summarize_results`).
+
+    ``overrides``: ``dotted.path=value`` settings of the space (``training.epochs=1``), as ``--set``.
+    ``accept_changed_space``: let ``resume`` continue with a space that differs from the one the
+    sweep started with. ``resume_command``: the command line Ctrl-C prints to continue.
+    ``rerun_best``: re-run the N best finished trials of the experiment ``rerun_from`` (default:
+    the space's latest) with ``overrides``, as a new sweep ``<name>_rerun`` (:func:`rerun_plan`).
+    """
+    from .run import ensure_ray
+
+    search = source = _load_search(space, overrides, num_samples, max_concurrent_trials, address)
+    catalog, storage = _check_locations(search, catalog, storage)
+    if rerun_best is not None:
+        search = rerun_space(source)
+    experiment, started = _locate_experiment(search, storage, name, resume, accept_changed_space)
+    record = sweep_record(search)
+    rerun = None
+    if rerun_best is not None:
+        rerun = (read_record(experiment) or {}).get("rerun") if resume else \
+            rerun_plan(source, catalog, storage, rerun_best, rerun_from, overrides)
+        if not rerun:
+            raise SNNetError(f"The sweep in {experiment} is not a re-run: resume it without --rerun-best.")
+        record["rerun"] = rerun
     ctx, flops_ref = _validate_families(search, catalog, storage, progress)  # before any Ray resource is requested
-    exp_name = os.path.basename(experiment.rstrip("/"))
     if started is not None:
-        progress(f"[snnet] --accept-changed-space: resuming {exp_name} with an edited search space "
-                 f"({record['space_fingerprint']}, started with {started['space_fingerprint']})")
+        progress(f"[snnet] --accept-changed-space: resuming {os.path.basename(experiment)} with an edited search "
+                 f"space ({record['space_fingerprint']}, started with {started['space_fingerprint']})")
     else:
         _write_json(_join(experiment, RECORD), record)
     ensure_ray(address)
 
     from ray import tune
 
-    metrics = list(search.searcher.objectives)
-    modes = [OBJECTIVES[m] for m in metrics]
     ctx.update(search=search.model_dump(mode="json"), fingerprint=record["space_fingerprint"],
                started_search=started["space"] if started else None,
                started_fingerprint=started["space_fingerprint"] if started else None,
                sweep=search.name, catalog=catalog, storage=storage, experiment=experiment, flops_ref=flops_ref,
+               rerun=(rerun or {}).get("trials"), rerun_source_sweep=(rerun or {}).get("source_sweep"),
                kill_driver_after_write=os.getpid() if os.environ.get(KILL_AFTER_WRITE_ENV) else None)
     # A trial only waits on its nested TorchTrainer: it holds no CPU (a bundle may not be empty,
     # so it asks for a little memory), leaving every core to the training workers.
@@ -548,83 +792,74 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "
         progress(f"[snnet] resuming sweep from {experiment}")
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        fixed = not search.parameters()
-        seeds = search.searcher.seeds
-        trials = num_trials(search)
-        search_alg = _searcher(search, metrics, modes)
-        tuner = tune.Tuner(
-            trainable,
-            param_space=tune_search_space(search),
-            tune_config=tune.TuneConfig(
-                search_alg=search_alg,
-                scheduler=_scheduler(search),
-                num_samples=1 if fixed else search.searcher.num_samples * (
-                    len(seeds) if seeds and not _searcher_free(search) else 1),
-                max_concurrent_trials=concurrent,
-                **({"metric": metrics[0], "mode": modes[0]} if len(metrics) == 1 and
-                   search_alg is None else {}),
-            ),
-            run_config=tune.RunConfig(
-                name=exp_name,
-                storage_path=storage,
-                failure_config=tune.FailureConfig(max_failures=1),
-                verbose=1,
-            ),
-        )
-        how = ("nothing searched: one trial per seed" if fixed else f"searcher {search.searcher.algorithm}") + (
-            f" over seeds {list(seeds)}" if seeds else "")
-        progress(f"[snnet] sweep '{search.name}': {trials} trials, {how}, objectives {metrics}, up to "
-                 f"{concurrent} at a time; storage {experiment}; space {record['space_fingerprint'][:19]}")
+        tuner = _new_tuner(search, trainable, experiment, storage, concurrent, rerun, record["space_fingerprint"],
+                           progress)
     command = list(resume_command) if resume_command is not None else [
         "python", "-m", "orchestrator.sweep", "--space", space, "--catalog", catalog, "--storage", storage,
-        *(a for o in overrides for a in ("--set", o))]
+        *(a for o in overrides for a in ("--set", o)),
+        *(["--rerun-best", str(rerun_best)] if rerun_best is not None else [])]
+    results = _fit(tuner, command, catalog, search.name, experiment)
+    return summarize_results(search, results, catalog)
+
+
+def _fit(tuner, command: list[str], catalog: str, sweep: str, experiment: str):
+    """``tuner.fit()``; Ctrl-C prints what finished and the command that continues."""
+    exp_name = os.path.basename(experiment.rstrip("/"))
 
     def hint() -> str:
         import shlex
 
-        done = finished_trials(catalog, search.name, experiment)
+        done = finished_trials(catalog, sweep, experiment)
         return (f"interrupted: {len(done)} trial{'s' if len(done) != 1 else ''} finished"
                 + (f" ({', '.join(done)})" if done else "")
-                + f", their rows are in {catalog} (partition sweep={search.name}).\n"
+                + f", their rows are in {catalog} (partition sweep={sweep}).\n"
                 + f"continue with:  {shlex.join([*command, '--resume', '--name', exp_name])}")
 
     # Ctrl-C reaches us at once (Tune's own handler would stop trials one by one and report them
     # as failed); Tune's experiment state and the catalog are what --resume continues from.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     with interrupt_hint(hint):
-        results = tuner.fit()
-    return {"sweep": search.name, "experiment": results.experiment_path, "catalog": catalog,
-            "trials": _trials(results)}
+        return tuner.fit()
+
+
+def summarize_results(search, results, catalog: str) -> dict[str, Any]:
+    """The sweep's summary: each trial (:func:`_trials`), the objectives, the Pareto set of finished
+    trials over them, and ``early_hv_spearman`` (:func:`orchestrator.summary.early_hv_spearman`)."""
+    from .summary import early_hv_spearman, pareto_trials
+
+    trials = _trials(results)
+    finished = [t for t in trials if "error" not in t and not t.get("stopped_early")]
+    objectives = list(search.searcher.objectives)
+    return {"sweep": search.name, "experiment": results.experiment_path, "catalog": catalog, "trials": trials,
+            "objectives": objectives, "pareto": pareto_trials(finished, objectives),
+            "early_hv_spearman": early_hv_spearman(finished)}
+
+
+#: What the summary keeps of a finished trial's result.
+_SUMMARY_KEYS = ("trial_id", "family", "hypervolume", "train_cost", "best_top1", "num_stitches", "catalog_file",
+                 "seed", "objective_split", "hypervolume_selection", "hypervolume_eval", "best_top1_eval",
+                 "early_hv", "early_hv_epoch1", "epoch", "source_trial", "source_sweep")
 
 
 def _trials(results) -> list[dict[str, Any]]:
-    """One summary per trial of Tune's results: its objectives and settings, or its error."""
+    """One summary per trial of Tune's results: its objectives and settings, whether a scheduler
+    stopped it early (its last result is a per-epoch one), or its error."""
+    from .sweep_schedulers import FINAL_KEY
+
     trials = []
     for r in results:
-        if r.error or not r.metrics or "hypervolume" not in r.metrics:
-            trials.append({"trial_id": getattr(r, "path", ""), "error": str(r.error)})
+        metrics = r.metrics or {}
+        if r.error or not metrics or "hypervolume" not in metrics:
+            trials.append({"trial_id": metrics.get("trial_id") or getattr(r, "path", ""), "error": str(r.error)})
             continue
-        trials.append({k: r.metrics.get(k) for k in ("trial_id", "family", "hypervolume", "train_cost",
-                                                      "best_top1", "num_stitches", "catalog_file", "seed")}
-                      | {"config": {_unkey(k): v for k, v in r.config.items() if k not in ("__trial_index__", SEED_KEY)}
-                         | ({"seed": r.metrics["seed"]} if r.metrics.get("seed") is not None else {})})
+        config = {_unkey(k): v for k, v in r.config.items() if k not in ("__trial_index__", SEED_KEY, RERUN_KEY)} \
+            | ({"seed": metrics["seed"]} if metrics.get("seed") is not None else {})
+        if FINAL_KEY not in metrics:
+            trials.append({"trial_id": metrics.get("trial_id"), "stopped_early": True, "epoch": metrics.get("epoch"),
+                           "early_hv": metrics.get("early_hv"), "config": config})
+            continue
+        trials.append({k: metrics.get(k) for k in _SUMMARY_KEYS} | {"config": config})
     return trials
-
-
-def _report(summary: dict[str, Any]) -> str:
-    lines = ["", f"== sweep '{summary['sweep']}' " + "=" * 50]
-    ok = [t for t in summary["trials"] if "error" not in t]
-    failed = [t for t in summary["trials"] if "error" in t]
-    lines.append(f"{len(ok)} trials finished, {len(failed)} failed; experiment: {summary['experiment']}")
-    lines.append(f"  {'trial':<14} {'family':<12} {'hypervolume':>11} {'best top-1':>10}  settings")
-    for t in sorted(ok, key=lambda t: -t["hypervolume"]):
-        settings = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
-                             for k, v in t["config"].items())
-        lines.append(f"  {t['trial_id']:<14} {t['family']:<12} {t['hypervolume']:>11.4f} {t['best_top1']:>9.1f}%  {settings}")
-    for t in failed:
-        lines.append(f"  failed: {t['trial_id']}: {t['error']}")
-    lines.append(f"catalog: {summary['catalog']}  (partition sweep={summary['sweep']})")
-    return "\n".join(lines)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -646,6 +881,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or local)")
     p.add_argument("--max-concurrent-trials", type=int, default=None,
                    help="trials at a time (default: the space's, else what the cluster holds now)")
+    p.add_argument("--rerun-best", type=int, default=None, metavar="N",
+                   help="re-run the N best finished trials of the space's latest sweep (or --rerun-from) with the "
+                        "--set overrides (e.g. training.epochs=50 training.data_fraction=1.0), as new trials of the "
+                        "sweep <name>_rerun; each records the trial it re-ran")
+    p.add_argument("--rerun-from", default=None, metavar="EXPERIMENT",
+                   help="with --rerun-best: the experiment (folder under --storage) whose trials are re-run")
     return p.parse_args(argv)
 
 
@@ -678,13 +919,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     if args.accept_changed_space and not args.resume:
         raise SNNetError("--accept-changed-space only applies with --resume (a new sweep records its own space).")
+    if args.rerun_from is not None and args.rerun_best is None:
+        raise SNNetError("--rerun-from only applies with --rerun-best N (it names the sweep whose best trials re-run).")
     given = list(sys.argv[1:] if argv is None else argv)
     command = ["python", "-m", "orchestrator.sweep", *_without_resume(given)]
     summary = run_sweep(args.space, catalog=args.catalog, storage=args.storage, num_samples=args.num_samples,
                         resume=args.resume, name=args.name, address=args.address,
                         max_concurrent_trials=args.max_concurrent_trials, overrides=overrides(args),
-                        accept_changed_space=args.accept_changed_space, resume_command=command)
-    print(_report(summary))
+                        accept_changed_space=args.accept_changed_space, resume_command=command,
+                        rerun_best=args.rerun_best, rerun_from=args.rerun_from)
+    from .summary import sweep_report
+
+    print(sweep_report(summary))
     try:
         from .catalog import query
 
