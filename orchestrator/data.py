@@ -70,6 +70,9 @@ __all__ = [
     "set_epoch",
     "calibration_batches",
     "get_datasets",
+    "dataset_labels",
+    "TrainingSplit",
+    "split_training_set",
     "dataset_size",
     "dataset_num_classes",
     "num_classes",
@@ -1137,6 +1140,84 @@ def get_datasets(name_or_path: str | os.PathLike[str], image_size: int | None = 
         f"(wds:FOLDER_OR_URI or wds:PATTERN-train-{{0000..0099}}.tar); {path!r} is neither"
         + (" (it is a file)." if os.path.exists(path) else " (no such directory).")
     )
+
+
+def dataset_labels(dataset: Any) -> "Any | None":
+    """The class index of every item of a map-style dataset, as a numpy array, without decoding an
+    image (the demo's tensors, a folder's listing, a :class:`~torch.utils.data.Subset` of either,
+    anything with ``targets``); ``None`` for streamed shards, whose labels come only with their images."""
+    import numpy as np
+    from torch.utils.data import Subset
+
+    if isinstance(dataset, WebDatasetShards):
+        return None
+    if isinstance(dataset, Subset):
+        parent = dataset_labels(dataset.dataset)
+        return None if parent is None else parent[np.asarray(dataset.indices, dtype=np.int64)]
+    if isinstance(dataset, ImageFolderSplit):
+        return np.asarray([label for _, label in dataset.samples], dtype=np.int64)
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) >= 2:
+        return dataset.tensors[1].numpy().astype(np.int64)
+    targets = getattr(dataset, "targets", None)
+    if targets is not None:
+        return np.asarray(targets, dtype=np.int64)
+    raise TypeError(f"{type(dataset).__name__} does not tell its labels (a 'targets' attribute would).")
+
+
+def _with_transform(dataset: Any, transform: Any) -> Any:
+    """``dataset`` reading its images through ``transform`` (a shallow copy); tensors stay as they are."""
+    import copy
+
+    from torch.utils.data import Subset
+
+    if isinstance(dataset, Subset):
+        return Subset(_with_transform(dataset.dataset, transform), dataset.indices)
+    if transform is None or getattr(dataset, "transform", None) is None:
+        return dataset
+    other = copy.copy(dataset)
+    other.transform = transform
+    return other
+
+
+class TrainingSplit(NamedTuple):
+    """What :func:`split_training_set` makes of a training set."""
+
+    train: Any  # what the run trains on
+    selection: Any  # held-out images that score stitches for the search, evaluation transform; None when off
+    note: str  # one line for the console when the split could not be made as asked, else ""
+
+
+def split_training_set(train: Any, *, selection_fraction: float = 0.0, data_fraction: float = 1.0, seed: int = 0,
+                       eval_transform: Any = None) -> TrainingSplit:
+    """Carve the selection split out of ``train`` and keep a fraction of the rest for training.
+
+    The selection split is :func:`orchestrator.fidelity.selection_split` of the training labels
+    (seeded by ``seed``, stratified), read through ``eval_transform`` (the evaluation split's
+    transform: no random crops or erasing); training then uses
+    :func:`orchestrator.fidelity.training_subset` (``data_fraction``) of what is left. The same
+    labels, fractions and seed give the same split on every rank and every resume. With both knobs
+    off, ``train`` itself comes back (no wrapper). Streamed ``wds:`` shards are not split (their
+    labels come only with the images, and carving a split from a stream would read every training
+    shard once per stitch evaluated): selection is off for them and ``note`` says so; write the
+    held-out images as shards of their own to keep selection apart from report.
+    """
+    from torch.utils.data import Subset
+
+    from .fidelity import selection_split, training_subset
+
+    labels = dataset_labels(train)
+    if labels is None:
+        note = ""
+        if selection_fraction > 0:
+            note = ("selection split: off for WebDataset shards (streamed, labels unknown until read); "
+                    "stitches are selected on the evaluation split")
+        return TrainingSplit(train, None, note)
+    if selection_fraction <= 0 and data_fraction >= 1:
+        return TrainingSplit(train, None, "")
+    rest, held_out = selection_split(labels, selection_fraction, seed)
+    keep = rest[training_subset(labels[rest], data_fraction, seed)]
+    selection = Subset(_with_transform(train, eval_transform), held_out.tolist()) if len(held_out) else None
+    return TrainingSplit(Subset(train, keep.tolist()), selection, "")
 
 
 def dataset_size(name_or_path: str | os.PathLike[str], split: str = "train") -> int:

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["selection_split", "stitch_subset"]
+__all__ = ["selection_split", "training_subset", "fixed_images", "stitch_subset"]
 
 
 def selection_split(labels: Sequence[int], fraction: float = 0.02, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -47,6 +47,33 @@ def selection_split(labels: Sequence[int], fraction: float = 0.02, seed: int = 0
     keep = np.ones(len(labels), dtype=bool)
     keep[selection] = False
     return np.flatnonzero(keep), selection
+
+
+def training_subset(labels: Sequence[int], fraction: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Sorted positions of a seeded, stratified ``fraction`` of a labelled set (the ``data_fraction`` knob).
+
+    Every class keeps ``max(1, round(fraction * count))`` of its images, chosen by a per-class seeded
+    permutation drawn apart from :func:`selection_split`'s; ``fraction == 1`` keeps everything.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"the data fraction must hold 0 < fraction <= 1, but got {fraction!r}")
+    labels = np.asarray(labels, dtype=np.int64)
+    if fraction == 1.0:
+        return np.arange(len(labels))
+    chosen: list[np.ndarray] = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        take = max(1, int(round(fraction * len(members))))
+        rng = np.random.default_rng([seed, int(cls), 1])
+        chosen.append(rng.permutation(members)[:take])
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+def fixed_images(n: int, count: int, seed: int = 0) -> np.ndarray:
+    """Sorted positions of ``min(count, n)`` of ``n`` images, a seeded choice (the early front's images)."""
+    if count >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng([seed, 2]).permutation(n)[:count])
 
 
 def stitch_subset(flops: Sequence[int], anchors: Sequence[int], n: int = 8) -> list[int]:

@@ -18,8 +18,19 @@ notebooks. Its steps, in the order :meth:`SupernetRecipe.run` takes them:
    smoothing, random erasing, repeated augmentation, drop path; AdamW or SGD with one or two
    (batch-scaled) learning rates, warmup plus cosine decay to ``min_lr``, optional gradient
    clipping, hard distillation from a teacher; bf16 autocast on GPU.
-4. :meth:`~SupernetRecipe.evaluate_all`: every stitch on the evaluation split, spread over
-   the workers (rank ``r`` takes every ``W``-th unfinished stitch), gathered each round.
+4. :meth:`~SupernetRecipe.evaluate_all`: every stitch on the evaluation split and on the
+   selection split, spread over the workers (rank ``r`` takes every ``W``-th unfinished
+   stitch), gathered each round.
+
+**Selection apart from report** (issue 12): ``selection_fraction`` of the training set (seeded
+by the run's seed, stratified: :func:`orchestrator.data.split_training_set`) is held out of
+training; the final report carries every stitch's top-1 on it (``results_selection``) and its
+hypervolume (``hv_selection``) beside the evaluation split's ``results``. ``data_fraction``
+trains on a seeded, stratified part of what is left. **The early front**: after every epoch the
+fixed subset :func:`orchestrator.fidelity.stitch_subset` (the anchors plus ``early_stitches``
+over the FLOPs range) is scored on ``early_images`` fixed images of the selection split (of the
+evaluation split when there is none), and its hypervolume
+(:func:`orchestrator.objectives.hypervolume`) goes into the epoch's report as ``early_hv``.
 
 :meth:`~SupernetRecipe.save` reports a :class:`TrainState` (the checkpoint schema) after every
 epoch, every ``checkpoint_every_steps`` steps and now and then during evaluation;
@@ -101,7 +112,8 @@ class TrainState:
     step: int = 0
     epoch: int = 0
     r2: dict[str, float] = field(default_factory=dict)
-    evaluated: dict[int, list[float]] = field(default_factory=dict)  # stitch id -> [top1, top5]
+    # stitch id -> [top1, top5] on the evaluation split, then top-1 on the selection split when there is one
+    evaluated: dict[int, list[float]] = field(default_factory=dict)
     optimizer: dict[str, Any] | None = None
     scheduler: dict[str, Any] | None = None
 
@@ -306,6 +318,32 @@ def device_name(device: torch.device) -> str:
 # -- the recipe ------------------------------------------------------------------------------------
 
 
+def _unreadable(item: Any) -> bool:
+    from .data import Unreadable
+
+    return isinstance(item, Unreadable)
+
+
+def _size(dataset: Any) -> int:
+    try:
+        return len(dataset)
+    except TypeError:
+        return 0
+
+
+class _Items(torch.utils.data.Dataset):
+    """A few decoded ``(image, label)`` items held in memory (the early front's images of shards)."""
+
+    def __init__(self, items: list[Any]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.items[index]
+
+
 class SupernetRecipe:
     """Joint training and evaluation of one stitched supernet on one worker (module docstring).
 
@@ -330,6 +368,7 @@ class SupernetRecipe:
         self.evaluated: dict[int, list[float]] = {}
         self.latency: dict[str, float] = {}
         self.last_loss = float("nan")  # every report carries the latest epoch's loss (schedulers read it)
+        self.early_hv: float | None = None  # ... and, once scored, the latest early-front hypervolume
         self.resumed = False
         self.model: nn.Module | None = None  # the (DDP-wrapped) step module, made when training starts
         self.teacher: nn.Module | None = None  # DeiT-style hard-label teacher, made when training starts
@@ -344,12 +383,19 @@ class SupernetRecipe:
     def setup(self) -> None:
         """Build the supernet (once), the data loaders and the sampling rule."""
         from .augment import make_batch_erasing, make_criterion, make_mixup, transform_options
-        from .data import get_datasets, make_loader
+        from .data import get_datasets, make_loader, split_training_set
 
         c = self.config
         self.net = build_worker_supernet(c, self.space, self.device)
-        self.train_ds, self.val_ds = self._datasets or get_datasets(c.dataset, c.image_size,
-                                                                    **transform_options(c))
+        full_train, self.val_ds = self._datasets or get_datasets(c.dataset, c.image_size, **transform_options(c))
+        split = split_training_set(full_train, selection_fraction=c.selection_fraction, data_fraction=c.data_fraction,
+                                   seed=c.seed, eval_transform=getattr(self.val_ds, "transform", None))
+        if split.note:
+            self.log.info(split.note)
+        self.train_ds, self.selection_ds = split.train, split.selection
+        self.selection_loader = None if self.selection_ds is None else make_loader(
+            self.selection_ds, c.eval_batch_size, shuffle=False, seed=c.seed)
+        self._setup_early_front()
         self.loader = make_loader(self.train_ds, c.batch_size, rank=self.rank, world_size=self.world,
                                   shuffle=True, seed=c.seed, drop_last=True, repeats=c.aug_repeats)
         self.val_loader = make_loader(self.val_ds, c.eval_batch_size, shuffle=False, seed=c.seed)
@@ -358,7 +404,36 @@ class SupernetRecipe:
         # timm's mixup/cutmix and label loss; random erasing on the batch where no timm transform erases
         self.mixup = make_mixup(c, self.net.anchors[-1].num_classes)
         self.criterion = make_criterion(c)
-        self.erase = None if getattr(self.train_ds, "transform", None) is not None else make_batch_erasing(c, self.device)
+        self.erase = None if getattr(full_train, "transform", None) is not None else make_batch_erasing(c, self.device)
+
+    def flops_ref(self) -> float:
+        """The hypervolume's reference FLOPs: ``hv_flops_ref``, else the largest anchor's."""
+        return float(self.config.hv_flops_ref or max(p.flops for p in self.space.profiles))
+
+    def _setup_early_front(self) -> None:
+        """The early front's fixed stitches and images (the same on every rank and every resume)."""
+        from torch.utils.data import Subset
+
+        from .data import make_loader
+        from .fidelity import fixed_images, stitch_subset
+
+        c = self.config
+        self.early_ids: list[int] = []
+        self.early_loader = None
+        if c.early_stitches == 0:
+            return
+        stitches = list(self.space)
+        self.early_ids = stitch_subset([s.flops for s in stitches], [s.stitch_id for s in stitches if s.is_anchor],
+                                       c.early_stitches)
+        images = self.selection_ds if self.selection_ds is not None else self.val_ds
+        if isinstance(images, torch.utils.data.IterableDataset):  # shards: their first images, in shard order
+            from itertools import islice
+
+            items = [item for item in islice(iter(images), c.early_images * 2) if not _unreadable(item)]
+            images = _Items(items[: c.early_images])
+        else:
+            images = Subset(images, fixed_images(len(images), c.early_images, c.seed).tolist())
+        self.early_loader = make_loader(images, c.eval_batch_size, shuffle=False, seed=c.seed)
 
     def _apply_mode(self) -> None:
         """Freeze the anchors (``stitch-only``, ``lora``) and add LoRA updates (``lora``)."""
@@ -406,7 +481,7 @@ class SupernetRecipe:
     def save(self, metrics: dict[str, Any], *, with_optimizer: bool = True) -> None:
         """Report ``metrics`` from every rank, with rank 0's :class:`TrainState` as the checkpoint."""
         metrics = {"epoch": self.epoch, "step": self.step, "evaluated": len(self.evaluated),
-                   "loss": self.last_loss, **metrics}
+                   "loss": self.last_loss, **({} if self.early_hv is None else {"early_hv": self.early_hv}), **metrics}
         self.worker.report(metrics, self.state(with_optimizer) if self.rank == 0 else None)
 
     def load(self, state: TrainState) -> None:
@@ -494,14 +569,47 @@ class SupernetRecipe:
         self.epoch += 1
         seconds = time.perf_counter() - t_epoch
         self.last_loss = loss_sum / max(seen, 1)
+        early = self.early_front()
         every = max(1, -(-c.epochs // EPOCH_LINES))  # at most about EPOCH_LINES epoch lines, the last always
         if self.epoch % every == 0 or self.epoch == c.epochs:
             rate = seen * self.loader.batch_size * self.world / max(seconds, 1e-9)
             eta = (c.epochs - self.epoch) * seconds
             self.log.info(f"epoch {self.epoch}/{c.epochs}  loss {self.last_loss:.4f}  lr {lr:.2e}  {seconds:.1f}s  "
-                          f"{rate:,.0f} img/s" + (f"  ETA {_duration(eta)}" if eta else ""))
+                          f"{rate:,.0f} img/s" + (f"  early HV {self.early_hv:.4f}" if early else "")
+                          + (f"  ETA {_duration(eta)}" if eta else ""))
         self.save({"loss": self.last_loss, "phase": "train", "epoch_seconds": seconds})
         return self.last_loss
+
+    def early_front(self) -> dict[int, float]:
+        """Score the early front (:meth:`_setup_early_front`) and set :attr:`early_hv`; returns
+        ``{stitch_id: top1}`` (empty when ``early_stitches`` is 0). Every rank takes part."""
+        from .objectives import hypervolume
+
+        if not self.early_ids or self.early_loader is None:
+            return {}
+        was_training = self.net.training
+        self.net.eval()
+        scores = self._evaluate_ids(self.early_ids, self.early_loader)
+        self.net.train(was_training)
+        if was_training and self.config.mode != "full":
+            self.net.anchors.eval()
+        flops = {s.stitch_id: s.flops for s in self.space}
+        self.early_hv = float(hypervolume([(flops[i], top1) for i, top1 in scores.items()], self.flops_ref()))
+        return scores
+
+    def _evaluate_ids(self, ids: list[int], loader) -> dict[int, float]:
+        """Top-1 of each stitch of ``ids`` on ``loader``: rank ``r`` takes every ``W``-th, all gathered."""
+        out: dict[int, float] = {}
+        for start in range(0, len(ids), self.world):
+            mine = ids[start + self.rank] if start + self.rank < len(ids) else None
+            result = None if mine is None else (mine, evaluate_stitch(self.net, mine, loader, self.device,
+                                                                      self.autocast)[0])
+            results = [result]
+            if self._distributed():
+                results = [None] * self.world
+                torch.distributed.all_gather_object(results, result)
+            out.update(r for r in results if r is not None)
+        return out
 
     def _progress(self, what: str, done: int, total: int, seconds: float, batch: int) -> str:
         rate = done / max(seconds, 1e-9)
@@ -536,8 +644,30 @@ class SupernetRecipe:
         if self._distributed():
             torch.distributed.barrier()
 
+    def results(self) -> dict[int, list[float]]:
+        """``{stitch_id: [top1, top5]}`` on the evaluation split, of the stitches evaluated so far."""
+        return {k: list(v[:2]) for k, v in sorted(self.evaluated.items())}
+
+    def selection_results(self) -> dict[int, float]:
+        """``{stitch_id: top1}`` on the selection split (empty without one)."""
+        return {k: v[2] for k, v in sorted(self.evaluated.items()) if len(v) > 2}
+
     def final_metrics(self) -> dict[str, Any]:
-        return {"phase": "eval", "results": {str(k): v for k, v in sorted(self.evaluated.items())},
+        """The last report: ``results`` (evaluation split: ``{id: [top1, top5]}``), ``results_selection``
+        (``{id: top1}`` on the selection split, empty without one), ``hv_selection`` (its hypervolume with
+        :func:`orchestrator.objectives.hypervolume`; ``None`` without one), ``flops_ref``, ``train_images``
+        and ``selection_images`` (this run's counts), R^2, steps, latency and device."""
+        from .objectives import hypervolume
+
+        selection = self.selection_results()
+        hv = None
+        if self.selection_ds is not None and len(selection) == len(self.space):
+            flops = {s.stitch_id: s.flops for s in self.space}
+            hv = float(hypervolume([(flops[k], v) for k, v in selection.items()], self.flops_ref()))
+        return {"phase": "eval", "results": {str(k): v for k, v in self.results().items()},
+                "results_selection": {str(k): v for k, v in selection.items()}, "hv_selection": hv,
+                "flops_ref": self.flops_ref(), "train_images": _size(self.train_ds),
+                "selection_images": _size(self.selection_ds) if self.selection_ds is not None else 0,
                 "r2": self.r2, "steps": self.step, "latency": self.latency, "device": device_name(self.device)}
 
     def _evaluate_round(self, todo: list[int], start: int) -> None:
@@ -546,14 +676,16 @@ class SupernetRecipe:
         result = None
         if mine is not None:
             top1, top5, _ = evaluate_stitch(self.net, mine, self.val_loader, self.device, self.autocast)
-            result = (mine, top1, top5)
+            result = (mine, [top1, top5])
+            if self.selection_loader is not None:
+                result[1].append(evaluate_stitch(self.net, mine, self.selection_loader, self.device, self.autocast)[0])
         results = [result]
         if self._distributed():
             results = [None] * self.world
             torch.distributed.all_gather_object(results, result)
         for r in results:
             if r is not None:
-                self.evaluated[r[0]] = [r[1], r[2]]
+                self.evaluated[r[0]] = r[1]
 
     def _snapshot_due(self, last: float) -> bool:
         """All ranks agree whether a checkpoint is due: rank 0's clock decides."""
@@ -571,7 +703,8 @@ class SupernetRecipe:
         space = self.space
         todo = [s.stitch_id for s in space if s.stitch_id not in self.evaluated]
         self.log.info(f"evaluating {len(todo)} of {len(space)} stitches on {len(self.val_ds)} images over "
-                      f"{self.world} worker(s)")
+                      f"{self.world} worker(s)" + (f", and on {len(self.selection_ds)} selection images"
+                                                   if self.selection_ds is not None else ""))
         last_snapshot = time.monotonic()
         for start in range(0, len(todo), self.world):
             self._evaluate_round(todo, start)
@@ -584,7 +717,7 @@ class SupernetRecipe:
                 last_snapshot = time.monotonic()
         if not todo:  # resumed after everything was evaluated: report the results once more
             self.save(self.final_metrics(), with_optimizer=False)
-        return dict(self.evaluated)
+        return self.results()
 
     # -- all of it -------------------------------------------------------------------------------
 

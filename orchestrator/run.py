@@ -417,7 +417,10 @@ def prepare(config: TrainConfig, progress: Callable[[str], None] = print) -> Pre
         )
     space = StitchSpace([profile_anchor(a) for a in anchors], config.space_config())
     try:
-        train_size = len(train_ds)
+        from .data import split_training_set
+
+        train_size = len(split_training_set(train_ds, selection_fraction=config.selection_fraction,
+                                            data_fraction=config.data_fraction, seed=config.seed).train)
     except TypeError:  # a streamed dataset without a length
         train_size = dataset_size(config.dataset, "train")
     check_batch(config, train_size)
@@ -515,16 +518,19 @@ def run_training(
         raise RuntimeError(f"training ended without evaluation results (last metrics: {metrics})")
     checkpoint = _uri(config.storage_path, result.checkpoint.path) if result.checkpoint else ""
     rows = catalog_rows(config, space, metrics["results"], metrics.get("r2", {}), checkpoint,
-                        latency=metrics.get("latency") or {}, device=metrics.get("device"), weights=weights)
+                        latency=metrics.get("latency") or {}, device=metrics.get("device"), weights=weights,
+                        selection=metrics.get("results_selection") or {})
     path = CatalogWriter(config.catalog, config.sweep).write_trial(config.trial_id, rows)
     return TrainResult(config, space, rows, path, checkpoint, metrics.get("r2", {}), metrics.get("loss"))
 
 
 def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, list[float]],
                  r2: dict[str, float], checkpoint: str, *, latency: dict[str, float] | None = None,
-                 device: str | None = None, weights: dict[str, str] | None = None) -> list[dict[str, Any]]:
+                 device: str | None = None, weights: dict[str, str] | None = None,
+                 selection: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """One catalog row per stitch; ``weights`` (anchor name -> source) fills the ``weights``
-    column: ``name=source`` of each anchor on the stitch's path, joined by ``; ``."""
+    column: ``name=source`` of each anchor on the stitch's path, joined by ``; ``; ``selection``
+    (stitch id -> top-1 on the held-out selection split) fills ``top1_selection`` (null without one)."""
     version = code_version()
     rows = []
     for stitch in space:
@@ -543,6 +549,7 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
             "params": stitch.params,
             "top1": top1,
             "top5": top5,
+            "top1_selection": (selection or {}).get(str(stitch.stitch_id)),
             "latency_ms": (latency or {}).get(str(stitch.stitch_id)),
             "latency_batch_size": config.latency_batch_size if latency else None,
             "device": device or ("cuda" if config.use_gpu else "cpu"),

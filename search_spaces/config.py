@@ -96,6 +96,14 @@ class TrainConfig(BaseModel):
     sampling_options: dict[str, Any] = {}
     seed: Int(0) = 0
     teacher: AnchorSpec | None = None  # hard distillation from an external model, as DeiT
+    # selection apart from report, and fidelity (issue 12): a seeded, stratified part of the training set,
+    # removed from training, scores stitches for the search (0: off, selection on the evaluation split)
+    selection_fraction: Float(0, below=1) = 0.02
+    early_stitches: Int(0) = 8  # after each epoch: the anchors plus this many stitches over the FLOPs range (0: off)
+    early_images: Int(1) = 512  # ... scored on this many fixed images of the selection split
+    data_fraction: Float(0) = 1.0  # train on this seeded, stratified fraction of the training set, 0 < f <= 1
+    # FLOPs of the hypervolume's reference point; null: the largest anchor's (a sweep sets its families' largest)
+    hv_flops_ref: Kind("float", minimum=0, nullable=True).annotated() = None
     # fault tolerance
     checkpoint_every_steps: Int(0) = 0  # 0: at the end of every epoch only
     eval_checkpoint_seconds: Float(0) = 30.0  # how often finished evaluations are checkpointed
@@ -144,6 +152,13 @@ class TrainConfig(BaseModel):
         if self.aug_repeats > 1 and self.dataset.startswith("wds:"):
             raise SNNetError(f"aug_repeats must be 1 for WebDataset shards (they stream each sample once per epoch; "
                              f"repeated augmentation needs a folder or the demo), got {self.aug_repeats}")
+        if not 0 < self.data_fraction <= 1:
+            raise SNNetError(f"data_fraction must lie in (0, 1], got {self.data_fraction!r}")
+        if self.hv_flops_ref is not None and self.hv_flops_ref <= 0:
+            raise SNNetError(f"hv_flops_ref must be > 0 or null, got {self.hv_flops_ref!r}")
+        if self.data_fraction < 1 and self.dataset.startswith("wds:"):
+            raise SNNetError(f"data_fraction must be 1 for WebDataset shards (they stream every sample; a fraction "
+                             f"needs a folder or the demo), got {self.data_fraction!r}")
         if self.crop_pct is not None and self.crop_pct > 1:
             raise SNNetError(f"crop_pct must lie in [0.1, 1] or be null, got {self.crop_pct!r}")
         if self.auto_augment is not None:
