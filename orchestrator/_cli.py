@@ -1,28 +1,10 @@
 """What every ``python -m orchestrator.*`` command shares: exit codes, pipes, Ctrl-C, FLOPs, tables.
 
-The helpers are written once in :mod:`snnet.cli` (``python -m snnet.space`` follows the same
-conventions, and ``snnet`` may not import ``orchestrator``); this module is where the
-orchestrator's commands take them from.
+The helpers (:func:`run_cli`, :func:`cli`, :func:`interrupt_hint`, :func:`write_stdout`,
+:func:`format_flops`, :func:`flops_unit`, :func:`render_table`) are written once in
+:mod:`snnet.cli`: ``python -m snnet.space`` follows the same conventions, and ``snnet`` may not
+import ``orchestrator``. This module is where the orchestrator's commands take them from.
 """
 
-from snnet.cli import (
-    FLOPS_UNITS,
-    cli,
-    flops_unit,
-    format_flops,
-    interrupt_hint,
-    render_table,
-    run_cli,
-    write_stdout,
-)
-
-__all__ = [
-    "FLOPS_UNITS",
-    "cli",
-    "flops_unit",
-    "format_flops",
-    "interrupt_hint",
-    "render_table",
-    "run_cli",
-    "write_stdout",
-]
+from snnet.cli import *  # noqa: F403 - the one implementation, re-exported
+from snnet.cli import __all__  # noqa: F401
