@@ -52,6 +52,9 @@ import torch
 
 from snnet import AnchorSpec, SNNetError, Stitch, StitchedSupernet, StitchSpace, create_anchor
 
+from ._cli import cli, format_flops
+from ._io import atomic_write
+
 __all__ = [
     "ANCHOR_OPTIONS", "ExportError", "ExportResult", "check_checkpoint_location", "export_from_catalog", "load_state",
     "rebuild_supernet", "select_row", "main",
@@ -383,22 +386,6 @@ def _normalization(config_dataset: str, anchor) -> dict[str, Any]:
     return {**used, "anchor_pretrained_cfg": pretrained}
 
 
-def _atomic(path: Path, write: Callable[[str], None]) -> None:
-    """Write through a hidden temporary file (same suffix: torch and onnx look at it), then rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the model from other users
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def export_from_catalog(
     catalog: str,
     out: str | os.PathLike[str],
@@ -419,14 +406,7 @@ def export_from_catalog(
     """
     from snnet.export import extract_stitch
 
-    from .config import TrainConfig
-    from .run import code_version
-
-    out = Path(out)
-    if out.is_dir() or out.suffix != ".pt2":
-        example = out / "stitch.pt2" if out.is_dir() else out.with_suffix(".pt2")
-        raise SNNetError(f"--out must name a .pt2 file (the card goes next to it as .json), got {str(out)!r}; "
-                         f"for example {str(example)!r}.")
+    out = _program_path(out)
     row = select_row(catalog, sweep=sweep, trial=trial, stitch=stitch, max_flops=max_flops,
                      max_latency_ms=max_latency_ms)
     if checkpoint is None and row.get("checkpoint"):
@@ -437,20 +417,59 @@ def export_from_catalog(
     state = load_state(source)
     net = rebuild_supernet(state)
     chosen = _stitch_of(net.space, row)
-    module = extract_stitch(net, chosen).eval()
+    program, example, dynamic = _verified_program(net, chosen, extract_stitch(net, chosen).eval())
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda tmp: torch.export.save(program, tmp), to_path=True)
+    card = _card(catalog, out, row, source, state, net, chosen, dynamic)
+    onnx_path = onnx_error = None
+    if onnx:
+        try:
+            onnx_path = _export_onnx(program, example, out.with_suffix(".onnx"), progress)
+        except ExportError as e:
+            onnx_error = e
+        card["onnx"] = onnx_path.name if onnx_path else None
+    card_path = out.with_suffix(".json")
+    text = json.dumps(card, indent=2) + "\n"
+    atomic_write(card_path, lambda f: f.write(text.encode()))
+    if onnx_error is not None:
+        raise onnx_error
+    return ExportResult(out, card_path, onnx_path, row, chosen, card)
+
+
+def _program_path(out: str | os.PathLike[str]) -> Path:
+    """``out`` as a Path; it must name a ``.pt2`` file (SNNetError otherwise)."""
+    out = Path(out)
+    if out.is_dir() or out.suffix != ".pt2":
+        example = out / "stitch.pt2" if out.is_dir() else out.with_suffix(".pt2")
+        raise SNNetError(f"--out must name a .pt2 file (the card goes next to it as .json), got {str(out)!r}; "
+                         f"for example {str(example)!r}.")
+    return out
+
+
+def _verified_program(net: StitchedSupernet, chosen: Stitch, module: torch.nn.Module):
+    """``(program, example input, dynamic batch?)`` of the stitch, checked against the supernet:
+    the same outputs and the stitch's parameter count (a mismatch is a bug here, not the user's)."""
     input_size = tuple(net.space.profiles[0].input_size)
     with torch.no_grad():
         program, example, dynamic = _export_program(module, input_size)
-        # The program must compute what the supernet computes (a bug here is ours, not the user's).
         torch.testing.assert_close(program.module()(example), net(example, chosen), rtol=1e-4, atol=1e-5)
     params = sum(v.numel() for k, v in program.state_dict.items() if k in program.graph_signature.parameters)
     if params != chosen.params:
         raise RuntimeError(f"exported program holds {params} parameters, the stitch uses {chosen.params}")
+    return program, example, dynamic
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic(out, lambda tmp: torch.export.save(program, tmp))
+
+def _card(catalog: str, out: Path, row: dict[str, Any], source: str, state: dict[str, Any],
+          net: StitchedSupernet, chosen: Stitch, dynamic: bool) -> dict[str, Any]:
+    """The model card written next to the program (``FILE.json``); see the module docstring."""
+    from .config import TrainConfig
+    from .run import code_version
+
     config = TrainConfig.from_dict(state["train_config"])
-    card = {
+    input_size = tuple(net.space.profiles[0].input_size)
+    num_classes = net.space.profiles[-1].num_classes
+    return {
         "format": CARD_FORMAT,
         "program": out.name,
         "anchors": list(net.space.names(chosen)),
@@ -463,7 +482,7 @@ def export_from_catalog(
         "latency_ms": row.get("latency_ms"),
         "latency_device": row.get("device"),
         "dataset": row.get("dataset"),
-        "num_classes": net.space.profiles[-1].num_classes,
+        "num_classes": num_classes,
         "input": {
             "shape": ["batch" if dynamic else 1, *input_size],
             "dynamic_batch": dynamic,
@@ -471,7 +490,7 @@ def export_from_catalog(
             "layout": "NCHW",
             "normalization": _normalization(config.dataset, net.anchors[chosen.anchors[0]]),
         },
-        "output": {"shape": ["batch" if dynamic else 1, net.space.profiles[-1].num_classes], "kind": "logits"},
+        "output": {"shape": ["batch" if dynamic else 1, num_classes], "kind": "logits"},
         "source": {
             "catalog": os.fspath(catalog),
             "sweep": row.get("sweep"),
@@ -487,19 +506,6 @@ def export_from_catalog(
         "torch_version": torch.__version__,
         "size_bytes": out.stat().st_size,
     }
-    onnx_path = onnx_error = None
-    if onnx:
-        try:
-            onnx_path = _export_onnx(program, example, out.with_suffix(".onnx"), progress)
-        except ExportError as e:
-            onnx_error = e
-        card["onnx"] = onnx_path.name if onnx_path else None
-    card_path = out.with_suffix(".json")
-    text = json.dumps(card, indent=2) + "\n"
-    _atomic(card_path, lambda tmp: Path(tmp).write_text(text))
-    if onnx_error is not None:
-        raise onnx_error
-    return ExportResult(out, card_path, onnx_path, row, chosen, card)
 
 
 def _export_onnx(program, example: torch.Tensor, path: Path, progress: Callable[[str], None]) -> Path | None:
@@ -508,7 +514,7 @@ def _export_onnx(program, example: torch.Tensor, path: Path, progress: Callable[
                  "the .pt2 program and its card were written.")
         return None
     try:
-        _atomic(path, lambda tmp: torch.onnx.export(program, (example,), tmp, dynamo=True))
+        atomic_write(path, lambda tmp: torch.onnx.export(program, (example,), tmp, dynamo=True), to_path=True)
     except Exception as e:  # noqa: BLE001 - ONNX support varies by operator and version
         raise ExportError(f"ONNX export failed ({type(e).__name__}: {e}); the .pt2 program and its card "
                          "were written and are unaffected.") from None
@@ -540,13 +546,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _human(flops: int) -> str:
-    for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if flops >= scale:
-            return f"{flops / scale:.3f} {unit}"
-    return str(flops)
-
-
 def _summary(result: ExportResult) -> str:
     card, row = result.card_data, result.row
     path = " > ".join(card["anchors"])
@@ -557,32 +556,26 @@ def _summary(result: ExportResult) -> str:
         f"exported stitch {row['stitch_id']} of trial {row['trial_id']} (sweep {row['sweep']}): {path}, cuts {cuts}",
         f"  {result.program} ({card['size_bytes'] / 2**20:.2f} MB), card {result.card}"
         + (f", {result.onnx}" if result.onnx else ""),
-        f"  params {card['params'] / 1e6:.3f} M  FLOPs {_human(card['flops'])}  top-1 {top1}{latency}",
+        f"  params {card['params'] / 1e6:.3f} M  FLOPs {format_flops(card['flops'])}  top-1 {top1}{latency}",
         f"  input [{', '.join(map(str, card['input']['shape']))}] float32, normalised with mean "
         f"{card['input']['normalization']['mean']} std {card['input']['normalization']['std']}",
     ]
     return "\n".join(lines)
 
 
+@cli(exit_codes={ExportError: 1})
 def main(argv: Sequence[str] | None = None) -> int:
+    """Export; a user's mistake is one ``error:`` paragraph and exit 2, a failed export exit 1
+    (:func:`orchestrator._cli.run_cli`)."""
     args = build_parser().parse_args(argv)
     from .catalog import catalog_warnings_to_stderr
 
     with catalog_warnings_to_stderr():
-        try:
-            result = export_from_catalog(
-                args.catalog, args.out, sweep=args.sweep, trial=args.trial, stitch=args.stitch,
-                max_flops=args.max_flops, max_latency_ms=args.max_latency_ms, onnx=args.onnx,
-                checkpoint=args.checkpoint, progress=lambda m: print(m, file=sys.stderr),
-            )
-        except SNNetError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        except ExportError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            return 130
+        result = export_from_catalog(
+            args.catalog, args.out, sweep=args.sweep, trial=args.trial, stitch=args.stitch,
+            max_flops=args.max_flops, max_latency_ms=args.max_latency_ms, onnx=args.onnx,
+            checkpoint=args.checkpoint, progress=lambda m: print(m, file=sys.stderr),
+        )
     print(_summary(result))
     return 0
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from typing import Sequence
 
 from .._errors import SNNetError
+from ..cli import cli, format_flops, render_table, write_stdout
 
 EXAMPLE = "deit_tiny_patch16_224,deit_small_patch16_224,deit_base_patch16_224"
 
@@ -35,59 +35,45 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def _table(space) -> str:
-    rows = [("id", "anchors", "cuts", "GFLOPs", "params(M)")]
-    for s in space:
-        rows.append((
-            str(s.stitch_id),
-            " > ".join(space.names(s)),
-            " ".join(f"[{j},{k}]" for j, k in s.cuts) or "-",
-            f"{s.flops / 1e9:.3f}",
-            f"{s.params / 1e6:.2f}",
-        ))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows)
+    rows = [(s.stitch_id, " > ".join(space.names(s)), " ".join(f"[{j},{k}]" for j, k in s.cuts) or "-",
+             format_flops(s.flops, "G", label=False), f"{s.params / 1e6:.2f}") for s in space]
+    return render_table(rows, header=("id", "anchors", "cuts", "GFLOPs", "params(M)"), right=lambda i: i >= 3)
 
 
+@cli()
 def main(argv: Sequence[str] | None = None) -> int:
+    """Enumerate; a user's mistake is one ``error:`` paragraph and exit 2 (:func:`snnet.cli.run_cli`)."""
     args = parse_args(argv)
-    try:
-        from ..anchors import check_model_name
-        from .._space import SpaceConfig
+    from .._space import SpaceConfig
+    from ..anchors import check_model_name
 
-        names = [n.strip() for n in args.anchors.split(",") if n.strip()]
-        if not names:
-            raise SNNetError("--anchors needs at least one timm model name, got none.")
-        if args.image_size is not None and args.image_size < 1:
-            raise SNNetError(f"--image-size must be >= 1, got {args.image_size}.")
-        config = SpaceConfig(
-            kernel_size=args.kernel_size,
-            stride=args.stride,
-            nearest=not args.no_nearest,
-            direction=args.direction,
-            two_way=args.two_way,
-            preset=args.preset,
-        )
-        config.validate()
-        for name in names:  # before any model is built
-            check_model_name(name)
-        from ..supernet import build_supernet
+    names = [n.strip() for n in args.anchors.split(",") if n.strip()]
+    if not names:
+        raise SNNetError("--anchors needs at least one timm model name, got none.")
+    if args.image_size is not None and args.image_size < 1:
+        raise SNNetError(f"--image-size must be >= 1, got {args.image_size}.")
+    config = SpaceConfig(
+        kernel_size=args.kernel_size,
+        stride=args.stride,
+        nearest=not args.no_nearest,
+        direction=args.direction,
+        two_way=args.two_way,
+        preset=args.preset,
+    )
+    config.validate()
+    for name in names:  # before any model is built
+        check_model_name(name)
+    from ..supernet import build_supernet
 
-        start = time.perf_counter()
-        extra = {"img_size": args.image_size} if args.image_size else {}
-        space = build_supernet(names, config, **extra).space
-        elapsed = time.perf_counter() - start
-    except SNNetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        if args.format == "jsonl":
-            for s in space:
-                print(json.dumps(space.record(s)))
-        else:
-            print(_table(space))
-        sys.stdout.flush()
-    except BrokenPipeError:  # e.g. piped into `head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    start = time.perf_counter()
+    extra = {"img_size": args.image_size} if args.image_size else {}
+    space = build_supernet(names, config, **extra).space
+    elapsed = time.perf_counter() - start
+    if args.format == "jsonl":
+        text = "".join(json.dumps(space.record(s)) + "\n" for s in space)
+    else:
+        text = _table(space) + "\n"
+    if not write_stdout(text):  # e.g. piped into `head`
         return 0
     print(
         f"{len(space)} stitches ({len(space.profiles)} anchors, {len(space.layers)} stitching layers) "
