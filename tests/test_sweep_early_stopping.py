@@ -12,13 +12,18 @@ EPOCHS = 4
 QUALITY = [0.5, 0.6, 0.7, 0.1]
 
 
-def _trainable(config):
-    from ray import tune
+def _trainable_factory(epochs: int):
+    """A local function, so Ray pickles it by value (workers cannot import this test module)."""
 
-    q = config["q"]
-    for epoch in range(1, EPOCHS + 1):
-        tune.report({"epoch": epoch, "early_hv": q * epoch / EPOCHS, "hypervolume": 0.0})
-    tune.report({"epoch": EPOCHS, "early_hv": q, "hypervolume": q, "catalog_file": f"trial-{q}.parquet"})
+    def trainable(config):
+        from ray import tune
+
+        q = config["q"]
+        for epoch in range(1, epochs + 1):
+            tune.report({"epoch": epoch, "early_hv": q * epoch / epochs, "hypervolume": 0.0})
+        tune.report({"epoch": epochs, "early_hv": q, "hypervolume": q, "catalog_file": f"trial-{q}.parquet"})
+
+    return trainable
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +45,7 @@ def test_the_scheduler_stops_the_trial_whose_early_front_is_worse(local_ray, tmp
     from orchestrator.sweep_schedulers import make_scheduler
 
     tuner = tune.Tuner(
-        tune.with_resources(_trainable, {"cpu": 0.5}),
+        tune.with_resources(_trainable_factory(EPOCHS), {"cpu": 0.5}),
         param_space={"q": tune.grid_search(QUALITY)},
         tune_config=tune.TuneConfig(scheduler=make_scheduler(name, EPOCHS), max_concurrent_trials=1),
         run_config=tune.RunConfig(name=name, storage_path=str(tmp_path), verbose=0),
