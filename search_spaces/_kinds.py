@@ -1,11 +1,10 @@
 """The kinds of value a setting takes, as pydantic types whose errors say what must hold and what came.
 
-``Int(1)`` is an integer >= 1 (booleans and ``1.5`` refused), ``Float(0, below=1)`` a finite
-number in ``[0, 1)`` (ints and strings such as ``"1e-4"`` accepted: YAML 1.1 reads an exponent
-without a decimal point as a string, a trap worth forgiving), ``OneOf(names)`` a closed set of
-strings. Each raises :class:`snnet.SNNetError` (a ``ValueError``) with ``must ..., got ...``;
-pydantic keeps that exception in the error's context, and :func:`problems` reads it back with
-the error's location, so messages stay ours, not pydantic's.
+``Int(1)`` is an integer >= 1 (booleans and ``1.5`` refused), ``Float(0, below=1)`` a finite number in
+``[0, 1)`` (ints and strings such as ``"1e-4"`` accepted: YAML 1.1 reads an exponent without a decimal
+point as a string), ``OneOf(names)`` a closed set of strings. Each raises :class:`snnet.SNNetError` (a
+``ValueError``) with ``must ..., got ...``; pydantic keeps it in the error's context, and :func:`problems`
+reads it back with the error's location, so the messages stay ours.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from pydantic import PlainValidator, ValidationError, WithJsonSchema
 from snnet import SNNetError
 
 __all__ = ["Kind", "Int", "Float", "OneOf", "Bool", "Str", "describe", "did_you_mean", "num", "problems"]
+_TYPES = {"int": (int, "integer"), "float": (float, "number"), "bool": (bool, "boolean"), "str": (str, "string")}
 
 
 def num(x: Any) -> str:
@@ -51,50 +51,39 @@ class Kind:
 
     def describe(self) -> str:
         """What must hold, as the words after "must": ``be an integer >= 1``."""
-        if self.text:
-            text = self.text
-        elif self.choices is not None:
-            text = "be one of " + ", ".join(self.choices)
-        elif self.type in ("bool", "str"):
-            text = "be true or false" if self.type == "bool" else "be a string"
-        elif self.below is not None:
-            text = f"lie in [{num(self.minimum)}, {num(self.below)})"
-        else:
-            noun = "an integer" if self.type == "int" else "a number"
-            text = f"be {noun}" + (f" >= {num(self.minimum)}" if self.minimum is not None else "")
-        return text
+        if self.text or self.choices is not None:
+            return self.text or "be one of " + ", ".join(self.choices)
+        if self.type in ("bool", "str"):
+            return "be true or false" if self.type == "bool" else "be a string"
+        if self.below is not None:
+            return f"lie in [{num(self.minimum)}, {num(self.below)})"
+        return f"be {'an integer' if self.type == 'int' else 'a number'}" + (
+            f" >= {num(self.minimum)}" if self.minimum is not None else "")
 
     def __call__(self, value: Any) -> Any:
         """``value`` in canonical form, or :class:`SNNetError` saying what must hold and what came."""
         if value is None and self.nullable:
             return None
-        bad = SNNetError(f"must {self.describe()}, got {value!r}")
-        if self.type in ("bool", "str"):
-            if not isinstance(value, bool if self.type == "bool" else str):
-                raise bad
-            if self.choices is not None and value not in self.choices:
-                raise SNNetError(f"must {self.describe()}, got {value!r}{did_you_mean(value, self.choices)}")
-            return value
-        if isinstance(value, bool) or (self.type == "int" and not isinstance(value, int)):
+        bad, raw = SNNetError(f"must {self.describe()}, got {value!r}"), value
+        if self.type == "float" and isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad from None
+        if not isinstance(value, (int, float) if self.type == "float" else _TYPES[self.type][0]) or (
+                self.type != "bool" and isinstance(value, bool)) or (self.type == "float" and not math.isfinite(value)):
             raise bad
-        if self.type == "float":
-            if isinstance(value, str):
-                try:
-                    value = float(value)
-                except ValueError:
-                    raise bad from None
-            if not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise bad
-            value = float(value)
+        if self.choices is not None and value not in self.choices:
+            raise SNNetError(f"must {self.describe()}, got {raw!r}{did_you_mean(raw, self.choices)}")
         if (self.minimum is not None and value < self.minimum) or (self.below is not None and value >= self.below):
             raise bad
-        return value
+        return float(value) if self.type == "float" else value
 
     def annotated(self) -> Any:
         """This kind as a pydantic field type."""
-        base = {"int": int, "float": float, "bool": bool, "str": str}[self.type]
-        schema = {"type": {"int": "integer", "float": "number", "bool": "boolean", "str": "string"}[self.type]}
-        return Annotated[base | None if self.nullable else base, PlainValidator(self), WithJsonSchema(schema)]
+        base = _TYPES[self.type][0]
+        return Annotated[base | None if self.nullable else base, PlainValidator(self),
+                         WithJsonSchema({"type": _TYPES[self.type][1]})]
 
 
 def Int(minimum: int | None = None, nullable: bool = False) -> Any:
@@ -120,11 +109,8 @@ def problems(error: ValidationError) -> list[tuple[tuple[Any, ...], str]]:
         cause = (e.get("ctx") or {}).get("error")
         if isinstance(cause, Exception) and e["type"] in ("value_error", "assertion_error"):
             message = str(cause)
-        elif e["type"] == "missing":
-            message = "is required"
-        elif e["type"] == "extra_forbidden":
-            message = "unknown key"
         else:
-            message = f"{e['msg'][:1].lower()}{e['msg'][1:]}, got {e['input']!r}"
+            message = {"missing": "is required", "extra_forbidden": "unknown key"}.get(
+                e["type"], f"{e['msg'][:1].lower()}{e['msg'][1:]}, got {e['input']!r}")
         out.append((tuple(e["loc"]), message))
     return out

@@ -1,14 +1,11 @@
 """A search space's fingerprint and what changed between two spaces (for ``--resume``).
 
-The fingerprint is a stable hash of the validated space: its settings that differ from their
-defaults (:func:`space_document`, ``model_dump(mode="json", exclude_defaults=True)``) written as
-canonical JSON (sorted keys, no spaces) and hashed with SHA-256. Leaving defaults out keeps a
-sweep resumable after an upgrade that only adds settings (a new training knob with a default);
-a changed default is a code change, which the sweep records apart as the code version. Two spaces with equal
-fingerprints resolve every trial to the same settings; the sweep records it beside its Tune
-experiment and in every catalog file it writes, and ``--resume`` compares it with the space it
-is given. :func:`changed_fields` names the dotted fields that differ (``training.epochs``,
-``families[0].anchors[1].name``) for the error that stops a resume with an edited space.
+The fingerprint is the SHA-256 of the space's settings that differ from their defaults
+(:func:`space_document`, ``model_dump(mode="json", exclude_defaults=True)``) as canonical JSON. Leaving
+defaults out keeps a sweep resumable after an upgrade that only adds settings (a changed default is a code
+change, recorded apart as the code version). The sweep records it beside its Tune experiment and in every
+catalog file; ``--resume`` compares it with the space it is given, and :func:`changed_fields` names the
+dotted fields that differ (``training.epochs``, ``families[0].anchors[1].name``) when they do not match.
 """
 
 from __future__ import annotations
@@ -39,13 +36,10 @@ def space_fingerprint(space: Any) -> str:
 
 
 def changed_fields(old: Any, new: Any, path: str = "") -> list[str]:
-    """The dotted paths at which two plain (JSON-like) values differ, in document order.
+    """The dotted paths at which two plain (JSON-like) values differ, in ``new``'s document order.
 
-    Mappings are compared key by key, in ``new``'s order (a key on one side only is a change at
-    that key; a section on one side only is compared with an empty one, as documents leave out
-    defaults); lists of
-    equal length element by element (``[i]``); anything else, and lists whose length changed,
-    as a whole at ``path``.
+    Mappings are compared key by key (a section on one side only is compared with an empty one, as
+    documents leave out defaults), lists of equal length item by item (``[i]``), anything else as a whole.
     """
     if isinstance(old, dict) and isinstance(new, dict):
         out: list[str] = []

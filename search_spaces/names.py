@@ -1,28 +1,16 @@
-"""The one rule for sweep, trial and experiment names (shared by the schema, the CLIs and the catalog).
+"""The one rule for sweep, trial and experiment names (the schema, the CLIs and the catalog use it).
 
-It lives here, below the orchestrator, so the search-space schema can use it;
-``orchestrator.catalog.validate_name`` re-exports it.
+A **sweep** name becomes the catalog's Hive partition folder ``sweep=<name>``, read back by DuckDB, pandas
+and ``pyarrow.dataset`` through their partition type inference. So it starts with a letter and holds only
+ASCII letters, digits, ``_``, ``.`` and ``-`` (no separators, spaces or ``=``), has no ``..``, is at most
+100 characters, and is not ``inf``, ``infinity`` or ``epoch`` in any case (DuckDB reads those as dates).
+Starting with a letter keeps every value a string for both readers: ``2024``, ``0x10``, ``2024-01-01`` or
+``1-1-1`` would come back as numbers or dates, and names starting with ``.`` or ``_`` are hidden from
+pyarrow; one simple rule (``1demo`` refused too) is easier to keep than a list of exceptions.
 
-A **sweep** name becomes the Hive partition folder ``sweep=<name>`` of the catalog and is read
-back by DuckDB, pandas and ``pyarrow.dataset`` through their partition type inference, so it must:
-
-* start with a letter and hold only ASCII letters, digits, ``_``, ``.`` and ``-``
-  (no path separators, no spaces, no ``=``);
-* not contain ``..``;
-* be at most 100 characters long;
-* not be one of ``inf``, ``infinity`` or ``epoch`` (any case), which DuckDB reads back as dates.
-
-Starting with a letter keeps every value a string for both readers: digit-only names
-(``2024``), hexadecimal (``0x10``) and dates (``2024-01-01``, ``1-1-1``) would come back as
-integers, dates or timestamps, and names starting with ``.`` or ``_`` would be hidden from
-pyarrow. ``1demo`` is therefore refused everywhere (it happens to read back as a string, but
-``20240101`` and ``1-1-1`` would not, and one simple rule is easier to keep than a list of
-exceptions).
-
-A **trial** id becomes the file name ``trial-<id>.parquet``; an **experiment** name is a
-folder under Ray's run storage. They may also start with a digit (Ray Tune's trial ids do),
-otherwise the same rule holds: letters, digits, ``_``, ``.``, ``-``; no ``..``; at most 100
-characters.
+A **trial** id (the file ``trial-<id>.parquet``) or an **experiment** name (a folder under Ray's run
+storage) may also start with a digit, as Ray Tune's trial ids do; otherwise the same rule holds.
+``orchestrator.catalog.validate_name`` re-exports :func:`validate_name`.
 """
 
 from __future__ import annotations

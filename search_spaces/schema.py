@@ -25,7 +25,7 @@ from snnet import SNNetError
 from snnet.anchors import AnchorSpec, UnknownModelError, check_model_name
 from snnet.sampling import RULES
 
-from ._kinds import Bool, Int, Kind, OneOf, Str, describe, did_you_mean, num, problems
+from ._kinds import Bool, Float, Int, Kind, OneOf, Str, describe, did_you_mean, num, problems
 from .config import SPACE_FIELDS, TrainConfig
 from .names import NAME_RULES, validate_name
 
@@ -183,13 +183,15 @@ class AnchorEntry(BaseModel):
     """One anchor: a timm name, hub weights or a local checkpoint, model kwargs (an ``AnchorSpec``)."""
 
     model_config = _STRICT
-    name: Annotated[Str, AfterValidator(lambda n: n or _raise("an anchor needs a timm model name, got ''"))]
+    name: Str
     pretrained: Bool = False
     checkpoint: Kind("str", nullable=True).annotated() = None
     kwargs: dict[str, Any] = {}
 
     @model_validator(mode="after")
-    def _one_source(self) -> "AnchorEntry":
+    def _check(self) -> "AnchorEntry":
+        if not self.name:
+            raise Problem("name", "an anchor needs a timm model name, got ''")
         if self.pretrained and self.checkpoint is not None:
             raise SNNetError("give either pretrained: true (hub weights) or a checkpoint file, not both")
         return self
@@ -206,10 +208,6 @@ class AnchorEntry(BaseModel):
 
     def spec(self) -> AnchorSpec:
         return AnchorSpec(self.name, pretrained=self.pretrained, checkpoint=self.checkpoint, kwargs=dict(self.kwargs))
-
-
-def _raise(message: str) -> Any:
-    raise SNNetError(message)
 
 
 class Family(BaseModel):
@@ -282,7 +280,7 @@ class Resources(BaseModel):
     model_config = _STRICT
     workers_per_trial: Int(1) = 2
     cpus_per_worker: Int(1) = 1
-    gpus_per_worker: Kind("float", minimum=0).annotated() = 0.0
+    gpus_per_worker: Float(0) = 0.0
 
 
 def _listed(value: Any) -> Any:
