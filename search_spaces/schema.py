@@ -34,8 +34,9 @@ __all__ = ["ALGORITHMS", "AnchorEntry", "Choice", "FloatRange", "Family", "IntRa
 
 #: Searcher algorithms: Optuna's TPE, NSGA-II (multi-objective), random and grid samplers.
 ALGORITHMS: tuple[str, ...] = ("tpe", "nsga2", "random", "grid")
-#: Trial schedulers: none, or ASHA early stopping on per-epoch metrics.
-SCHEDULERS: tuple[str, ...] = ("none", "asha")
+#: Trial schedulers acting on the per-epoch early front (``early_hv``): none, ASHA, asynchronous
+#: HyperBand (ASHA's several brackets), or Optuna's MedianPruner (orchestrator.sweep_schedulers).
+SCHEDULERS: tuple[str, ...] = ("none", "asha", "hyperband", "median")
 #: Objectives a trial reports, with the direction each is optimised in.
 OBJECTIVES: dict[str, str] = {"hypervolume": "max", "train_cost": "min", "best_top1": "max"}
 #: The ``TrainConfig`` fields a search space sets outside ``training:``, and where.
