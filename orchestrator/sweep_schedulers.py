@@ -84,10 +84,11 @@ class PrunerScheduler(FIFOScheduler):
         self._study: Any = None
         self._live: dict[str, Any] = {}
         self._last: dict[str, float] = {}
+        self._steps: dict[str, set[int]] = {}
         self.stopped: list[str] = []
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_study": None, "_live": {}, "_last": {}}
+        return {**self.__dict__, "_study": None, "_live": {}, "_last": {}, "_steps": {}}
 
     def _ensure_study(self) -> Any:
         if self._study is None:
@@ -113,6 +114,9 @@ class PrunerScheduler(FIFOScheduler):
         if trial.trial_id not in self._live:
             self._live[trial.trial_id] = study.ask()
         ot_trial = self._live[trial.trial_id]
+        if point[1] in self._steps.setdefault(trial.trial_id, set()):
+            return TrialScheduler.CONTINUE  # an epoch judged already (the evaluation's progress reports repeat it)
+        self._steps[trial.trial_id].add(point[1])
         ot_trial.report(*point)
         self._last[trial.trial_id] = point[0]
         if not ot_trial.should_prune():

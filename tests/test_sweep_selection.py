@@ -147,6 +147,8 @@ def test_the_median_pruner_scheduler_stops_a_trial_whose_early_front_is_worse(tm
             assert scheduler.on_trial_result(None, trials[name], _result(q * epoch, epoch)) == TrialScheduler.CONTINUE
         scheduler.on_trial_complete(None, trials[name], _result(q * 3, 3, catalog_file="x"))
     assert scheduler.on_trial_result(None, trials["c"], _result(0.7, 1)) == TrialScheduler.CONTINUE
+    # the evaluation's progress reports repeat the last epoch: an epoch is judged once
+    assert scheduler.on_trial_result(None, trials["c"], _result(0.0, 1)) == TrialScheduler.CONTINUE
     assert scheduler.on_trial_result(None, trials["d"], _result(0.1, 1)) == TrialScheduler.STOP  # below the median
     assert scheduler.stopped == ["d"]
     # NaN (no early front reported) never stops a trial
