@@ -33,6 +33,8 @@ class TrainResult:
     checkpoint: str
     r2: dict[str, float]
     loss: float | None = None  # the last training epoch's mean loss (None without training)
+    train_images: int | None = None  # images trained on per epoch (after the selection split and data_fraction)
+    hv_selection: float | None = None  # the whole space's hypervolume on the selection split (None without one)
 
 
 def code_version() -> str:
@@ -521,7 +523,8 @@ def run_training(
                         latency=metrics.get("latency") or {}, device=metrics.get("device"), weights=weights,
                         selection=metrics.get("results_selection") or {})
     path = CatalogWriter(config.catalog, config.sweep).write_trial(config.trial_id, rows)
-    return TrainResult(config, space, rows, path, checkpoint, metrics.get("r2", {}), metrics.get("loss"))
+    return TrainResult(config, space, rows, path, checkpoint, metrics.get("r2", {}), metrics.get("loss"),
+                       metrics.get("train_images"), metrics.get("hv_selection"))
 
 
 def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, list[float]],

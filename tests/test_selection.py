@@ -108,6 +108,13 @@ def test_the_training_settings_take_the_new_knobs():
     from search_spaces.schema import TrainingSection
 
     assert {"selection_fraction", "early_stitches", "early_images", "data_fraction"} <= set(TrainingSection.model_fields)
+    from orchestrator.train import config_from_args, parse_args
+
+    config = config_from_args(parse_args(["--set", "selection_fraction=0.1", "--set", "training.early_stitches=4"]))
+    assert (config.selection_fraction, config.early_stitches) == (0.1, 4)
+    config = config_from_args(parse_args(["--space", "demo", "--set", "training.data_fraction=0.25",
+                                          "--set", "training.early_images=64"]))
+    assert (config.data_fraction, config.early_images) == (0.25, 64)
 
 
 class Reports:

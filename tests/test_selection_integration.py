@@ -50,7 +50,8 @@ def test_the_demo_reports_early_hv_every_epoch_and_catalogs_top1_selection(ray_l
     assert all(isinstance(m["early_hv"], float) and 0.0 < m["early_hv"] < 1.0 for m in epochs), epochs
     final = reports[-1]
     assert final["phase"] == "eval" and final["selection_images"] == 30  # 2% of each digit's training images
-    assert final["train_images"] == 1437 - 30
+    assert final["train_images"] == result.train_images == 1437 - 30
+    assert result.hv_selection == final["hv_selection"]
     rows = pq.read_table(result.catalog_file).to_pylist()
     assert len(rows) == len(space) == 35
     selection = [r["top1_selection"] for r in rows]
