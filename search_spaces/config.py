@@ -17,8 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from snnet import SNNetError
-from snnet._space import DIRECTIONS, PRESETS, SpaceConfig
+from snnet import DIRECTIONS, PRESETS, SNNetError, SpaceConfig
 from snnet.anchors import AnchorSpec
 from snnet.sampling import RULES
 
@@ -101,9 +100,9 @@ class TrainConfig(BaseModel):
     selection_fraction: Float(0, below=1) = 0.02
     early_stitches: Int(0) = 8  # after each epoch: the anchors plus this many stitches over the FLOPs range (0: off)
     early_images: Int(1) = 512  # ... scored on this many fixed images of the selection split
-    data_fraction: Float(0) = 1.0  # train on this seeded, stratified fraction of the training set, 0 < f <= 1
+    data_fraction: Kind("float", text="lie in (0, 1]").annotated() = 1.0  # train on this seeded, stratified fraction
     # FLOPs of the hypervolume's reference point; null: the largest anchor's (a sweep sets its families' largest)
-    hv_flops_ref: Kind("float", minimum=0, nullable=True).annotated() = None
+    hv_flops_ref: Kind("float", nullable=True, text="be a number > 0 or null").annotated() = None
     # fault tolerance
     checkpoint_every_steps: Int(0) = 0  # 0: at the end of every epoch only
     eval_checkpoint_seconds: Float(0) = 30.0  # how often finished evaluations are checkpointed
