@@ -28,12 +28,11 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
@@ -41,6 +40,7 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 
 from snnet.anchors import AnchorSpec
 
+from ._io import atomic_write
 from .data import (
     _DEMO_SPLIT_SEED,
     _DEMO_TRAIN_SEED,
@@ -306,21 +306,6 @@ def pretrain_anchor(
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, top1
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` through a temporary file in the same folder, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 @contextlib.contextmanager
 def _exclusive(lock_path: Path, on_wait: Callable[[], None]) -> Iterator[None]:
     """Hold an exclusive advisory lock on ``lock_path`` (no-op where fcntl is unavailable)."""
@@ -397,8 +382,8 @@ def demo_anchor_specs(
                         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     }
                     # Metadata first: a present .pth always has its .json next to it.
-                    _atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=2).encode()))
-                    _atomic_write(path, lambda f: torch.save(state, f))
+                    atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=2).encode()))
+                    atomic_write(path, lambda f: torch.save(state, f))
                     say(f"{name}: val top1 {top1:.1f}% after {recipe.epochs} epochs in {seconds:.1f}s -> {path}")
                     specs.append(AnchorSpec(name, checkpoint=str(path)))
                     continue
