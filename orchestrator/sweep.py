@@ -311,8 +311,11 @@ def _train_trial(ctx: dict[str, Any], train, search, trial_id: str):
     return result, {int(k): v for k, v in (_read_json(history) or {}).items()}
 
 
-def _train_images(train) -> float:
-    """Images one epoch trains on: the training set less the selection split, times ``data_fraction``."""
+def _train_images(train, result) -> float:
+    """Images one epoch trains on (after the selection split and ``data_fraction``): the run's own
+    count, else the training set less the selection split, times ``data_fraction``."""
+    if getattr(result, "train_images", None):
+        return result.train_images
     from .data import get_datasets
 
     images = len(get_datasets(train.dataset, train.image_size)[0])
@@ -325,7 +328,7 @@ def _trial_report(ctx: dict[str, Any], train, search, config: dict[str, Any], re
     from .objectives import objective_values, split_values
     from .sweep_schedulers import EARLY_METRIC, FINAL_KEY
 
-    values = objective_values(result.rows, ctx["flops_ref"], epochs=train.epochs, train_images=_train_images(train),
+    values = objective_values(result.rows, ctx["flops_ref"], epochs=train.epochs, train_images=_train_images(train, result),
                               stitches_per_step=_stitches_per_step(train.sampling, train.sampling_options))
     source = config.get(RERUN_KEY)
     last = epochs[max(epochs)] if epochs else None
