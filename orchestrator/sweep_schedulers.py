@@ -181,11 +181,11 @@ class FinalResultsOnly(Searcher):
         final = result if result and FINAL_KEY in result else None
         self.searcher.on_trial_complete(trial_id, result=final, error=error)
 
-    def get_state(self) -> dict:
-        return self.searcher.get_state()
+    def get_state(self) -> dict:  # a wrapper's own state (it has none); Tune saves the wrapped searcher itself
+        return {}
 
     def set_state(self, state: dict) -> None:
-        self.searcher.set_state(state)
+        return None
 
     def save(self, checkpoint_path: str) -> None:
         self.searcher.save(checkpoint_path)

@@ -187,6 +187,21 @@ def test_the_searcher_sees_final_results_only_and_a_stopped_trial_as_pruned():
     assert inner.results == [] and inner.completed == {"t1": None, "t2": {"hypervolume": 0.7, "catalog_file": "f"}}
 
 
+def test_tune_saves_and_restores_the_wrapped_optuna_searcher(tmp_path):
+    from ray.tune.search import SearchGenerator
+
+    from orchestrator.sweep_schedulers import FinalResultsOnly
+
+    search = _space(tmp_path, "searcher.scheduler=median")
+    wrapped = sweep._searcher(search, ["hypervolume"], ["max"])
+    wrapped.set_search_properties(None, None, sweep.tune_search_space(search))
+    assert wrapped.suggest("t0")
+    SearchGenerator(wrapped).save_to_dir(str(tmp_path), session_str="s")  # what Tune does at each state save
+    fresh = sweep._searcher(search, ["hypervolume"], ["max"])
+    SearchGenerator(fresh).restore_from_dir(str(tmp_path))
+    assert isinstance(fresh, FinalResultsOnly) and "t0" in fresh.searcher._ot_trials
+
+
 def test_epoch_metrics_hold_the_placeholders_and_leave_out_the_stitch_results():
     m = sweep.epoch_metrics({"epoch": 2, "loss": 1.5, "results": {"0": [1, 2]}}, ["hypervolume", "train_cost"])
     assert m["hypervolume"] == 0.0 and m["train_cost"] == 0.0 and math.isnan(m["early_hv"])
