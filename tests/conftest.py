@@ -66,3 +66,26 @@ def import_blocker(*packages: str) -> str:
         "            raise ImportError('blocked: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
     )
+
+
+DEMO_ANCHORS = ("snnet_demo_vit_tiny", "snnet_demo_vit_small", "snnet_demo_vit_base")
+
+
+def demo_space(name: str, *, anchors: int = 2, space: dict | None = None, training: dict | None = None,
+               resources: dict | None = None, searcher: dict | None = None) -> str:
+    """YAML text of a small search space over the embedded demo family (the sweep tests' spaces):
+    its first ``anchors`` anchors, ``kernel_size: 2, stride: 1`` and ``epochs: 1`` unless given."""
+    import yaml
+
+    doc = {"name": name, "dataset": "demo",
+           "families": [{"name": "demo_vit", "demo": True, "anchors": list(DEMO_ANCHORS[:anchors])}],
+           "space": {"kernel_size": 2, "stride": 1, **(space or {})},
+           "training": {"epochs": 1, **(training or {})}}
+    doc.update({k: v for k, v in (("resources", resources), ("searcher", searcher)) if v})
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+#: One trial process of one CPU at a time: what the sweep fault and re-run tests can afford.
+ONE_WORKER = {"workers_per_trial": 1, "cpus_per_worker": 1}
+#: A quick demo training run that checkpoints its evaluation.
+QUICK = {"batch_size": 64, "eval_checkpoint_seconds": 30}

@@ -13,34 +13,14 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import ONE_WORKER, QUICK, demo_space
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
 
-FIXED = """
-name: faultdemo
-dataset: demo
-families:
-  - name: demo_vit
-    demo: true
-    anchors: [snnet_demo_vit_tiny, snnet_demo_vit_small]
-space:
-  kernel_size: 2
-  stride: 1
-training:
-  epochs: 1
-  batch_size: 64
-  sampling: uniform
-  eval_checkpoint_seconds: 30
-resources:
-  workers_per_trial: 1
-  cpus_per_worker: 1
-searcher:
-  algorithm: tpe
-  max_concurrent_trials: 1
-  seeds: [0, 1]
-"""
+FIXED = demo_space("faultdemo", training={**QUICK, "sampling": "uniform"}, resources=ONE_WORKER,
+                   searcher={"algorithm": "tpe", "max_concurrent_trials": 1, "seeds": [0, 1]})
 
 
 @pytest.fixture

@@ -15,40 +15,22 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import QUICK, demo_space
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
 
-SMALL_DEMO = """
-name: {name}
-dataset: demo
-families:
-  - name: demo_vit
-    demo: true
-    anchors: [snnet_demo_vit_tiny, snnet_demo_vit_small, snnet_demo_vit_base]
-space:
-  kernel_size: [2, 3]
-  stride: 1
-training:
-  epochs: 1
-  batch_size: 64
-  sampling: [uniform, balanced]
-  eval_checkpoint_seconds: 30
-resources:
-  workers_per_trial: 2
-  cpus_per_worker: 1
-searcher:
-  algorithm: tpe
-  objectives: [hypervolume]
-  num_samples: {samples}
-  seed: 0
-"""
+def small_demo(name: str, samples: int) -> str:
+    return demo_space(name, anchors=3, space={"kernel_size": [2, 3]},
+                      training={**QUICK, "sampling": ["uniform", "balanced"]},
+                      resources={"workers_per_trial": 2, "cpus_per_worker": 1},
+                      searcher={"algorithm": "tpe", "objectives": ["hypervolume"], "num_samples": samples, "seed": 0})
 
 
 def _space(tmp_path: Path, name: str, samples: int) -> Path:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(SMALL_DEMO.format(name=name, samples=samples))
+    path.write_text(small_demo(name, samples))
     return path
 
 

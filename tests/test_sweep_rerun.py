@@ -9,33 +9,14 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import ONE_WORKER, QUICK, demo_space
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
 
-SPACE = """
-name: rerundemo
-dataset: demo
-families:
-  - name: demo_vit
-    demo: true
-    anchors: [snnet_demo_vit_tiny, snnet_demo_vit_small]
-space:
-  kernel_size: 2
-  stride: 1
-training:
-  epochs: 1
-  batch_size: 64
-  sampling: [uniform, balanced]
-  eval_checkpoint_seconds: 30
-resources:
-  workers_per_trial: 1
-  cpus_per_worker: 1
-searcher:
-  algorithm: grid
-  max_concurrent_trials: 1
-"""
+SPACE = demo_space("rerundemo", training={**QUICK, "sampling": ["uniform", "balanced"]}, resources=ONE_WORKER,
+                   searcher={"algorithm": "grid", "max_concurrent_trials": 1})
 
 
 def _sweep(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -6,32 +6,22 @@ import json
 import math
 
 import pytest
+from conftest import demo_space
 
 import orchestrator.sweep as sweep
 from orchestrator.catalog import CatalogWriter, validate_name
 from search_spaces import load_space
-from search_spaces.fingerprint import canonical_json, changed_fields, space_document, space_fingerprint
+from search_spaces.fingerprint import (
+    canonical_json,
+    changed_fields,
+    space_document,
+    space_fingerprint,
+)
 from search_spaces.names import validate_name as rule
 from snnet import SNNetError
 from snnet.sampling import rule_class
 
-FIXED = """
-name: fixeddemo
-dataset: demo
-families:
-  - name: demo_vit
-    demo: true
-    anchors: [snnet_demo_vit_tiny, snnet_demo_vit_small]
-space:
-  kernel_size: 2
-  stride: 1
-training:
-  epochs: 1
-  sampling: uniform
-searcher:
-  algorithm: tpe
-  seeds: [0, 1, 2]
-"""
+FIXED = demo_space("fixeddemo", training={"sampling": "uniform"}, searcher={"algorithm": "tpe", "seeds": [0, 1, 2]})
 
 
 def _fixed(tmp_path, text=FIXED, **kw):

@@ -9,31 +9,22 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import demo_space
 
 import orchestrator.sweep as sweep
 from orchestrator.catalog import CatalogWriter
 from orchestrator.objectives import hypervolume, objective_values, split_values
-from orchestrator.summary import early_hv_spearman, pareto_trials, rank_trials, sweep_report
+from orchestrator.summary import (
+    early_hv_spearman,
+    pareto_trials,
+    rank_trials,
+    sweep_report,
+)
 from search_spaces import load_space
 from snnet import SNNetError
 
-SPACE = """
-name: seldemo
-dataset: demo
-families:
-  - name: demo_vit
-    demo: true
-    anchors: [snnet_demo_vit_tiny, snnet_demo_vit_small]
-space:
-  kernel_size: [2, 3]
-  stride: 1
-training:
-  epochs: [1, 3]
-  sampling: uniform
-searcher:
-  algorithm: tpe
-  num_samples: 4
-"""
+SPACE = demo_space("seldemo", space={"kernel_size": [2, 3]}, training={"epochs": [1, 3], "sampling": "uniform"},
+                   searcher={"algorithm": "tpe", "num_samples": 4})
 
 
 def _space(tmp_path, *overrides):
