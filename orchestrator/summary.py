@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from snnet import StitchSpace
 
-from ._cli import format_flops
+from ._cli import format_flops, render_table
 
 __all__ = ["summarize", "spearman", "interpolation_stats", "best_under", "pareto_trials", "rank_trials",
            "early_hv_spearman", "sweep_report"]
@@ -96,14 +96,12 @@ def summarize(space: StitchSpace, rows: Sequence[dict[str, Any]], r2: dict[str, 
                      f"Spearman(FLOPs, top-1) = {'n/a' if rho is None else f'{rho:.2f}'}")
     largest = max(r["flops"] for r in rows)
     lines.append("best stitch under a FLOPs budget:")
-    lines.append(f"  {'budget':>8}  {'FLOPs':>10}  {'top-1':>6}  stitch")
+    table = []
     for fraction in (0.25, 0.5, 0.75, 1.0):
         row = best_under(rows, fraction * largest)
-        if row is None:
-            lines.append(f"  {fraction:>7.0%}  {_flops(fraction * largest):>10}  {'':>6}  none fits")
-        else:
-            lines.append(f"  {fraction:>7.0%}  {_flops(row['flops']):>10}  {row['top1']:>5.1f}%  "
-                         f"#{row['stitch_id']} {_describe(row)}")
+        table.append([f"{fraction:.0%}", _flops(fraction * largest), "", "none fits"] if row is None else
+                     [f"{fraction:.0%}", _flops(row["flops"]), f"{row['top1']:.1f}%", f"#{row['stitch_id']} {_describe(row)}"])
+    lines += _indented(render_table(table, header=["budget", "FLOPs", "top-1", "stitch"], right=[True, True, True]))
     if catalog is not None:
         lines.append(f"catalog:  {catalog}")
     return "\n".join(lines)
@@ -180,11 +178,15 @@ def _split_line(ok: Sequence[dict[str, Any]]) -> str:
     return "objective on the selection split where a trial had it, else on the evaluation split"
 
 
-def _trial_line(t: dict[str, Any]) -> str:
+def _trial_cells(t: dict[str, Any]) -> list[str]:
     source = f" (re-run of {t['source_trial']})" if t.get("source_trial") else ""
-    return (f"  {t['trial_id']:<14} {t['family']:<12} {_number(t.get('hypervolume'), '.4f'):>11} "
-            f"{_number(t.get('hypervolume_eval'), '.4f'):>8} {_number(t.get('early_hv_epoch1'), '.4f'):>10} "
-            f"{_number(t.get('best_top1_eval', t.get('best_top1')), '.1f'):>9}%  {_settings(t['config'])}{source}")
+    return [t["trial_id"], t["family"], _number(t.get("hypervolume"), ".4f"), _number(t.get("hypervolume_eval"), ".4f"),
+            _number(t.get("early_hv_epoch1"), ".4f"), _number(t.get("best_top1_eval", t.get("best_top1")), ".1f") + "%",
+            _settings(t["config"]) + source]
+
+
+def _indented(table: str, indent: str = "  ") -> list[str]:
+    return [indent + line for line in table.splitlines()]
 
 
 def sweep_report(summary: dict[str, Any]) -> str:
@@ -199,9 +201,10 @@ def sweep_report(summary: dict[str, Any]) -> str:
              f"experiment: {summary['experiment']}"]
     if ok:
         lines.append(_split_line(ok))
-    lines.append(f"  {'trial':<14} {'family':<12} {'hypervolume':>11} {'hv eval':>8} {'early hv@1':>10} "
-                 f"{'best top-1':>10}  settings")
-    lines += [_trial_line(t) for t in rank_trials(ok, objectives)]
+    lines += _indented(render_table([_trial_cells(t) for t in rank_trials(ok, objectives)],
+                                    header=["trial", "family", "hypervolume", "hv eval", "early hv@1", "best top-1",
+                                            "settings"],
+                                    right=[False, False, True, True, True, True]))
     for t in stopped:
         lines.append(f"  stopped early: {t['trial_id']} after epoch {t.get('epoch')}, "
                      f"early hv {_number(t.get('early_hv'), '.4f')}  {_settings(t.get('config', {}))}")
