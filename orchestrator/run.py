@@ -563,6 +563,8 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
             "init": config.init,
             "mode": config.mode,
             "epochs": config.epochs,
+            "data_fraction": float(config.data_fraction),  # fidelity: a cheap trial vs its full re-run
+            "image_size": config.image_size,  # null: each family's default resolution
             "anchor_lr": float(config.anchor_lr),
             "stitch_lr": float(config.stitch_lr) if config.stitch_lr is not None else None,  # None: one lr group
             "seed": config.seed,

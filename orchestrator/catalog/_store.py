@@ -46,10 +46,12 @@ __all__ = [
     "trial_metadata",
 ]
 
-#: 2 added latency_batch_size; 3 added top1_selection and space_fingerprint; 4 added weights.
-SCHEMA_VERSION = "5"
+#: 2 added latency_batch_size; 3 added top1_selection and space_fingerprint; 4 added weights; 5 added
+#: preset and released_deit_head; 6 added the fidelity knobs data_fraction and image_size.
+SCHEMA_VERSION = "6"
 VERSION_KEY = b"snnet.catalog.schema_version"
-_ADDED_IN = {"latency_batch_size": 2, "top1_selection": 3, "space_fingerprint": 3, "weights": 4, "preset": 5, "released_deit_head": 5}
+_ADDED_IN = {"latency_batch_size": 2, "top1_selection": 3, "space_fingerprint": 3, "weights": 4, "preset": 5, "released_deit_head": 5,
+            "data_fraction": 6, "image_size": 6}
 
 #: Columns stored in each trial file (``sweep`` is the Hive partition, added on read).
 SCHEMA = pa.schema(
@@ -93,6 +95,11 @@ SCHEMA = pa.schema(
         # whether stitched paths skip the back anchor's final norm as the released DeiT forward does
         pa.field("preset", pa.string()),
         pa.field("released_deit_head", pa.bool_()),
+        # the fidelity the trial trained at, so a cheap search trial and its full-fidelity re-run
+        # tell apart: the fraction of the training set it trained on (1.0: all of it) and the
+        # input resolution (null: each anchor family's own default)
+        pa.field("data_fraction", pa.float64()),
+        pa.field("image_size", pa.int32()),
     ],
     metadata={"snnet.catalog.schema_version": SCHEMA_VERSION},
 )
