@@ -9,7 +9,9 @@ GPU, set up by Ray's ``TorchTrainer``). It runs :class:`~orchestrator.recipe.Sup
   storage during the call (synchronous upload, Ray Train's default), so nothing is left in the
   temp folder, and ``CheckpointConfig(num_to_keep=...)`` bounds what storage keeps. After a
   failure Ray restarts the worker group and the recipe resumes from the latest one.
-  Checkpoints load with ``weights_only=True``.
+  Checkpoints load with ``weights_only=True``. A worker killed inside ``report`` cannot clean
+  up; its folder names its host and pid, and the next worker on that host removes the folders
+  of pids that no longer run (:func:`remove_stale_checkpoints`).
 - **DDP**: ``ray.train.torch.prepare_model`` wraps the step module when there are several
   workers (``find_unused_parameters``: a step trains only some stitches).
 - **Test-only callbacks** (:class:`~orchestrator.recipe.TrainCallback`) come from import specs
@@ -21,6 +23,8 @@ GPU, set up by Ray's ``TorchTrainer``). It runs :class:`~orchestrator.recipe.Sup
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import tempfile
 from typing import Any
 
@@ -32,7 +36,7 @@ from .config import TrainConfig
 from .recipe import SupernetRecipe, SupernetStep, TrainState, Worker, evaluate_stitch, load_callbacks, step_loss
 
 __all__ = ["train_loop_per_worker", "SupernetStep", "evaluate_stitch", "step_loss", "CHECKPOINT_FILE",
-           "CALLBACKS_ENV", "report_to_ray"]
+           "CALLBACKS_ENV", "report_to_ray", "remove_stale_checkpoints"]
 
 CHECKPOINT_FILE = TrainState.FILE
 CALLBACKS_ENV = "SNNET_TRAIN_CALLBACKS"
@@ -47,9 +51,44 @@ def report_to_ray(metrics: dict[str, Any], state: TrainState | None) -> None:
     if state is None:
         ray.train.report(metrics)
         return
-    with tempfile.TemporaryDirectory(prefix=CHECKPOINT_PREFIX) as folder:
+    with tempfile.TemporaryDirectory(prefix=f"{_host_prefix()}{os.getpid()}-") as folder:
         state.write(folder)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def _host_prefix() -> str:
+    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname())
+    return f"{CHECKPOINT_PREFIX}{host}-"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_checkpoints(folder: str | None = None) -> list[str]:
+    """Remove this host's temporary checkpoint folders whose writer process no longer runs (a
+    worker SIGKILLed inside ``ray.train.report``); returns the removed paths. Folders of live
+    processes and of other hosts sharing the folder are left alone."""
+    folder = folder or tempfile.gettempdir()
+    prefix = _host_prefix()
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        pid = name[len(prefix):].split("-", 1)[0]
+        if name.startswith(prefix) and pid.isdigit() and not _running(int(pid)):
+            path = os.path.join(folder, name)
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def latest_state() -> TrainState | None:
@@ -81,6 +120,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     config = TrainConfig.model_validate(loop_config["train"])
     space = StitchSpace.from_json(loop_config["space"])
     ctx = ray.train.get_context()
+    remove_stale_checkpoints()
     torch.set_num_threads(max(1, config.cpus_per_worker))
     worker = Worker(
         rank=ctx.get_world_rank(),
