@@ -1,7 +1,9 @@
 """An honest comparison of design choices: ``python -m orchestrator.catalog compare CATALOG --by COLUMN``.
 
 Trials are grouped by the value of one per-trial column (``sampling``, ``kernel_size``,
-``init``, ``epochs``, ...). Only trials that **share a space** are compared: the same anchors
+``init``, ``epochs``, the fidelity knobs ``data_fraction`` and ``image_size``, ...); a null
+``image_size`` (each family's own resolution) is the group ``default``. Only trials that
+**share a space** are compared: the same anchors
 and the same value of every other setting column (``kernel_size``, ``stride``, ``dataset``,
 ``init``, ``mode``, ``epochs``, learning rates, ``workers``, and any setting column added
 later). Outcomes and bookkeeping (``top1``, ``flops``, ``ls_r2``, ``seed``, ``checkpoint``,
@@ -52,6 +54,9 @@ NOT_SETTINGS = frozenset({
     "top1_selection", "latency_ms", "latency_batch_size", "device", "checkpoint", "created_at", "ls_r2",
     "seed", "code_version", "space_fingerprint",
 })
+#: Setting columns whose null is a value of its own (the default), compared as a group of that name:
+#: a full-fidelity re-run at the family's own resolution is compared with a cheap one at 128 px.
+NULL_GROUPS = {"image_size": "default"}
 _SPACE = "trials that share a space (same anchors and the same value of every other setting column)"
 
 
@@ -173,6 +178,7 @@ def _trials(df: "pd.DataFrame", by: str, ignore: Sequence[str], catalog: str) ->
     for key, rows in df.groupby(keys, dropna=False, sort=True):
         first = rows.iloc[0]
         group = _value(first[by])
+        group = NULL_GROUPS.get(by) if group is None else group
         rows = rows[rows["top1"].notna()]
         if rows.empty:
             continue
@@ -289,7 +295,8 @@ def compare(
     _require(df, ("trial_id", "anchors", "cuts", "flops", "top1"), "compare")
     if by not in df.columns:
         raise SNNetError(f"Cannot compare by {by!r}: the catalog has no such column. Compare by a per-trial "
-                         f"column such as sampling, kernel_size, stride, init, mode, epochs or anchor_lr.")
+                         f"column such as sampling, kernel_size, stride, init, mode, epochs, anchor_lr, "
+                         f"data_fraction or image_size.")
     unknown = [c for c in ignored if c not in df.columns]
     if unknown:
         raise SNNetError(f"Cannot ignore {', '.join(map(repr, unknown))}: the catalog has no such column.")
