@@ -18,7 +18,7 @@ from pydantic import PlainValidator, ValidationError, WithJsonSchema
 
 from snnet import SNNetError
 
-__all__ = ["Kind", "Int", "Float", "OneOf", "Bool", "Str", "describe", "did_you_mean", "num", "problems"]
+__all__ = ["Kind", "Int", "Float", "OneOf", "Bool", "Str", "Problem", "describe", "did_you_mean", "num", "problems"]
 _TYPES = {"int": (int, "integer"), "float": (float, "number"), "bool": (bool, "boolean"), "str": (str, "string")}
 
 
@@ -102,15 +102,24 @@ Bool = Kind("bool").annotated()
 Str = Kind("str").annotated()
 
 
+class Problem(SNNetError):
+    """A problem found by a whole-object check, at ``path`` below the object checked."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(message)
+        self.path = path
+
+
 def problems(error: ValidationError) -> list[tuple[tuple[Any, ...], str]]:
-    """``(location, message)`` per error: our own message where a validator raised, else pydantic's."""
+    """``(location, message)`` per error: our own message where a validator raised (a :class:`Problem`'s
+    ``path`` is appended to the location), else pydantic's."""
     out = []
     for e in error.errors():
-        cause = (e.get("ctx") or {}).get("error")
+        cause, loc = (e.get("ctx") or {}).get("error"), tuple(e["loc"])
         if isinstance(cause, Exception) and e["type"] in ("value_error", "assertion_error"):
-            message = str(cause)
+            message, loc = str(cause), loc + ((cause.path,) if isinstance(cause, Problem) else ())
         else:
             message = {"missing": "is required", "extra_forbidden": "unknown key"}.get(
                 e["type"], f"{e['msg'][:1].lower()}{e['msg'][1:]}, got {e['input']!r}")
-        out.append((tuple(e["loc"]), message))
+        out.append((loc, message))
     return out

@@ -1,14 +1,9 @@
-"""Typed, validated settings of one supernet training run: :class:`TrainConfig`.
+"""One supernet training run, typed and validated: :class:`TrainConfig`.
 
-A ``TrainConfig`` is what ``python -m orchestrator.train`` parses its flags into and what a
-sweep trial's resolved point of its search space becomes. It is a pydantic model: building
-one validates it and reports every problem at once in one :class:`snnet.SNNetError`
-(``Invalid training settings: workers must be an integer >= 1, got 0; ...``), before any
-model is built or any Ray resource is requested. It crosses to the Ray Train workers and into
-checkpoints as ``model_dump()`` and comes back with ``TrainConfig.model_validate(data)``.
-
-The ``training:`` section of a search space is derived from these fields (see
-:mod:`search_spaces.schema`), so a new training knob is written here once.
+``python -m orchestrator.train`` parses its flags into one, and a sweep trial's point of its search space
+resolves into one; it crosses to the Ray Train workers and into checkpoints as ``model_dump()``. A search
+space's ``training:`` section is derived from these fields (:mod:`search_spaces.schema`), so a new training
+knob is written here once.
 """
 
 from __future__ import annotations
@@ -23,17 +18,12 @@ from snnet.sampling import RULES
 
 from ._kinds import Bool, Float, Int, Kind, OneOf, Str, problems
 
-__all__ = ["TrainConfig", "MODES", "INITS", "LS_MODES", "PLACEMENTS", "SPACE_FIELDS", "OPTIMIZERS", "INTERPOLATIONS",
-           "ERASING_MODES"]
+__all__ = ["TrainConfig", "MODES", "INITS", "LS_MODES", "PLACEMENTS", "SPACE_FIELDS"]
 
 MODES = ("full", "stitch-only", "lora")
 INITS = ("ls", "kaiming")
 LS_MODES = ("joint", "average")
 PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
-OPTIMIZERS = ("adamw", "sgd")
-CLIP_MODES = ("norm", "value", "agc")
-INTERPOLATIONS = ("bilinear", "bicubic", "random")
-ERASING_MODES = ("pixel", "rand", "const")
 
 
 class TrainConfig(BaseModel):
@@ -70,15 +60,15 @@ class TrainConfig(BaseModel):
     weight_decay: Float(0) = 0.05
     warmup_fraction: Float(0, below=1) = 0.1
     grad_clip: Kind("float", minimum=0, nullable=True).annotated() = 1.0  # max gradient norm; null or 0: none
-    grad_clip_mode: OneOf(CLIP_MODES) = "norm"  # timm's dispatch_clip_grad: norm, value or agc (LeViT's)
-    optimizer: OneOf(OPTIMIZERS) = "adamw"
+    grad_clip_mode: OneOf(("norm", "value", "agc")) = "norm"  # timm's dispatch_clip_grad: norm, value or agc (LeViT's)
+    optimizer: OneOf(("adamw", "sgd")) = "adamw"
     momentum: Float(0, below=1) = 0.9  # SGD's (Nesterov, as timm's 'sgd')
     # the paper's augmentation and regularisation, through timm (orchestrator.augment); defaults: off
     auto_augment: Kind("str", nullable=True).annotated() = None  # timm's string, e.g. rand-m9-mstd0.5-inc1
-    interpolation: OneOf(INTERPOLATIONS) = "bicubic"
+    interpolation: OneOf(("bilinear", "bicubic", "random")) = "bicubic"
     crop_pct: Kind("float", minimum=0.1, nullable=True).annotated() = None  # evaluation crop (<= 1); null: timm's
     random_erasing: Float(0, below=1) = 0.0  # probability, on ImageNet folders and shards (timm's reprob)
-    random_erasing_mode: OneOf(ERASING_MODES) = "pixel"
+    random_erasing_mode: OneOf(("pixel", "rand", "const")) = "pixel"
     mixup: Float(0) = 0.0  # mixup alpha (0: off)
     cutmix: Float(0) = 0.0  # cutmix alpha (0: off)
     mixup_prob: Float(0) = 1.0  # chance that a batch is mixed at all

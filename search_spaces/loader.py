@@ -24,7 +24,6 @@ __all__ = ["apply", "load_space", "parse", "parse_yaml", "shipped_spaces", "MAX_
 
 #: The largest search-space file read (shipped spaces are about 2 KB).
 MAX_BYTES = 1 << 20
-_SUFFIXES = (".yaml", ".yml")
 
 
 def shipped_spaces() -> list[str]:
@@ -47,7 +46,7 @@ def load_space(name_or_path: str | os.PathLike[str], *, check_models: bool = Tru
     """
     text = os.fspath(name_or_path)
     bare = not isinstance(name_or_path, os.PathLike) and "/" not in text and os.sep not in text \
-        and not text.endswith(_SUFFIXES)
+        and not text.endswith((".yaml", ".yml"))
     if bare and text in shipped_spaces():
         path = Path(str(resources.files(__package__) / f"{text}.yaml"))
         source = str(path)

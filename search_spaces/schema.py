@@ -1,14 +1,10 @@
-"""Typed, validated search spaces (pydantic v2, ``extra="forbid"``): what a sweep searches over and keeps fixed.
+"""The search-space models (pydantic v2, ``extra="forbid"``): what a sweep searches over and keeps fixed.
 
-A YAML file under ``search_spaces/`` (format: ``search_spaces/README.md``) loads into a :class:`SearchSpace`:
-candidate anchor **families** (one picked per trial); the SN-Net **space** settings (Pan, Cai and Zhuang,
-CVPR 2023) and the **training** settings, both derived from :class:`~search_spaces.config.TrainConfig`'s own
-fields (a knob is written once); the **resources** of one trial; the **searcher**. A space or training
-setting is ``T | Choice[T] | Range``: a value (fixed), a list (:class:`Choice`) or ``{low, high, log}``
-(:class:`IntRange`, :class:`FloatRange`). :meth:`SearchSpace.parameters` lists the searched ones under flat
-dotted keys (``family``, ``space.kernel_size``, ``training.anchor_lr``); :meth:`SearchSpace.trial_config`
-resolves one point into a plain ``TrainConfig``. :meth:`SearchSpace.from_dict` reports every problem at once,
-each at its YAML path (and line). This module imports neither Ray nor Optuna.
+A :class:`SearchSpace` holds the anchor **families** (one picked per trial), the **space** and **training**
+sections derived from :class:`~search_spaces.config.TrainConfig`'s own fields (a knob is written once), the
+**resources** of one trial and the **searcher**. A space or training setting is ``T | Choice[T] | Range``: a
+value, a list (:class:`Choice`) or ``{low, high, log}`` (:class:`IntRange`, :class:`FloatRange`).
+:meth:`SearchSpace.from_dict` reports every problem at once, each at its YAML path (and line).
 """
 
 from __future__ import annotations
@@ -25,7 +21,7 @@ from snnet import SNNetError
 from snnet.anchors import AnchorSpec, UnknownModelError, check_model_name
 from snnet.sampling import RULES
 
-from ._kinds import Bool, Float, Int, Kind, OneOf, Str, describe, did_you_mean, num, problems
+from ._kinds import Bool, Float, Int, Kind, OneOf, Problem, Str, describe, did_you_mean, num, problems
 from .config import SPACE_FIELDS, TrainConfig
 from .names import NAME_RULES, validate_name
 
@@ -50,14 +46,6 @@ TRAINING_SET_ELSEWHERE: dict[str, str] = {
 }
 _DEMO_PREFIX = "snnet_demo_"
 _STRICT = ConfigDict(extra="forbid", frozen=True)
-
-
-class Problem(SNNetError):
-    """A problem found by a whole-object check, at ``path`` below the object checked."""
-
-    def __init__(self, path: str, message: str):
-        super().__init__(message)
-        self.path = path
 
 
 # -- searched values ---------------------------------------------------------------------------
@@ -320,11 +308,6 @@ class Searcher(BaseModel):
                                         "use nsga2 for several")
         return self
 
-    @property
-    def directions(self) -> tuple[str, ...]:
-        """``"max"`` or ``"min"`` per objective, in order."""
-        return tuple(OBJECTIVES[o] for o in self.objectives)
-
 
 # -- the space and training sections, derived from TrainConfig ------------------------------------
 def _kind(name: str) -> Kind:
@@ -439,11 +422,8 @@ class SearchSpace(BaseModel):
         try:
             space = cls.model_validate(data)
         except ValidationError as error:
-            for (loc, message), e in zip(problems(error), error.errors()):
-                path, cause = _path(loc), (e.get("ctx") or {}).get("error")
-                if isinstance(cause, Problem):
-                    path = f"{path}.{cause.path}" if path and not cause.path.startswith("[") else path + cause.path
-                found.append((path, _unknown_key(loc) if message == "unknown key" else message))
+            found = [(_path(loc), _unknown_key(loc) if message == "unknown key" else message)
+                     for loc, message in problems(error)]
         if space is not None and check_models:
             found += space._unknown_models(data)
         if found:
@@ -460,8 +440,13 @@ class SearchSpace(BaseModel):
         if teacher is not None and not teacher.name.startswith(_DEMO_PREFIX):
             named.append(("training.teacher" + ("" if isinstance(data["training"]["teacher"], str) else ".name"),
                           teacher.name))
-        verdicts = {model: _verdict(model) for model in dict.fromkeys(model for _, model in named)}
-        return [(path, verdicts[model]) for path, model in named if verdicts[model]]
+        verdicts = {}
+        for model in dict.fromkeys(model for _, model in named):
+            try:
+                check_model_name(model)
+            except UnknownModelError as e:
+                verdicts[model] = str(e)
+        return [(path, verdicts[model]) for path, model in named if model in verdicts]
 
     def to_dict(self) -> dict[str, Any]:
         """This space in the YAML format (plain JSON-able values)."""
@@ -605,14 +590,6 @@ def _unknown_key(loc: tuple[Any, ...]) -> str:
     if model is TrainingSection:
         return f"unknown training setting{did_you_mean(loc[-1], known) or ' (TrainConfig has no such field)'}"
     return f"unknown key{did_you_mean(loc[-1], known) or ' (known keys: ' + ', '.join(known) + ')'}"
-
-
-def _verdict(model: str) -> str | None:
-    try:
-        check_model_name(model)
-    except UnknownModelError as e:
-        return str(e)
-    return None
 
 
 def _line(lines: Mapping[str, int], path: str) -> str:
