@@ -1013,45 +1013,13 @@ def make_loader(
     Unreadable images are dropped and reported once through ``on_skip`` (default: a
     ``warning:`` line on stderr; ``None`` keeps quiet; ``loader.skipped`` lists them).
     """
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(
-            f"make_loader needs world_size >= 1 and 0 <= rank < world_size; got rank={rank}, world_size={world_size}."
-        )
-    if batch_size < 1:
-        raise ValueError(f"make_loader needs batch_size >= 1; got {batch_size}.")
+    _check_loader_args(batch_size, rank, world_size)
     if isinstance(dataset, WebDatasetShards):
-        if repeats > 1:
-            raise SNNetError(f"repeated augmentation (aug_repeats={repeats}) needs an indexable dataset (a folder "
-                             "or the demo); WebDataset shards stream each sample once per epoch: set aug_repeats: 1.")
-        stream = _RankStream(dataset, batch_size, rank, world_size, fill=drop_last, shuffle=shuffle, seed=seed,
-                             shuffle_buffer=shuffle_buffer)
-        stream.num_workers = num_workers
-        remote = "://" in dataset.shards.location
-        loader = Loader(
-            stream,
-            batch_size=None,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            # fresh workers each epoch carry the epoch; a forked S3 client may hang, so spawn for URIs
-            persistent_workers=False,
-            multiprocessing_context="spawn" if remote and num_workers > 0 else None,
-            on_skip=on_skip,
-            strict_batches=drop_last,
-        )
-        object.__setattr__(loader, "sampler", _EpochSampler(stream))
-        return loader
-    if repeats < 1:
-        raise ValueError(f"make_loader needs repeats >= 1; got {repeats}.")
-    if repeats > 1:
-        from timm.data.distributed_sampler import RepeatAugSampler
-
-        round_to = REPEAT_ROUND if len(dataset) >= REPEAT_ROUND * world_size else 0  # type: ignore[arg-type]
-        sampler = RepeatAugSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle,
-                                   num_repeats=repeats, selected_round=round_to)
-    else:
-        sampler_cls = DistributedSampler if pad or drop_last else _UnpaddedDistributedSampler
-        sampler = sampler_cls(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
-                              drop_last=drop_last)
+        return _shard_loader(dataset, batch_size, rank=rank, world_size=world_size, shuffle=shuffle, seed=seed,
+                             num_workers=num_workers, drop_last=drop_last, pin_memory=pin_memory, on_skip=on_skip,
+                             shuffle_buffer=shuffle_buffer, repeats=repeats)
+    sampler = _map_sampler(dataset, rank=rank, world_size=world_size, shuffle=shuffle, seed=seed,
+                           drop_last=drop_last, pad=pad, repeats=repeats)
     # Seeds the loader's workers (random augmentations) reproducibly and differently per rank.
     generator = torch.Generator()
     generator.manual_seed(seed * 1_000_003 + rank)
@@ -1068,6 +1036,60 @@ def make_loader(
         on_skip=on_skip,
         strict_batches=drop_last,
     )
+
+
+def _check_loader_args(batch_size: int, rank: int, world_size: int) -> None:
+    """:func:`make_loader`'s arguments that no dataset can work with: a ``ValueError`` naming them."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(
+            f"make_loader needs world_size >= 1 and 0 <= rank < world_size; got rank={rank}, world_size={world_size}."
+        )
+    if batch_size < 1:
+        raise ValueError(f"make_loader needs batch_size >= 1; got {batch_size}.")
+
+
+def _shard_loader(dataset: WebDatasetShards, batch_size: int, *, rank: int, world_size: int, shuffle: bool,
+                  seed: int, num_workers: int, drop_last: bool, pin_memory: bool,
+                  on_skip: Callable[[str], None] | None, shuffle_buffer: int, repeats: int) -> Loader:
+    """:func:`make_loader` for shards: a :class:`_RankStream` of this rank's batches, made in the
+    stream itself (``batch_size=None`` here), with an :class:`_EpochSampler` for ``set_epoch``."""
+    if repeats > 1:
+        raise SNNetError(f"repeated augmentation (aug_repeats={repeats}) needs an indexable dataset (a folder "
+                         "or the demo); WebDataset shards stream each sample once per epoch: set aug_repeats: 1.")
+    stream = _RankStream(dataset, batch_size, rank, world_size, fill=drop_last, shuffle=shuffle, seed=seed,
+                         shuffle_buffer=shuffle_buffer)
+    stream.num_workers = num_workers
+    remote = "://" in dataset.shards.location
+    loader = Loader(
+        stream,
+        batch_size=None,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        # fresh workers each epoch carry the epoch; a forked S3 client may hang, so spawn for URIs
+        persistent_workers=False,
+        multiprocessing_context="spawn" if remote and num_workers > 0 else None,
+        on_skip=on_skip,
+        strict_batches=drop_last,
+    )
+    object.__setattr__(loader, "sampler", _EpochSampler(stream))
+    return loader
+
+
+def _map_sampler(dataset: Dataset, *, rank: int, world_size: int, shuffle: bool, seed: int, drop_last: bool,
+                 pad: bool, repeats: int) -> DistributedSampler | Any:
+    """This rank's sampler of a map-style dataset: timm's :class:`RepeatAugSampler` for
+    ``repeats > 1``, else a :class:`DistributedSampler` (padded) or, for ``pad=False``
+    evaluation, :class:`_UnpaddedDistributedSampler`."""
+    if repeats < 1:
+        raise ValueError(f"make_loader needs repeats >= 1; got {repeats}.")
+    if repeats > 1:
+        from timm.data.distributed_sampler import RepeatAugSampler
+
+        round_to = REPEAT_ROUND if len(dataset) >= REPEAT_ROUND * world_size else 0  # type: ignore[arg-type]
+        return RepeatAugSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle,
+                                num_repeats=repeats, selected_round=round_to)
+    sampler_cls = DistributedSampler if pad or drop_last else _UnpaddedDistributedSampler
+    return sampler_cls(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
 
 
 def set_epoch(loader: DataLoader, epoch: int) -> None:
