@@ -55,6 +55,7 @@ __all__ = [
     "demo_train_draw",
     "distort_digits",
     "image_folder_datasets",
+    "TransformOptions",
     "ImageFolderSplit",
     "Unreadable",
     "skipped_message",
@@ -361,6 +362,50 @@ def _transforms(image_size: int, mean: Sequence[float] | None, std: Sequence[flo
     return train_tf, val_tf
 
 
+@dataclass(frozen=True)
+class TransformOptions:
+    """How folders and shards read their images: timm's transforms' options and the image mode.
+
+    One object for :func:`image_folder_datasets`, :func:`wds_datasets` and :func:`get_datasets`
+    (which also take the fields as keyword arguments, applied over ``options``).
+    ``mean``/``std`` default to ImageNet's; ``input_img_mode="L"`` reads grey levels.
+    """
+
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    interpolation: str = "bicubic"
+    crop_pct: float | None = None
+    auto_augment: str | None = None
+    re_prob: float = 0.0
+    re_mode: str = "pixel"
+    input_img_mode: str = "RGB"
+
+    def __post_init__(self) -> None:
+        for name in ("mean", "std"):  # any sequence in, a tuple kept (frozen and hashable)
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(float(v) for v in value))
+
+    @classmethod
+    def from_config(cls, config: Any) -> "TransformOptions":
+        """The options a :class:`~orchestrator.config.TrainConfig` asks for (its augmentation fields,
+        mapped once by :func:`orchestrator.augment.transform_options`)."""
+        from .augment import transform_options
+
+        return cls(**transform_options(config))
+
+    @classmethod
+    def of(cls, options: "TransformOptions | None" = None, **fields: Any) -> "TransformOptions":
+        """``options`` (default: the defaults) with ``fields`` replaced; an unknown name is a ``TypeError``."""
+        base = options if options is not None else cls()
+        return replace(base, **fields) if fields else base
+
+    def transforms(self, image_size: int) -> tuple[Any, Any]:
+        """timm's ``(training, evaluation)`` transforms at ``image_size``."""
+        return _transforms(image_size, self.mean, self.std, self.interpolation, self.crop_pct, self.auto_augment,
+                           self.re_prob, self.re_mode)
+
+
 def _folder_classes(root: str) -> tuple[list[str], list[str]]:
     _check_root(root)
     train_classes = _check_split(root, "train")
@@ -378,22 +423,16 @@ def _folder_classes(root: str) -> tuple[list[str], list[str]]:
 def image_folder_datasets(
     root: str | os.PathLike[str],
     image_size: int = 224,
-    *,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    interpolation: str = "bicubic",
-    crop_pct: float | None = None,
-    auto_augment: str | None = None,
-    re_prob: float = 0.0,
-    re_mode: str = "pixel",
-    input_img_mode: str = "RGB",
+    options: TransformOptions | None = None,
+    **fields: Any,
 ) -> tuple[Dataset, Dataset]:
     """``(train, val)`` :class:`ImageFolderSplit`\\ s of an ImageNet-layout folder.
 
     Training images get timm's training transform (random resized crop, flip, colour jitter,
     optional ``auto_augment`` such as ``"rand-m9-mstd0.5"``, random erasing with probability
     ``re_prob`` and mode ``re_mode``); validation images get its
-    evaluation transform (resize by ``1 / crop_pct``, centre crop). ``mean``/``std`` default
+    evaluation transform (resize by ``1 / crop_pct``, centre crop): :class:`TransformOptions`,
+    given as ``options`` or as its fields by name (``re_prob=0.25``). ``mean``/``std`` default
     to ImageNet's; pass the anchors' own (``timm.data.resolve_data_config``) when they differ.
     ``input_img_mode="L"`` reads grey-level images for one-channel anchors.
 
@@ -402,10 +441,12 @@ def image_folder_datasets(
     Images are only listed here, not opened; one that cannot be decoded is dropped when read.
     """
     root = os.fspath(root)
+    options = TransformOptions.of(options, **fields)
     train_classes, val_classes = _folder_classes(root)
-    train_tf, val_tf = _transforms(image_size, mean, std, interpolation, crop_pct, auto_augment, re_prob, re_mode)
-    train = ImageFolderSplit(root, "train", train_classes, train_classes, train_tf, input_img_mode)
-    val = ImageFolderSplit(root, "val", train_classes, val_classes, val_tf, input_img_mode)
+    train_tf, val_tf = options.transforms(image_size)
+    mode = options.input_img_mode
+    train = ImageFolderSplit(root, "train", train_classes, train_classes, train_tf, mode)
+    val = ImageFolderSplit(root, "val", train_classes, val_classes, val_tf, mode)
     return train, val
 
 
@@ -843,20 +884,16 @@ def _shuffled(source: Iterator[Any], size: int, rng: random.Random) -> Iterator[
 def wds_datasets(
     spec: str,
     image_size: int = 224,
-    *,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    interpolation: str = "bicubic",
-    crop_pct: float | None = None,
-    auto_augment: str | None = None,
-    re_prob: float = 0.0,
-    re_mode: str = "pixel",
-    input_img_mode: str = "RGB",
+    options: TransformOptions | None = None,
+    **fields: Any,
 ) -> tuple[WebDatasetShards, WebDatasetShards]:
-    """``(train, val)`` of a ``wds:`` dataset, with the same timm transforms as :func:`image_folder_datasets`."""
+    """``(train, val)`` of a ``wds:`` dataset, with the same timm transforms (:class:`TransformOptions`,
+    as ``options`` or by field name) as :func:`image_folder_datasets`."""
     sets = shard_sets(spec)
-    train_tf, val_tf = _transforms(image_size, mean, std, interpolation, crop_pct, auto_augment, re_prob, re_mode)
-    return WebDatasetShards(sets["train"], train_tf, input_img_mode), WebDatasetShards(sets["val"], val_tf, input_img_mode)
+    options = TransformOptions.of(options, **fields)
+    train_tf, val_tf = options.transforms(image_size)
+    mode = options.input_img_mode
+    return WebDatasetShards(sets["train"], train_tf, mode), WebDatasetShards(sets["val"], val_tf, mode)
 
 
 def write_shards(
@@ -1136,13 +1173,13 @@ def calibration_batches(
 
 
 def get_datasets(name_or_path: str | os.PathLike[str], image_size: int | None = None,
-                 **transform: Any) -> tuple[Dataset, Dataset]:
+                 options: TransformOptions | None = None, **transform: Any) -> tuple[Dataset, Dataset]:
     """``(train, val)`` for ``"demo"``, an ImageNet-layout directory or ``wds:LOCATION`` shards.
 
-    ``image_size`` defaults to 224 for folders and shards. ``transform`` holds options of
-    timm's transforms for folders and shards (``auto_augment``, ``interpolation``,
-    ``crop_pct``, ``re_prob``, ``re_mode``: :func:`orchestrator.augment.transform_options`);
-    the demo's tensors keep their own fixed recipe and ignore them.
+    ``image_size`` defaults to 224 for folders and shards. ``options`` (a :class:`TransformOptions`,
+    e.g. ``TransformOptions.from_config(config)``) and ``transform`` (its fields by name, such as
+    :func:`orchestrator.augment.transform_options` gives) set timm's transforms for folders and
+    shards; the demo's tensors keep their own fixed recipe and ignore them.
     """
     if isinstance(name_or_path, str) and name_or_path == "demo":
         if image_size not in (None, DEMO_IMAGE_SIZE):
@@ -1152,10 +1189,10 @@ def get_datasets(name_or_path: str | os.PathLike[str], image_size: int | None = 
             )
         return demo_datasets()
     if is_wds(name_or_path):
-        return wds_datasets(str(name_or_path), image_size or 224, **transform)
+        return wds_datasets(str(name_or_path), image_size or 224, options, **transform)
     path = os.fspath(name_or_path)
     if os.path.isdir(path):
-        return image_folder_datasets(path, image_size or 224, **transform)
+        return image_folder_datasets(path, image_size or 224, options, **transform)
     raise SNNetError(
         "A dataset must be 'demo' (the embedded handwritten digits), a local directory in ImageNet "
         "layout (ROOT/train/<class>/<image>, ROOT/val/<class>/<image>) or WebDataset shards "

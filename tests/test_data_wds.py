@@ -289,3 +289,31 @@ def test_cli_shards_a_folder_and_indexes_it(tmp_path: Path, capsys: pytest.Captu
     assert _keys(make_loader(val, 4, shuffle=False)) == [0, 0, 1, 1]
     assert main(["index", str(tmp_path / "nowds")]) == 2
     assert "error: " in capsys.readouterr().err
+
+
+def test_transform_options_are_one_object_for_folders_and_shards(tmp_path: Path):
+    from PIL import Image
+
+    from orchestrator.config import TrainConfig
+    from orchestrator.data import TransformOptions
+
+    _write(tmp_path / "wds", [2], [2])
+    for split in ("train", "val"):
+        (tmp_path / "img" / split / "a").mkdir(parents=True)
+        Image.new("L", (12, 12), 7).save(tmp_path / "img" / split / "a" / "0.png")
+    options = TransformOptions.from_config(TrainConfig(auto_augment="rand-m9-mstd0.5", random_erasing=0.25))
+    assert (options.auto_augment, options.re_prob, options.input_img_mode) == ("rand-m9-mstd0.5", 0.25, "RGB")
+    grey = TransformOptions.of(options, input_img_mode="L", mean=[0.5], std=[0.25])
+    assert grey.mean == (0.5,) and grey.auto_augment == "rand-m9-mstd0.5" and options.input_img_mode == "RGB"
+    for spec in (f"wds:{tmp_path / 'wds'}", str(tmp_path / "img")):
+        by_object = get_datasets(spec, 16, grey)
+        by_name = get_datasets(spec, 16, input_img_mode="L", mean=(0.5,), std=(0.25,), auto_augment="rand-m9-mstd0.5",
+                               re_prob=0.25)
+        for a, b in zip(by_object, by_name):
+            assert a.input_img_mode == b.input_img_mode == "L" and repr(a.transform) == repr(b.transform)
+        names = [type(t).__name__ for t in by_object[0].transform.transforms]
+        assert "RandAugment" in names and "RandomErasing" in names
+        x, _ = next(iter(make_loader(by_object[1], 1, shuffle=False)))
+        assert x.shape == (1, 1, 16, 16)  # one grey channel, normalised with the given mean and std
+    with pytest.raises(TypeError):
+        get_datasets(str(tmp_path / "img"), 16, no_such_option=1)
