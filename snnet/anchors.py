@@ -16,7 +16,10 @@ trace of :meth:`Anchor.forward` yields per-unit FLOPs (see :mod:`snnet.flops`).
 
 Weights are explicit: every anchor built by :func:`create_anchor` records in
 :attr:`Anchor.weights` where they came from (``hub:<id>``, ``file:<path>`` or ``random``).
-:func:`check_spec` validates an :class:`AnchorSpec` on the driver without loading weights.
+The driver never loads them: :func:`check_spec` validates an :class:`AnchorSpec` from the
+checkpoint's keys and shapes, ``create_anchor(spec, load_weights=False)`` builds the model
+(random initialisation, for its structure and FLOPs) and :func:`weights_source` says where the
+workers' builds will take the weights from.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from ._weights import load_checkpoint
 
 __all__ = [
     "ADAPTERS", "Anchor", "AnchorSpec", "FamilyAdapter", "LAYOUTS", "RANDOM", "check_model_name", "check_spec",
-    "create_anchor", "load_checkpoint", "register_adapter",
+    "create_anchor", "load_checkpoint", "register_adapter", "weights_source",
 ]
 
 logger = logging.getLogger(__name__)
@@ -268,13 +271,7 @@ def hub_reachable(kind: str, where: str) -> bool:
 
 def _build_pretrained(spec: AnchorSpec, model_kwargs: dict[str, Any]) -> tuple[nn.Module, str]:
     """timm's hub weights: probe the host first, fall back to the cache, fail fast offline."""
-    from timm.models import get_pretrained_cfg
-
-    try:
-        cfg = get_pretrained_cfg(spec.name)
-    except RuntimeError as e:  # an unknown pretrained tag
-        raise SNNetError(f"{spec.name!r}: {e}") from None
-    cfg = cfg.to_dict() if cfg is not None else {}
+    cfg = _hub_cfg(spec)
     source = _weights.hub_source(cfg)
     timm_kwargs: dict[str, Any] = {}
     if source is not None and not hub_reachable(*source):
@@ -294,20 +291,29 @@ def _build_pretrained(spec: AnchorSpec, model_kwargs: dict[str, Any]) -> tuple[n
     return model, RANDOM
 
 
-def create_anchor(spec: AnchorSpec | str, **kwargs: Any) -> Anchor:
+def create_anchor(spec: AnchorSpec | str, *, load_weights: bool = True, **kwargs: Any) -> Anchor:
     """Build an :class:`Anchor` from a timm name (random, hub or local-file weights).
 
     ``kwargs`` are merged into ``spec.kwargs``; ``img_size`` is dropped for CNN families,
     which take any resolution. A checkpoint replaces hub weights. Weights whose classifier has
     another class count than the model's (``num_classes``) load with the classifier reset,
     said in one log line. :attr:`Anchor.weights` records the source.
+
+    ``load_weights=False`` builds the same model with its random initialisation and reads no
+    weights (no hub probe, no checkpoint file): what the driver needs to check class counts
+    and count FLOPs and parameters, which do not depend on the weights' values. The classifier
+    note is logged as loading would log it (from the checkpoint's header or the hub config);
+    :attr:`Anchor.weights` is ``random``, and :func:`weights_source` names the source.
     """
     if isinstance(spec, str):
         spec = AnchorSpec(spec)
     check_model_name(spec.name)
     model_kwargs = _model_kwargs(spec, kwargs)
     image_size = {**spec.kwargs, **kwargs}.get("img_size")
-    if spec.checkpoint:
+    if not load_weights:
+        model, weights = _build(spec.name, model_kwargs, pretrained=False), RANDOM
+        _note_head_reset(spec, model, model_kwargs)
+    elif spec.checkpoint:
         model = _build(spec.name, model_kwargs, pretrained=False)
         weights = _load_file(model, spec, model_kwargs)
     elif spec.pretrained:
@@ -317,6 +323,63 @@ def create_anchor(spec: AnchorSpec | str, **kwargs: Any) -> Anchor:
     return Anchor(model, spec.name, image_size=image_size, weights=weights).eval()
 
 
+def _note_head_reset(spec: AnchorSpec, model: nn.Module, model_kwargs: dict[str, Any]) -> None:
+    """Log the classifier note :func:`create_anchor` logs when it loads ``spec``'s weights, from
+    the checkpoint's keys and shapes or the hub config alone; an unreadable file is left to
+    :func:`check_spec`."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if spec.checkpoint:
+        try:
+            shapes = _weights.checkpoint_shapes(spec.checkpoint)
+        except SNNetError:
+            return
+        own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        if _weights.head_mismatch(cfg, own, shapes):
+            head = _weights.classifier_keys(cfg, own)
+            had = next((shapes[k][0] for k in head if k.endswith("weight") and k in shapes), "other")
+            _reset_note(spec.name, spec.checkpoint, had, model.num_classes)
+        return
+    if spec.pretrained:
+        hub = _hub_cfg(spec)
+        source, wants = _weights.hub_source(hub), model_kwargs.get("num_classes")
+        if source is not None and wants is not None and hub.get("num_classes") not in (None, wants):
+            _reset_note(spec.name, source[1], hub["num_classes"], wants)
+
+
+def _hub_cfg(spec: AnchorSpec) -> dict[str, Any]:
+    """timm's ``pretrained_cfg`` of ``spec.name`` as a dict (empty when timm has none)."""
+    from timm.models import get_pretrained_cfg
+
+    try:
+        cfg = get_pretrained_cfg(spec.name)
+    except RuntimeError as e:  # an unknown pretrained tag
+        raise SNNetError(f"{spec.name!r}: {e}") from None
+    return cfg.to_dict() if cfg is not None else {}
+
+
+def weights_source(spec: AnchorSpec | str) -> str | None:
+    """Where :func:`create_anchor` takes ``spec``'s weights from, without loading or fetching them:
+    ``file:<absolute path>`` for a checkpoint, ``hub:<id>`` for timm's hub weights, ``random``
+    without either (the value :attr:`Anchor.weights` records). ``None`` where only a build can
+    tell: ``pretrained`` on a model registered outside timm whose own builder picks its weights
+    (a local file, as the demo anchors do)."""
+    if isinstance(spec, str):
+        spec = AnchorSpec(spec)
+    if spec.checkpoint:
+        return f"file:{os.path.abspath(spec.checkpoint)}"
+    if not spec.pretrained:
+        return RANDOM
+    cfg = _hub_cfg(spec)
+    source = _weights.hub_source(cfg)
+    if source is not None:
+        return f"hub:{source[1]}"
+    if cfg.get("file"):
+        return f"file:{cfg['file']}"
+    from timm.models import model_entrypoint
+
+    return RANDOM if model_entrypoint(spec.name).__module__.startswith("timm.") else None
+
+
 def _accepts_img_size(name: str) -> bool:
     from timm.models import is_model_in_modules
 
@@ -324,7 +387,8 @@ def _accepts_img_size(name: str) -> bool:
 
 
 # -- checking a spec without weights -----------------------------------------------------------
-def check_spec(spec: AnchorSpec | str, *, network: bool = True, **kwargs: Any) -> list[str]:
+def check_spec(spec: AnchorSpec | str, *, network: bool = True, model: nn.Module | None = None,
+               **kwargs: Any) -> list[str]:
     """Every problem of ``spec`` found without loading weights; an empty list when it is sound.
 
     Checks that timm knows the name (with the closest names), that the model builds with the
@@ -333,6 +397,9 @@ def check_spec(spec: AnchorSpec | str, *, network: bool = True, **kwargs: Any) -
     the model (read from the file's header or a memory map, not loaded; a classifier of another
     class count is fine: it is reset), and, for hub weights with ``network``, that timm has
     weights for the name and that they are reachable or cached.
+
+    ``model``: the timm model the caller already built from ``spec`` and ``kwargs`` without
+    weights (``create_anchor(..., load_weights=False).model``); it stands in for the meta build.
     """
     import timm
 
@@ -348,7 +415,8 @@ def check_spec(spec: AnchorSpec | str, *, network: bool = True, **kwargs: Any) -
     if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 0):
         return [f"{spec.name}: num_classes must be an integer >= 0, got {classes!r}."]
     try:
-        model = timm.create_model(spec.name, pretrained=False, device="meta", **model_kwargs)
+        model = model if model is not None else timm.create_model(spec.name, pretrained=False, device="meta",
+                                                                  **model_kwargs)
     except Exception as e:  # noqa: BLE001 - any failure to build is the spec's
         return [f"timm could not build {spec.name!r} with {model_kwargs}: {e}"]
     try:
