@@ -226,7 +226,10 @@ class SupernetStep(nn.Module):
         return [self.supernet(x, i) for i in stitch_ids]
 
 
-def build_worker_supernet(config: TrainConfig, space: StitchSpace, device: torch.device) -> StitchedSupernet:
+def build_worker_supernet(config: TrainConfig, space: StitchSpace, device: torch.device, *,
+                          load_weights: bool = True) -> StitchedSupernet:
+    """The run's supernet on ``device``: each anchor built once, with its weights unless
+    ``load_weights`` is False (a resumed run, whose checkpoint holds every weight)."""
     from . import demo  # noqa: F401  - registers the demo anchors with timm on this process
 
     from .augment import anchor_options
@@ -234,7 +237,7 @@ def build_worker_supernet(config: TrainConfig, space: StitchSpace, device: torch
     specs = {s.name: s for s in config.anchors}
     extra = {"img_size": config.image_size} if config.image_size else {}
     extra.update(anchor_options(config))  # drop_path_rate, when set
-    anchors = [create_anchor(specs[name], **extra) for name in space.anchor_names]
+    anchors = [create_anchor(specs[name], load_weights=load_weights, **extra) for name in space.anchor_names]
     return StitchedSupernet(space, anchors).to(device)
 
 
@@ -380,13 +383,14 @@ class SupernetRecipe:
 
     # -- building ------------------------------------------------------------------------------
 
-    def setup(self) -> None:
-        """Build the supernet (once), the data loaders and the sampling rule."""
+    def setup(self, *, load_weights: bool = True) -> None:
+        """Build the supernet (once), the data loaders and the sampling rule. ``load_weights=False``
+        leaves the anchors' weights unread (a resume: :meth:`load` replaces every one of them)."""
         from .augment import make_batch_erasing, make_criterion, make_mixup, transform_options
         from .data import get_datasets, make_loader, split_training_set
 
         c = self.config
-        self.net = build_worker_supernet(c, self.space, self.device)
+        self.net = build_worker_supernet(c, self.space, self.device, load_weights=load_weights)
         full_train, self.val_ds = self._datasets or get_datasets(c.dataset, c.image_size, **transform_options(c))
         split = split_training_set(full_train, selection_fraction=c.selection_fraction, data_fraction=c.data_fraction,
                                    seed=c.seed, eval_transform=getattr(self.val_ds, "transform", None))
@@ -723,7 +727,7 @@ class SupernetRecipe:
 
     def run(self, state: TrainState | None = None) -> dict[int, list[float]]:
         """Set up, initialise or resume from ``state``, train the remaining epochs, evaluate."""
-        self.setup()
+        self.setup(load_weights=state is None)  # a resumed run's weights all come from ``state``
         if state is None:
             self.initialise()
         self._apply_mode()

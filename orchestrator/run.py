@@ -4,6 +4,12 @@
 calls inside its Ray Tune trainable. Everything a user can get wrong (settings, model names,
 checkpoint files, anchors that cannot be stitched, the dataset) is checked here before any
 Ray resource is requested.
+
+The driver loads no weights (:func:`prepare`): anchors are built with their random
+initialisation for their class counts, FLOPs and parameters, checkpoints are checked from their
+keys and shapes. What it found (:class:`Known`: anchor profiles, checked weights, the dataset's
+counts) travels to a sweep's trials, which then build and open nothing to check; each Ray Train
+worker builds its supernet once, with the weights, and opens the dataset once, to train.
 """
 
 from __future__ import annotations
@@ -11,16 +17,16 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from snnet import SNNetError, StitchSpace, create_anchor, profile_anchor
-from snnet.anchors import check_model_name
+from snnet import AnchorProfile, AnchorSpec, SNNetError, StitchSpace, create_anchor, profile_anchor
+from snnet.anchors import Anchor, check_model_name
 
 from .config import TrainConfig
 
-__all__ = ["TrainResult", "Prepared", "prepare", "preflight", "worker_resources", "run_training", "ensure_ray",
-           "check_storage", "check_writable", "check_resources", "check_batch", "check_weights", "quiet_ray",
+__all__ = ["TrainResult", "Prepared", "prepare", "DatasetFacts", "Known", "anchor_key", "dataset_key", "preflight",
+           "worker_resources", "run_training", "ensure_ray", "check_storage", "check_writable", "check_resources", "check_batch", "check_weights", "quiet_ray",
            "resume_command", "code_version"]
 
 
@@ -304,15 +310,25 @@ def check_batch(config: TrainConfig, train_size: int) -> None:
     )
 
 
-def check_weights(config: TrainConfig) -> None:
+def check_weights(config: TrainConfig, *, models: dict[str, Any] | None = None,
+                  checked: frozenset[str] | set[str] = frozenset()) -> None:
     """Every anchor's (and the teacher's) weights are reachable: :func:`snnet.anchors.check_spec`,
-    without loading them; all problems in one paragraph."""
+    without loading them; all problems in one paragraph.
+
+    ``models``: :func:`anchor_key` -> the timm model already built without weights for that
+    spec, read instead of a meta build. ``checked``: keys of specs a driver checked already
+    (:attr:`Known.checked`), skipped.
+    """
     from snnet.anchors import check_spec
 
     extra = {"img_size": config.image_size} if config.image_size else {}
-    problems = [p for spec in config.anchors or [] for p in check_spec(spec, **extra)]
-    if config.teacher is not None:  # a plain timm classifier, run but never stitched: no family check
-        from .augment import teacher_problems
+    problems = []
+    for spec in config.anchors or []:
+        key = anchor_key(spec, config.image_size)
+        if key not in checked:
+            problems += check_spec(spec, model=(models or {}).get(key), **extra)
+    if config.teacher is not None and anchor_key(config.teacher, None) not in checked:
+        from .augment import teacher_problems  # a plain timm classifier, run but never stitched: no family check
 
         problems += teacher_problems(config.teacher)
     if problems:
@@ -351,19 +367,98 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+def anchor_key(spec: AnchorSpec, image_size: int | None) -> str:
+    """What an anchor's build depends on (name, weights, kwargs, the run's image size), as one string."""
+    import json
+
+    return json.dumps([spec.name, spec.pretrained, spec.checkpoint, spec.kwargs, image_size], sort_keys=True,
+                      default=repr)
+
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What the driver learns of a training set by opening it once: its class count, its size and,
+    for a labelled (map-style) set, how many images each class has. The sizes of the selection
+    split and of ``data_fraction``'s subset depend on those counts alone (per class, a rounded
+    fraction), so a trial checks its batch size from them without opening the dataset."""
+
+    num_classes: int
+    train_size: int
+    class_counts: tuple[int, ...] | None = None  # None for streamed shards (not split)
+
+    @classmethod
+    def read(cls, config: TrainConfig) -> "DatasetFacts":
+        """Open ``config.dataset``'s training split (the usual errors for a bad dataset) and count."""
+        import numpy as np
+
+        from .data import dataset_labels, dataset_size, get_datasets, num_classes
+
+        train_ds, _ = get_datasets(config.dataset, config.image_size)
+        try:
+            labels = dataset_labels(train_ds)
+        except TypeError:  # a dataset that does not tell its labels is not split either
+            labels = None
+        try:
+            size = len(train_ds)
+        except TypeError:  # a streamed dataset without a length
+            size = dataset_size(config.dataset, "train")
+        counts = None if labels is None else tuple(int(c) for c in np.unique(labels, return_counts=True)[1])
+        return cls(num_classes(train_ds), size, counts)
+
+    def training_images(self, config: TrainConfig) -> int:
+        """Images one epoch trains on: :func:`orchestrator.data.split_training_set`'s ``train``
+        size under ``config``'s selection split and ``data_fraction``, from the class counts."""
+        if self.class_counts is None or (config.selection_fraction <= 0 and config.data_fraction >= 1):
+            return self.train_size
+        import numpy as np
+
+        from .fidelity import selection_split, training_subset
+
+        labels = np.repeat(np.arange(len(self.class_counts)), self.class_counts)
+        rest, _ = selection_split(labels, config.selection_fraction, config.seed)
+        return len(training_subset(labels[rest], config.data_fraction, config.seed))
+
+
+@dataclass
+class Known:
+    """What one driver-side :func:`prepare` found, for the later prepares of the same anchors and
+    data (a sweep's trials get it in their context): each anchor's profile and weights source by
+    :func:`anchor_key`, the keys whose weights were checked (:func:`check_weights`), and the
+    dataset's :class:`DatasetFacts` by :func:`dataset_key`. A later prepare builds and opens only
+    what is not here."""
+
+    anchors: dict[str, tuple[AnchorProfile, str]] = field(default_factory=dict)
+    checked: set[str] = field(default_factory=set)
+    datasets: dict[str, DatasetFacts] = field(default_factory=dict)
+
+    def update(self, other: "Known") -> "Known":
+        self.anchors.update(other.anchors)
+        self.checked.update(other.checked)
+        self.datasets.update(other.datasets)
+        return self
+
+
+def dataset_key(config: TrainConfig) -> str:
+    return f"{config.dataset}|{config.image_size}"
+
+
 class Prepared(tuple):
     """``(config, space)`` as :func:`prepare` returns it, plus ``weights``: where each anchor's
-    weights came from (``{name: "hub:<id>" | "file:<path>" | "random"}``)."""
+    weights came from (``{name: "hub:<id>" | "file:<path>" | "random"}``), and ``known``: what
+    the prepare found (:class:`Known`), for later prepares of the same anchors and data."""
 
     weights: dict[str, str]
+    known: Known
 
-    def __new__(cls, config: TrainConfig, space: StitchSpace, weights: dict[str, str] | None = None):
+    def __new__(cls, config: TrainConfig, space: StitchSpace, weights: dict[str, str] | None = None,
+                known: Known | None = None):
         obj = super().__new__(cls, (config, space))
         obj.weights = dict(weights or {})
+        obj.known = known or Known()
         return obj
 
 
-def prepare(config: TrainConfig, progress: Callable[[str], None] = print) -> Prepared:
+def prepare(config: TrainConfig, progress: Callable[[str], None] = print, *, known: Known | None = None) -> Prepared:
     """Validate ``config``, resolve the demo anchors, build and check the stitch space.
 
     Everything that can fail before training fails here, before Ray starts, as one
@@ -372,8 +467,42 @@ def prepare(config: TrainConfig, progress: Callable[[str], None] = print) -> Pre
     catalog and the run storage (written to, :func:`check_writable`). The cluster's resources
     are checked by :func:`preflight` (the sweep checks its own). Prints where each anchor's
     weights came from.
+
+    No weights are loaded: anchors are built with their random initialisation
+    (``create_anchor(load_weights=False)``: class counts, FLOPs and parameters do not depend on
+    the values; fvcore cannot trace on the meta device), checkpoints are checked from their keys
+    and shapes, and the weights line is derived from the specs (:func:`snnet.anchors.weights_source`).
+    ``known`` (a sweep driver's :attr:`Prepared.known`) holds anchors, checks and dataset facts
+    found before: those are not built, checked or opened again.
     """
     progress = progress or (lambda message: None)
+    config = _settled(config, progress)
+    known = known or Known()
+    found = Known(checked=set(known.checked))
+    todo = [s for s in config.anchors if anchor_key(s, config.image_size) not in known.anchors]
+    built = _unloaded_anchors(todo, config.image_size)
+    check_weights(config, models={k: a.model for k, a in built.items() if a is not None}, checked=known.checked)
+    found.checked.update(anchor_key(s, config.image_size) for s in config.anchors)
+    if config.teacher is not None:
+        found.checked.add(anchor_key(config.teacher, None))
+    facts = known.datasets.get(dataset_key(config)) or DatasetFacts.read(config)
+    found.datasets[dataset_key(config)] = facts
+    for spec in config.anchors:
+        key = anchor_key(spec, config.image_size)
+        found.anchors[key] = known.anchors.get(key) or _profile(spec, built.get(key), config.image_size)
+    profiles = [found.anchors[anchor_key(s, config.image_size)][0] for s in config.anchors]
+    _check_classes(profiles, facts.num_classes)
+    space = StitchSpace(profiles, config.space_config())
+    check_batch(config, facts.training_images(config))
+    weights = {s.name: found.anchors[anchor_key(s, config.image_size)][1] for s in config.anchors}
+    for line in weights_line(weights):
+        progress(line)
+    return Prepared(config, space, weights, found)
+
+
+def _settled(config: TrainConfig, progress: Callable[[str], None]) -> TrainConfig:
+    """``config`` validated, with the demo anchors and a trial id filled in; the catalog and the
+    run storage checked (writable, not files)."""
     config.validate()
     if config.anchors is None:
         if config.dataset != "demo":
@@ -403,33 +532,46 @@ def prepare(config: TrainConfig, progress: Callable[[str], None] = print) -> Pre
     check_writable(config.storage_path, "Ray's run storage", "--storage")
     CatalogWriter(config.catalog, config.sweep)  # a folder or URI, not a file
     check_storage(config.storage_path)
-    check_weights(config)
-    from .data import dataset_size, get_datasets, num_classes
+    return config
 
-    train_ds, _ = get_datasets(config.dataset, config.image_size)
-    extra = {"img_size": config.image_size} if config.image_size else {}
-    anchors = [create_anchor(spec, **extra) for spec in config.anchors]
-    classes = num_classes(train_ds)
-    wrong = [f"{a.name} has {a.num_classes}" for a in anchors if a.num_classes != classes]
+
+def _unloaded_anchors(specs: list[AnchorSpec], image_size: int | None) -> dict[str, Anchor | None]:
+    """:func:`anchor_key` -> the anchor built without weights (``None`` where it does not build:
+    :func:`check_weights` then says why, in its paragraph)."""
+    extra = {"img_size": image_size} if image_size else {}
+    built: dict[str, Anchor | None] = {}
+    for spec in specs:
+        try:
+            built[anchor_key(spec, image_size)] = create_anchor(spec, load_weights=False, **extra)
+        except Exception:  # noqa: BLE001 - check_spec reports it with the other problems
+            built[anchor_key(spec, image_size)] = None
+    return built
+
+
+def _profile(spec: AnchorSpec, anchor: Anchor | None, image_size: int | None) -> tuple[AnchorProfile, str]:
+    """An anchor's profile and weights source (:func:`snnet.anchors.weights_source`). Only where the
+    spec cannot tell its source (``pretrained`` on a model whose own builder picks a weights file)
+    is the anchor built with its weights, to read :attr:`~snnet.anchors.Anchor.weights`."""
+    from snnet.anchors import weights_source
+
+    extra = {"img_size": image_size} if image_size else {}
+    source = weights_source(spec)
+    if source is None:
+        anchor = create_anchor(spec, **extra)
+        source = anchor.weights
+    if anchor is None:  # it did not build without weights: this raises the build's own error
+        anchor = create_anchor(spec, load_weights=False, **extra)
+    return profile_anchor(anchor), source
+
+
+def _check_classes(profiles: list[AnchorProfile], classes: int) -> None:
+    wrong = [f"{p.name} has {p.num_classes}" for p in profiles if p.num_classes != classes]
     if wrong:
         raise SNNetError(
             f"Anchors must classify the dataset's {classes} classes, but {', '.join(wrong)} "
             "(pass --num-classes N, or set num_classes in the family's kwargs of the YAML: the classifier "
             "is then reset; or fine-tune the anchors on this dataset first)."
         )
-    space = StitchSpace([profile_anchor(a) for a in anchors], config.space_config())
-    try:
-        from .data import split_training_set
-
-        train_size = len(split_training_set(train_ds, selection_fraction=config.selection_fraction,
-                                            data_fraction=config.data_fraction, seed=config.seed).train)
-    except TypeError:  # a streamed dataset without a length
-        train_size = dataset_size(config.dataset, "train")
-    check_batch(config, train_size)
-    weights = {a.name: a.weights for a in anchors}
-    for line in weights_line(weights):
-        progress(line)
-    return Prepared(config, space, weights)
 
 
 def preflight(config: TrainConfig, address: str | None = None) -> None:

@@ -306,19 +306,22 @@ def _train_trial(ctx: dict[str, Any], train, search, trial_id: str):
         # run_training writes its rows to a staging catalog; the trial's one catalog file is
         # written by trial_function, once, with the fingerprint, code version and the result it reports.
         staged = train.model_copy(update={"catalog": staging})
-        prepared = prepare(staged, progress=print)
+        # the driver's anchor profiles, weight checks and dataset counts: nothing is built or opened again
+        prepared = prepare(staged, progress=print, known=ctx.get("known"))
         result = run_training(staged, prepared=prepared, callbacks=[callback])
     return result, {int(k): v for k, v in (_read_json(history) or {}).items()}
 
 
-def _train_images(train, result) -> float:
+def _train_images(train, result, known=None) -> float:
     """Images one epoch trains on (after the selection split and ``data_fraction``): the run's own
-    count, else the training set less the selection split, times ``data_fraction``."""
+    count, else the training set less the selection split, times ``data_fraction``. The training
+    set's size is the driver's count (``known``, :class:`orchestrator.run.Known`) where it has one."""
     if getattr(result, "train_images", None):
         return result.train_images
-    from .data import get_datasets
+    from .run import DatasetFacts, dataset_key
 
-    images = len(get_datasets(train.dataset, train.image_size)[0])
+    facts = (known.datasets if known is not None else {}).get(dataset_key(train)) or DatasetFacts.read(train)
+    images = facts.train_size
     return images * getattr(train, "data_fraction", 1.0) * (1.0 - getattr(train, "selection_fraction", 0.0))
 
 
@@ -328,7 +331,8 @@ def _trial_report(ctx: dict[str, Any], train, search, config: dict[str, Any], re
     from .objectives import objective_values, split_values
     from .sweep_schedulers import EARLY_METRIC, FINAL_KEY
 
-    values = objective_values(result.rows, ctx["flops_ref"], epochs=train.epochs, train_images=_train_images(train, result),
+    values = objective_values(result.rows, ctx["flops_ref"], epochs=train.epochs,
+                              train_images=_train_images(train, result, ctx.get("known")),
                               stitches_per_step=_stitches_per_step(train.sampling, train.sampling_options))
     source = config.get(RERUN_KEY)
     last = epochs[max(epochs)] if epochs else None
@@ -518,12 +522,15 @@ def check_experiment_name(name: str, storage: str, *, resume: bool) -> str:
 
 
 def _validate_families(search, catalog: str, storage: str, progress) -> tuple[dict[str, Any], float]:
-    """Build every family's space once on the driver, before Ray starts: stitchability,
-    model names, checkpoints and data are checked, and the FLOPs reference is fixed."""
-    from .run import prepare
+    """Build every family's space once on the driver, before Ray starts, without loading weights:
+    stitchability, model names, checkpoints and data are checked, and the FLOPs reference is fixed.
+    What was found (anchor profiles, weight checks, the dataset's counts: :class:`orchestrator.run.Known`)
+    goes into the trials' context as ``known``, so a trial builds no anchor and opens no dataset to check."""
+    from .run import Known, prepare
 
     flops_ref = 0.0
     demo_specs = None
+    known = Known()
     for family in search.families:
         if family.demo and demo_specs is None:
             from .demo import demo_anchor_specs
@@ -531,11 +538,13 @@ def _validate_families(search, catalog: str, storage: str, progress) -> tuple[di
             demo_specs = demo_anchor_specs(progress=progress)
         config = search.trial_config(search.first_point(family.name), catalog=catalog, storage_path=storage,
                                      anchors=demo_specs if family.demo else family.anchor_specs())
-        _, space = prepare(config, progress=progress)
+        prepared = prepare(config, progress=progress, known=known)
+        known.update(prepared.known)
+        space = prepared[1]
         flops_ref = max(flops_ref, max(p.flops for p in space.profiles))
         progress(f"[snnet] family {family.name}: {', '.join(space.anchor_names)} "
                  f"({len(space)} stitches at the first k/s choice)")
-    return {"demo_specs": demo_specs}, flops_ref
+    return {"demo_specs": demo_specs, "known": known}, flops_ref
 
 
 def _max_concurrent(search) -> int:
