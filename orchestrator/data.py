@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import json
 import math
 import os
@@ -38,8 +39,7 @@ from dataclasses import dataclass, replace
 from typing import IO, Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset, get_worker_info
-from torch.utils.data.dataloader import _InfiniteConstantSampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, TensorDataset, get_worker_info
 from torch.utils.data.distributed import DistributedSampler
 
 from snnet._errors import SNNetError
@@ -961,12 +961,21 @@ class _UnpaddedDistributedSampler(DistributedSampler):
         return len(range(self.rank, len(self.dataset), self.num_replicas))  # type: ignore[arg-type]
 
 
-class _EpochSampler(_InfiniteConstantSampler):
-    """``loader.sampler`` of a shard loader: ``set_epoch`` reshuffles the shards, as for a map dataset."""
+class _EpochSampler(Sampler[None]):
+    """``loader.sampler`` of a shard loader: ``set_epoch`` reshuffles the shards, as for a map dataset.
+
+    For an :class:`IterableDataset` the :class:`DataLoader` draws one "index" from its sampler per
+    item it fetches (``batch_size=None``: per batch the stream makes) and the stream ignores it, so
+    the sampler must never run out: like torch's own default for iterable datasets, it yields
+    ``None`` forever, and the stream alone decides when an epoch ends.
+    """
 
     def __init__(self, stream: _RankStream):
         super().__init__()
         self.stream = stream
+
+    def __iter__(self) -> Iterator[None]:
+        return itertools.repeat(None)
 
     def set_epoch(self, epoch: int) -> None:
         self.stream.set_epoch(epoch)

@@ -317,3 +317,22 @@ def test_transform_options_are_one_object_for_folders_and_shards(tmp_path: Path)
         assert x.shape == (1, 1, 16, 16)  # one grey channel, normalised with the given mean and std
     with pytest.raises(TypeError):
         get_datasets(str(tmp_path / "img"), 16, no_such_option=1)
+
+
+def test_the_shard_loaders_sampler_is_a_public_endless_sampler(tmp_path: Path):
+    from itertools import islice
+
+    from torch.utils.data import Sampler
+
+    _write(tmp_path, [3, 3], [2])
+    train, _ = get_datasets(f"wds:{tmp_path}", image_size=16)
+    loader = make_loader(train, 2, shuffle=True, seed=0, drop_last=True, num_workers=2)
+    sampler = loader.sampler
+    assert isinstance(sampler, Sampler)
+    assert all(c.__module__ in ("orchestrator.data", "typing", "builtins") or not c.__name__.startswith("_")
+               for c in type(sampler).__mro__[1:])  # no private torch base
+    assert list(islice(iter(sampler), 1000)) == [None] * 1000  # never runs out: the stream ends the epoch
+    sampler.set_epoch(4)
+    assert sampler.stream.epoch == 4
+    first = [y.tolist() for _, y in loader]
+    assert len(first) == len(loader) == 3 and first == [y.tolist() for _, y in loader]  # two workers, same epoch
