@@ -1,6 +1,6 @@
-"""Datasets and loaders for joint training: the embedded demo data and ImageNet-style folders.
+"""Datasets and loaders for joint training: the embedded demo data, ImageNet-style folders and shards.
 
-Two sources, picked by :func:`get_datasets`:
+Three sources, picked by :func:`get_datasets`:
 
 ``"demo"``
     scikit-learn's handwritten digits (1797 images of 8x8 grey levels, shipped inside the
@@ -17,6 +17,11 @@ a directory
     The class index comes from the sorted class folders of ``train/``, so ``val/`` may hold a
     subset of the classes and still gets the same labels.
 
+``wds:LOCATION``
+    WebDataset tar shards, local or in object storage, streamed (:class:`WebDatasetShards`) with
+    the same transforms; their selection split is drawn by a seeded hash of each sample's key
+    (:class:`KeySplit`, :func:`split_training_set`).
+
 :func:`make_loader` shards a dataset over data-parallel workers with
 :class:`~torch.utils.data.distributed.DistributedSampler`, given ``rank`` and ``world_size``
 explicitly so it works without an initialised process group; call
@@ -26,6 +31,7 @@ explicitly so it works without an initialised process group; call
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import itertools
 import json
@@ -60,6 +66,7 @@ __all__ = [
     "Unreadable",
     "skipped_message",
     "WebDatasetShards",
+    "KeySplit",
     "ShardSet",
     "shard_sets",
     "expand_braces",
@@ -387,7 +394,7 @@ class TransformOptions:
                 object.__setattr__(self, name, tuple(float(v) for v in value))
 
     @classmethod
-    def from_config(cls, config: Any) -> "TransformOptions":
+    def from_config(cls, config: Any) -> TransformOptions:
         """The options a :class:`~orchestrator.config.TrainConfig` asks for (its augmentation fields,
         mapped once by :func:`orchestrator.augment.transform_options`)."""
         from .augment import transform_options
@@ -395,7 +402,7 @@ class TransformOptions:
         return cls(**transform_options(config))
 
     @classmethod
-    def of(cls, options: "TransformOptions | None" = None, **fields: Any) -> "TransformOptions":
+    def of(cls, options: TransformOptions | None = None, **fields: Any) -> TransformOptions:
         """``options`` (default: the defaults) with ``fields`` replaced; an unknown name is a ``TypeError``."""
         base = options if options is not None else cls()
         return replace(base, **fields) if fields else base
@@ -691,6 +698,30 @@ def write_info(spec: str) -> list[str]:
     return written
 
 
+@dataclass(frozen=True)
+class KeySplit:
+    """The selection split of WebDataset shards: a sample is held out when a seeded hash of its key
+    (WebDataset's ``__key__``: its member names up to the first dot) falls under ``fraction``.
+
+    The key alone decides, so every read, rank, loader worker and node agrees without
+    coordination or a listing, and the training stream skips exactly what the selection stream
+    keeps. The hash is ``blake2b`` (not Python's salted ``hash()``), so it is the same in every
+    process and run; a larger ``fraction`` only adds samples. The held-out count is binomial
+    around ``fraction`` of the samples (not stratified: labels come only with the images).
+    """
+
+    fraction: float
+    seed: int
+
+    def held_out(self, key: str) -> bool:
+        digest = hashlib.blake2b(f"{self.seed}:{key}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") < self.fraction * 2**64
+
+    def expected(self, size: int) -> int:
+        """The expected held-out count of ``size`` samples (what ``len()`` reports; no shard is read)."""
+        return round(size * self.fraction)
+
+
 class WebDatasetShards(IterableDataset):
     """One split of a WebDataset (tar shards, local or in object storage), read as a stream.
 
@@ -699,18 +730,36 @@ class WebDatasetShards(IterableDataset):
     shards ``r::w`` of a per-epoch seeded shuffle, so no node needs a copy of the whole set) and
     splits them further over the loader's worker processes. A sample whose image cannot be
     decoded or whose ``.cls`` is missing or not an integer becomes :class:`Unreadable`.
+
+    With ``keys`` (a :class:`KeySplit`; :meth:`keyed`) the stream yields only the samples the
+    split holds out (``held_out=True``: the selection split) or only the others (training);
+    ``len()`` is then the expected count, since the exact one is known only after a pass.
     """
 
-    def __init__(self, shards: ShardSet, transform: Callable[[Any], Any], input_img_mode: str = "RGB"):
+    def __init__(self, shards: ShardSet, transform: Callable[[Any], Any], input_img_mode: str = "RGB",
+                 keys: KeySplit | None = None, held_out: bool = False):
         self.shards = shards
         self.transform = transform
         self.input_img_mode = input_img_mode
         self.num_classes = shards.num_classes
         self.classes = tuple(str(i) for i in range(shards.num_classes))
         self.split = shards.split
+        self.keys, self.held_out = keys, held_out
+
+    def keyed(self, keys: KeySplit, held_out: bool,
+              transform: Callable[[Any], Any] | None = None) -> WebDatasetShards:
+        """The same shards keeping one side of ``keys`` (read through ``transform``, default this one's)."""
+        return WebDatasetShards(self.shards, transform or self.transform, self.input_img_mode, keys, held_out)
+
+    def keeps(self, key: str) -> bool:
+        """Whether this dataset yields the sample with ``key`` (always, without ``keys``)."""
+        return self.keys is None or self.keys.held_out(key) == self.held_out
 
     def __len__(self) -> int:
-        return self.shards.size
+        if self.keys is None:
+            return self.shards.size
+        held = self.keys.expected(self.shards.size)
+        return held if self.held_out else self.shards.size - held
 
     def __getitem__(self, index: int) -> Any:
         raise TypeError("WebDataset shards are read in order: use make_loader() or calibration_batches().")
@@ -721,31 +770,34 @@ class WebDatasetShards(IterableDataset):
             yield from self.read_shard(fs, name)
 
     def __repr__(self) -> str:
+        part = "" if self.keys is None else f", {'held out' if self.held_out else 'kept'} by {self.keys}"
         return (f"WebDatasetShards({self.shards.spec!r}, split={self.split!r}, shards={len(self.shards.names)}, "
-                f"n={len(self)})")
+                f"n={len(self)}{part})")
 
     def read_shard(self, fs: Any, name: str, keep: Callable[[int], bool] | None = None) -> Iterator[Any]:
-        """Decoded samples of one shard (``keep(i)`` picks by position within the shard)."""
+        """Decoded samples of one shard (``keep(i)`` picks by position within the shard, counting
+        every sample; :meth:`keeps` then picks by key). A sample not taken is not extracted or decoded."""
         path = f"{self.shards.folder}/{name}"
         try:
             stream = fs.open_input_stream(path)
         except pa_errors() as e:
             raise SNNetError(f"cannot read the shard {path!r}: {e}") from None
         with stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-            index, key, members = -1, None, {}
+            index, key, members, taken = -1, None, {}, False
             for member in tar:
                 if not member.isfile():
                     continue
                 k, ext = _key_ext(member.name)
                 if k != key:
-                    if key is not None and (keep is None or keep(index)):
-                        yield self._sample(name, key, members)
+                    if taken:
+                        yield self._sample(name, key, members)  # type: ignore[arg-type]
                     index, key, members = index + 1, k, {}
-                if keep is None or keep(index):
+                    taken = (keep is None or keep(index)) and self.keeps(k)
+                if taken:
                     f = tar.extractfile(member)
                     members[ext] = f.read() if f is not None else b""
-            if key is not None and (keep is None or keep(index)):
-                yield self._sample(name, key, members)
+            if taken:
+                yield self._sample(name, key, members)  # type: ignore[arg-type]
 
     def _sample(self, shard: str, key: str, members: dict[str, bytes]) -> Any:
         where = f"{shard}:{key}"
@@ -771,6 +823,8 @@ class _RankStream(IterableDataset):
     batches per epoch, so DDP ranks stay in step whatever the shards' lengths: a rank whose
     shards hold fewer samples starts its shards over (reshuffled), one with more stops early.
     ``fill=False`` (evaluation): the rank's shards are read once, every sample exactly once.
+    Loader workers split a rank's shards by sample position, counting every sample of them, so
+    a keyed stream (:class:`KeySplit`) loses or repeats none; its ``len()`` is then an upper bound.
     """
 
     def __init__(self, data: WebDatasetShards, batch_size: int, rank: int, world: int, *, fill: bool,
@@ -811,8 +865,8 @@ class _RankStream(IterableDataset):
         return len(range(offset, total, stride))
 
     def _batches_per_worker(self, workers: int) -> list[int]:
-        if self.fill:
-            batches = (self.data.shards.size // self.world) // self.batch_size
+        if self.fill:  # from len(): a keyed stream's expected count (the stream cycles if a rank runs short)
+            batches = (len(self.data) // self.world) // self.batch_size
             return [batches // workers + (1 if w < batches % workers else 0) for w in range(workers)]
         shards = self._rank_shards()
         return [math.ceil(self._worker_samples(*self._worker_part(shards, w, workers)) / self.batch_size)
@@ -1264,10 +1318,8 @@ def split_training_set(train: Any, *, selection_fraction: float = 0.0, data_frac
     transform: no random crops or erasing); training then uses
     :func:`orchestrator.fidelity.training_subset` (``data_fraction``) of what is left. The same
     labels, fractions and seed give the same split on every rank and every resume. With both knobs
-    off, ``train`` itself comes back (no wrapper). Streamed ``wds:`` shards are not split (their
-    labels come only with the images, and carving a split from a stream would read every training
-    shard once per stitch evaluated): selection is off for them and ``note`` says so; write the
-    held-out images as shards of their own to keep selection apart from report.
+    off, ``train`` itself comes back (no wrapper). Streamed ``wds:`` shards are split by key
+    (:func:`_split_stream`).
     """
     from torch.utils.data import Subset
 
@@ -1275,17 +1327,29 @@ def split_training_set(train: Any, *, selection_fraction: float = 0.0, data_frac
 
     labels = dataset_labels(train)
     if labels is None:
-        note = ""
-        if selection_fraction > 0:
-            note = ("selection split: off for WebDataset shards (streamed, labels unknown until read); "
-                    "stitches are selected on the evaluation split")
-        return TrainingSplit(train, None, note)
+        return _split_stream(train, selection_fraction, data_fraction, seed, eval_transform)
     if selection_fraction <= 0 and data_fraction >= 1:
         return TrainingSplit(train, None, "")
     rest, held_out = selection_split(labels, selection_fraction, seed)
     keep = rest[training_subset(labels[rest], data_fraction, seed)]
     selection = Subset(_with_transform(train, eval_transform), held_out.tolist()) if len(held_out) else None
     return TrainingSplit(Subset(train, keep.tolist()), selection, "")
+
+
+def _split_stream(train: WebDatasetShards, selection_fraction: float, data_fraction: float, seed: int,
+                  eval_transform: Any) -> TrainingSplit:
+    """:func:`split_training_set` for shards, whose labels come only with their images: a
+    :class:`KeySplit` (seeded by ``seed``) holds out about ``selection_fraction`` of the samples by
+    key, not stratified; the selection stream reads them through ``eval_transform`` and the
+    training stream skips them. Scoring a stitch on it reads the training shards once (only the
+    held-out samples are decoded). ``data_fraction`` is not applied to shards: ``note`` says so."""
+    note = "" if data_fraction >= 1 else (f"data_fraction={data_fraction:g}: not applied to WebDataset shards "
+                                          "(every training sample is read)")
+    if selection_fraction <= 0:
+        return TrainingSplit(train, None, note)
+    keys = KeySplit(selection_fraction, seed)
+    return TrainingSplit(train.keyed(keys, held_out=False), train.keyed(keys, held_out=True, transform=eval_transform),
+                         note)
 
 
 def dataset_size(name_or_path: str | os.PathLike[str], split: str = "train") -> int:
