@@ -177,12 +177,12 @@ def test_without_a_selection_split_the_early_front_scores_the_evaluation_split(d
     assert all(r["top1_selection"] is None and r["top1"] == 50.0 for r in rows)
 
 
-def test_streamed_shards_are_not_split_and_say_so(tmp_path):
+def test_streamed_shards_are_split_by_key(tmp_path):
     import io
 
     from PIL import Image
 
-    from orchestrator.data import write_shards
+    from orchestrator.data import KeySplit, write_shards
 
     def samples(n):
         for i in range(n):
@@ -194,6 +194,6 @@ def test_streamed_shards_are_not_split_and_say_so(tmp_path):
         write_shards(samples(6), str(tmp_path / split / f"{split}-%04d.tar"), shard_size=6)
     train, val = get_datasets(f"wds:{tmp_path}", image_size=8)
     split = split_training_set(train, selection_fraction=0.02, seed=0)
-    assert split.train is train and split.selection is None
-    assert split.note.startswith("selection split: off for WebDataset shards")
+    assert split.note == "" and not split.train.held_out and split.selection.held_out
+    assert split.selection.keys == KeySplit(0.02, 0)
     assert split_training_set(train, selection_fraction=0.0).note == ""
