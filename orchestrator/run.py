@@ -384,7 +384,7 @@ class DatasetFacts:
 
     num_classes: int
     train_size: int
-    class_counts: tuple[int, ...] | None = None  # None for streamed shards (not split)
+    class_counts: tuple[int, ...] | None = None  # None for streamed shards (split by key, not by label)
 
     @classmethod
     def read(cls, config: TrainConfig) -> "DatasetFacts":
@@ -406,9 +406,16 @@ class DatasetFacts:
         return cls(num_classes(train_ds), size, counts)
 
     def training_images(self, config: TrainConfig) -> int:
-        """Images one epoch trains on: :func:`orchestrator.data.split_training_set`'s ``train``
-        size under ``config``'s selection split and ``data_fraction``, from the class counts."""
-        if self.class_counts is None or (config.selection_fraction <= 0 and config.data_fraction >= 1):
+        """Images one epoch trains on: the length of :func:`orchestrator.data.split_training_set`'s
+        ``train`` under ``config``'s selection split and ``data_fraction``, from the class counts
+        (streamed shards: the training set less :class:`orchestrator.data.KeySplit`'s expected
+        held-out count; ``data_fraction`` does not apply to them)."""
+        if self.class_counts is None:
+            from .data import KeySplit
+
+            held = KeySplit(config.selection_fraction, config.seed).expected(self.train_size)
+            return self.train_size - held if config.selection_fraction > 0 else self.train_size
+        if config.selection_fraction <= 0 and config.data_fraction >= 1:
             return self.train_size
         import numpy as np
 

@@ -209,6 +209,31 @@ def test_the_drivers_counts_give_the_training_sets_size_of_every_split(selection
     assert facts.training_images(config) == len(split.train)
 
 
+@pytest.mark.parametrize("selection, fraction", [(0.0, 1.0), (0.25, 1.0), (0.1, 1.0)])  # shards take no data_fraction
+def test_the_drivers_counts_give_the_training_sets_size_of_streamed_shards(tmp_path, selection, fraction):
+    import io
+
+    from PIL import Image
+
+    from orchestrator.data import get_datasets, split_training_set, write_shards
+
+    def png(value: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", (12, 12), (value, value, value)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    for split, n in (("train", 40), ("val", 6)):
+        samples = ((f"{split}{i:04d}.png", png(i), i % 3) for i in range(n))
+        write_shards(samples, str(tmp_path / split / "shard-0000.tar"), shard_size=n)
+    config = TrainConfig(dataset=f"wds:{tmp_path}", image_size=12, selection_fraction=selection,
+                         data_fraction=fraction, seed=4)
+    facts = run.DatasetFacts.read(config)
+    assert (facts.num_classes, facts.train_size, facts.class_counts) == (3, 40, None)
+    train, _ = get_datasets(config.dataset, 12)
+    split = split_training_set(train, selection_fraction=selection, data_fraction=fraction, seed=4)
+    assert facts.training_images(config) == len(split.train)
+
+
 def test_the_sweep_passes_the_drivers_findings_to_its_trials(tmp_path, monkeypatch):
     import orchestrator.data as data
     from orchestrator import sweep
