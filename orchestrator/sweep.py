@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 from snnet import SNNetError
 
-from ._cli import cli, interrupt_hint
+from ._cli import cli, format_flops, interrupt_hint
 
 __all__ = ["RECORD", "check_resume", "completed_result", "epoch_metrics", "main", "read_record", "rerun_plan",
            "rerun_updates", "run_sweep", "summarize_results", "trial_function", "tune_search_space"]
@@ -587,7 +587,7 @@ def rerun_updates(overrides: Sequence[str]) -> dict[str, Any]:
     ``image_size`` and ``resources.*`` (``searcher.*`` and ``name`` belong to the re-run sweep itself).
     A re-run keeps its source trial's stitch space and family, so other paths are refused."""
     from search_spaces import TrainConfig
-    from search_spaces.overrides import parse
+    from search_spaces.loader import parse
 
     updates: dict[str, Any] = {}
     for text in overrides:
@@ -688,7 +688,7 @@ def _check_locations(search, catalog: str, storage: str) -> tuple[str, str]:
 
 
 def _locate_experiment(search, storage: str, name: str | None, resume: bool,
-                       accept_changed_space: bool) -> tuple[str, dict[str, Any] | None]:
+                       accept_changed_space: bool, rerun: bool = False) -> tuple[str, dict[str, Any] | None]:
     """The experiment folder, and (resuming an edited space the user accepted) the record it started with."""
     if name is not None:
         check_experiment_name(name, storage, resume=resume)
@@ -704,6 +704,10 @@ def _locate_experiment(search, storage: str, name: str | None, resume: bool,
             + (f" named {name!r}" if name else "") + ". Run without --resume to start one."
         )
     started = read_record(experiment)
+    if not rerun and (started or {}).get("rerun"):  # else check_resume would offer to continue it as its source
+        source = started["rerun"].get("source_sweep", "its source sweep")
+        raise SNNetError(f"The sweep in {experiment} is a re-run of {source}: resume it with --rerun-best N "
+                         "--resume and the --set overrides it started with.")
     if not check_resume(started, search, accept_changed_space=accept_changed_space, experiment=experiment):
         started = None
     return experiment, started
@@ -771,7 +775,8 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "
     catalog, storage = _check_locations(search, catalog, storage)
     if rerun_best is not None:
         search = rerun_space(source)
-    experiment, started = _locate_experiment(search, storage, name, resume, accept_changed_space)
+    experiment, started = _locate_experiment(search, storage, name, resume, accept_changed_space,
+                                             rerun=rerun_best is not None)
     record = sweep_record(search)
     rerun = None
     if rerun_best is not None:
@@ -951,7 +956,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("Pareto front of the sweep (top-1 against FLOPs):")
             for _, row in front.iterrows():
                 cuts = " ".join(f"[{j},{k}]" for j, k in row["cuts"]) or "-"
-                print(f"  {row['flops'] / 1e6:>10.2f} MFLOPs  top-1 {row['top1']:5.1f}%  "
+                print(f"  {format_flops(row['flops'], 'M', digits=2, suffix='FLOPs'):>16}  top-1 {row['top1']:5.1f}%  "
                       f"{' > '.join(row['anchors'])} {cuts}  (trial {row['trial_id']}, stitch {row['stitch_id']})")
     except Exception as e:  # noqa: BLE001 - the sweep itself succeeded; say why the front is missing
         print(f"(could not read the Pareto front: {e})")

@@ -229,3 +229,23 @@ def test_stitches_per_step_is_the_rules_own(rule_name, options):
     assert sweep._stitches_per_step(rule_name, options) == expected
     if rule_name == "sandwich":
         assert expected == 2 + options.get("num_random", 2)
+
+
+
+def test_resuming_a_rerun_without_rerun_best_says_how_instead_of_continuing_it_as_its_source(tmp_path):
+    """A re-run's experiment resumed without ``--rerun-best`` would be offered, through the changed-space
+    check, to continue as its source sweep (rows in the wrong partition): it is refused with the way to
+    resume it."""
+    space = tmp_path / "rr.yaml"
+    space.write_text(demo_space("rr"))
+    search = load_space(str(space))
+    experiment = tmp_path / "runs" / "rr_rerun-sweep-1"
+    experiment.mkdir(parents=True)
+    (experiment / "tuner.pkl").write_bytes(b"")  # what Tuner.can_restore looks for
+    record = {**sweep.sweep_record(search), "rerun": {"source_sweep": "rr", "trials": {"t0": {}}}}
+    sweep._write_json(str(experiment / sweep.RECORD), record)
+
+    with pytest.raises(SNNetError, match=r"is a re-run of rr: resume it with --rerun-best N --resume"):
+        sweep._locate_experiment(search, str(tmp_path / "runs"), "rr_rerun-sweep-1", True, False)
+    located, _ = sweep._locate_experiment(search, str(tmp_path / "runs"), "rr_rerun-sweep-1", True, False, rerun=True)
+    assert located.endswith("rr_rerun-sweep-1")
