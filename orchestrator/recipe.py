@@ -23,7 +23,8 @@ notebooks. Its steps, in the order :meth:`SupernetRecipe.run` takes them:
    stitch), gathered each round.
 
 **Selection apart from report** (issue 12): ``selection_fraction`` of the training set (seeded
-by the run's seed, stratified: :func:`orchestrator.data.split_training_set`) is held out of
+by the run's seed; stratified for folders and the demo, by a hash of each sample's key for
+``wds:`` shards: :func:`orchestrator.data.split_training_set`) is held out of
 training; the final report carries every stitch's top-1 on it (``results_selection``) and its
 hypervolume (``hv_selection``) beside the evaluation split's ``results``. ``data_fraction``
 trains on a seeded, stratified part of what is left. **The early front**: after every epoch the

@@ -20,11 +20,10 @@ from dataclasses import replace
 from typing import Any
 
 from search_spaces import shipped_spaces
-from search_spaces._kinds import did_you_mean
 from snnet import PRESETS, SNNetError
 from snnet.anchors import AnchorSpec
 
-from ._cli import cli
+from ._cli import cli, did_you_mean
 from .config import INITS, MODES, TrainConfig
 from .summary import summarize
 
@@ -97,7 +96,7 @@ def _with_flags(spec: AnchorSpec, pretrained: bool, num_classes: int | None) -> 
 
 def _field_overrides(overrides: list[str]) -> dict[str, Any]:
     """``--set`` without a search space: TrainConfig fields, optionally under ``training.`` or ``space.``."""
-    from search_spaces.overrides import parse
+    from search_spaces.loader import parse
 
     out = {}
     for text in overrides:

@@ -9,7 +9,6 @@ reads it back with the error's location, so the messages stay ours.
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -17,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import PlainValidator, ValidationError, WithJsonSchema
 
 from snnet import SNNetError
+from snnet.cli import did_you_mean
 
 __all__ = ["Kind", "Int", "Float", "OneOf", "Bool", "Str", "Problem", "describe", "did_you_mean", "num", "problems"]
 _TYPES = {"int": (int, "integer"), "float": (float, "number"), "bool": (bool, "boolean"), "str": (str, "string")}
@@ -30,12 +30,6 @@ def describe(raw: Any) -> str:
     """What came, in words: ``a mapping``, ``a list``, ``null`` or the value itself."""
     kind = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
     return kind.get(type(raw), repr(raw))
-
-
-def did_you_mean(word: Any, options: Any) -> str:
-    """``" (did you mean 'x'?)"`` for the closest option, or ``""``."""
-    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ way a text table is aligned.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import os
 import sys
@@ -32,6 +33,7 @@ from ._errors import SNNetError
 __all__ = [
     "FLOPS_UNITS",
     "cli",
+    "did_you_mean",
     "flops_unit",
     "format_flops",
     "interrupt_hint",
@@ -130,6 +132,12 @@ def cli(
 
 
 # -- FLOPs and tables ----------------------------------------------------------------------------
+
+
+def did_you_mean(word: object, options: object) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``options`` to ``word``, or ``""``."""
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def flops_unit(largest: float, *, units: Sequence[str] = ("G", "M"), at_least: float = 1.0) -> tuple[float, str]:
