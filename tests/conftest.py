@@ -16,6 +16,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture
+def local_cluster():
+    """A one-node Ray cluster of this test's own (2 CPUs), shut down by its handle."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
 @pytest.fixture(scope="session")
 def deit_small_family():
     """DeiT-Ti/S at 32x32 (4 tokens + cls): real timm models, fast to run."""

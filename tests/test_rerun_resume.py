@@ -30,16 +30,6 @@ SPACE = demo_space("rrdemo", training={**QUICK, "sampling": ["uniform", "balance
 RERUN = ["--rerun-best", "2", "--set", "training.data_fraction=1.0", "--set", "training.seed=7"]
 
 
-@pytest.fixture
-def local_cluster():
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
-    try:
-        yield cluster
-    finally:
-        cluster.shutdown()
-
 
 def _trial_files(folder: Path) -> dict[str, Path]:
     return {p.stem[len("trial-"):]: p for p in sorted(folder.glob("trial-*.parquet"))}

@@ -1,6 +1,12 @@
 """The sweep's schedulers in a real Ray Tune run: a trial whose early front (``early_hv`` after
 epoch 1) is clearly worse than the others' is stopped, and the others run every epoch. Cheap
 function trainables stand in for training, reporting per epoch what a sweep trial reports.
+
+``hyperband`` is Ray Tune's ``AsyncHyperBandScheduler`` with three brackets; Tune puts each new
+trial into a bracket at random (numpy's global generator, seeded here so the run is
+reproducible), and only some brackets cut at epoch 1. Several good trials, best last, then
+several whose early front is far below theirs: at least one of those must be stopped before its
+last epoch, no good trial may be, and the summary must say which.
 Marked ``integration`` (a local Ray instance)."""
 
 import pytest
@@ -10,6 +16,13 @@ pytestmark = pytest.mark.integration
 EPOCHS = 4
 #: The last trial's early front is far below the others' at epoch 1; trials run one at a time in this order.
 QUALITY = [0.5, 0.6, 0.7, 0.1]
+#: Trials run one at a time in this order: good ones improving (none falls below the earlier
+#: ones' cutoff), then ones whose early front is far below every good one's at every epoch.
+GOOD = [0.5, 0.6, 0.7, 0.8]
+BAD = [0.10, 0.11, 0.12, 0.13]
+#: numpy's global seed for Tune's random choice of bracket per trial. Unseeded, about 1 run in 45
+#: would put every good or every bad trial into brackets that never cut before the last epoch.
+BRACKET_SEED = 0
 
 
 def _trainable_factory(epochs: int):
@@ -62,3 +75,41 @@ def test_the_scheduler_stops_the_trial_whose_early_front_is_worse(local_ray, tmp
     assert [t["config"]["q"] for t in stopped] == [0.1] and stopped[0]["epoch"] == 1
     assert [t["trial_id"] for t in summary["pareto"]] == [r.metrics["trial_id"] for r in results
                                                            if r.config["q"] == 0.7]
+
+
+def test_hyperband_stops_a_trial_whose_early_front_is_worse(local_ray, tmp_path):
+    import numpy as np
+    from ray import tune
+
+    from orchestrator.sweep import summarize_results
+    from orchestrator.sweep_schedulers import EARLY_METRIC, make_scheduler
+
+    scheduler = make_scheduler("hyperband", EPOCHS)
+    assert (scheduler.metric, len(scheduler._brackets)) == (EARLY_METRIC, 3)
+    np.random.seed(BRACKET_SEED)
+    tuner = tune.Tuner(
+        tune.with_resources(_trainable_factory(EPOCHS), {"cpu": 0.5}),
+        param_space={"q": tune.grid_search(GOOD + BAD)},
+        tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=1),
+        run_config=tune.RunConfig(name="hyperband", storage_path=str(tmp_path), verbose=0),
+    )
+    results = tuner.fit()
+    assert len(results) == len(GOOD + BAD) and not results.errors
+    last_epoch = {r.config["q"]: r.metrics["epoch"] for r in results}
+    final = {r.config["q"]: "catalog_file" in r.metrics for r in results}
+    assert all(final[q] and last_epoch[q] == EPOCHS for q in GOOD)  # every good trial ran to the end
+    cut = sorted(q for q in BAD if not final[q] and last_epoch[q] < EPOCHS)
+    assert cut, f"hyperband stopped no bad trial early (last epochs {last_epoch})"
+    assert scheduler._num_stopped >= len(cut)
+
+    search = type("S", (), {"name": "s", "searcher": type("R", (), {"objectives": ("hypervolume",)})()})()
+    summary = summarize_results(search, results, "catalog")
+    stopped = {t["config"]["q"]: t for t in summary["trials"] if t.get("stopped_early")}
+    assert set(stopped) <= set(BAD) and set(cut) <= set(stopped)
+    assert all(stopped[q]["epoch"] == last_epoch[q] < EPOCHS for q in cut)
+    # what stopped them is their early front: below every good trial's at the epoch they stopped
+    for q in cut:
+        epoch = last_epoch[q]
+        assert stopped[q][EARLY_METRIC] < min(g * epoch / EPOCHS for g in GOOD)
+    assert [t["trial_id"] for t in summary["pareto"]] == [r.metrics["trial_id"] for r in results
+                                                           if r.config["q"] == max(GOOD)]

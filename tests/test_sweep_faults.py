@@ -23,16 +23,6 @@ FIXED = demo_space("faultdemo", training={**QUICK, "sampling": "uniform"}, resou
                    searcher={"algorithm": "tpe", "max_concurrent_trials": 1, "seeds": [0, 1]})
 
 
-@pytest.fixture
-def local_cluster():
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
-    try:
-        yield cluster
-    finally:
-        cluster.shutdown()
-
 
 def _wait_for(condition, process, log, what, timeout=900):
     deadline = time.time() + timeout

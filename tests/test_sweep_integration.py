@@ -135,16 +135,6 @@ def test_ray_job_submit_runs_a_sweep_and_the_catalog_reads_everywhere(head_node,
     assert (tmp_path / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture
-def local_cluster():
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
-    try:
-        yield cluster
-    finally:
-        cluster.shutdown()
-
 
 def test_killed_sweep_driver_resumes_without_missing_or_duplicate_rows(local_cluster, tmp_path):
     space, catalog, storage = _space(tmp_path, "resumedemo", 3), tmp_path / "catalog", tmp_path / "runs"
