@@ -698,6 +698,10 @@ def write_info(spec: str) -> list[str]:
     return written
 
 
+#: :class:`KeySplit` salt of ``data_fraction``'s training subset of shards (independent of the selection split).
+DATA_SALT = "data:"
+
+
 @dataclass(frozen=True)
 class KeySplit:
     """The selection split of WebDataset shards: a sample is held out when a seeded hash of its key
@@ -708,13 +712,15 @@ class KeySplit:
     keeps. The hash is ``blake2b`` (not Python's salted ``hash()``), so it is the same in every
     process and run; a larger ``fraction`` only adds samples. The held-out count is binomial
     around ``fraction`` of the samples (not stratified: labels come only with the images).
+    ``salt`` makes an independent split of the same keys (``data_fraction``'s training subset).
     """
 
     fraction: float
     seed: int
+    salt: str = ""
 
     def held_out(self, key: str) -> bool:
-        digest = hashlib.blake2b(f"{self.seed}:{key}".encode(), digest_size=8).digest()
+        digest = hashlib.blake2b(f"{self.salt}{self.seed}:{key}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big") < self.fraction * 2**64
 
     def expected(self, size: int) -> int:
@@ -733,33 +739,38 @@ class WebDatasetShards(IterableDataset):
 
     With ``keys`` (a :class:`KeySplit`; :meth:`keyed`) the stream yields only the samples the
     split holds out (``held_out=True``: the selection split) or only the others (training);
-    ``len()`` is then the expected count, since the exact one is known only after a pass.
+    with ``subset`` (another :class:`KeySplit`), only those of them that ``subset`` holds out
+    (``data_fraction``). ``len()`` is then the expected count, since the exact one is known only
+    after a pass.
     """
 
     def __init__(self, shards: ShardSet, transform: Callable[[Any], Any], input_img_mode: str = "RGB",
-                 keys: KeySplit | None = None, held_out: bool = False):
+                 keys: KeySplit | None = None, held_out: bool = False, subset: KeySplit | None = None):
         self.shards = shards
         self.transform = transform
         self.input_img_mode = input_img_mode
         self.num_classes = shards.num_classes
         self.classes = tuple(str(i) for i in range(shards.num_classes))
         self.split = shards.split
-        self.keys, self.held_out = keys, held_out
+        self.keys, self.held_out, self.subset = keys, held_out, subset
 
-    def keyed(self, keys: KeySplit, held_out: bool,
-              transform: Callable[[Any], Any] | None = None) -> WebDatasetShards:
-        """The same shards keeping one side of ``keys`` (read through ``transform``, default this one's)."""
-        return WebDatasetShards(self.shards, transform or self.transform, self.input_img_mode, keys, held_out)
+    def keyed(self, keys: KeySplit | None, held_out: bool = False, transform: Callable[[Any], Any] | None = None,
+              subset: KeySplit | None = None) -> WebDatasetShards:
+        """The same shards keeping one side of ``keys`` and, with ``subset``, the part of it that
+        ``subset`` holds out (read through ``transform``, default this one's)."""
+        return WebDatasetShards(self.shards, transform or self.transform, self.input_img_mode, keys, held_out, subset)
 
     def keeps(self, key: str) -> bool:
-        """Whether this dataset yields the sample with ``key`` (always, without ``keys``)."""
-        return self.keys is None or self.keys.held_out(key) == self.held_out
+        """Whether this dataset yields the sample with ``key`` (always, without ``keys`` and ``subset``)."""
+        return ((self.keys is None or self.keys.held_out(key) == self.held_out)
+                and (self.subset is None or self.subset.held_out(key)))
 
     def __len__(self) -> int:
-        if self.keys is None:
-            return self.shards.size
-        held = self.keys.expected(self.shards.size)
-        return held if self.held_out else self.shards.size - held
+        size = self.shards.size
+        if self.keys is not None:
+            held = self.keys.expected(size)
+            size = held if self.held_out else size - held
+        return size if self.subset is None else self.subset.expected(size)
 
     def __getitem__(self, index: int) -> Any:
         raise TypeError("WebDataset shards are read in order: use make_loader() or calibration_batches().")
@@ -771,6 +782,7 @@ class WebDatasetShards(IterableDataset):
 
     def __repr__(self) -> str:
         part = "" if self.keys is None else f", {'held out' if self.held_out else 'kept'} by {self.keys}"
+        part += "" if self.subset is None else f", subset {self.subset}"
         return (f"WebDatasetShards({self.shards.spec!r}, split={self.split!r}, shards={len(self.shards.names)}, "
                 f"n={len(self)}{part})")
 
@@ -1342,14 +1354,15 @@ def _split_stream(train: WebDatasetShards, selection_fraction: float, data_fract
     :class:`KeySplit` (seeded by ``seed``) holds out about ``selection_fraction`` of the samples by
     key, not stratified; the selection stream reads them through ``eval_transform`` and the
     training stream skips them. Scoring a stitch on it reads the training shards once (only the
-    held-out samples are decoded). ``data_fraction`` is not applied to shards: ``note`` says so."""
-    note = "" if data_fraction >= 1 else (f"data_fraction={data_fraction:g}: not applied to WebDataset shards "
-                                          "(every training sample is read)")
+    held-out samples are decoded). ``data_fraction`` keeps the training samples that an
+    independent :class:`KeySplit` (salt ``"data:"``) holds out: about that fraction of the rest,
+    the same on every rank, and a larger fraction only adds samples."""
+    subset = KeySplit(data_fraction, seed, salt=DATA_SALT) if data_fraction < 1 else None
     if selection_fraction <= 0:
-        return TrainingSplit(train, None, note)
+        return TrainingSplit(train if subset is None else train.keyed(None, subset=subset), None, "")
     keys = KeySplit(selection_fraction, seed)
-    return TrainingSplit(train.keyed(keys, held_out=False), train.keyed(keys, held_out=True, transform=eval_transform),
-                         note)
+    return TrainingSplit(train.keyed(keys, held_out=False, subset=subset),
+                         train.keyed(keys, held_out=True, transform=eval_transform), "")
 
 
 def dataset_size(name_or_path: str | os.PathLike[str], split: str = "train") -> int:

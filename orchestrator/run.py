@@ -409,12 +409,16 @@ class DatasetFacts:
         """Images one epoch trains on: the length of :func:`orchestrator.data.split_training_set`'s
         ``train`` under ``config``'s selection split and ``data_fraction``, from the class counts
         (streamed shards: the training set less :class:`orchestrator.data.KeySplit`'s expected
-        held-out count; ``data_fraction`` does not apply to them)."""
+        held-out count, then the expected ``data_fraction`` of that, as the stream's ``len()``)."""
         if self.class_counts is None:
-            from .data import KeySplit
+            from .data import DATA_SALT, KeySplit
 
-            held = KeySplit(config.selection_fraction, config.seed).expected(self.train_size)
-            return self.train_size - held if config.selection_fraction > 0 else self.train_size
+            size = self.train_size
+            if config.selection_fraction > 0:
+                size -= KeySplit(config.selection_fraction, config.seed).expected(size)
+            if config.data_fraction < 1:
+                size = KeySplit(config.data_fraction, config.seed, salt=DATA_SALT).expected(size)
+            return size
         if config.selection_fraction <= 0 and config.data_fraction >= 1:
             return self.train_size
         import numpy as np

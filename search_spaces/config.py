@@ -145,9 +145,6 @@ class TrainConfig(BaseModel):
             raise SNNetError(f"data_fraction must lie in (0, 1], got {self.data_fraction!r}")
         if self.hv_flops_ref is not None and self.hv_flops_ref <= 0:
             raise SNNetError(f"hv_flops_ref must be > 0 or null, got {self.hv_flops_ref!r}")
-        if self.data_fraction < 1 and self.dataset.startswith("wds:"):
-            raise SNNetError(f"data_fraction must be 1 for WebDataset shards (they stream every sample; a fraction "
-                             f"needs a folder or the demo), got {self.data_fraction!r}")
         if self.crop_pct is not None and self.crop_pct > 1:
             raise SNNetError(f"crop_pct must lie in [0.1, 1] or be null, got {self.crop_pct!r}")
         if self.auto_augment is not None:

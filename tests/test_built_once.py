@@ -209,7 +209,7 @@ def test_the_drivers_counts_give_the_training_sets_size_of_every_split(selection
     assert facts.training_images(config) == len(split.train)
 
 
-@pytest.mark.parametrize("selection, fraction", [(0.0, 1.0), (0.25, 1.0), (0.1, 1.0)])  # shards take no data_fraction
+@pytest.mark.parametrize("selection, fraction", [(0.0, 1.0), (0.25, 1.0), (0.1, 1.0), (0.0, 0.5), (0.25, 0.3)])
 def test_the_drivers_counts_give_the_training_sets_size_of_streamed_shards(tmp_path, selection, fraction):
     import io
 

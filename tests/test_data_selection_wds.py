@@ -99,9 +99,24 @@ def test_fraction_zero_holds_nothing_out(shards):
     assert len(_numbers(split.train)) == N
     nothing = KeySplit(0.0, 0)
     assert not any(nothing.held_out(f"s{i:05d}") for i in range(N))
-    # data_fraction is not applied to shards, and the console line says so
-    assert split_training_set(train, selection_fraction=0.0, data_fraction=0.5).note.startswith(
-        "data_fraction=0.5: not applied to WebDataset shards")
+
+
+def test_data_fraction_keeps_a_stable_part_of_the_training_keys_apart_from_the_selection(shards):
+    """``data_fraction`` on shards: an independent key split of what training keeps, about the
+    fraction, the same on every read, growing with the fraction, never a held-out sample."""
+    train, _ = get_datasets(shards, image_size=4, input_img_mode="L", mean=(0.5,), std=(0.5,))
+    full = set(_numbers(split_training_set(train, selection_fraction=0.1, seed=0).train))
+    held = set(_numbers(split_training_set(train, selection_fraction=0.1, seed=0).selection))
+    half = split_training_set(train, selection_fraction=0.1, data_fraction=0.5, seed=0)
+    kept = _numbers(half.train)
+    assert half.note == "" and len(kept) == len(set(kept))
+    assert set(kept) < full and not set(kept) & held and set(_numbers(half.selection)) == held
+    assert abs(len(kept) - 0.5 * len(full)) <= 40 and len(half.train) == round(0.5 * (N - round(0.1 * N)))
+    assert _numbers(split_training_set(train, selection_fraction=0.1, data_fraction=0.5, seed=0).train) == kept
+    more = set(_numbers(split_training_set(train, selection_fraction=0.1, data_fraction=0.8, seed=0).train))
+    assert set(kept) < more < full
+    alone = split_training_set(train, selection_fraction=0.0, data_fraction=0.5, seed=0)
+    assert alone.selection is None and abs(len(_numbers(alone.train)) - N // 2) <= 40
 
 
 def test_the_recipe_scores_stitches_on_the_held_out_shard_samples(tmp_path: Path):
