@@ -85,11 +85,14 @@ def check_model_name(name: str) -> None:
 
 
 class _Scope(nn.Module):
-    """A parameter-free module that runs ``fn``; it exists so tracers see a named scope."""
+    """A module that runs ``fn``; it exists so tracers see a named scope. Parameter-free, unless
+    ``owner`` (the module whose parameters ``fn`` uses) is given for a tracer to see them too."""
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]):
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], owner: nn.Module | None = None):
         super().__init__()
         self.fn = fn
+        if owner is not None:
+            self.owner = owner
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x)

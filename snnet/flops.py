@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .anchors import Anchor
+from .anchors import Anchor, _Scope
 
 __all__ = ["AnchorProfile", "profile_anchor", "flop_count", "sdpa_flop_jit"]
 
@@ -107,18 +107,6 @@ def _ints(shape: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in shape)
 
 
-class _Piece(nn.Module):
-    """Runs ``fn``; registers the anchor so the tracer sees every parameter ``fn`` uses."""
-
-    def __init__(self, owner: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]):
-        super().__init__()
-        self.owner = owner
-        self.fn = fn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
-
-
 def _unit_signature(modules: list[nn.Module], shape: tuple[int, ...]) -> str:
     """Everything fvcore's count of a unit depends on: code (module types), hyperparameters
     (plain attributes such as a Swin block's shift), parameter and buffer shapes, input shape."""
@@ -146,7 +134,7 @@ def profile_anchor(anchor: Anchor) -> AnchorProfile:
     anchor.eval()  # FLOPs are counted in eval mode (BatchNorm counts differ in training)
     try:
         x = torch.zeros(1, *anchor.input_size)
-        stem_flops = int(flop_count(_Piece(anchor, anchor.forward_stem), x).total())
+        stem_flops = int(flop_count(_Scope(anchor.forward_stem, anchor), x).total())
         x = anchor.forward_stem(x)
         stem_shape = _ints(x.shape[1:])
         cache: dict[str, tuple[int, tuple[int, ...]]] = {}
@@ -154,15 +142,15 @@ def profile_anchor(anchor: Anchor) -> AnchorProfile:
         for i in range(anchor.depth):
             key = _unit_signature(anchor.unit_modules(i), _ints(x.shape[1:]))
             if key not in cache:
-                flops = int(flop_count(_Piece(anchor, functools.partial(anchor.run_unit, i)), x).total())
+                flops = int(flop_count(_Scope(functools.partial(anchor.run_unit, i), anchor), x).total())
                 cache[key] = (flops, _ints(anchor.run_unit(i, x).shape[1:]))
             flops, shape = cache[key]
             unit_flops.append(flops)
             unit_shapes.append(shape)
             x = torch.zeros(1, *shape)
-        head_flops = int(flop_count(_Piece(anchor, anchor.forward_head), x).total())
+        head_flops = int(flop_count(_Scope(anchor.forward_head, anchor), x).total())
         norm = _final_norm(anchor)
-        norm_flops = int(flop_count(_Piece(anchor, norm), x).total()) if norm is not None else 0
+        norm_flops = int(flop_count(_Scope(norm, anchor), x).total()) if norm is not None else 0
     finally:
         anchor.train(was_training)
     numel = lambda params: sum(p.numel() for p in params)  # noqa: E731
