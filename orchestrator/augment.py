@@ -163,14 +163,16 @@ def teacher_problems(spec: Any, **kwargs: Any) -> list[str]:
 
     if isinstance(spec, str):
         spec = AnchorSpec(spec, pretrained=True)
-    problems = check_spec(spec, **kwargs)
-    try:
-        adapter_for(timm.create_model(spec.name, pretrained=False, device="meta", **_model_kwargs(spec, kwargs)),
-                    spec.name)
-    except UnsupportedFamilyError as e:
-        problems = [p for p in problems if p != str(e)]
-    except Exception:  # noqa: BLE001 - an unknown name or bad kwargs: check_spec said so already
-        pass
+    try:  # one meta build, shared with check_spec
+        model = timm.create_model(spec.name, pretrained=False, device="meta", **_model_kwargs(spec, kwargs))
+    except Exception:  # noqa: BLE001 - an unknown name or bad kwargs: check_spec builds again and says so
+        model = None
+    problems = check_spec(spec, model=model, **kwargs)
+    if model is not None:
+        try:
+            adapter_for(model, spec.name)
+        except UnsupportedFamilyError as e:
+            problems = [p for p in problems if p != str(e)]
     if not spec.pretrained and not spec.checkpoint:
         problems.append(_NO_TEACHER_WEIGHTS.format(name=spec.name))
     return problems
