@@ -26,8 +26,8 @@ from snnet.anchors import Anchor, check_model_name
 from .config import TrainConfig
 
 __all__ = ["TrainResult", "Prepared", "prepare", "DatasetFacts", "Known", "anchor_key", "dataset_key", "preflight",
-           "worker_resources", "run_training", "ensure_ray", "check_storage", "check_writable", "check_resources", "check_batch", "check_weights", "quiet_ray",
-           "resume_command", "code_version"]
+           "worker_resources", "run_training", "ensure_ray", "check_storage", "check_writable", "check_resources",
+           "check_batch", "check_weights", "quiet_ray", "code_version"]
 
 
 @dataclass
