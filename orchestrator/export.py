@@ -310,7 +310,7 @@ def rebuild_supernet(state: dict[str, Any]) -> StitchedSupernet:
     from . import demo  # noqa: F401 - registers the demo anchors with timm
     from .config import TrainConfig
 
-    config = TrainConfig.from_dict(state["train_config"])
+    config = TrainConfig.model_validate(state["train_config"])
     space = StitchSpace.from_json(state["space"])
     specs = {s.name: s for s in config.anchors or []}
     if config.image_size is not None and not _count(1)(config.image_size):
@@ -466,7 +466,7 @@ def _card(catalog: str, out: Path, row: dict[str, Any], source: str, state: dict
     from .config import TrainConfig
     from .run import code_version
 
-    config = TrainConfig.from_dict(state["train_config"])
+    config = TrainConfig.model_validate(state["train_config"])
     input_size = tuple(net.space.profiles[0].input_size)
     num_classes = net.space.profiles[-1].num_classes
     return {

@@ -163,14 +163,6 @@ class TrainConfig(BaseModel):
     def anchor_names(self) -> list[str]:
         return [a.name for a in self.anchors] if self.anchors else []
 
-    # Thin aliases while callers move to model_dump / model_validate.
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump()
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        return cls.model_validate(data)
-
 
 #: The settings of ``snnet.SpaceConfig`` a run (and a search space's ``space:``) sets, in its order.
 SPACE_FIELDS: tuple[str, ...] = tuple(f for f in SpaceConfig.__dataclass_fields__ if f in TrainConfig.model_fields)

@@ -48,7 +48,7 @@ def _save_trial(root: Path, catalog: Path, sweep: str, trial: str, net, config: 
     results = {str(s.stitch_id): [round(rng.uniform(10, 90), 3), 99.0] for s in net.space}
     torch.save({
         "model": net.state_dict(), "optimizer": None, "scheduler": None, "step": 7, "epoch": 1,
-        "r2": {}, "evaluated": results, "train_config": config.to_dict(), "space": net.space.to_json(),
+        "r2": {}, "evaluated": results, "train_config": config.model_dump(), "space": net.space.to_json(),
     }, folder / "state.pt")
     rows = catalog_rows(config, net.space, results, {}, str(folder))
     if latency:

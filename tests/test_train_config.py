@@ -105,7 +105,7 @@ def test_validate_accepts_edge_values(kwargs):
     TrainConfig(**kwargs).validate()
 
 
-# -- to_dict / from_dict ---------------------------------------------------------------------------
+# -- model_dump / model_validate ----------------------------------------------------------------------
 
 
 def _full_config() -> TrainConfig:
@@ -127,14 +127,14 @@ def _full_config() -> TrainConfig:
     )
 
 
-def test_to_dict_from_dict_round_trip_through_json():
+def test_model_dump_round_trips_through_json():
     config = _full_config()
-    data = config.to_dict()
+    data = config.model_dump()
     assert data["anchors"][0] == {"name": "resnet18", "pretrained": False, "checkpoint": "/ckpt/r18.pth",
                                   "kwargs": {"num_classes": 10}}
     assert isinstance(data["teacher"], dict) and data["teacher"]["name"] == "deit_small_patch16_224"
     plain = json.loads(json.dumps(data))  # plain data: travels to Ray workers as it is
-    back = TrainConfig.from_dict(plain)
+    back = TrainConfig.model_validate(plain)
     assert back == config
     assert all(isinstance(a, AnchorSpec) for a in back.anchors) and isinstance(back.teacher, AnchorSpec)
     assert back.anchor_names() == ["resnet18", "resnet50"]
@@ -142,27 +142,27 @@ def test_to_dict_from_dict_round_trip_through_json():
 
 
 def test_round_trip_of_the_defaults_and_of_specs_given_as_objects():
-    assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
+    assert TrainConfig.model_validate(TrainConfig().model_dump()) == TrainConfig()
     specs = [AnchorSpec("resnet18"), {"name": "resnet50"}]
-    config = TrainConfig.from_dict({"anchors": specs, "teacher": AnchorSpec("resnet50")})
+    config = TrainConfig.model_validate({"anchors": specs, "teacher": AnchorSpec("resnet50")})
     assert config.anchors == [AnchorSpec("resnet18"), AnchorSpec("resnet50")]
     assert config.teacher == AnchorSpec("resnet50")
 
 
-def test_to_dict_is_a_copy():
+def test_model_dump_is_a_copy():
     config = _full_config()
-    data = config.to_dict()
+    data = config.model_dump()
     data["anchors"][0]["kwargs"]["num_classes"] = 99
     data["sampling_options"]["num_random"] = 99
     assert config.anchors[0].kwargs == {"num_classes": 10}
     assert config.sampling_options == {"num_random": 3}
 
 
-def test_from_dict_names_unknown_keys():
-    data = TrainConfig().to_dict()
+def test_model_validate_names_unknown_keys():
+    data = TrainConfig().model_dump()
     data.update(bogus=1, epochz=3)
     with pytest.raises(SNNetError, match=r"Unknown training settings \['bogus', 'epochz'\]; known settings are \[") as info:
-        TrainConfig.from_dict(data)
+        TrainConfig.model_validate(data)
     assert "'epochs'" in str(info.value)
 
 
