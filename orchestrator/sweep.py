@@ -208,7 +208,7 @@ def trial_settings(ctx: dict[str, Any], config: dict[str, Any], trial_id: str):
         params, seed = _point_and_seed(search, config)
         family = search.family(params.get("family", search.families[0].name))
         try:
-            train = search.trial_config(params, anchors=ctx["demo_specs"] if family.demo else family.anchor_specs(),
+            train = search.trial_config(params, anchors=family_anchors(family, ctx["demo_specs"]),
                                         catalog=ctx["catalog"], trial_id=trial_id, storage_path=ctx["storage"],
                                         **driver, **({"seed": seed} if seed is not None else {}))
         except SNNetError as e:
@@ -521,23 +521,21 @@ def check_experiment_name(name: str, storage: str, *, resume: bool) -> str:
     return name
 
 
-def _validate_families(search, catalog: str, storage: str, progress) -> tuple[dict[str, Any], float]:
+def _validate_families(search, catalog: str, storage: str, progress, started=None) -> tuple[dict[str, Any], float]:
     """Build every family's space once on the driver, before Ray starts, without loading weights:
     stitchability, model names, checkpoints and data are checked, and the FLOPs reference is fixed.
     What was found (anchor profiles, weight checks, the dataset's counts: :class:`orchestrator.run.Known`)
-    goes into the trials' context as ``known``, so a trial builds no anchor and opens no dataset to check."""
+    goes into the trials' context as ``known``, so a trial builds no anchor and opens no dataset to check.
+    The demo anchors that the demo families of ``search`` (and of ``started``, the space an
+    ``--accept-changed-space`` sweep began with) stitch are pretrained or found in the cache here, once."""
     from .run import Known, prepare
 
     flops_ref = 0.0
-    demo_specs = None
     known = Known()
+    demo_specs = _demo_specs([search] + ([started] if started is not None else []), progress)
     for family in search.families:
-        if family.demo and demo_specs is None:
-            from .demo import demo_anchor_specs
-
-            demo_specs = demo_anchor_specs(progress=progress)
         config = search.trial_config(search.first_point(family.name), catalog=catalog, storage_path=storage,
-                                     anchors=demo_specs if family.demo else family.anchor_specs())
+                                     anchors=family_anchors(family, demo_specs))
         prepared = prepare(config, progress=progress, known=known)
         known.update(prepared.known)
         space = prepared[1]
@@ -545,6 +543,21 @@ def _validate_families(search, catalog: str, storage: str, progress) -> tuple[di
         progress(f"[snnet] family {family.name}: {', '.join(space.anchor_names)} "
                  f"({len(space)} stitches at the first k/s choice)")
     return {"demo_specs": demo_specs, "known": known}, flops_ref
+
+
+def _demo_specs(spaces: Sequence[Any], progress) -> dict[str, Any]:
+    """``{name: AnchorSpec}`` of the pretrained demo anchors that the demo families of ``spaces`` stitch."""
+    names = list(dict.fromkeys(n for s in spaces for f in s.families if f.demo for n in f.anchor_names()))
+    if not names:
+        return {}
+    from .demo import demo_anchor_specs
+
+    return {spec.name: spec for spec in demo_anchor_specs(anchors=names, progress=progress)}
+
+
+def family_anchors(family, demo_specs: dict[str, Any]) -> list[Any]:
+    """A family's anchors, in its order: a demo family's from ``demo_specs`` (:func:`_demo_specs`)."""
+    return [demo_specs[name] for name in family.anchor_names()] if family.demo else family.anchor_specs()
 
 
 def _max_concurrent(search) -> int:
@@ -769,6 +782,8 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "
     ``rerun_best``: re-run the N best finished trials of the experiment ``rerun_from`` (default:
     the space's latest) with ``overrides``, as a new sweep ``<name>_rerun`` (:func:`rerun_plan`).
     """
+    from search_spaces import SearchSpace
+
     from .run import ensure_ray
 
     search = source = _load_search(space, overrides, num_samples, max_concurrent_trials, address)
@@ -785,7 +800,8 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "
         if not rerun:
             raise SNNetError(f"The sweep in {experiment} is not a re-run: resume it without --rerun-best.")
         record["rerun"] = rerun
-    ctx, flops_ref = _validate_families(search, catalog, storage, progress)  # before any Ray resource is requested
+    started_space = SearchSpace.model_validate(started["space"]) if started else None
+    ctx, flops_ref = _validate_families(search, catalog, storage, progress, started_space)  # before Ray starts
     if started is not None:
         progress(f"[snnet] --accept-changed-space: resuming {os.path.basename(experiment)} with an edited search "
                  f"space ({record['space_fingerprint']}, started with {started['space_fingerprint']})")

@@ -131,8 +131,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     space = _load(args.space, args.overrides)
     point = space.first_point()
     family = space.family(point.get("family", space.families[0].name))
-    anchors = None if family.demo else [_with_flags(a, args.pretrained, args.num_classes)
-                                        for a in family.anchor_specs()]
+    if family.demo:  # the family's own demo anchors, pretrained and cached (all three only without --space)
+        from .demo import demo_anchor_specs
+
+        anchors = demo_anchor_specs(anchors=family.anchor_names())
+    else:
+        anchors = [_with_flags(a, args.pretrained, args.num_classes) for a in family.anchor_specs()]
     flags.setdefault("sweep", default_sweep(space.name))
     return space.trial_config(point, anchors=anchors, **flags)
 

@@ -12,6 +12,7 @@ and the small demo ViTs with checkpoints the tests write.
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -248,6 +249,26 @@ def test_the_sweep_passes_the_drivers_findings_to_its_trials(tmp_path, monkeypat
     train = TrainConfig(dataset="demo", selection_fraction=0.1, data_fraction=0.5)
     images = sweep._train_images(train, object(), known)
     assert images == known.datasets["demo|None"].train_size * 0.5 * 0.9
+
+
+def test_a_demo_family_stitches_its_own_anchors_on_the_driver_and_in_its_trials(tmp_path):
+    """A demo family that lists two of the three demo anchors gets those two, not all three."""
+    from orchestrator import sweep
+    from search_spaces import load_space
+    from search_spaces.fingerprint import space_fingerprint
+
+    two = ["snnet_demo_vit_tiny", "snnet_demo_vit_small"]
+    search = load_space("demo", overrides=["training.epochs=1", f"families.0.anchors=[{', '.join(two)}]"])
+    lines: list[str] = []
+    ctx, flops_ref = sweep._validate_families(search, str(tmp_path / "c"), str(tmp_path / "r"), lines.append)
+    assert list(ctx["demo_specs"]) == two and [json.loads(k)[0] for k in ctx["known"].anchors] == two
+    assert flops_ref == max(profile.flops for profile, _ in ctx["known"].anchors.values())
+    assert any(line.startswith(f"[snnet] family demo_vit: {', '.join(two)} (") for line in lines), lines
+    ctx.update(search=search.model_dump(mode="json"), fingerprint=space_fingerprint(search),
+               catalog=str(tmp_path / "c"), storage=str(tmp_path / "r"), experiment=str(tmp_path / "r" / "exp"))
+    point = {sweep._key(k): v for k, v in search.first_point().items()}
+    train, _ = sweep.trial_settings(ctx, point, "t1")
+    assert train.anchors == [ctx["demo_specs"][name] for name in two]
 
 
 def _small_search(tmp_path):

@@ -174,6 +174,13 @@ def test_train_takes_the_paper_preset():
         parse_args(["--preset", "released"])
 
 
+def test_train_space_of_a_demo_family_stitches_that_familys_anchors(tmp_path):
+    from conftest import demo_space
+
+    (tmp_path / "two.yaml").write_text(demo_space("twodemo", anchors=2))
+    config = config_from_args(parse_args(["--space", str(tmp_path / "two.yaml")]))
+    assert config.anchor_names() == ["snnet_demo_vit_tiny", "snnet_demo_vit_small"]
+    assert all(a.checkpoint and os.path.isfile(a.checkpoint) for a in config.anchors)  # the cached pretrained ones
 
 
 def test_cli_defaults_give_the_default_config_in_a_partition_of_its_own():
