@@ -39,6 +39,8 @@ class Kind:
     type: str  # "int" | "float" | "bool" | "str"
     minimum: float | None = None
     below: float | None = None  # exclusive upper bound
+    maximum: float | None = None  # inclusive upper bound
+    above: float | None = None  # exclusive lower bound
     choices: tuple[str, ...] | None = None
     nullable: bool = False
     text: str | None = None  # the predicate, when the generic one reads badly
@@ -51,6 +53,9 @@ class Kind:
             return "be true or false" if self.type == "bool" else "be a string"
         if self.below is not None:
             return f"lie in [{num(self.minimum)}, {num(self.below)})"
+        if self.maximum is not None:
+            low = f"({num(self.above)}" if self.above is not None else f"[{num(self.minimum)}"
+            return f"lie in {low}, {num(self.maximum)}]"
         return f"be {'an integer' if self.type == 'int' else 'a number'}" + (
             f" >= {num(self.minimum)}" if self.minimum is not None else "")
 
@@ -69,7 +74,8 @@ class Kind:
             raise bad
         if self.choices is not None and value not in self.choices:
             raise SNNetError(f"must {self.describe()}, got {raw!r}{did_you_mean(raw, self.choices)}")
-        if (self.minimum is not None and value < self.minimum) or (self.below is not None and value >= self.below):
+        if (self.minimum is not None and value < self.minimum) or (self.below is not None and value >= self.below) or (
+                self.above is not None and value <= self.above) or (self.maximum is not None and value > self.maximum):
             raise bad
         return float(value) if self.type == "float" else value
 
@@ -84,8 +90,8 @@ def Int(minimum: int | None = None, nullable: bool = False) -> Any:
     return Kind("int", minimum=minimum, nullable=nullable).annotated()
 
 
-def Float(minimum: float | None = None, below: float | None = None) -> Any:
-    return Kind("float", minimum=minimum, below=below).annotated()
+def Float(minimum: float | None = None, below: float | None = None, maximum: float | None = None) -> Any:
+    return Kind("float", minimum=minimum, below=below, maximum=maximum).annotated()
 
 
 def OneOf(choices: tuple[str, ...], text: str | None = None) -> Any:

@@ -66,13 +66,14 @@ class TrainConfig(BaseModel):
     # the paper's augmentation and regularisation, through timm (orchestrator.augment); defaults: off
     auto_augment: Kind("str", nullable=True).annotated() = None  # timm's string, e.g. rand-m9-mstd0.5-inc1
     interpolation: OneOf(("bilinear", "bicubic", "random")) = "bicubic"
-    crop_pct: Kind("float", minimum=0.1, nullable=True).annotated() = None  # evaluation crop (<= 1); null: timm's
+    # the evaluation crop; null: timm's
+    crop_pct: Kind("float", minimum=0.1, maximum=1, nullable=True, text="lie in [0.1, 1] or be null").annotated() = None
     random_erasing: Float(0, below=1) = 0.0  # probability, on ImageNet folders and shards (timm's reprob)
     random_erasing_mode: OneOf(("pixel", "rand", "const")) = "pixel"
     mixup: Float(0) = 0.0  # mixup alpha (0: off)
     cutmix: Float(0) = 0.0  # cutmix alpha (0: off)
-    mixup_prob: Float(0) = 1.0  # chance that a batch is mixed at all
-    mixup_switch_prob: Float(0) = 0.5  # chance of cutmix instead of mixup when both are on
+    mixup_prob: Float(0, maximum=1) = 1.0  # chance that a batch is mixed at all
+    mixup_switch_prob: Float(0, maximum=1) = 0.5  # chance of cutmix instead of mixup when both are on
     label_smoothing: Float(0, below=1) = 0.0
     aug_repeats: Int(1) = 1  # repeated augmentation (timm RepeatAugSampler): each image this often per epoch
     drop_path_rate: Kind("float", minimum=0, below=1, nullable=True).annotated() = None  # anchors' stochastic depth
@@ -90,9 +91,9 @@ class TrainConfig(BaseModel):
     selection_fraction: Float(0, below=1) = 0.02
     early_stitches: Int(0) = 8  # after each epoch: the anchors plus this many stitches over the FLOPs range (0: off)
     early_images: Int(1) = 512  # ... scored on this many fixed images of the selection split
-    data_fraction: Kind("float", text="lie in (0, 1]").annotated() = 1.0  # train on this seeded, stratified fraction
+    data_fraction: Kind("float", above=0, maximum=1).annotated() = 1.0  # train on this seeded, stratified fraction
     # FLOPs of the hypervolume's reference point; null: the largest anchor's (a sweep sets its families' largest)
-    hv_flops_ref: Kind("float", nullable=True, text="be a number > 0 or null").annotated() = None
+    hv_flops_ref: Kind("float", above=0, nullable=True, text="be a number > 0 or null").annotated() = None
     # fault tolerance
     checkpoint_every_steps: Int(0) = 0  # 0: at the end of every epoch only
     eval_checkpoint_seconds: Float(0) = 30.0  # how often finished evaluations are checkpointed
@@ -132,21 +133,12 @@ class TrainConfig(BaseModel):
             raise SNNetError("ls_samples must be >= 1 for least-squares init, got 0")
         if self.mode == "lora" and self.init != "ls":
             raise SNNetError("mode 'lora' learns updates of LS-initialised layers: use init 'ls'")
-        for name in ("mixup_prob", "mixup_switch_prob"):
-            if getattr(self, name) > 1:
-                raise SNNetError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
         if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
             raise SNNetError(f"batch_size must be even with mixup or cutmix (timm mixes a batch with its reverse), "
                              f"got {self.batch_size}")
         if self.aug_repeats > 1 and self.dataset.startswith("wds:"):
             raise SNNetError(f"aug_repeats must be 1 for WebDataset shards (they stream each sample once per epoch; "
                              f"repeated augmentation needs a folder or the demo), got {self.aug_repeats}")
-        if not 0 < self.data_fraction <= 1:
-            raise SNNetError(f"data_fraction must lie in (0, 1], got {self.data_fraction!r}")
-        if self.hv_flops_ref is not None and self.hv_flops_ref <= 0:
-            raise SNNetError(f"hv_flops_ref must be > 0 or null, got {self.hv_flops_ref!r}")
-        if self.crop_pct is not None and self.crop_pct > 1:
-            raise SNNetError(f"crop_pct must lie in [0.1, 1] or be null, got {self.crop_pct!r}")
         if self.auto_augment is not None:
             _check_auto_augment(self.auto_augment)
         return self

@@ -350,6 +350,28 @@ searcher:
     assert "searcher.num_samples: must be an integer >= 1, got 0 (line 11)" in message
 
 
+def test_bounded_training_settings_are_checked_in_every_choice_and_range_at_load(tmp_path):
+    """A bound of TrainConfig (mixup_prob in [0, 1], data_fraction in (0, 1]) holds for every value a
+    space lists, at its YAML line: not only for the first point the driver builds."""
+    path = write(tmp_path, """\
+name: bounded
+families:
+  - name: demo_vit
+    demo: true
+    anchors: [snnet_demo_vit_tiny, snnet_demo_vit_small]
+training:
+  mixup_prob: [0.5, 1.5]
+  data_fraction: {low: 0.0, high: 1.0}
+  hv_flops_ref: 0
+""")
+    with pytest.raises(SNNetError) as err:
+        load_space(path)
+    message = str(err.value)
+    assert "training.mixup_prob[1]: must lie in [0, 1], got 1.5 (line 7)" in message
+    assert "training.data_fraction.low: must lie in (0, 1], got 0.0 (line 8)" in message
+    assert "training.hv_flops_ref: must be a number > 0 or null, got 0 (line 9)" in message
+
+
 def test_range_objects_validate_themselves():
     with pytest.raises(SNNetError, match=r"`low <= high` must hold, but got \(low=3, high=1\)"):
         IntRange(3, 1)
