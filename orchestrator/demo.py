@@ -52,6 +52,7 @@ from .data import (
     DEMO_MEAN,
     DEMO_NUM_CLASSES,
     DEMO_STD,
+    default_cache_dir,
 )
 
 # A list, not a tuple: timm's register_model appends each entrypoint's name to __all__.
@@ -184,12 +185,6 @@ class PretrainRecipe:
 
 
 DEFAULT_RECIPE = PretrainRecipe()
-
-
-def default_cache_dir() -> Path:
-    """``$SNNET_CACHE`` if set, else ``~/.cache/snnet/demo`` (not created here)."""
-    env = os.environ.get("SNNET_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "snnet" / "demo"
 
 
 def _cache_key(name: str, recipe: PretrainRecipe) -> str:

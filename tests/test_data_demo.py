@@ -63,6 +63,34 @@ def test_demo_split_is_disjoint_and_deterministic():
     assert overlap == 0
 
 
+def test_the_clean_split_is_cached_and_read_back_without_scikit_learn(tmp_path, monkeypatch):
+    from conftest import import_blocker
+
+    from orchestrator import data
+
+    monkeypatch.setenv("SNNET_CACHE", str(tmp_path))
+    made = data._demo_split()  # scikit-learn's digits and stratified split
+    data._demo_clean.cache_clear()
+    try:
+        assert all(torch.equal(a, b) for a, b in zip(data._demo_clean(), made, strict=True))
+        (cached,) = tmp_path.glob("digits-split-sklearn*.pt")
+        # A fresh process reads the file back and never imports scikit-learn.
+        out = tmp_path / "read.pt"
+        script = import_blocker("sklearn", "scipy") + (
+            f"import torch; from orchestrator.data import _demo_clean; torch.save(_demo_clean(), {str(out)!r})")
+        done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert all(torch.equal(a, b) for a, b in zip(torch.load(out), made, strict=True))
+        # A damaged file is made again.
+        cached.write_bytes(b"not a torch file")
+        data._demo_clean.cache_clear()
+        assert all(torch.equal(a, b) for a, b in zip(data._demo_clean(), made, strict=True))
+        assert torch.load(cached)["y_val"].tolist() == made[3].tolist()
+    finally:
+        data._demo_clean.cache_clear()
+
+
 def test_make_loader_single_process_reshuffles_per_epoch():
     train, _ = demo_datasets()
     loader = make_loader(train, 256, shuffle=True, seed=3)
