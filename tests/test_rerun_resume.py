@@ -5,8 +5,10 @@ A cheap sweep of two tiny demo trials (half the training data) is re-run at full
 first trial's catalog write, before Tune hears of it (the hardest moment, as in
 ``test_sweep_faults.py``); ``--rerun-best 2 ... --resume`` then finds the latest ``<name>_rerun``
 experiment, keeps the finished re-run's file as it is and trains the other. The re-run partition
-ends with one complete file per source trial; the fidelity columns tell its rows from the
-source's. Marked ``integration`` (it trains four tiny demo supernets).
+ends with one complete file per source trial, each linked to the trial it re-ran (its settings, the
+overrides on top); the fidelity columns tell its rows from the source's. ``--rerun-best N`` choosing the
+best N is unit-tested in ``test_sweep_selection.py``. Marked ``integration`` (it trains four tiny demo
+supernets).
 """
 
 import json
@@ -55,6 +57,7 @@ def test_a_killed_rerun_resumes_without_missing_or_duplicate_rows(local_cluster,
     assert _run(args, env, log) == 0, log.read_text()[-4000:]
     sources = _trial_files(source_folder)
     assert len(sources) == 2
+    assert "early_hv_spearman: n/a" in log.read_text()  # two trials: fewer than three
     source_stamps = {t: p.stat().st_mtime_ns for t, p in sources.items()}
 
     # 2. The re-run's driver dies right after its first trial's catalog write.
@@ -71,6 +74,7 @@ def test_a_killed_rerun_resumes_without_missing_or_duplicate_rows(local_cluster,
     text = log.read_text()
     assert "resuming sweep from" in text and "rrdemo_rerun-sweep-" in text, text[-4000:]
     assert f"trial {done_id} finished before" in text, text[-4000:]  # found in the catalog, not trained again
+    assert {t for t in sources if f"(re-run of {t})" in text} == set(sources), text[-4000:]  # the summary's links
 
     reruns = _trial_files(rerun_folder)
     assert len(reruns) == 2 and done_id in reruns
@@ -85,7 +89,8 @@ def test_a_killed_rerun_resumes_without_missing_or_duplicate_rows(local_cluster,
         assert sorted(r["stitch_id"] for r in rows) == sorted(r["stitch_id"] for r in source_rows)
         assert {(r["data_fraction"], r["seed"]) for r in rows} == {(1.0, 7)}  # the full-fidelity re-run
         assert {r["data_fraction"] for r in source_rows} == {0.5}  # its cheap source
-        assert {r["sampling"] for r in rows} == {r["sampling"] for r in source_rows}
+        assert {r["sampling"] for r in rows} == {r["sampling"] for r in source_rows}  # the source's own settings
+        assert pq.read_schema(reruns[trial]).metadata[b"snnet.source_sweep"] == b"rrdemo"
     assert not [p for p in rerun_folder.iterdir() if p.name.startswith(".")]  # no temporary files left
     assert {t: p.stat().st_mtime_ns for t, p in _trial_files(source_folder).items()} == source_stamps
     # the re-run's record still names the plan it started with
