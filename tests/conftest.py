@@ -8,6 +8,11 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 def pytest_collection_modifyitems(config, items):
+    # Under pytest-xdist's --dist loadgroup (pyproject's addopts), a group runs on one worker, in order:
+    # every Ray test in one group (each starts Ray clusters that want the machine's cores), each other
+    # module in its own (its module-scoped fixtures are built once).
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group("ray" if "integration" in item.keywords else item.module.__name__))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
