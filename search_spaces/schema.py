@@ -50,12 +50,7 @@ _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 # -- searched values ---------------------------------------------------------------------------
 class _Param:
-    def contains(self, value: Any) -> bool:
-        try:
-            self.canonical(value)  # type: ignore[attr-defined]
-        except SNNetError:
-            return False
-        return True
+    """A searched setting: ``canonical(value)`` is the value as the space holds it, or an error."""
 
 
 @dataclass(frozen=True)
@@ -447,10 +442,6 @@ class SearchSpace(BaseModel):
             except UnknownModelError as e:
                 verdicts[model] = str(e)
         return [(path, verdicts[model]) for path, model in named if model in verdicts]
-
-    def to_dict(self) -> dict[str, Any]:
-        """This space in the YAML format (plain JSON-able values)."""
-        return self.model_dump(mode="json")
 
     def family(self, name: str) -> Family:
         for fam in self.families:
