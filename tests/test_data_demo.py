@@ -341,17 +341,22 @@ def test_demo_distortion_is_seeded_and_changes_the_digits():
 
 
 @pytest.mark.slow
-def test_default_pretraining_is_a_family(tmp_path: Path):
-    """The demo anchors order by capacity on any machine: tiny < small < base, 3+ points apart."""
-    specs = demo.demo_anchor_specs(tmp_path, progress=None)
+def test_default_pretraining_is_a_family():
+    """The demo anchors of the default cache (pretrained on this machine where missing, as a user's first
+    run does) order by capacity: tiny < small < base, 3+ points apart. Their recorded top-1 is what their
+    weights score, and pretraining again gives it again."""
+    specs = demo.demo_anchor_specs(progress=None)
     _, val = demo_datasets()
     top1 = [demo.evaluate_top1(create_anchor(s), val) for s in specs]
     tiny, small, base = top1
     assert tiny > 30.0, top1  # learned something: chance is 10%
     assert small >= tiny + 3.0, top1
     assert base >= small + 3.0, top1
-    again = demo.pretrain_anchor(demo.DEMO_ANCHORS[0], progress=None)[1]
-    assert again == pytest.approx(tiny), "pretraining is seeded and deterministic"
+    meta = json.loads(demo.checkpoint_path(demo.DEMO_ANCHORS[0]).with_suffix(".json").read_text())
+    assert meta["val_top1"] == pytest.approx(tiny)
+    if meta["torch"] == torch.__version__:  # seeded and deterministic for one torch build (a cache may be older)
+        again = demo.pretrain_anchor(demo.DEMO_ANCHORS[0], progress=None)[1]
+        assert again == pytest.approx(tiny), "pretraining is seeded and deterministic"
 
 
 # -- unreadable images, empty classes, sizes ---------------------------------------------------
