@@ -7,6 +7,7 @@ import torch
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     # Under pytest-xdist's --dist loadgroup (pyproject's addopts), a group runs on one worker, in order:
     # every Ray test in one group (each starts Ray clusters that want the machine's cores), each other

@@ -95,12 +95,18 @@ def head_node(tmp_path):
 def test_ray_job_submit_runs_a_sweep_and_the_catalog_reads_everywhere(head_node, tmp_path):
     url, env = head_node
     space, catalog, storage = _space(tmp_path, "jobdemo", 2), tmp_path / "catalog", tmp_path / "runs"
-    submit = subprocess.run(
-        ["ray", "job", "submit", "--address", url, "--working-dir", ".", "--",
-         "python", "-m", "orchestrator.sweep", "--space", str(space), "--catalog", str(catalog),
-         "--storage", str(storage)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
-    )
+    deadline = time.time() + 120
+    while True:
+        submit = subprocess.run(
+            ["ray", "job", "submit", "--address", url, "--working-dir", ".", "--",
+             "python", "-m", "orchestrator.sweep", "--space", str(space), "--catalog", str(catalog),
+             "--storage", str(storage)],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+        )
+        # The job server answers before the node's agent that runs jobs is up ("please try again later").
+        if "No available agent to submit job" not in submit.stdout + submit.stderr or time.time() > deadline:
+            break
+        time.sleep(2)
     assert submit.returncode == 0, submit.stdout[-4000:] + submit.stderr[-4000:]
     assert "succeeded" in submit.stdout.lower()
     rows = _rows(catalog, "jobdemo")
