@@ -159,7 +159,8 @@ _SPLIT_KEYS = ("x_train", "y_train", "x_val", "y_val")
 def _demo_clean() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The undistorted split: train and val digits upsampled to 16x16 in [0, 1], with labels.
 
-    Made with scikit-learn once and cached in :func:`default_cache_dir` (keyed by its version):
+    Made with scikit-learn once and cached in :func:`default_cache_dir` (keyed by the split's settings
+    and scikit-learn's version):
     importing scikit-learn costs every process that opens the demo data, each Ray Train worker
     among them, 3-4 seconds; reading the cached file, a few milliseconds.
     """
@@ -167,7 +168,8 @@ def _demo_clean() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tenso
 
     from ._io import atomic_write
 
-    path = default_cache_dir() / f"digits-split-sklearn{version('scikit-learn')}-{_DEMO_SPLIT_SEED}.pt"
+    key = f"{DEMO_IMAGE_SIZE}px-val{_DEMO_VAL_FRACTION}-seed{_DEMO_SPLIT_SEED}-sklearn{version('scikit-learn')}"
+    path = default_cache_dir() / f"digits-split-{key}.pt"
     try:
         saved = torch.load(path, weights_only=True)
         return tuple(saved[k] for k in _SPLIT_KEYS)  # type: ignore[return-value]
@@ -1448,7 +1450,6 @@ def num_classes(dataset: Dataset) -> int:
 
 def _folder_samples(root: str, split: str) -> Iterator[tuple[str, bytes, int]]:
     train_classes, _ = _folder_classes(root)
-    split_dir = os.path.join(root, split)
     for i, (path, label) in enumerate(_list_split(root, split, tuple(train_classes))):
         ext = os.path.splitext(path)[1].lower()
         with open(path, "rb") as f:
