@@ -82,7 +82,7 @@ def tune_search_space(search) -> dict[str, Any]:
         elif isinstance(dist, FloatRange):
             out[_key(path)] = (tune.loguniform if dist.log else tune.uniform)(dist.low, dist.high)
         elif isinstance(dist, IntRange) and grid:
-            out[_key(path)] = tune.grid_search(dist.grid_values())  # the grid SearchSpace.grid() computes
+            out[_key(path)] = tune.grid_search(dist.grid_values())
         elif isinstance(dist, IntRange):
             out[_key(path)] = tune.lograndint(dist.low, dist.high + 1) if dist.log else tune.randint(dist.low, dist.high + 1)
         else:  # pragma: no cover - the schema admits only the three kinds
@@ -197,8 +197,8 @@ def trial_settings(ctx: dict[str, Any], config: dict[str, Any], trial_id: str):
         return TrainConfig.model_validate(recorded["config"]), recorded["space_fingerprint"]
     if RERUN_KEY in config:
         return _rerun_settings(ctx, config[RERUN_KEY], trial_id)
-    driver = {"hv_flops_ref": ctx["flops_ref"]} if ctx.get("flops_ref") and "hv_flops_ref" in TrainConfig.model_fields \
-        else {}  # the early front's reference point: the sweep's, so trials compare on one scale
+    # the early front's reference point: the sweep's, so trials compare on one scale
+    driver = {"hv_flops_ref": ctx["flops_ref"]} if ctx.get("flops_ref") else {}
     candidates = [(ctx["search"], ctx["fingerprint"])]
     if ctx.get("started_search") is not None:
         candidates.append((ctx["started_search"], ctx["started_fingerprint"]))
@@ -206,9 +206,8 @@ def trial_settings(ctx: dict[str, Any], config: dict[str, Any], trial_id: str):
     for dump, fingerprint in candidates:
         search = SearchSpace.model_validate(dump)
         params, seed = _point_and_seed(search, config)
-        family = search.family(params.get("family", search.families[0].name))
         try:
-            train = search.trial_config(params, anchors=family_anchors(family, ctx["demo_specs"]),
+            train = search.trial_config(params, anchors=family_anchors(search.trial_family(params), ctx["demo_specs"]),
                                         catalog=ctx["catalog"], trial_id=trial_id, storage_path=ctx["storage"],
                                         **driver, **({"seed": seed} if seed is not None else {}))
         except SNNetError as e:
@@ -449,7 +448,7 @@ def _write_json(path: str, value: Any) -> None:
 
 def sweep_record(search) -> dict[str, Any]:
     """What a sweep records beside its experiment (:data:`RECORD`)."""
-    from search_spaces.fingerprint import space_document, space_fingerprint
+    from .fingerprint import space_document, space_fingerprint
 
     from .run import code_version
 
@@ -467,7 +466,7 @@ def check_resume(record: dict[str, Any] | None, search, *, accept_changed_space:
     Returns True when they differ and the user accepted it; raises one paragraph naming the
     changed dotted fields when they differ and ``accept_changed_space`` is False.
     """
-    from search_spaces.fingerprint import changed_fields, space_document, space_fingerprint
+    from .fingerprint import changed_fields, space_document, space_fingerprint
 
     if record is None or record.get("space_fingerprint") == space_fingerprint(search):
         return False

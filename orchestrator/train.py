@@ -130,7 +130,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise SNNetError(f"--space {args.space!r} names its own anchors: leave out --anchors (or use --space demo).")
     space = _load(args.space, args.overrides)
     point = space.first_point()
-    family = space.family(point.get("family", space.families[0].name))
+    family = space.trial_family(point)
     if family.demo:  # the family's own demo anchors, pretrained and cached (all three only without --space)
         from .demo import demo_anchor_specs
 

@@ -479,13 +479,6 @@ class SearchSpace(BaseModel):
             return None
         return math.prod(len(p.grid_values()) for p in params)
 
-    def grid(self) -> dict[str, list[Any]]:
-        """The values of every searched setting, for a grid sampler."""
-        if self.grid_size() is None:
-            ranges = [k for k, p in self.parameters().items() if isinstance(p, FloatRange)]
-            raise SNNetError(f"Search space {self.name!r} has no finite grid: {', '.join(ranges)} are float ranges.")
-        return {key: param.grid_values() for key, param in self.parameters().items()}
-
     def first_point(self, family: str | None = None) -> dict[str, Any]:
         """The first choice of each searched setting, the documented default of each range
         (:meth:`FloatRange.first`: the geometric mean of a log range, else the low end)."""
@@ -514,38 +507,30 @@ class SearchSpace(BaseModel):
                              f"(searched settings: {', '.join(searched) or 'none'}).")
         return point
 
-    def trial_settings(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """The settings of one trial at the point ``params`` (every searched key; fixed keys may be given).
-
-        Returns ``{"family": Family, "anchors": list[AnchorSpec] | None (a demo family), "space": {SPACE_FIELDS},
-        "training": {TrainConfig field: value}}``; ``training`` also holds ``dataset``, ``image_size`` and the
-        resources' ``TrainConfig`` fields.
-        """
-        point = self._point(params)
-        values = {key: point.get(key, value) for key, value in self._settings().items()}
-        family = self.family(point.get("family", self.families[0].name))
-        space = {key[6:]: v for key, v in values.items() if key.startswith("space.")}
-        training = {key[9:]: v for key, v in values.items() if key.startswith("training.")}
-        if "sampling_options" in training:  # per-rule options: keep the chosen rule's
-            rule = training.get("sampling", TrainConfig.model_fields["sampling"].default)
-            training["sampling_options"] = dict(training["sampling_options"].get(rule, {}))
-        if isinstance(training.get("teacher"), AnchorEntry):
-            training["teacher"] = training["teacher"].spec()
-        res = self.resources
-        training.update(dataset=self.dataset, image_size=self.image_size, workers=res.workers_per_trial,
-                        cpus_per_worker=res.cpus_per_worker, use_gpu=res.gpus_per_worker > 0,
-                        gpus_per_worker=res.gpus_per_worker)
-        return {"family": family, "anchors": None if family.demo else family.anchor_specs(), "space": space,
-                "training": training}
+    def trial_family(self, params: Mapping[str, Any]) -> Family:
+        """The family a trial at the point ``params`` stitches."""
+        return self.family(params.get("family", self.families[0].name))
 
     def trial_config(self, params: Mapping[str, Any], **driver: Any) -> TrainConfig:
-        """One trial's resolved, plain :class:`TrainConfig` at the point ``params``.
+        """One trial's resolved, plain :class:`TrainConfig` at the point ``params`` (every searched key;
+        fixed keys may be given).
 
         ``driver`` sets what the driver decides (``catalog``, ``trial_id``, ``storage_path``, and
-        ``anchors`` for a demo family); ``sweep`` defaults to this space's name.
+        ``anchors`` for a demo family, else None: the runner's demo anchors); ``sweep`` defaults to
+        this space's name.
         """
-        s = self.trial_settings(params)
-        return TrainConfig(**{"anchors": s["anchors"], **s["space"], **s["training"], "sweep": self.name, **driver})
+        point = self._point(params)
+        settings = {key.partition(".")[2]: point.get(key, value) for key, value in self._settings().items()}
+        if "sampling_options" in settings:  # per-rule options: keep the chosen rule's
+            rule = settings.get("sampling", TrainConfig.model_fields["sampling"].default)
+            settings["sampling_options"] = dict(settings["sampling_options"].get(rule, {}))
+        if isinstance(settings.get("teacher"), AnchorEntry):
+            settings["teacher"] = settings["teacher"].spec()
+        family, res = self.trial_family(point), self.resources
+        return TrainConfig(**{
+            "anchors": None if family.demo else family.anchor_specs(), **settings, "dataset": self.dataset,
+            "image_size": self.image_size, "workers": res.workers_per_trial, "cpus_per_worker": res.cpus_per_worker,
+            "use_gpu": res.gpus_per_worker > 0, "gpus_per_worker": res.gpus_per_worker, "sweep": self.name, **driver})
 
 
 # -- error locations: pydantic's onto YAML paths and lines -------------------------------------------

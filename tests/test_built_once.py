@@ -255,7 +255,7 @@ def test_a_demo_family_stitches_its_own_anchors_on_the_driver_and_in_its_trials(
     """A demo family that lists two of the three demo anchors gets those two, not all three."""
     from orchestrator import sweep
     from search_spaces import load_space
-    from search_spaces.fingerprint import space_fingerprint
+    from orchestrator.fingerprint import space_fingerprint
 
     two = ["snnet_demo_vit_tiny", "snnet_demo_vit_small"]
     search = load_space("demo", overrides=["training.epochs=1", f"families.0.anchors=[{', '.join(two)}]"])

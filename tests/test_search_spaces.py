@@ -71,8 +71,7 @@ def test_every_shipped_space_loads_and_builds_train_configs(name):
     assert space.families and all(len(f.anchors) >= 2 for f in space.families)
     # the first point of each searched setting gives a valid TrainConfig
     point = {k: p.values[0] if isinstance(p, Choice) else p.low for k, p in space.parameters().items()}
-    s = space.trial_settings(point)
-    TrainConfig(**s["training"], **s["space"], anchors=s["anchors"]).validate()
+    space.trial_config(point).validate()
 
 
 @pytest.mark.parametrize("name", shipped_spaces())
@@ -133,19 +132,19 @@ def test_training_kinds_agree_with_trainconfig():
 
 def test_every_demo_grid_point_builds_a_valid_trainconfig():
     space = load_space("demo")
-    grid = space.grid()
+    grid = {key: param.grid_values() for key, param in space.parameters().items()}
     assert len(list(itertools.product(*grid.values()))) == space.grid_size() == 4
+    assert search_spaces.SPACE_FIELDS == ("kernel_size", "stride", "nearest", "direction", "two_way", "preset")
     for values in itertools.product(*grid.values()):
-        s = space.trial_settings(dict(zip(grid, values)))
-        assert s["family"].name == "demo_vit" and s["anchors"] is None  # the orchestrator pretrains demo anchors
-        assert set(s["space"]) == {"kernel_size", "stride", "nearest", "direction", "two_way", "preset"}
-        t = s["training"]
-        assert (t["workers"], t["cpus_per_worker"], t["use_gpu"], t["dataset"]) == (2, 1, False, "demo")
-        config = TrainConfig(**t, **s["space"], anchors=s["anchors"]).validate()
-        assert (config.kernel_size, config.sampling) == (s["space"]["kernel_size"], t["sampling"])
+        point = dict(zip(grid, values))
+        assert space.trial_family(point).name == "demo_vit"
+        config = space.trial_config(point).validate()
+        assert config.anchors is None  # the orchestrator pretrains demo anchors
+        assert (config.workers, config.cpus_per_worker, config.use_gpu, config.dataset) == (2, 1, False, "demo")
+        assert (config.kernel_size, config.sampling) == (point["space.kernel_size"], point["training.sampling"])
 
 
-def test_trial_settings_of_a_timm_family(tmp_path):
+def test_trial_config_of_a_timm_family(tmp_path):
     path = write(tmp_path, {
         "name": "deit",
         "dataset": "/data/imagenet",
@@ -159,19 +158,16 @@ def test_trial_settings_of_a_timm_family(tmp_path):
     })
     space = load_space(path)
     assert space.parameters()["training.anchor_lr"] == FloatRange(1e-5, 1e-3, log=True)  # "1e-5": YAML 1.1 string
-    s = space.trial_settings({"training.sampling": "sandwich", "training.anchor_lr": 2e-4})
-    assert s["anchors"] == [
+    t = space.trial_config({"training.sampling": "sandwich", "training.anchor_lr": 2e-4}).validate()
+    assert t.anchors == [
         AnchorSpec("deit_tiny_patch16_224", pretrained=True),
         AnchorSpec("deit_small_patch16_224", checkpoint="/ckpt/s.pth", kwargs={"drop_path_rate": 0.1}),
     ]
-    t = s["training"]
-    assert t["sampling_options"] == {"num_random": 3} and t["use_gpu"] is True and t["workers"] == 8
-    assert t["teacher"] == AnchorSpec("deit_base_patch16_224", pretrained=True)
-    TrainConfig(**t, **s["space"], anchors=s["anchors"]).validate()
+    assert t.sampling_options == {"num_random": 3} and t.use_gpu is True and t.workers == 8
+    assert t.teacher == AnchorSpec("deit_base_patch16_224", pretrained=True)
     assert SearchSpace.from_dict(json.loads(json.dumps(space.model_dump(mode="json")))) == space
     # the uniform rule takes no options: none are passed to it
-    assert space.trial_settings({"training.sampling": "uniform", "training.anchor_lr": 1e-4})["training"][
-        "sampling_options"] == {}
+    assert space.trial_config({"training.sampling": "uniform", "training.anchor_lr": 1e-4}).sampling_options == {}
 
 
 # -- parameters, fixed, grid ---------------------------------------------------------------------------
@@ -197,32 +193,32 @@ def test_parameters_fixed_and_grid(small_space):
     assert fixed["space.nearest"] is False and fixed["space.stride"] == 1 and fixed["training.batch_size"] == 16
     assert fixed["resources.workers_per_trial"] == 2 and fixed["dataset"] == "demo"
     assert small_space.grid_size() == 2 * 2 * 2 * 3
-    assert small_space.grid()["training.epochs"] == [1, 2, 3]
+    assert small_space.parameters()["training.epochs"].grid_values() == [1, 2, 3]
     with_range = SearchSpace.from_dict(edited(training={"anchor_lr": {"low": 1e-4, "high": 1e-3}}))
     assert with_range.grid_size() is None
-    with pytest.raises(SNNetError, match="training.anchor_lr"):
-        with_range.grid()
 
 
-def test_trial_settings_turns_numpy_values_into_python(small_space):
+def test_trial_config_turns_numpy_values_into_python(small_space):
     np = pytest.importorskip("numpy")
-    s = small_space.trial_settings({"family": np.str_("a"), "space.kernel_size": np.int64(3),
-                                    "training.sampling": "uniform", "training.epochs": np.int64(2)})
-    assert type(s["space"]["kernel_size"]) is int and type(s["training"]["epochs"]) is int
-    assert s["family"].name == "a"
+    point = {"family": np.str_("a"), "space.kernel_size": np.int64(3), "training.sampling": "uniform",
+             "training.epochs": np.int64(2)}
+    config = small_space.trial_config(point)
+    assert type(config.kernel_size) is int and type(config.epochs) is int
+    assert small_space.trial_family(point).name == "a"
     lr = SearchSpace.from_dict(edited(training={"anchor_lr": {"low": 1e-4, "high": 1e-3}}))
-    value = lr.trial_settings({"space.kernel_size": 2, "training.sampling": "uniform",
-                               "training.anchor_lr": np.float32(5e-4)})["training"]["anchor_lr"]
+    value = lr.trial_config({"space.kernel_size": 2, "training.sampling": "uniform",
+                             "training.anchor_lr": np.float32(5e-4)}).anchor_lr
     assert type(value) is float
 
 
-def test_trial_settings_picks_the_family(small_space):
-    s = small_space.trial_settings({"family": "b", "space.kernel_size": 3, "training.sampling": "sandwich",
-                                    "training.epochs": 2, "space.nearest": False})
-    assert s["family"].anchor_names() == DEMO[1:]
-    assert s["space"]["nearest"] is False and s["training"]["epochs"] == 2
+def test_trial_config_picks_the_family(small_space):
+    point = {"family": "b", "space.kernel_size": 3, "training.sampling": "sandwich", "training.epochs": 2,
+             "space.nearest": False}
+    config = small_space.trial_config(point)
+    assert small_space.trial_family(point).anchor_names() == DEMO[1:]
+    assert config.nearest is False and config.epochs == 2
     with pytest.raises(SNNetError, match="demo_anchor_specs"):
-        s["family"].anchor_specs()
+        small_space.trial_family(point).anchor_specs()
 
 
 @pytest.mark.parametrize("params, fragment", [
@@ -235,11 +231,11 @@ def test_trial_settings_picks_the_family(small_space):
     ({"training.sampel": "uniform"}, "did you mean 'training.sampling'?"),
     ({}, "no value for the searched settings family, space.kernel_size"),
 ])
-def test_trial_settings_rejects_bad_points(small_space, params, fragment):
+def test_trial_config_rejects_bad_points(small_space, params, fragment):
     point = {"family": "a", "space.kernel_size": 2, "training.sampling": "uniform", "training.epochs": 1}
     point = {**point, **params} if params else {}
     with pytest.raises(SNNetError) as err:
-        small_space.trial_settings(point)
+        small_space.trial_config(point)
     assert fragment in str(err.value)
 
 
@@ -390,7 +386,7 @@ def test_package_imports_without_ray_optuna_or_orchestrator():
     code = import_blocker("ray", "optuna", "orchestrator") + """
 import search_spaces
 space = search_spaces.load_space('demo')
-print(space.trial_settings({'space.kernel_size': 2, 'training.sampling': 'uniform'})['training']['workers'])
+print(space.trial_config({'space.kernel_size': 2, 'training.sampling': 'uniform'}).workers)
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -11,7 +11,7 @@ from conftest import DEMO_ANCHORS, demo_space
 import orchestrator.sweep as sweep
 from orchestrator.catalog import CatalogWriter, validate_name
 from search_spaces import load_space
-from search_spaces.fingerprint import (
+from orchestrator.fingerprint import (
     canonical_json,
     changed_fields,
     space_document,

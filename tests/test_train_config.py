@@ -429,4 +429,4 @@ def test_grid_search_expands_an_integer_range_to_its_grid():
 
     space = load_space("demo", overrides=["searcher.algorithm=grid", "training.epochs={low: 1, high: 3}"])
     tune_space = tune_search_space(space)
-    assert tune_space["training__epochs"] == {"grid_search": [1, 2, 3]} == {"grid_search": space.grid()["training.epochs"]}
+    assert tune_space["training__epochs"] == {"grid_search": [1, 2, 3]} == {"grid_search": space.parameters()["training.epochs"].grid_values()}
