@@ -23,6 +23,7 @@ from typing import Any, Callable
 from snnet import AnchorProfile, AnchorSpec, SNNetError, StitchSpace, create_anchor, profile_anchor
 from snnet.anchors import Anchor, check_model_name
 
+from ._worker_hook import _quiet_cleaner_hook, quiet_train_worker  # noqa: F401 - re-exported
 from .config import TrainConfig
 
 __all__ = ["TrainResult", "Prepared", "prepare", "DatasetFacts", "Known", "anchor_key", "dataset_key", "preflight",
@@ -60,55 +61,10 @@ QUIET_RAY_ENV = {
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
 }
 
-#: Ray's ``worker_process_setup_hook`` for this job's workers (see :func:`quiet_train_worker`).
-WORKER_SETUP_HOOK = "orchestrator.run.quiet_train_worker"
-
-
-def quiet_train_worker() -> None:
-    """Runs in every Ray worker process of the job as it starts (``worker_process_setup_hook``).
-
-    Ray Train sets its workers' root logger to INFO, and its report path logs each report as
-    ``Reporting training result N: TrainingReport(...)`` (every stitch's accuracy in the
-    evaluation ones) under a logger named by its file, outside the ``ray.train`` loggers that
-    ``RunConfig(logging_config=...)`` governs. Raising that logger to WARNING keeps those dicts
-    off the console; Ray Train's own records still go to its log files in Ray's log folder.
-    timm's INFO lines (``Loaded ... from checkpoint``, once per anchor and worker) are raised to
-    WARNING too, as they are on the driver: the driver's weights line says where weights came from.
-    """
-    import logging
-    import threading
-
-    logging.getLogger("timm").setLevel(logging.WARNING)
-    if not getattr(threading.excepthook, "_snnet", False):
-        threading.excepthook = _quiet_cleaner_hook(threading.excepthook)
-    try:
-        from ray.train.v2._internal.execution import context
-    except Exception:  # noqa: BLE001 - another Ray version: nothing to configure
-        return
-    logging.getLogger(context.__file__).setLevel(logging.WARNING)
-
-
-def _quiet_cleaner_hook(previous: Callable[[Any], None]) -> Callable[[Any], None]:
-    """``threading.excepthook`` that turns one known Ray Train fault into one log record.
-
-    Ray Train's detached ``PlacementGroupCleaner`` polls the controller's state from a thread
-    (``PlacementGroupCleanerMonitor``) and catches only the state API's own exception: when the
-    GCS is slow to answer (a busy head node) the ``RpcError`` ends that thread with a 30-line
-    traceback on the driver's console, in the middle of a healthy run. The cleaner only matters
-    when the controller dies ungracefully; the run goes on. That one case is logged at DEBUG
-    (Ray's log folder keeps it); every other uncaught exception goes to ``previous``.
-    """
-    import logging
-
-    def hook(args: Any) -> None:
-        thread = getattr(args.thread, "name", "")
-        if thread == "PlacementGroupCleanerMonitor" and type(args.exc_value).__name__ == "RpcError":
-            logging.getLogger(__name__).debug("Ray Train's placement-group cleaner stopped: %s", args.exc_value)
-            return
-        previous(args)
-
-    hook._snnet = True  # type: ignore[attr-defined]
-    return hook
+#: Ray's ``worker_process_setup_hook`` for this job's workers (see :func:`quiet_train_worker`, which
+#: lives in a module of its own that imports only the standard library: Ray runs it in every worker
+#: process of the job, the Ray Train and Ray Tune helper actors included).
+WORKER_SETUP_HOOK = f"{quiet_train_worker.__module__}.{quiet_train_worker.__name__}"
 
 
 def quiet_ray(stream: Any = None) -> dict[str, str]:

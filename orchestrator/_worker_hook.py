@@ -1,0 +1,74 @@
+"""Ray's ``worker_process_setup_hook`` for this project's jobs (:data:`orchestrator.run.WORKER_SETUP_HOOK`).
+
+Ray runs the hook in *every* worker process of the job as it starts: the Ray Train workers, but
+also Ray Train's controller and helper actors and Ray Tune's trial actors, a handful of fresh
+processes per training run. This module therefore imports nothing beyond the standard library
+(importing :mod:`orchestrator.run` would pull in torch and ``snnet``, importing Ray Train's
+context module would pull in pandas: seconds of CPU in each of those processes, every run).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["quiet_train_worker"]
+
+#: Ray Train's report path logs under a logger named by its file (``logging.getLogger(__file__)``).
+_REPORT_LOGGER_MODULE = ("train", "v2", "_internal", "execution", "context.py")
+
+
+def quiet_train_worker() -> None:
+    """Runs in every Ray worker process of the job as it starts (``worker_process_setup_hook``).
+
+    Ray Train sets its workers' root logger to INFO, and its report path logs each report as
+    ``Reporting training result N: TrainingReport(...)`` (every stitch's accuracy in the
+    evaluation ones) under a logger named by its file, outside the ``ray.train`` loggers that
+    ``RunConfig(logging_config=...)`` governs. Raising that logger to WARNING keeps those dicts
+    off the console; Ray Train's own records still go to its log files in Ray's log folder.
+    timm's INFO lines (``Loaded ... from checkpoint``, once per anchor and worker) are raised to
+    WARNING too, as they are on the driver: the driver's weights line says where weights came from.
+
+    The report logger's name is the path of ``ray/train/v2/_internal/execution/context.py``, found
+    beside the imported ``ray`` package without importing that module (another Ray version without
+    that file: nothing to configure).
+    """
+    logging.getLogger("timm").setLevel(logging.WARNING)
+    if not getattr(threading.excepthook, "_snnet", False):
+        threading.excepthook = _quiet_cleaner_hook(threading.excepthook)
+    ray = sys.modules.get("ray")
+    if ray is None:
+        try:
+            import ray
+        except ImportError:
+            return
+    path = os.path.join(os.path.dirname(ray.__file__), *_REPORT_LOGGER_MODULE)
+    if os.path.isfile(path):
+        logging.getLogger(path).setLevel(logging.WARNING)
+
+
+def _quiet_cleaner_hook(previous: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``threading.excepthook`` that turns one known Ray Train fault into one log record.
+
+    Ray Train's detached ``PlacementGroupCleaner`` polls the controller's state from a thread
+    (``PlacementGroupCleanerMonitor``) and catches only the state API's own exception: when the
+    GCS is slow to answer (a busy head node) the ``RpcError`` ends that thread with a 30-line
+    traceback on the driver's console, in the middle of a healthy run. The cleaner only matters
+    when the controller dies ungracefully; the run goes on. That one case is logged at DEBUG
+    (Ray's log folder keeps it); every other uncaught exception goes to ``previous``.
+    """
+
+    def hook(args: Any) -> None:
+        thread = getattr(args.thread, "name", "")
+        if thread == "PlacementGroupCleanerMonitor" and type(args.exc_value).__name__ == "RpcError":
+            logging.getLogger("orchestrator.run").debug("Ray Train's placement-group cleaner stopped: %s",
+                                                         args.exc_value)
+            return
+        previous(args)
+
+    hook._snnet = True  # type: ignore[attr-defined]
+    return hook
