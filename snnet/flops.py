@@ -133,24 +133,22 @@ def profile_anchor(anchor: Anchor) -> AnchorProfile:
     was_training = anchor.training
     anchor.eval()  # FLOPs are counted in eval mode (BatchNorm counts differ in training)
     try:
-        x = torch.zeros(1, *anchor.input_size)
-        stem_flops = int(flop_count(_Scope(anchor.forward_stem, anchor), x).total())
-        x = anchor.forward_stem(x)
+        stem_flops, x = _traced(anchor.forward_stem, anchor, torch.zeros(1, *anchor.input_size))
         stem_shape = _ints(x.shape[1:])
         cache: dict[str, tuple[int, tuple[int, ...]]] = {}
         unit_flops, unit_shapes = [], []
         for i in range(anchor.depth):
             key = _unit_signature(anchor.unit_modules(i), _ints(x.shape[1:]))
             if key not in cache:
-                flops = int(flop_count(_Scope(functools.partial(anchor.run_unit, i), anchor), x).total())
-                cache[key] = (flops, _ints(anchor.run_unit(i, x).shape[1:]))
+                flops, out = _traced(functools.partial(anchor.run_unit, i), anchor, x)
+                cache[key] = (flops, _ints(out.shape[1:]))
             flops, shape = cache[key]
             unit_flops.append(flops)
             unit_shapes.append(shape)
             x = torch.zeros(1, *shape)
-        head_flops = int(flop_count(_Scope(anchor.forward_head, anchor), x).total())
+        head_flops = _traced(anchor.forward_head, anchor, x)[0]
         norm = _final_norm(anchor)
-        norm_flops = int(flop_count(_Scope(norm, anchor), x).total()) if norm is not None else 0
+        norm_flops = _traced(norm, anchor, x)[0] if norm is not None else 0
     finally:
         anchor.train(was_training)
     numel = lambda params: sum(p.numel() for p in params)  # noqa: E731
@@ -172,6 +170,18 @@ def profile_anchor(anchor: Anchor) -> AnchorProfile:
         norm_flops=norm_flops,
         norm_params=numel(norm.parameters()) if norm is not None else 0,
     )
+
+
+def _traced(fn: Callable[[torch.Tensor], torch.Tensor], owner: nn.Module, x: torch.Tensor) -> tuple[int, torch.Tensor]:
+    """fvcore's FLOPs of ``fn(x)`` and its output, both from the one traced run (no second forward)."""
+    outputs: list[torch.Tensor] = []
+
+    def run(t: torch.Tensor) -> torch.Tensor:
+        outputs.append(fn(t))
+        return outputs[-1]
+
+    flops = int(flop_count(_Scope(run, owner), x).total())
+    return flops, outputs[-1].detach()
 
 
 def _final_norm(anchor: Anchor) -> nn.Module | None:
