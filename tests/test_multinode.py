@@ -54,7 +54,7 @@ def test_ddp_across_nodes_survives_losing_a_node(three_nodes, tmp_path):
     config = TrainConfig(
         catalog=str(tmp_path / "catalog"), storage_path=str(tmp_path / "runs"), workers=2, epochs=2,
         placement_strategy="STRICT_SPREAD", checkpoint_every_steps=5, max_failures=2, trial_id="multinode",
-        eval_checkpoint_seconds=0.0,
+        eval_checkpoint_seconds=3600.0,  # the node is lost in training: one checkpoint when evaluation ends
     )
     prepared = prepare(config, progress=lambda m: None)
     outcome = {}
