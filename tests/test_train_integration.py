@@ -38,8 +38,11 @@ def demo_prepared(tmp_path_factory):
     # Selection off: these tests train on the whole demo training set, as their margins were set for
     # (with the default 2% held out, seed 0, two epochs end at 48.7 / 72.7 / 70.2 instead of 46.4 / 72.2 /
     # 78.0); the selection split has its own test (test_selection_integration.py).
+    # One checkpoint when the evaluation ends (none of these tests kills a worker while it evaluates): a
+    # checkpoint per evaluation round costs about a second each, 18 rounds a run; checkpointing every
+    # round is test_recipe_checkpoints.py's and test_recipe.py's subject.
     base = TrainConfig(catalog=str(root / "catalog"), storage_path=str(root / "runs"), workers=2,
-                       eval_checkpoint_seconds=0.0, selection_fraction=0.0)
+                       eval_checkpoint_seconds=3600.0, selection_fraction=0.0)
     return base, prepare(base, progress=lambda m: None)[1]
 
 
