@@ -408,7 +408,9 @@ def test_measure_latency_is_positive_and_grows_with_the_model():
     tiny_again = measure_latency(tiny, (3, 64, 64), warmup=2, repeats=7)
     for ms in (tiny_ms, big_ms, tiny_again):
         assert math.isfinite(ms) and ms > 0
-    assert big_ms > 3 * max(tiny_ms, tiny_again)  # ~1000x more work: a generous margin
+    # ~1000x more work: a generous margin. The tiny model's faster measurement is the one compared: on a
+    # loaded machine one median of a sub-millisecond pass can be inflated 60x (CI saw 0.24 ms, then 15.9 ms).
+    assert big_ms > 3 * min(tiny_ms, tiny_again)
     assert big.training  # train/eval mode restored
     with pytest.raises(ValueError, match="batch_size"):
         measure_latency(tiny, (3, 8, 8), batch_size=0)
