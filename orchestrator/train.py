@@ -20,8 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from search_spaces import shipped_spaces
-from snnet import PRESETS, SNNetError
-from snnet.anchors import AnchorSpec
+from snnet import PRESETS, AnchorSpec, SNNetError
 
 from ._cli import cli, did_you_mean
 from .config import INITS, MODES, TrainConfig

@@ -12,8 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from snnet import DIRECTIONS, PRESETS, SNNetError, SpaceConfig
-from snnet.anchors import AnchorSpec
+from snnet import DIRECTIONS, PRESETS, AnchorSpec, SNNetError, SpaceConfig
 from snnet.sampling import RULES
 
 from ._kinds import Bool, Float, Int, Kind, OneOf, Str, problems

@@ -17,8 +17,7 @@ from typing import Annotated, Any, Iterable, Mapping, Union, get_args
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PlainSerializer,
                       PlainValidator, Tag, ValidationError, create_model, field_serializer, model_validator)
 
-from snnet import SNNetError
-from snnet.anchors import AnchorSpec, UnknownModelError, check_model_name
+from snnet import AnchorSpec, SNNetError, UnknownModelError, check_model_name
 from snnet.sampling import RULES
 
 from ._kinds import Bool, Float, Int, Kind, OneOf, Problem, Str, describe, did_you_mean, num, problems

@@ -12,13 +12,35 @@ Pure PyTorch + timm + fvcore: this package never imports Ray, Optuna or pyarrow.
 stitch space of SN-Net's released code for each family it released (see :mod:`snnet._presets`).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from ._errors import SNNetError, UnknownModelError, UnstitchableError, UnsupportedFamilyError
-from .anchors import Anchor, AnchorSpec, check_model_name, check_spec, create_anchor, load_checkpoint
-from .flops import AnchorProfile, flop_count, profile_anchor
-from .least_squares import LeastSquaresAccumulator, least_squares
-from ._space import DIRECTIONS, PRESETS, SpaceConfig, Stitch, StitchSpace
-from .supernet import FixedStitch, StitchedSupernet, StitchingLayer, build_supernet
-from .paper import load_paper_checkpoint
+from ._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from ._space import DIRECTIONS, PRESETS, SpaceConfig, Stitch, StitchSpace
+    from ._spec import AnchorSpec, check_model_name
+    from .anchors import Anchor, check_spec, create_anchor, load_checkpoint
+    from .flops import AnchorProfile, flop_count, profile_anchor
+    from .least_squares import LeastSquaresAccumulator, least_squares
+    from .paper import load_paper_checkpoint
+    from .supernet import FixedStitch, StitchedSupernet, StitchingLayer, build_supernet
+
+#: Where each public name lives. Importing ``snnet`` (or ``from snnet import SNNetError``) loads
+#: neither torch nor timm; the first use of a name imports its module, so tools that only read a
+#: catalog or a search space start without torch's import time.
+_LAZY = {
+    "_space": ("DIRECTIONS", "PRESETS", "SpaceConfig", "Stitch", "StitchSpace"),
+    "_spec": ("AnchorSpec", "check_model_name"),
+    "anchors": ("Anchor", "check_spec", "create_anchor", "load_checkpoint"),
+    "flops": ("AnchorProfile", "flop_count", "profile_anchor"),
+    "least_squares": ("LeastSquaresAccumulator", "least_squares"),
+    "paper": ("load_paper_checkpoint",),
+    "supernet": ("FixedStitch", "StitchedSupernet", "StitchingLayer", "build_supernet"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "DIRECTIONS",

@@ -38,10 +38,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Iterator, Literal, Sequence, Union
+from typing import TYPE_CHECKING, Iterator, Literal, Sequence, Union
 
 from ._errors import SNNetError, UnstitchableError
-from .flops import AnchorProfile
+
+if TYPE_CHECKING:  # flops imports torch; a space (and so a search space) is checked without it
+    from .flops import AnchorProfile
 
 __all__ = [
     "Direction",
@@ -482,6 +484,8 @@ class StitchSpace:
 
     @classmethod
     def from_json(cls, text: str) -> "StitchSpace":
+        from .flops import AnchorProfile
+
         data = json.loads(text)
         profiles = [
             AnchorProfile(**{k: _tuplify(v) if isinstance(v, list) else v for k, v in p.items()})

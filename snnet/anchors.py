@@ -24,11 +24,9 @@ workers' builds will take the weights from.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import logging
 import os
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
@@ -37,6 +35,7 @@ from torch import nn
 from . import _weights
 from ._adapters import ADAPTERS, FamilyAdapter, adapter_for, register_adapter
 from ._errors import SNNetError, UnknownModelError, UnsupportedFamilyError
+from ._spec import AnchorSpec, check_model_name
 from ._weights import load_checkpoint
 
 __all__ = [
@@ -51,37 +50,6 @@ RANDOM = "random"
 
 #: Activation layouts at a cut: ViT tokens ``(B, N, C)``, Swin ``(B, H, W, C)``, CNN ``(B, C, H, W)``.
 LAYOUTS = ("tokens", "nhwc", "nchw")
-
-
-@dataclass(frozen=True)
-class AnchorSpec:
-    """How to obtain one anchor: a timm name, optional weights, optional model kwargs.
-
-    ``pretrained=True`` loads timm's hub weights (needs network access); ``checkpoint`` is a
-    local file (``.pth``/``.pt`` loaded with ``weights_only=True``, or ``.safetensors``).
-    ``kwargs`` go to :func:`timm.create_model` (``img_size``, ``num_classes``, ...).
-    """
-
-    name: str
-    pretrained: bool = False
-    checkpoint: str | None = None
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def __hash__(self) -> int:  # kwargs is a dict; hash its sorted items
-        return hash((self.name, self.pretrained, self.checkpoint, tuple(sorted(self.kwargs.items()))))
-
-
-def check_model_name(name: str) -> None:
-    """Raise :class:`UnknownModelError`, with the closest valid names, if timm lacks ``name``."""
-    import timm
-
-    if timm.is_model(name):
-        return
-    close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise UnknownModelError(
-        f"Unknown model {name!r}: anchors must be timm model names (see timm.list_models()).{hint}"
-    )
 
 
 class _Scope(nn.Module):

@@ -18,6 +18,7 @@ from io import StringIO
 
 import pandas as pd
 import pytest
+from conftest import import_blocker
 
 from orchestrator.catalog import (
     CatalogWarning,
@@ -479,6 +480,24 @@ def test_cli_no_match(catalog, capsys, tmp_path):
     (tmp_path / "empty").mkdir()
     code, out, err = call_main(capsys, "query", str(tmp_path / "empty"))
     assert code == 0 and "no readable trial files" in err
+
+
+def test_cli_runs_without_torch_timm_or_ray(catalog, df):
+    """Reading a catalog needs pyarrow, not the training stack: with torch, timm, fvcore, Ray and Optuna
+    unimportable, query, check and compare run (and start in about a second, not after torch's import)."""
+    out = {}
+    for args in (["query", catalog, "--pareto", "--format", "json"], ["check", catalog],
+                 ["compare", catalog, "--by", "sampling", "--resamples", "200", "--format", "json"]):
+        script = import_blocker("torch", "timm", "fvcore", "ray", "optuna") + (
+            f"import runpy; sys.argv = ['orchestrator.catalog', *{args!r}]; "
+            "runpy.run_module('orchestrator.catalog', run_name='__main__', alter_sys=True)")
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, (args[0], proc.stderr)
+        out[args[0]] = proc.stdout, proc.stderr
+    assert {(r["sweep"], r["trial_id"], r["stitch_id"]) for r in json.loads(out["query"][0])} == \
+        brute_front(frame_rows(df))
+    assert "checked 5 trial files" in out["check"][1] and "no problems" in out["check"][1]
+    assert json.loads(out["compare"][0]), out["compare"]
 
 
 def test_cli_broken_pipe_is_quiet(tmp_path):

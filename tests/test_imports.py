@@ -17,3 +17,37 @@ def test_snnet_imports_without_ray_optuna_pyarrow():
     proc = subprocess.run([sys.executable, "-c", BLOCKER], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "18"
+
+
+def test_configuration_loads_without_the_training_stack():
+    """A search space and a training config load, validate and resolve without torch, timm, fvcore, Ray
+    or Optuna: the CLIs answer a bad flag or a bad YAML file without their import time."""
+    script = import_blocker("torch", "timm", "fvcore", "ray", "optuna") + """
+import snnet, search_spaces
+from search_spaces import TrainConfig, load_space
+space = load_space("demo")
+config = space.trial_config(space.first_point(), anchors=None)
+assert TrainConfig.model_validate(config.model_dump()) == config
+try:
+    load_space("demo", overrides=["space.kernel_size=0"])
+except snnet.SNNetError as e:
+    print(e)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "(with --set space.kernel_size=0): 1 problem: space.kernel_size: must be an integer >= 1, got 0" \
+        in proc.stdout, proc.stdout
+
+
+def test_every_public_name_resolves():
+    """``snnet`` and ``search_spaces`` load their names on first use: each name in ``__all__`` is there."""
+    import search_spaces
+    import snnet
+
+    for package in (snnet, search_spaces):
+        missing = [name for name in package.__all__ if not hasattr(package, name)]
+        assert not missing, (package.__name__, missing)
+        assert set(package.__all__) <= set(dir(package))
+    import snnet.supernet  # imports the submodule snnet.least_squares, whose name is also a function's
+
+    assert snnet.least_squares is sys.modules["snnet.least_squares"].least_squares

@@ -1,0 +1,46 @@
+"""What names an anchor, without building it: :class:`AnchorSpec` and :func:`check_model_name`.
+
+Torch-free (timm is imported only to look a name up), so that configuration and search spaces,
+which hold specs, load without the training stack; :mod:`snnet.anchors` builds anchors from them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import UnknownModelError
+
+__all__ = ["AnchorSpec", "check_model_name"]
+
+
+@dataclass(frozen=True)
+class AnchorSpec:
+    """How to obtain one anchor: a timm name, optional weights, optional model kwargs.
+
+    ``pretrained=True`` loads timm's hub weights (needs network access); ``checkpoint`` is a
+    local file (``.pth``/``.pt`` loaded with ``weights_only=True``, or ``.safetensors``).
+    ``kwargs`` go to :func:`timm.create_model` (``img_size``, ``num_classes``, ...).
+    """
+
+    name: str
+    pretrained: bool = False
+    checkpoint: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __hash__(self) -> int:  # kwargs is a dict; hash its sorted items
+        return hash((self.name, self.pretrained, self.checkpoint, tuple(sorted(self.kwargs.items()))))
+
+
+def check_model_name(name: str) -> None:
+    """Raise :class:`UnknownModelError`, with the closest valid names, if timm lacks ``name``."""
+    import timm
+
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise UnknownModelError(
+        f"Unknown model {name!r}: anchors must be timm model names (see timm.list_models()).{hint}"
+    )
