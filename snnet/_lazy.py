@@ -1,7 +1,7 @@
 """A package's public names, imported on first use (PEP 562 module ``__getattr__``).
 
-``snnet`` and ``search_spaces`` use it so that what needs none of torch (``SNNetError``, the catalog's
-name rule, ``python -m orchestrator.catalog``) starts without importing it.
+``snnet`` uses it so that what needs none of torch (``SNNetError``, ``AnchorSpec``, ``SpaceConfig``, and
+so a search space, a ``TrainConfig`` and ``python -m orchestrator.catalog``) starts without importing it.
 """
 
 from __future__ import annotations

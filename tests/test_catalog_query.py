@@ -484,7 +484,7 @@ def test_cli_no_match(catalog, capsys, tmp_path):
 
 def test_cli_runs_without_torch_timm_or_ray(catalog, df):
     """Reading a catalog needs pyarrow, not the training stack: with torch, timm, fvcore, Ray and Optuna
-    unimportable, query, check and compare run (and start in about a second, not after torch's import)."""
+    unimportable, query, check and compare run (and start without torch's seconds of import)."""
     out = {}
     for args in (["query", catalog, "--pareto", "--format", "json"], ["check", catalog],
                  ["compare", catalog, "--by", "sampling", "--resamples", "200", "--format", "json"]):
