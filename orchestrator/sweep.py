@@ -783,8 +783,6 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "
     """
     from search_spaces import SearchSpace
 
-    from .run import ensure_ray
-
     search = source = _load_search(space, overrides, num_samples, max_concurrent_trials, address)
     catalog, storage = _check_locations(search, catalog, storage)
     if rerun_best is not None:
@@ -806,6 +804,8 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "
                  f"space ({record['space_fingerprint']}, started with {started['space_fingerprint']})")
     else:
         _write_json(_join(experiment, RECORD), record)
+    from .run import ensure_ray  # torch comes with it: a bad space or flag is answered before
+
     ensure_ray(address)
 
     from ray import tune
