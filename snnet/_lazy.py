@@ -24,7 +24,7 @@ def lazy_exports(package: str, modules: Mapping[str, Sequence[str]]) -> tuple[Ca
             if not (isinstance(value, types.ModuleType) and name in module_of):
                 super().__setattr__(name, value)
 
-    sys.modules[package].__class__ = Package  # as the reference's "Customizing module attribute access"
+    sys.modules[package].__class__ = Package  # Python language reference, "Customizing module attribute access"
 
     def __getattr__(name: str) -> Any:
         if name not in module_of:

@@ -40,7 +40,7 @@ except snnet.SNNetError as e:
 
 
 def test_every_public_name_resolves():
-    """``snnet`` and ``search_spaces`` load their names on first use: each name in ``__all__`` is there."""
+    """Each name in ``__all__`` of ``snnet`` (loaded on first use) and ``search_spaces`` is there."""
     import search_spaces
     import snnet
 
