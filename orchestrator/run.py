@@ -136,15 +136,17 @@ def check_storage(path: str) -> None:
     """Ray's run storage must be a URI or a folder that exists or can be made (not below a file)."""
     if "://" in path:
         return
-    current = os.path.abspath(path)
-    while not os.path.exists(current):
-        parent = os.path.dirname(current)
-        if parent == current:
-            return
-        current = parent
-    if not os.path.isdir(current):
+    current = _nearest_existing(os.path.abspath(path))
+    if os.path.exists(current) and not os.path.isdir(current):
         where = "is a file" if current == os.path.abspath(path) else f"lies below the file {current!r}"
         raise SNNetError(f"Ray's run storage (--storage) must be a folder or URI, but {path!r} {where}.")
+
+
+def _nearest_existing(path: str) -> str:
+    """``path`` or its nearest existing parent (the root when none exists)."""
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
 
 
 PROBE_PREFIX = ".snnet-write-probe-"
@@ -162,12 +164,7 @@ def check_writable(location: str, what: str = "The catalog", flag: str = "--cata
             fs, path = pafs.FileSystem.from_uri(location)
             _probe_remote(fs, path.rstrip("/"), name)
             return
-        folder = os.path.abspath(location[len("file://"):] if location.startswith("file://") else location)
-        while not os.path.exists(folder):
-            parent = os.path.dirname(folder)
-            if parent == folder:
-                break
-            folder = parent
+        folder = _nearest_existing(os.path.abspath(location.removeprefix("file://")))
         if not os.path.isdir(folder):
             return  # check_storage and CatalogWriter say "is a file" with the path
         probe = os.path.join(folder, name)
