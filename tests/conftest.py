@@ -111,3 +111,22 @@ def demo_space(name: str, *, anchors: int = 2, space: dict | None = None, traini
 ONE_WORKER = {"workers_per_trial": 1, "cpus_per_worker": 1}
 #: A quick demo training run that checkpoints its evaluation.
 QUICK = {"batch_size": 64, "eval_checkpoint_seconds": 30}
+
+
+def paper_paired_stitching(depth, kernel_size, stride):
+    """SN-Net's released ``paired_stitching``, written out independently: (fid, bid) configs."""
+    cfgs, mapping, layer = [], [], -1
+    i = 0
+    while i < depth:
+        ids = list(range(depth))[i : i + kernel_size]
+        new = False
+        for j in ids:
+            for k in ids:
+                if (j, k) not in cfgs:
+                    new = True
+                    cfgs.append((j, k))
+                    mapping.append(layer + 1)
+        if new:
+            layer += 1
+        i += stride
+    return cfgs, mapping

@@ -15,6 +15,7 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import paper_paired_stitching
 
 from snnet import AnchorSpec, SNNetError, flop_count, load_paper_checkpoint
 
@@ -25,18 +26,7 @@ KWARGS = [{"img_size": 32, "num_classes": 10, "embed_dim": width, "num_heads": h
 
 def released_configs(depth, kernel_size, stride, nearest):
     """``get_stitch_configs`` of stitching_deit/utils.py, written out: [(combo, cfgs, layer ids)]."""
-    cfgs, layers, layer, i = [], [], -1, 0
-    while i < depth:
-        ids = list(range(depth))[i : i + kernel_size]
-        new = False
-        for j in ids:
-            for k in ids:
-                if (j, k) not in cfgs:
-                    new = True
-                    cfgs.append((j, k))
-                    layers.append(layer + 1)
-        layer += new
-        i += stride
+    cfgs, layers = paper_paired_stitching(depth, kernel_size, stride)
     combos = [c for n in (1, 2, 3) for c in itertools.combinations(range(3), n)]
     if nearest:
         combos = [c for c in combos if c not in ((0, 2), (0, 1, 2))]
@@ -49,7 +39,7 @@ def released_configs(depth, kernel_size, stride, nearest):
                 out.append((combo, [cfg], [lay]))
             elif len(combo) == 3:
                 out.extend((combo, [cfg, c2], [lay, l2]) for c2, l2 in zip(cfgs, layers) if c2[0] >= cfg[1])
-    return out, layer + 1
+    return out, layers[-1] + 1
 
 
 def released_forward(models, state, pairs, config, x):

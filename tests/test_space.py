@@ -1,28 +1,10 @@
 """Stitch-space enumeration: SN-Net's windows, counts, ids, directions, two-way stitches."""
 
 import pytest
+from conftest import paper_paired_stitching
 
 from snnet import SNNetError, SpaceConfig, StitchSpace, UnstitchableError
 from snnet.space import Head, Junction, Stem, Units, window_cuts
-
-
-def paper_paired_stitching(depth, kernel_size, stride):
-    """SN-Net's released ``paired_stitching``, written out independently: (fid, bid) configs."""
-    cfgs, mapping, layer = [], [], -1
-    i = 0
-    while i < depth:
-        ids = list(range(depth))[i : i + kernel_size]
-        new = False
-        for j in ids:
-            for k in ids:
-                if (j, k) not in cfgs:
-                    new = True
-                    cfgs.append((j, k))
-                    mapping.append(layer + 1)
-        if new:
-            layer += 1
-        i += stride
-    return cfgs, mapping
 
 
 @pytest.mark.parametrize("depth,k,s", [(12, 2, 1), (12, 3, 2), (12, 4, 4), (6, 2, 1), (12, 1, 1), (5, 5, 1), (24, 3, 1)])
