@@ -259,8 +259,10 @@ def test_shards_in_object_storage(tmp_path: Path, s3_server, monkeypatch: pytest
     assert (dataset_size(spec), dataset_size(spec, "val"), dataset_num_classes(spec)) == (12, 5, CLASSES)
     train, val = get_datasets(spec, image_size=16)
     assert sorted(_keys(make_loader(val, 2, shuffle=False))) == sorted(i % CLASSES for i in range(5))
-    per_rank = [list(make_loader(train, 3, rank=r, world_size=2, shuffle=True, seed=1, drop_last=True))
-                for r in range(2)]
+    # A small shuffle buffer: the default (2048 samples) would cycle these 6 samples per rank ~340 times
+    # through S3 to fill it; the batch count asserted below does not depend on it.
+    per_rank = [list(make_loader(train, 3, rank=r, world_size=2, shuffle=True, seed=1, drop_last=True,
+                                 shuffle_buffer=4)) for r in range(2)]
     assert [len(b) for b in per_rank] == [2, 2]
     # the index beside the shards in the bucket is used instead of reading the tar headers
     write_info(f"wds:{tmp_path}/data-train-{{0000..0003}}.tar")
