@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Enumerate; a user's mistake is one ``error:`` paragraph and exit 2 (:func:`snnet.cli.run_cli`)."""
     args = parse_args(argv)
     from .._space import SpaceConfig
-    from ..anchors import check_model_name
+    from .._spec import check_model_name  # torch-free: the checks before it answer without importing torch
 
     names = [n.strip() for n in args.anchors.split(",") if n.strip()]
     if not names:
