@@ -194,12 +194,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     from ._cli import interrupt_hint
-    from .run import _check_reachable, prepare, run_training
 
     address = args.address or os.environ.get("RAY_ADDRESS")
     if address:
+        from .run import _check_reachable
+
         _check_reachable(address)  # a cluster that does not answer fails in seconds, before models are built
-    prepared = prepare(config_from_args(args))
+    config = config_from_args(args)  # torch-free: a bad setting is answered before torch and timm load
+    from .run import prepare, run_training
+
+    prepared = prepare(config)
     config, space = prepared
     print(f"[snnet] {len(space)} stitches over {', '.join(space.anchor_names)}; sweep {config.sweep}, "
           f"trial {config.trial_id}", flush=True)
