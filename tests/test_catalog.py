@@ -313,17 +313,10 @@ def test_an_all_digit_sweep_name_is_refused(tmp_path):
         CatalogWriter(tmp_path / "catalog", "2024")
 
 
-def _write_one(args):
-    root, trial, n = args
-    from orchestrator.catalog import CatalogWriter
-
-    rows = [{"stitch_id": i, "anchors": ["a", "b"], "cuts": [[i, i + 1]], "flops": 1000 + i, "params": 10 + i,
-             "top1": float(i)} for i in range(n)]
-    return CatalogWriter(root, "many").write_trial(trial, rows)
-
-
 def test_many_processes_write_trials_at_once(tmp_path):
     import multiprocessing as mp
+
+    from _catalog_worker import write_one as _write_one  # spawned processes import it without torch
 
     root = str(tmp_path / "catalog")
     jobs = [(root, f"t{i:02d}", 50) for i in range(12)]
