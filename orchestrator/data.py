@@ -816,7 +816,7 @@ class WebDatasetShards(IterableDataset):
     def __iter__(self) -> Iterator[Any]:  # every sample once, in shard order (single process)
         fs = self.shards.filesystem()
         for name in self.shards.names:
-            yield from self.read_shard(fs, name)
+            yield from map(self.decode, self.read_shard(fs, name))
 
     def __repr__(self) -> str:
         part = "" if self.keys is None else f", {'held out' if self.held_out else 'kept'} by {self.keys}"
@@ -825,8 +825,9 @@ class WebDatasetShards(IterableDataset):
                 f"n={len(self)}{part})")
 
     def read_shard(self, fs: Any, name: str, keep: Callable[[int], bool] | None = None) -> Iterator[Any]:
-        """Decoded samples of one shard (``keep(i)`` picks by position within the shard, counting
-        every sample; :meth:`keeps` then picks by key). A sample not taken is not extracted or decoded."""
+        """The samples of one shard as encoded records ``(shard, key, {extension: bytes})``, for
+        :meth:`decode` (``keep(i)`` picks by position within the shard, counting every sample;
+        :meth:`keeps` then picks by key). A sample not taken is not extracted."""
         path = f"{self.shards.folder}/{name}"
         try:
             stream = fs.open_input_stream(path)
@@ -840,16 +841,18 @@ class WebDatasetShards(IterableDataset):
                 k, ext = _key_ext(member.name)
                 if k != key:
                     if taken:
-                        yield self._sample(name, key, members)  # type: ignore[arg-type]
+                        yield name, key, members
                     index, key, members = index + 1, k, {}
                     taken = (keep is None or keep(index)) and self.keeps(k)
                 if taken:
                     f = tar.extractfile(member)
                     members[ext] = f.read() if f is not None else b""
             if taken:
-                yield self._sample(name, key, members)  # type: ignore[arg-type]
+                yield name, key, members
 
-    def _sample(self, shard: str, key: str, members: dict[str, bytes]) -> Any:
+    def decode(self, record: tuple[str, str, dict[str, bytes]]) -> Any:
+        """One record of :meth:`read_shard` as ``(transformed image, label)``, or :class:`Unreadable`."""
+        shard, key, members = record
         where = f"{shard}:{key}"
         image_ext = next((e for e in _IMAGE_EXTS if e in members), None)
         if image_ext is None:
@@ -957,14 +960,18 @@ class _RankStream(IterableDataset):
                 cycle += 1
 
         source = stream()
-        if self.shuffle and self.shuffle_buffer > 1:
-            source = _shuffled(source, self.shuffle_buffer, rng)
+        # The buffer holds encoded records (decoded after it, as each leaves): a few hundred KiB of
+        # transformed pixels each would take GiBs per loader worker. In training it is no larger than
+        # this epoch's samples, so a short epoch does not read its stream over and over to fill it.
+        buffer = min(self.shuffle_buffer, wanted * self.batch_size) if self.fill else self.shuffle_buffer
+        if self.shuffle and buffer > 1:
+            source = _shuffled(source, buffer, rng)
         done = 0
         batch: list[Any] = []
-        for sample in source:
+        for record in source:
             if done >= wanted:
                 break
-            batch.append(sample)
+            batch.append(self.data.decode(record))
             if len(batch) == self.batch_size:
                 yield _collate(batch)
                 batch, done = [], done + 1
@@ -1149,7 +1156,8 @@ def make_loader(
     collective runs per batch.
 
     For :class:`WebDatasetShards` rank ``r`` reads shards ``r::world_size`` (of a seeded
-    per-epoch shuffle when ``shuffle``), mixed through a ``shuffle_buffer`` of samples;
+    per-epoch shuffle when ``shuffle``), mixed through a ``shuffle_buffer`` of encoded samples
+    (decoded as they leave it; in training no larger than a loader worker's epoch);
     with ``drop_last`` every rank takes ``(len(dataset) // world_size) // batch_size`` full
     batches per epoch, otherwise each of its shards' samples once. ``loader.sampler.set_epoch``
     works here too.

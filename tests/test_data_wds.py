@@ -338,3 +338,25 @@ def test_the_shard_loaders_sampler_is_a_public_endless_sampler(tmp_path: Path):
     assert sampler.stream.epoch == 4
     first = [y.tolist() for _, y in loader]
     assert len(first) == len(loader) == 3 and first == [y.tolist() for _, y in loader]  # two workers, same epoch
+
+
+def test_the_shuffle_buffer_holds_encoded_records_and_no_more_than_an_epoch(tmp_path: Path, monkeypatch):
+    """Only the samples a training epoch batches are decoded (the buffer holds encoded records, not
+    transformed images), and a short epoch reads its stream about twice, not until a 2048-sample
+    buffer is full."""
+    _write(tmp_path, [3, 3], [2])
+    train, _ = get_datasets(f"wds:{tmp_path}", image_size=16)
+    decoded, read = [], []
+    decode, read_shard = type(train).decode, type(train).read_shard
+    monkeypatch.setattr(type(train), "decode", lambda self, record: decoded.append(record[1]) or decode(self, record))
+    monkeypatch.setattr(type(train), "read_shard",
+                        lambda self, *a, **k: (read.append(r[1]) or r for r in read_shard(self, *a, **k)))
+    loader = make_loader(train, 2, shuffle=True, seed=0, drop_last=True)  # the default 2048-sample buffer
+    batches = [y for _, y in loader]
+    assert [len(y) for y in batches] == [2, 2, 2]
+    assert len(decoded) == 6 and sorted(int(v) for y in batches for v in y) == sorted(_keys_of(decoded))
+    assert 6 < len(read) <= 2 * 6 + 1  # the 6-sample buffer, then one record per sample it lets out
+
+
+def _keys_of(keys: list[str]) -> list[int]:
+    return [int(k.removeprefix("train")) % CLASSES for k in keys]
