@@ -401,9 +401,10 @@ class SupernetRecipe:
         self.selection_loader = None if self.selection_ds is None else make_loader(
             self.selection_ds, c.eval_batch_size, shuffle=False, seed=c.seed)
         self._setup_early_front()
-        self.loader = make_loader(self.train_ds, c.batch_size, rank=self.rank, world_size=self.world,
-                                  shuffle=True, seed=c.seed, drop_last=True, repeats=c.aug_repeats)
-        self.val_loader = make_loader(self.val_ds, c.eval_batch_size, shuffle=False, seed=c.seed)
+        self.loader = make_loader(self.train_ds, c.batch_size, rank=self.rank, world_size=self.world, shuffle=True,
+                                  seed=c.seed, drop_last=True, repeats=c.aug_repeats, num_workers=c.data_workers())
+        self.val_loader = make_loader(self.val_ds, c.eval_batch_size, shuffle=False, seed=c.seed,
+                                      num_workers=c.data_workers())
         self.steps_per_epoch = len(self.loader)
         self.rule = make_rule(c.sampling, [s.flops for s in self.space], seed=c.seed, **c.sampling_options)
         # timm's mixup/cutmix and label loss; random erasing on the batch where no timm transform erases

@@ -121,7 +121,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     space = StitchSpace.from_json(loop_config["space"])
     ctx = ray.train.get_context()
     remove_stale_checkpoints()
-    torch.set_num_threads(max(1, config.cpus_per_worker))
+    torch.set_num_threads(max(1, config.cpus_per_worker - config.data_workers()))  # the loader has the rest
     worker = Worker(
         rank=ctx.get_world_rank(),
         world=ctx.get_world_size(),

@@ -47,6 +47,8 @@ class TrainConfig(BaseModel):
     cpus_per_worker: Int(1) = 1
     gpus_per_worker: Float(0) = 0.0  # with use_gpu; a fraction shares one GPU between workers
     placement_strategy: OneOf(PLACEMENTS) = "PACK"
+    # DataLoader processes per worker decoding images; null: cpus_per_worker - 1 (0 on the in-memory demo)
+    loader_workers: Int(0, nullable=True) = None
     # training. Defaults suit the embedded demo; search spaces set their own for real families.
     epochs: Int(0) = 10
     batch_size: Int(1) = 32  # per worker
@@ -153,6 +155,13 @@ class TrainConfig(BaseModel):
 
     def anchor_names(self) -> list[str]:
         return [a.name for a in self.anchors] if self.anchors else []
+
+    def data_workers(self) -> int:
+        """DataLoader processes per worker: ``loader_workers``, else all but one of its CPUs for image
+        folders and shards (the rest runs the model), none for the demo (its images are in memory)."""
+        if self.loader_workers is not None:
+            return self.loader_workers
+        return 0 if self.dataset == "demo" else self.cpus_per_worker - 1
 
 
 #: The settings of ``snnet.SpaceConfig`` a run (and a search space's ``space:``) sets, in its order.

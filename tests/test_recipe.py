@@ -194,3 +194,19 @@ def test_a_run_prints_what_a_user_sees(setting, data, capfd):
     assert out[0] == f"[snnet] Kaiming init of {len(space.layers)} stitching layers"
     assert out[1].startswith(f"[snnet] evaluating {len(space)} of {len(space)} stitches on 200 images over 1 worker")
     assert out[-1] == f"[snnet] evaluated {len(space)}/{len(space)} stitches"
+
+
+def test_the_loaders_decode_in_the_workers_cpus_but_one(setting, data):
+    """An image folder's CPUs but one go to DataLoader processes (``cpus_per_worker: 8  # data loading``
+    in the shipped spaces), the demo's in-memory digits get none; ``loader_workers`` overrides both."""
+    config, space = setting
+    assert TrainConfig(dataset="imagenet", cpus_per_worker=8).data_workers() == 7
+    assert TrainConfig(dataset="imagenet").data_workers() == 0  # one CPU runs the model and reads
+    assert TrainConfig(cpus_per_worker=8).data_workers() == 0  # the demo
+    assert TrainConfig(cpus_per_worker=8, loader_workers=3).data_workers() == 3
+    recipe = SupernetRecipe(config.model_copy(update={"dataset": "imagenet", "cpus_per_worker": 3}), space,
+                            Worker(report=lambda metrics, state: None), datasets=data)
+    recipe.setup()
+    assert recipe.loader.num_workers == recipe.val_loader.num_workers == 2
+    x, y = next(iter(recipe.loader))
+    assert x.shape[0] == y.shape[0] == config.batch_size
