@@ -20,11 +20,21 @@ FAMILIES = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(FAMILIES))
-def family(request):
-    names, kwargs = FAMILIES[request.param]
+def _build(name):
+    names, kwargs = FAMILIES[name]
     torch.manual_seed(0)
     return build_supernet(names, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def swin_supernet():
+    """The Swin-T/S supernet, built once: a ``family`` and the paper-preset check both use it."""
+    return _build("swin")
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family(request):
+    return request.getfixturevalue("swin_supernet") if request.param == "swin" else _build(request.param)
 
 
 def _sample(space, n=5, seed=0):
@@ -60,7 +70,7 @@ def test_anchor_stitch_is_the_plain_timm_model(family):
             assert torch.equal(family(x, i), anchor.model(x))
 
 
-def test_chains_and_paper_presets_equal_full_trace():
+def test_chains_and_paper_presets_equal_full_trace(swin_supernet):
     """Three-anchor chains (no nearest), the released DeiT head and the paper presets walk one path."""
     from snnet import SpaceConfig, StitchedSupernet, StitchSpace
 
@@ -78,7 +88,7 @@ def test_chains_and_paper_presets_equal_full_trace():
         net.zero_grad(set_to_none=True)
         net(x, stitch).sum().backward()
         assert stitch.params == sum(p.numel() for p in net.parameters() if p.grad is not None), stitch
-    swin = build_supernet(*FAMILIES["swin"][:1], **FAMILIES["swin"][1])
+    swin = swin_supernet  # FLOPs do not depend on the weights' values
     space = StitchSpace(swin.space.profiles, SpaceConfig(preset="paper"))
     paper = StitchedSupernet(space, list(swin.anchors)).eval()
     x = torch.randn(1, *space.profiles[0].input_size)
