@@ -20,6 +20,11 @@ __all__ = ["quiet_train_worker"]
 
 #: Ray Train's report path logs under a logger named by its file (``logging.getLogger(__file__)``).
 _REPORT_LOGGER_MODULE = ("train", "v2", "_internal", "execution", "context.py")
+#: Ray Train's placement-group cleaner warns each time a busy GCS answers its poll of the controller
+#: late ("Failed to query Ray Train Controller actor state ... Continuing to monitor"), and goes on.
+_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+#: What ends the cleaner's polling thread without anything being wrong with the run (see below).
+_CLEANER_FAULTS = frozenset({"RpcError", "ConnectionError"})
 
 
 def quiet_train_worker() -> None:
@@ -32,12 +37,14 @@ def quiet_train_worker() -> None:
     off the console; Ray Train's own records still go to its log files in Ray's log folder.
     timm's INFO lines (``Loaded ... from checkpoint``, once per anchor and worker) are raised to
     WARNING too, as they are on the driver: the driver's weights line says where weights came from.
+    The placement-group cleaner's warning about a slow answer from a busy GCS is raised to ERROR.
 
     The report logger's name is the path of ``ray/train/v2/_internal/execution/context.py``, found
     beside the imported ``ray`` package without importing that module (another Ray version without
     that file: nothing to configure).
     """
     logging.getLogger("timm").setLevel(logging.WARNING)
+    logging.getLogger(_CLEANER_LOGGER).setLevel(logging.ERROR)  # a slow poll is not the user's news
     if not getattr(threading.excepthook, "_snnet", False):
         threading.excepthook = _quiet_cleaner_hook(threading.excepthook)
     ray = sys.modules.get("ray")
@@ -57,14 +64,16 @@ def _quiet_cleaner_hook(previous: Callable[[Any], None]) -> Callable[[Any], None
     Ray Train's detached ``PlacementGroupCleaner`` polls the controller's state from a thread
     (``PlacementGroupCleanerMonitor``) and catches only the state API's own exception: when the
     GCS is slow to answer (a busy head node) the ``RpcError`` ends that thread with a 30-line
-    traceback on the driver's console, in the middle of a healthy run. The cleaner only matters
+    traceback on the driver's console, in the middle of a healthy run; so does a ``ConnectionError``
+    ("Found multiple active Ray instances") when another local Ray instance runs on the same machine,
+    as the state API looks its address up instead of using the job's. The cleaner only matters
     when the controller dies ungracefully; the run goes on. That one case is logged at DEBUG
     (Ray's log folder keeps it); every other uncaught exception goes to ``previous``.
     """
 
     def hook(args: Any) -> None:
         thread = getattr(args.thread, "name", "")
-        if thread == "PlacementGroupCleanerMonitor" and type(args.exc_value).__name__ == "RpcError":
+        if thread == "PlacementGroupCleanerMonitor" and type(args.exc_value).__name__ in _CLEANER_FAULTS:
             logging.getLogger("orchestrator.run").debug("Ray Train's placement-group cleaner stopped: %s",
                                                          args.exc_value)
             return

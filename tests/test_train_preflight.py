@@ -318,6 +318,26 @@ def test_the_worker_hook_quiets_only_ray_trains_report_logger():
         logger.setLevel(before)
 
 
+def test_the_worker_hook_keeps_the_cleaners_slow_poll_warning_off_the_console():
+    """Under load Ray Train's placement-group cleaner warns (on the driver's console, with colour codes)
+    each time the GCS answers its poll late; the worker hook raises that logger to ERROR."""
+    import logging
+
+    from ray.train.v2._internal.execution.controller import placement_group_cleaner
+
+    from orchestrator.run import quiet_train_worker
+
+    logger = placement_group_cleaner.logger
+    before = logger.level
+    try:
+        logger.setLevel(logging.NOTSET)  # as Ray leaves it (another test may have run the hook already)
+        assert logger.isEnabledFor(logging.WARNING)
+        quiet_train_worker()
+        assert not logger.isEnabledFor(logging.WARNING) and logger.isEnabledFor(logging.ERROR)
+    finally:
+        logger.setLevel(before)
+
+
 def test_the_worker_hook_keeps_the_cleaners_gcs_timeout_off_the_console(monkeypatch, capsys):
     """Ray Train's PlacementGroupCleaner thread dies on a slow GCS (``RpcError``) with a traceback
     on the console; the worker hook turns exactly that into a log record, nothing else."""
@@ -340,6 +360,7 @@ def test_the_worker_hook_keeps_the_cleaners_gcs_timeout_off_the_console(monkeypa
         t.join()
 
     run("PlacementGroupCleanerMonitor", RpcError("Timed out while waiting for GCS to become available."))
+    run("PlacementGroupCleanerMonitor", ConnectionError("Found multiple active Ray instances: {'a:1', 'b:2'}."))
     assert seen == []
     run("PlacementGroupCleanerMonitor", ValueError("a real bug"))
     run("SomeOtherThread", RpcError("not the cleaner"))
