@@ -336,6 +336,7 @@ def demo_anchor_specs(
     epochs: int | None = None,
     recipe: PretrainRecipe | None = None,
     anchors: Sequence[str] = DEMO_ANCHORS,
+    brief: bool = False,
 ) -> list[AnchorSpec]:
     """Specs of the pretrained demo anchors, pretraining and caching those not cached yet.
 
@@ -346,6 +347,8 @@ def demo_anchor_specs(
         epochs: shortcut to override ``recipe.epochs`` (a different cache entry).
         recipe: the training recipe; default :data:`DEFAULT_RECIPE`.
         anchors: which demo anchors, in order.
+        brief: one line per anchor pretrained, when it starts, instead of the epoch and result
+            lines (the CLIs' consoles: a first run's three anchors cost three lines, not 66).
 
     Returns:
         ``AnchorSpec(name, checkpoint=<path>)`` per anchor, in the order of ``anchors``.
@@ -364,8 +367,11 @@ def demo_anchor_specs(
             lock = path.with_name(path.name + ".lock")
             with _exclusive(lock, lambda: say(f"{name}: waiting for another process pretraining it")):
                 if not path.is_file():  # another process may have finished it while we waited
+                    if brief:
+                        epochs = f"{recipe.epochs} epoch{'s' * (recipe.epochs != 1)}"
+                        say(f"pretraining demo anchor {name}: {epochs}, on the first run only (cached in {path.parent})")
                     start = time.perf_counter()
-                    state, top1 = pretrain_anchor(name, recipe, progress)
+                    state, top1 = pretrain_anchor(name, recipe, None if brief else progress)
                     seconds = time.perf_counter() - start
                     meta = {
                         "name": name,
@@ -379,7 +385,8 @@ def demo_anchor_specs(
                     # Metadata first: a present .pth always has its .json next to it.
                     atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=2).encode()))
                     atomic_write(path, lambda f: torch.save(state, f))
-                    say(f"{name}: val top1 {top1:.1f}% after {recipe.epochs} epochs in {seconds:.1f}s -> {path}")
+                    if not brief:
+                        say(f"{name}: val top1 {top1:.1f}% after {recipe.epochs} epochs in {seconds:.1f}s -> {path}")
                     specs.append(AnchorSpec(name, checkpoint=str(path)))
                     continue
         top1 = _read_meta(path).get("val_top1")

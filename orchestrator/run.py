@@ -476,7 +476,7 @@ def _settled(config: TrainConfig, progress: Callable[[str], None]) -> TrainConfi
             )
         from .demo import demo_anchor_specs
 
-        config = config.model_copy(update={"anchors": demo_anchor_specs(progress=progress)})
+        config = config.model_copy(update={"anchors": demo_anchor_specs(progress=progress, brief=True)})
     else:
         from . import demo  # noqa: F401  - demo anchors may be named explicitly
 

@@ -551,7 +551,7 @@ def _demo_specs(spaces: Sequence[Any], progress) -> dict[str, Any]:
         return {}
     from .demo import demo_anchor_specs
 
-    return {spec.name: spec for spec in demo_anchor_specs(anchors=names, progress=progress)}
+    return {spec.name: spec for spec in demo_anchor_specs(anchors=names, progress=progress, brief=True)}
 
 
 def family_anchors(family, demo_specs: dict[str, Any]) -> list[Any]:

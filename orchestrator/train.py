@@ -133,7 +133,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if family.demo:  # the family's own demo anchors, pretrained and cached (all three only without --space)
         from .demo import demo_anchor_specs
 
-        anchors = demo_anchor_specs(anchors=family.anchor_names())
+        anchors = demo_anchor_specs(anchors=family.anchor_names(), brief=True)
     else:
         anchors = [_with_flags(a, args.pretrained, args.num_classes) for a in family.anchor_specs()]
     flags.setdefault("sweep", default_sweep(space.name))

@@ -304,6 +304,20 @@ def test_demo_anchor_specs_caches_and_loads(tmp_path: Path, monkeypatch: pytest.
     assert all(f"{spec.name} (val top1 " in lines[0] for spec in specs)
 
 
+def test_brief_progress_is_one_line_per_anchor_pretrained(tmp_path: Path):
+    """The CLIs' consoles (``brief=True``): a first run says once per anchor why it waits, with no epoch
+    lines (a fresh machine's demo console stays under test_console's 30 lines); a cached one is one line."""
+    lines: list[str] = []
+    names = demo.DEMO_ANCHORS[:2]
+    specs = demo.demo_anchor_specs(tmp_path, lines.append, epochs=1, anchors=names, brief=True)
+    assert lines == [f"pretraining demo anchor {name}: 1 epoch, on the first run only (cached in {tmp_path})"
+                     for name in names]
+    assert all(Path(s.checkpoint).is_file() for s in specs)
+    lines.clear()
+    assert demo.demo_anchor_specs(tmp_path, lines.append, epochs=1, anchors=names, brief=True) == specs
+    assert len(lines) == 1 and lines[0].startswith(f"demo anchors from the cache in {tmp_path}: ")
+
+
 def test_concurrent_pretraining_trains_once(tmp_path: Path):
     script = textwrap.dedent(
         f"""
