@@ -205,8 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     prepared = prepare(config)
     config, space = prepared
+    workers = f"{config.workers} Ray Train worker{'s' * (config.workers != 1)}"  # their start-up is the next wait
     print(f"[snnet] {len(space)} stitches over {', '.join(space.anchor_names)}; sweep {config.sweep}, "
-          f"trial {config.trial_id}", flush=True)
+          f"trial {config.trial_id}; starting {workers}", flush=True)
     hint = f"interrupted; resume this run with:\n  {resume_command(argv, config)}"
     with interrupt_hint(hint):
         result = run_training(config, prepared=prepared, address=args.address)

@@ -43,6 +43,7 @@ def test_the_demo_console_is_short_and_plain(demo_console):
                   "Token authentication is enabled", "Checkpoint successfully created", "\x1b[", "Traceback"):
         assert noise not in out, f"{noise!r} in the console:\n{out}"
     assert "[snnet] weights: snnet_demo_vit_tiny <- file:" in out
+    assert "; starting 2 Ray Train workers\n" in out  # before the wait for Ray and its workers, the longest one
     assert "== summary" in out and "Spearman(FLOPs, top-1) = " in out and "nan" not in out
 
 
