@@ -368,8 +368,8 @@ def demo_anchor_specs(
             with _exclusive(lock, lambda: say(f"{name}: waiting for another process pretraining it")):
                 if not path.is_file():  # another process may have finished it while we waited
                     if brief:
-                        epochs = f"{recipe.epochs} epoch{'s' * (recipe.epochs != 1)}"
-                        say(f"pretraining demo anchor {name}: {epochs}, on the first run only (cached in {path.parent})")
+                        span = f"{recipe.epochs} epoch{'s' * (recipe.epochs != 1)}"
+                        say(f"pretraining demo anchor {name}: {span}, on the first run only (cached in {path.parent})")
                     start = time.perf_counter()
                     state, top1 = pretrain_anchor(name, recipe, None if brief else progress)
                     seconds = time.perf_counter() - start
