@@ -513,7 +513,8 @@ class SupernetRecipe:
         step_module = SupernetStep(self.net)
         self.model = self.worker.wrap(step_module) if self.world > 1 else step_module
         self.trainable = [p for p in self.net.parameters() if p.requires_grad]
-        self.log.info(f"training {len(space)} stitches for {c.epochs} epochs x {self.steps_per_epoch} steps on "
+        epochs = f"{c.epochs} epoch{'s' * (c.epochs != 1)}"
+        self.log.info(f"training {len(space)} stitches for {epochs} x {self.steps_per_epoch} steps on "
                       f"{self.world} worker(s), sampling '{c.sampling}', mode '{c.mode}'")
         if self.rank == 0:
             sizes = sorted({self.world, 8, 64})
