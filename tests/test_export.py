@@ -13,14 +13,11 @@ The exported programs are run in a fresh Python that cannot import snnet, orches
 
 from __future__ import annotations
 
-import copy
 import json
 import math
-import os
 import random
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -31,7 +28,7 @@ import orchestrator.demo  # noqa: F401 - registers the demo anchors with timm
 from orchestrator.catalog import CatalogWriter
 from orchestrator.config import TrainConfig
 from orchestrator.demo import DEMO_ANCHORS
-from orchestrator.export import export_from_catalog, load_state, main, rebuild_supernet, select_row
+from orchestrator.export import load_state, main, rebuild_supernet, select_row
 from orchestrator.run import catalog_rows
 from snnet import AnchorSpec, SNNetError, build_supernet
 from snnet.export import Pruned, extract_stitch
