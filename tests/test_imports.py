@@ -51,3 +51,18 @@ def test_every_public_name_resolves():
     import snnet.supernet  # imports the submodule snnet.least_squares, whose name is also a function's
 
     assert snnet.least_squares is sys.modules["snnet.least_squares"].least_squares
+
+
+def test_the_type_checking_imports_mirror_the_lazy_table():
+    """``snnet/__init__.py`` lists each lazy name twice, for type checkers (``if TYPE_CHECKING:``) and in
+    ``_LAZY``: the two must name the same modules and names, or a type checker sees another package."""
+    import ast
+
+    import snnet
+
+    tree = ast.parse(open(snnet.__file__, encoding="utf-8").read())
+    (block,) = [node for node in tree.body
+                if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"]
+    typed = {node.module: tuple(alias.name for alias in node.names) for node in block.body
+             if isinstance(node, ast.ImportFrom) and node.level == 1}
+    assert typed == snnet._LAZY
