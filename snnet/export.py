@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 from torch import nn
 
-from . import supernet as _supernet  # run_path at call time: supernet.py may alias FixedStitch to this class
 from ._adapters import Pruned
 from ._space import Step, Stitch
 from .anchors import Anchor
@@ -87,3 +86,8 @@ def extract_stitch(supernet: "StitchedSupernet", stitch: Stitch | int) -> Standa
     module = StandaloneStitch(stitch, anchors, layers)
     module.train(supernet.training)
     return module
+
+
+# Last, as supernet.py imports StandaloneStitch at its own end (as FixedStitch): whichever of the two
+# modules is imported first, the other finds what it needs. Read at call time: ``_supernet.run_path``.
+from . import supernet as _supernet  # noqa: E402

@@ -293,4 +293,4 @@ def build_supernet(
 
 
 # One module runs one stitch, bound to the supernet's weights (here) or to pruned copies (export).
-from .export import StandaloneStitch as FixedStitch  # noqa: E402  (export imports this module lazily)
+from .export import StandaloneStitch as FixedStitch  # noqa: E402  (export imports this module at its end)
