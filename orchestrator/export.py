@@ -46,14 +46,17 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import torch
-
-from snnet import AnchorSpec, SNNetError, Stitch, StitchedSupernet, StitchSpace, create_anchor
+from snnet import SNNetError
 
 from ._cli import cli, format_flops
 from ._io import atomic_write
+
+if TYPE_CHECKING:  # torch and the model code load where a stitch is rebuilt: a bad flag is answered without them
+    import torch
+
+    from snnet import Stitch, StitchedSupernet, StitchSpace
 
 __all__ = [
     "ANCHOR_OPTIONS", "ExportError", "ExportResult", "check_checkpoint_location", "export_from_catalog", "load_state",
@@ -236,6 +239,8 @@ def _download(uri: str, local: str, shown: str) -> None:
 
 
 def _torch_load(path: str, shown: str) -> dict[str, Any]:
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any parse failure is the file's, not ours
@@ -305,6 +310,7 @@ def rebuild_supernet(state: dict[str, Any]) -> StitchedSupernet:
     of :data:`ANCHOR_OPTIONS` only (no hub download, no anchor checkpoint files, no other kwargs:
     the trained weights of every anchor are in the checkpoint), and then loaded strictly.
     """
+    from snnet import AnchorSpec, StitchedSupernet, StitchSpace, create_anchor
     from snnet.anchors import check_model_name
 
     from . import demo  # noqa: F401 - registers the demo anchors with timm
@@ -360,6 +366,7 @@ def _stitch_of(space: StitchSpace, row: dict[str, Any]) -> Stitch:
 
 def _export_program(module: torch.nn.Module, input_size: Sequence[int]):
     """``torch.export`` with a dynamic batch when the model allows it, else batch 1."""
+    import torch
     from torch.export import Dim
 
     example = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
@@ -404,13 +411,15 @@ def export_from_catalog(
     The row's checkpoint is read only when it lies in the catalog's storage
     (:func:`check_checkpoint_location`); ``checkpoint`` names another one the user trusts.
     """
-    from snnet.export import extract_stitch
-
     out = _program_path(out)
     row = select_row(catalog, sweep=sweep, trial=trial, stitch=stitch, max_flops=max_flops,
                      max_latency_ms=max_latency_ms)
     if checkpoint is None and row.get("checkpoint"):
         check_checkpoint_location(row["checkpoint"], catalog)
+    import torch  # after the checks above: a wrong flag, catalog or row is answered without torch's import
+
+    from snnet.export import extract_stitch
+
     source = checkpoint if checkpoint is not None else row["checkpoint"]
     progress(f"exporting stitch {row['stitch_id']} of trial {row['trial_id']} (sweep {row['sweep']}) "
              f"from {source}")
@@ -450,6 +459,8 @@ def _program_path(out: str | os.PathLike[str]) -> Path:
 def _verified_program(net: StitchedSupernet, chosen: Stitch, module: torch.nn.Module):
     """``(program, example input, dynamic batch?)`` of the stitch, checked against the supernet:
     the same outputs and the stitch's parameter count (a mismatch is a bug here, not the user's)."""
+    import torch
+
     input_size = tuple(net.space.profiles[0].input_size)
     with torch.no_grad():
         program, example, dynamic = _export_program(module, input_size)
@@ -463,6 +474,8 @@ def _verified_program(net: StitchedSupernet, chosen: Stitch, module: torch.nn.Mo
 def _card(catalog: str, out: Path, row: dict[str, Any], source: str, state: dict[str, Any],
           net: StitchedSupernet, chosen: Stitch, dynamic: bool) -> dict[str, Any]:
     """The model card written next to the program (``FILE.json``); see the module docstring."""
+    import torch
+
     from .config import TrainConfig
     from .run import code_version
 
@@ -509,6 +522,8 @@ def _card(catalog: str, out: Path, row: dict[str, Any], source: str, state: dict
 
 
 def _export_onnx(program, example: torch.Tensor, path: Path, progress: Callable[[str], None]) -> Path | None:
+    import torch
+
     if importlib.util.find_spec("onnx") is None:
         progress("--onnx: skipped, the 'onnx' package is not installed (pip install onnx onnxscript); "
                  "the .pt2 program and its card were written.")

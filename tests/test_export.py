@@ -303,6 +303,20 @@ def test_cli_process_reports_a_mistake_without_traceback(broken_catalog, tmp_pat
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
 
 
+def test_cli_answers_a_wrong_flag_or_catalog_without_torch(broken_catalog, tmp_path):
+    """A wrong selection or a catalog that is none is answered before torch, timm or Ray load (with them
+    unimportable: the same paragraph and exit 2, in a fraction of torch's import time)."""
+    out = str(tmp_path / "x.pt2")
+    for args, message in [([str(broken_catalog), "--out", out], "Say which stitch to export"),
+                          ([str(tmp_path / "missing"), "--out", out, "--trial", "t", "--stitch", "0"],
+                           "is not a stitch catalog")]:
+        script = import_blocker("torch", "timm", "fvcore", "ray", "optuna") + (
+            f"import runpy; sys.argv = ['orchestrator.export', *{args!r}]; "
+            "runpy.run_module('orchestrator.export', run_name='__main__', alter_sys=True)")
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and proc.stderr.startswith("error: ") and message in proc.stderr, proc.stderr
+
+
 # -- export trusts nothing it reads ------------------------------------------------------------------
 
 
