@@ -40,6 +40,7 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 
 from snnet.anchors import AnchorSpec
 
+from ._cli import plural
 from ._io import atomic_write
 from .data import (
     _DEMO_SPLIT_SEED,
@@ -368,8 +369,8 @@ def demo_anchor_specs(
             with _exclusive(lock, lambda: say(f"{name}: waiting for another process pretraining it")):
                 if not path.is_file():  # another process may have finished it while we waited
                     if brief:
-                        span = f"{recipe.epochs} epoch{'s' * (recipe.epochs != 1)}"
-                        say(f"pretraining demo anchor {name}: {span}, on the first run only (cached in {path.parent})")
+                        say(f"pretraining demo anchor {name}: {plural(recipe.epochs, 'epoch')}, on the first run only "
+                            f"(cached in {path.parent})")
                     start = time.perf_counter()
                     state, top1 = pretrain_anchor(name, recipe, None if brief else progress)
                     seconds = time.perf_counter() - start

@@ -58,6 +58,7 @@ from torch import nn
 from snnet import StitchedSupernet, StitchSpace, create_anchor
 from snnet.sampling import SamplingRule, balance_report, make_rule, rule_class
 
+from ._cli import plural
 from .augment import lr_lambda
 from .config import TrainConfig
 
@@ -401,10 +402,10 @@ class SupernetRecipe:
         self.selection_loader = None if self.selection_ds is None else make_loader(
             self.selection_ds, c.eval_batch_size, shuffle=False, seed=c.seed)
         self._setup_early_front()
+        workers = c.data_workers()
         self.loader = make_loader(self.train_ds, c.batch_size, rank=self.rank, world_size=self.world, shuffle=True,
-                                  seed=c.seed, drop_last=True, repeats=c.aug_repeats, num_workers=c.data_workers())
-        self.val_loader = make_loader(self.val_ds, c.eval_batch_size, shuffle=False, seed=c.seed,
-                                      num_workers=c.data_workers())
+                                  seed=c.seed, drop_last=True, repeats=c.aug_repeats, num_workers=workers)
+        self.val_loader = make_loader(self.val_ds, c.eval_batch_size, shuffle=False, seed=c.seed, num_workers=workers)
         self.steps_per_epoch = len(self.loader)
         self.rule = make_rule(c.sampling, [s.flops for s in self.space], seed=c.seed, **c.sampling_options)
         # timm's mixup/cutmix and label loss; random erasing on the batch where no timm transform erases
@@ -513,9 +514,8 @@ class SupernetRecipe:
         step_module = SupernetStep(self.net)
         self.model = self.worker.wrap(step_module) if self.world > 1 else step_module
         self.trainable = [p for p in self.net.parameters() if p.requires_grad]
-        epochs = f"{c.epochs} epoch{'s' * (c.epochs != 1)}"
-        self.log.info(f"training {len(space)} stitches for {epochs} x {self.steps_per_epoch} steps on "
-                      f"{self.world} worker(s), sampling '{c.sampling}', mode '{c.mode}'")
+        self.log.info(f"training {len(space)} stitches for {plural(c.epochs, 'epoch')} x {self.steps_per_epoch} "
+                      f"steps on {self.world} worker(s), sampling '{c.sampling}', mode '{c.mode}'")
         if self.rank == 0:
             sizes = sorted({self.world, 8, 64})
             # 50 steps keep each figure within about 0.03 of a 2000-step estimate, in half a second

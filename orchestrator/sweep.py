@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 from snnet import SNNetError
 
-from ._cli import cli, format_flops, interrupt_hint
+from ._cli import cli, format_flops, interrupt_hint, plural
 
 __all__ = ["RECORD", "check_resume", "completed_result", "epoch_metrics", "main", "read_record", "rerun_plan",
            "rerun_updates", "run_sweep", "summarize_results", "trial_function", "tune_search_space"]
@@ -842,7 +842,7 @@ def _fit(tuner, command: list[str], catalog: str, sweep: str, experiment: str):
         import shlex
 
         done = finished_trials(catalog, sweep, experiment)
-        return (f"interrupted: {len(done)} trial{'s' if len(done) != 1 else ''} finished"
+        return (f"interrupted: {plural(len(done), 'trial')} finished"
                 + (f" ({', '.join(done)})" if done else "")
                 + f", their rows are in {catalog} (partition sweep={sweep}).\n"
                 + f"continue with:  {shlex.join([*command, '--resume', '--name', exp_name])}")

@@ -22,7 +22,7 @@ from typing import Any
 from search_spaces import shipped_spaces
 from snnet import PRESETS, AnchorSpec, SNNetError
 
-from ._cli import cli, did_you_mean
+from ._cli import cli, did_you_mean, plural
 from .config import INITS, MODES, TrainConfig
 from .summary import summarize
 
@@ -205,9 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     prepared = prepare(config)
     config, space = prepared
-    workers = f"{config.workers} Ray Train worker{'s' * (config.workers != 1)}"  # their start-up is the next wait
     print(f"[snnet] {len(space)} stitches over {', '.join(space.anchor_names)}; sweep {config.sweep}, "
-          f"trial {config.trial_id}; starting {workers}", flush=True)
+          f"trial {config.trial_id}; starting {plural(config.workers, 'Ray Train worker')}", flush=True)
     hint = f"interrupted; resume this run with:\n  {resume_command(argv, config)}"
     with interrupt_hint(hint):
         result = run_training(config, prepared=prepared, address=args.address)

@@ -18,6 +18,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Di
                       PlainValidator, Tag, ValidationError, create_model, field_serializer, model_validator)
 
 from snnet import AnchorSpec, SNNetError, UnknownModelError, check_model_name
+from snnet.cli import plural
 from snnet.sampling import RULES
 
 from ._kinds import Bool, Float, Int, Kind, OneOf, Problem, Str, describe, did_you_mean, num, problems
@@ -422,7 +423,7 @@ class SearchSpace(BaseModel):
             found += space._unknown_models(data)
         if found:
             items = [f"{path or '(top level)'}: {message.rstrip('.')}{_line(lines or {}, path)}" for path, message in found]
-            raise SNNetError(f"Invalid search space {source}: {len(items)} problem{'s' if len(items) > 1 else ''}: "
+            raise SNNetError(f"Invalid search space {source}: {plural(len(items), 'problem')}: "
                              + "; ".join(items) + ".")
         return space.model_copy(update={"source": source})
 

@@ -37,6 +37,7 @@ __all__ = [
     "flops_unit",
     "format_flops",
     "interrupt_hint",
+    "plural",
     "render_table",
     "run_cli",
     "write_stdout",
@@ -132,6 +133,11 @@ def cli(
 
 
 # -- FLOPs and tables ----------------------------------------------------------------------------
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 epoch"``, ``"3 epochs"``: the count and the noun, with an ``s`` unless the count is 1."""
+    return f"{count} {noun}{'s' * (count != 1)}"
 
 
 def did_you_mean(word: object, options: object) -> str:

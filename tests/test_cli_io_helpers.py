@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from orchestrator._cli import cli, flops_unit, format_flops, interrupt_hint, render_table, run_cli, write_stdout
+from orchestrator._cli import (cli, flops_unit, format_flops, interrupt_hint, plural, render_table, run_cli,
+                               write_stdout)
 from orchestrator._io import atomic_write
 from snnet import SNNetError
 
@@ -23,6 +24,11 @@ def test_one_home_for_the_helpers():
         assert getattr(orchestrator._cli, name) is getattr(snnet.cli, name)
 
 # -- FLOPs and tables ----------------------------------------------------------------------------
+
+
+def test_plural_counts_a_noun():
+    assert plural(1, "epoch") == "1 epoch" and plural(21, "epoch") == "21 epochs" and plural(0, "trial") == "0 trials"
+    assert plural(2, "Ray Train worker") == "2 Ray Train workers"
 
 
 def test_format_flops_exact_strings():

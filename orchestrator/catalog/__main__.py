@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from snnet import SNNetError
 
-from .._cli import flops_unit, format_flops, render_table, run_cli, write_stdout
+from .._cli import flops_unit, format_flops, plural, render_table, run_cli, write_stdout
 from ._query import (
     LIST_COLUMNS,
     catalog_warnings_to_stderr,
@@ -321,7 +321,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         text = "".join(line + "\n" for line in lines)
     if text and not write_stdout(text):
         return 1 if result.problems else 0
-    files = f"{len(result.files)} trial file{'s' if len(result.files) != 1 else ''}"
+    files = plural(len(result.files), "trial file")
     if failure:
         print(f"error: {failure}", file=sys.stderr)
     elif not result.problems:

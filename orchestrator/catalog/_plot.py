@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from snnet import SNNetError
 
-from .._cli import flops_unit
+from .._cli import flops_unit, plural
 from ._query import _path, load, pareto_front
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -80,7 +80,7 @@ def _default_title(df: "pd.DataFrame", catalog: str | os.PathLike[str] | None) -
             parts.append(f"{len(names)} sweeps")
     by = [c for c in ("sweep", "trial_id") if c in df.columns]
     trials = df.groupby(by, dropna=False).ngroups if "trial_id" in by else None
-    parts.append(f"{len(df)} stitches" + (f", {trials} trial{'s' if trials != 1 else ''}" if trials else ""))
+    parts.append(f"{len(df)} stitches" + (f", {plural(trials, 'trial')}" if trials else ""))
     return "Stitch " + " \u00b7 ".join(parts) if catalog is not None else "Stitches: " + " \u00b7 ".join(parts)
 
 
