@@ -194,3 +194,49 @@ def test_cli_mistakes_exit_2(catalog, capsys, args, words):
     assert main(["compare", str(catalog), *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and words in err
+
+
+@pytest.mark.parametrize("by", ["preset", "mode", "data_fraction"])
+def test_a_column_empty_in_every_trial_is_named_as_such(catalog, capsys, by):
+    # every trial has top-1; none has a value of ``by`` (the catalog's schema holds it as null)
+    assert main(["compare", str(catalog), "--by", by, "--resamples", "200"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith(f"error: Cannot compare by {by!r}: none of the 7 trial(s) with top-1 results")
+    assert f"has a value of {by} (it is empty in every one)" in captured.err
+    assert "Setting columns that differ between them: sampling;" in captured.err
+    assert "holds no trial with top-1" not in captured.err
+
+    df = frame({"u": 0.0, "v": 0.3}, seeds=2)
+    df["preset"] = None
+    df.loc[df["sampling"] == "u", "preset"] = "small"  # only one value left: the other trials are named
+    with pytest.raises(SNNetError, match=r"all 2 trial\(s\) with results have preset='small'.* Note: 2 trial\(s\) "
+                                         r"without a value of preset were left out\.$"):
+        compare(df, "preset")
+
+
+def test_bootstrap_memory_is_bounded_and_does_not_depend_on_the_chunking(monkeypatch):
+    import tracemalloc
+
+    from orchestrator.catalog import _compare
+
+    df = frame({"u": 0.0, "v": 0.2}, seeds=1, kernel_size=30)  # 321 stitches per trial
+    compare(df, "sampling", resamples=100)  # imports done before measuring
+    tracemalloc.start()
+    try:
+        rows = compare(df, "sampling", resamples=20_000, seed=3).rows
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 96 * 2**20  # drawing all 20000 x 321 resamples at once peaked at 252 MiB
+
+    # the same generator drawing chunk after chunk gives the numbers of one draw of them all
+    frames = [df, frame({"u": 0.0, "v": 0.3, "w": -0.1}, seeds=3)]
+    for chunk in (1, 97, 10**9):  # one row at a time (two, numpy sums one row otherwise), odd, all at once
+        monkeypatch.setattr(_compare, "_CHUNK_ELEMENTS", chunk)
+        if chunk == 10**9:
+            assert compare(df, "sampling", resamples=20_000, seed=3).rows == rows
+        results = [compare(f, "sampling", resamples=301, seed=4).rows for f in frames]
+        if chunk == 1:
+            expected = results
+        assert results == expected, chunk

@@ -146,13 +146,14 @@ def _trial_columns(df: "pd.DataFrame", keys: list[str]) -> set[str]:
     return constant
 
 
-def _no_comparable(by: str, catalog: str, trials: list[dict], settings: list[str]) -> SNNetError:
+def _no_comparable(by: str, catalog: str, trials: list[dict], settings: list[str], notes: list[str]) -> SNNetError:
+    left_out = "".join(f" Note: {note}." for note in notes)  # e.g. the trials without a value of ``by``
     values = sorted({t["group"] for t in trials}, key=_order)
     shown = ", ".join(f"{by}={v!r}" for v in values[:6]) + (" ..." if len(values) > 6 else "")
     if len(values) < 2:
         return SNNetError(f"No comparable trials in {catalog}: all {len(trials)} trial(s) with results have "
                           f"{shown}. compare needs {_SPACE} and differ in {by}; add trials with another "
-                          f"value of {by} (for instance a sweep that searches it over several seeds).")
+                          f"value of {by} (for instance a sweep that searches it over several seeds).{left_out}")
     differing = []
     for column in ["anchors"] + settings:
         seen = sorted({t["space"][column] for t in trials}, key=_order)
@@ -162,7 +163,7 @@ def _no_comparable(by: str, catalog: str, trials: list[dict], settings: list[str
             "to pool over those settings." if any(not d.startswith("anchors") for d in differing) else "")
     return SNNetError(f"No comparable trials in {catalog}: its trials have {shown}, but no two trials with "
                       f"different {by} share a space: they also differ in {'; '.join(differing)}. compare "
-                      f"needs {_SPACE}.{hint}")
+                      f"needs {_SPACE}.{hint}{left_out}")
 
 
 def _trials(df: "pd.DataFrame", by: str, ignore: Sequence[str], catalog: str) -> tuple[list[dict], list[str], list[str]]:
@@ -195,9 +196,22 @@ def _trials(df: "pd.DataFrame", by: str, ignore: Sequence[str], catalog: str) ->
                        "stitches": stitches})
     if skipped:
         notes.append(f"{skipped} trial(s) without a value of {by} were left out")
+    if not trials and skipped:
+        raise SNNetError(f"Cannot compare by {by!r}: none of the {skipped} trial(s) with top-1 results in {catalog} "
+                         f"has a value of {by} (it is empty in every one). "
+                         + _varying(df, keys, sorted(constant - NOT_SETTINGS - {by})))
     if not trials:
         raise SNNetError(f"No comparable trials in {catalog}: it holds no trial with top-1 results.")
     return trials, settings, notes
+
+
+def _varying(df: "pd.DataFrame", keys: list[str], columns: list[str]) -> str:
+    """A sentence naming the per-trial ``columns`` whose value differs between the trials with top-1."""
+    heads = df[df["top1"].notna()].drop_duplicates(keys)
+    differ = [c for c in columns if len({json.dumps(_value(v), default=str) for v in heads[c]}) > 1]
+    if not differ:
+        return "No other setting column differs between them either."
+    return f"Setting columns that differ between them: {', '.join(differ)}; compare by one of those."
 
 
 def _anchor_order(members: list[dict]) -> list[str]:
@@ -209,6 +223,24 @@ def _anchor_order(members: list[dict]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # statistics
 # ---------------------------------------------------------------------------------------------
+
+
+#: Resampled values drawn at once (resamples x stitches); a few arrays of this many float64 (about
+#: 8 MiB each) bound the memory of :func:`_pair` whatever ``--resamples`` and the catalog's size.
+_CHUNK_ELEMENTS = 1 << 20
+
+
+def _chunks(resamples: int, width: int) -> list[slice]:
+    """Consecutive slices of ``range(resamples)``, about ``_CHUNK_ELEMENTS // width`` rows each.
+
+    No slice holds a single row unless ``resamples`` is 1: numpy sums a one-row array in another
+    order than a taller one, and the last bit of the hypervolumes would then depend on the chunking.
+    """
+    step = max(2, _CHUNK_ELEMENTS // max(width, 1))
+    starts = list(range(0, resamples, step))
+    if len(starts) > 1 and resamples - starts[-1] == 1:
+        starts.pop()  # the last row joins the chunk before it
+    return [slice(start, end) for start, end in zip(starts, starts[1:] + [resamples])]
 
 
 def _pair(members: list[dict], a: list[int], b: list[int], rng: "np.random.Generator",
@@ -236,12 +268,16 @@ def _pair(members: list[dict], a: list[int], b: list[int], rng: "np.random.Gener
     pick_a = rng.integers(0, na, (resamples, na))
     pick_b = na + rng.integers(0, nb, (resamples, nb))
 
-    # hypervolume: a stitch left out of a draw is left out of every trial's front
-    drawn = np.zeros((resamples, len(union)), dtype=bool)
-    np.put_along_axis(drawn, rng.integers(0, len(union), (resamples, len(union))), True, axis=1)
-    fronts = np.stack([hypervolumes(flops, np.where(drawn, row, np.nan), flops_ref) for row in top1], axis=1)
-    rows = np.arange(resamples)[:, None]
-    hv_samples = fronts[rows, pick_b].mean(axis=1) - fronts[rows, pick_a].mean(axis=1)
+    # hypervolume: a stitch left out of a draw is left out of every trial's front. The draws come in
+    # chunks of resamples, so memory stays bounded; one generator drawing chunk after chunk yields
+    # the same numbers as one draw of them all, so the intervals do not depend on the chunk size.
+    hv_samples = np.empty(resamples)
+    for rows in _chunks(resamples, len(union)):
+        drawn = np.zeros((rows.stop - rows.start, len(union)), dtype=bool)
+        np.put_along_axis(drawn, rng.integers(0, len(union), drawn.shape), True, axis=1)
+        fronts = np.stack([hypervolumes(flops, np.where(drawn, row, np.nan), flops_ref) for row in top1], axis=1)
+        at = np.arange(drawn.shape[0])[:, None]
+        hv_samples[rows] = fronts[at, pick_b[rows]].mean(axis=1) - fronts[at, pick_a[rows]].mean(axis=1)
     estimate["hv_low"], estimate["hv_high"] = bootstrap_interval(hv_samples, estimate["hv_diff"], confidence)
 
     estimate["stitches"] = int(matched.size)
@@ -250,10 +286,12 @@ def _pair(members: list[dict], a: list[int], b: list[int], rng: "np.random.Gener
         per_stitch = paired[na:].mean(axis=0) - paired[:na].mean(axis=0)
         estimate["top1_diff"] = float(per_stitch.mean())
         estimate["b_better"] = float((per_stitch > 0).mean())
-        mean_a = sum(paired[pick_a[:, k]] for k in range(na)) / na  # (resamples, matched)
-        mean_b = sum(paired[pick_b[:, k]] for k in range(nb)) / nb
-        draws = rng.integers(0, matched.size, (resamples, matched.size))
-        samples = np.take_along_axis(mean_b - mean_a, draws, axis=1).mean(axis=1)
+        samples = np.empty(resamples)
+        for rows in _chunks(resamples, matched.size):
+            mean_a = sum(paired[pick_a[rows, k]] for k in range(na)) / na  # (chunk, matched)
+            mean_b = sum(paired[pick_b[rows, k]] for k in range(nb)) / nb
+            draws = rng.integers(0, matched.size, mean_a.shape)
+            samples[rows] = np.take_along_axis(mean_b - mean_a, draws, axis=1).mean(axis=1)
         estimate["top1_low"], estimate["top1_high"] = bootstrap_interval(samples, estimate["top1_diff"], confidence)
     else:
         estimate.update(top1_diff=None, b_better=None, top1_low=None, top1_high=None)
@@ -330,7 +368,7 @@ def compare(
                 result.rows.append({"space": index + 1, "by": by, "a": first, "b": second,
                                     "trials_a": len(groups[first]), "trials_b": len(groups[second]), **stats})
     if not result.rows:
-        raise _no_comparable(by, catalog, trials, settings)
+        raise _no_comparable(by, catalog, trials, settings, notes)
     return result
 
 
