@@ -172,6 +172,46 @@ def test_a_file_from_a_newer_schema_is_read_with_one_note(catalog):
     assert result.problems == [] and [n.kind for n in result.notes] == ["newer-schema"]
 
 
+def test_a_trial_file_outside_a_sweep_folder_is_a_problem_file(catalog, capsys):
+    """A copy at the catalog's top has no sweep, so it never clashed as a duplicate: it was read as
+    one more trial (rows counted twice, another seed for compare) and check said "no problems"."""
+    import duckdb
+
+    (catalog / "backup").mkdir()
+    shutil.copy(catalog / "sweep=demo" / "trial-t0.parquet", catalog / "trial-t0.parquet")
+    shutil.copy(catalog / "sweep=demo" / "trial-t1.parquet", catalog / "backup" / "trial-t1.parquet")
+    with pytest.warns(CatalogWarning) as record:
+        df = load(catalog)
+    messages = sorted(str(w.message) for w in record)
+    assert len(messages) == 2
+    assert f"skipping {catalog / 'backup' / 'trial-t1.parquet'}: not under a sweep=<name> folder" in messages[0]
+    assert f"skipping {catalog / 'trial-t0.parquet'}: not under a sweep=<name> folder" in messages[1]
+    assert all("(the catalog's layout is sweep=<name>/trial-<id>.parquet)" in m for m in messages)
+    assert len(df) == 5 * 12 and set(df["sweep"]) == {"demo", "other"}
+    with pytest.raises(duckdb.Error):  # a Hive partition mismatch
+        duckdb_count(catalog)
+
+    assert [(os.path.basename(p.path), p.kind) for p in check(catalog).problems] == \
+        [("trial-t1.parquet", "layout"), ("trial-t0.parquet", "layout")]
+    assert main(["check", str(catalog), "--quarantine"]) == 1
+    out, err = capsys.readouterr()
+    assert out.count("problem: ") == 2 and out.count("moved: ") == 2 and "moved 2 problem file(s)" in err
+    assert (catalog / "_quarantine" / "trial-t0.parquet.quarantined").exists()
+    assert (catalog / "_quarantine" / "backup" / "trial-t1.parquet.quarantined").exists()
+    assert duckdb_count(catalog) == 5 * 12
+    assert main(["check", str(catalog)]) == 0  # the quarantine stays skipped
+
+
+def test_check_of_a_sweep_the_catalog_lacks_says_so(catalog, capsys):
+    assert main(["check", str(catalog), "--sweep", "dmeo"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith(f"error: The catalog {catalog} has no sweep 'dmeo' (did you mean 'demo'?)")
+    assert "(sweeps present: demo, other)" in captured.err
+    assert main(["check", str(catalog), "--sweep", "other"]) == 0
+    assert "checked 1 trial file in" in capsys.readouterr().err
+
+
 def test_the_writer_refuses_repeated_stitch_ids(tmp_path):
     with pytest.raises(ValueError, match=r"repeat stitch_id \[3\]"):
         CatalogWriter(tmp_path / "c", "s").write_trial("t", rows() + [rows()[3]])
@@ -217,7 +257,7 @@ def test_check_lists_every_problem_and_quarantine_lets_duckdb_and_pandas_read_ag
     assert "5 problem file(s)" in err and "--quarantine" in err
     assert sorted(os.listdir(catalog)) == ["sweep=demo", "sweep=other"]  # a plain check moves nothing
 
-    sizes = {name: (p := next(catalog.rglob(name))).stat().st_size for name in expected}
+    sizes = {name: next(catalog.rglob(name)).stat().st_size for name in expected}
     assert main(["check", str(catalog), "--quarantine"]) == 1
     out, err = capsys.readouterr()
     assert out.count("moved: ") == len(expected) and "nothing was deleted" in err

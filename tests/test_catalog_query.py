@@ -14,6 +14,7 @@ import random
 import shutil
 import subprocess
 import sys
+import warnings
 from io import StringIO
 
 import pandas as pd
@@ -152,6 +153,15 @@ def test_parse_flops_rejects(text):
         parse_flops(text)
 
 
+@pytest.mark.parametrize("huge", ["1e400", "1e999999999", "9.3e18", "1e10P", pytest.param(10**400, id="10**400"),
+                                  pytest.param(2**63, id="2**63"), 1e300])
+def test_parse_flops_rejects_budgets_beyond_int64(huge):
+    # a float of a huge int raised OverflowError, and Decimal's context decimal.Overflow
+    with pytest.raises(SNNetError, match=r"FLOPs budget .* at most 2\^63 - 1 .* leave the budget out for no limit"):
+        parse_flops(huge)
+    assert parse_flops(2**63 - 1) == parse_flops("9223372036854775807") == 2**63 - 1
+
+
 def test_parse_top1_and_latency():
     assert parse_top1("75") == 75.0 and parse_top1("79.5%") == 79.5 and parse_top1(0) == 0.0
     assert parse_latency("2.5ms") == 2.5 and parse_latency(5) == 5.0
@@ -190,6 +200,18 @@ def test_not_a_catalog(tmp_path, where):
     for call in (scan, load, query):
         with pytest.raises(SNNetError, match=f"not a stitch catalog: it is {kind}"):
             call(str(path))
+
+
+def test_one_sweeps_folder_given_as_the_catalog_names_the_catalog_and_sweep(catalog, capsys):
+    """Every file in a sweep's folder lies outside a sweep= folder of *that* path: instead of one
+    warning per file and no rows, one error names the catalog and the --sweep to pass."""
+    folder = sorted(p for p in os.listdir(catalog) if p.startswith("sweep="))[0]
+    for path in (f"{catalog}/{folder}", f"{catalog}/{folder}/"):
+        for call in (scan, load, query, sweeps):
+            with pytest.raises(SNNetError, match=f"one sweep's folder of a catalog, not a catalog: give the "
+                                                 f"catalog itself, '{catalog}', and --sweep {folder[6:]} "):
+                call(path)
+    assert call_main(capsys, "query", f"{catalog}/{folder}")[0] == 2
 
 
 def test_corrupt_and_hidden_files_are_skipped(catalog, tmp_path):
@@ -356,6 +378,25 @@ def test_filters_and_budgets(catalog, df):
     assert keys(query(catalog, sweep="deit-tsb", min_top1=80)) == keys(query(df, sweep="deit-tsb", min_top1=80))
 
 
+def test_a_budget_over_sweeps_of_one_family_is_not_refused():
+    """A trial's family is the union of anchors over all its rows, not over those within the budget:
+    sweep b, none of whose A>B stitches fits, is still of the family A, B."""
+    def trial(sweep, flops_of_stitches, anchors=("A", "B")):
+        a, b = anchors
+        paths = [[a], [b]] + [[a, b]] * len(flops_of_stitches)
+        flops = [100, 1000] + flops_of_stitches
+        return pd.DataFrame({"sweep": sweep, "trial_id": "t0", "stitch_id": range(len(paths)), "anchors": paths,
+                             "flops": flops, "top1": [60.0 + i for i in range(len(paths))], "dataset": "imagenet"})
+
+    same = pd.concat([trial("a", [300, 600]), trial("b", [700, 900])], ignore_index=True)
+    fitting = query(same, max_flops=650)
+    assert keys(fitting) == {("a", "t0", 0), ("a", "t0", 2), ("a", "t0", 3), ("b", "t0", 0)}
+    assert tuple(best_under(same, max_flops=650)[KEY]) == ("a", "t0", 3)
+    other = pd.concat([trial("a", [300, 600]), trial("b", [700, 900], anchors=("P", "Q"))], ignore_index=True)
+    with pytest.raises(SNNetError, match="would mix families of anchors"):
+        query(other, max_flops=650)
+
+
 def test_best_under(df):
     best = best_under(df, max_flops="3G")
     fitting = df[(df.flops <= 3e9) & df.top1.notna()]
@@ -421,6 +462,78 @@ def test_cli_more_user_errors(catalog, tmp_path, capsys):
         assert code == 2, (argv, err)
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, (argv, err)
         assert out == ""
+
+
+def test_cli_checks_every_argument_before_reading_the_catalog(catalog, capsys, monkeypatch):
+    """A mistake in --sort, --limit, --anchors, ... fails at once, not after reading a large catalog."""
+    import orchestrator.catalog._query as query_module
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("the catalog was read before the arguments were checked")
+
+    monkeypatch.setattr(query_module, "inspect", no_read)
+    cases = [
+        (["query", catalog, "--sort", "top_1"], "Unknown sort column 'top_1'"),
+        (["query", catalog, "--sort", "anchors"], "holds lists"),
+        (["query", catalog, "--limit", "0"], "positive whole number"),
+        (["query", catalog, "--anchors", ""], "anchors filter needs at least one name"),
+        (["query", catalog, "--anchors", ",", "--sweep", "deit-tsb"], "anchors filter needs at least one name"),
+        (["query", catalog, "--trial", ","], "trial filter needs at least one name"),
+        (["query", catalog, "--sweep", "deit-tsb,../etc"], "sweep name"),
+        (["query", catalog, "--max-flops", "1e400"], "at most 2^63 - 1"),
+        (["query", catalog, "--max-flops", "1e999999999"], "at most 2^63 - 1"),
+        (["plot", catalog, "--out", "x.png", "--anchors", ""], "anchors filter needs at least one name"),
+    ]
+    for argv, message in cases:
+        code, out, err = call_main(capsys, *argv)
+        assert code == 2 and out == "", (argv, err)
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, (argv, err)
+
+
+def test_only_the_named_sweeps_are_read_and_counted(catalog, df, tmp_path, capsys):
+    root = tmp_path / "cat"
+    shutil.copytree(catalog, root)
+    CatalogWriter(root, "extra").write_trial("x0", make_rows(9, "uniform"))
+    (root / "sweep=extra" / "trial-bad.parquet").write_bytes(b"not parquet" * 20)
+    named = ["ablation", "deit-tsb"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CatalogWarning)  # sweep=extra's damaged file is not even opened
+        got = query(str(root), sweep=named, trial=["t0", "rerun"], pareto=True)
+        assert len(load(str(root), sweep=named)) == N_ROWS
+    pd.testing.assert_frame_equal(got, query(df, sweep=named, trial=["t0", "rerun"], pareto=True))
+
+    code, out, err = call_main(capsys, "query", str(root), "--sweep", "ablation,deit-tsb", "--limit", "3")
+    assert code == 0 and len(out.splitlines()) == 2 + 3
+    assert err == f"3 stitches shown, of {N_ROWS} in the catalog (sweep ablation, deit-tsb).\n"
+    code, out, err = call_main(capsys, "query", str(root), "--sweep", "ablation", "--sweep", "nope", "--limit", "1")
+    n_ablation = sum(len(r) for (s, _), r in TRIALS.items() if s == "ablation")
+    assert code == 0 and err == f"1 stitches shown, of {n_ablation} in the catalog (sweep ablation, nope).\n"
+
+
+def test_a_trial_filter_reads_only_the_files_that_may_hold_those_trials(catalog, df, tmp_path, capsys, monkeypatch):
+    import orchestrator.catalog._inspect as inspect_module
+
+    root = tmp_path / "cat"
+    shutil.copytree(catalog, root)
+    shutil.copy(root / "sweep=deit-tsb" / "trial-t0.parquet", root / "sweep=deit-tsb" / "trial-t0-copy.parquet")
+    read, real_read = [], inspect_module._read
+
+    def spy(filesystem, base, files):
+        read.extend(files)
+        return real_read(filesystem, base, files)
+
+    monkeypatch.setattr(inspect_module, "_read", spy)
+    with pytest.warns(CatalogWarning, match=r"trial-t0-copy\.parquet: it repeats"):  # the copy is still found
+        got = query(str(root), trial="t0,rerun", sort="top1")
+    assert sorted(os.path.relpath(p, root) for p in read) == [
+        "sweep=ablation/trial-rerun.parquet", "sweep=deit-tsb/trial-t0-copy.parquet", "sweep=deit-tsb/trial-t0.parquet"]
+    pd.testing.assert_frame_equal(got, query(df, trial="t0,rerun", sort="top1"))
+    assert set(load(str(root), trial=["rerun"])["trial_id"]) == {"rerun"}
+
+    code, out, err = call_main(capsys, "query", catalog, "--trial", "t1", "--limit", "1")
+    assert code == 0 and err == f"1 stitches shown, of {len(TRIALS[('deit-tsb', 't1')])} in the catalog (trial t1).\n"
+    code, out, err = call_main(capsys, "query", catalog, "--trial", "t9")
+    assert code == 0 and out == "" and err == f"no stitches match: the catalog {catalog} holds no rows of trial t9.\n"
 
 
 def test_cli_formats_parse_back(catalog, capsys):
@@ -547,3 +660,24 @@ def test_plot_cli_and_errors(catalog, df, tmp_path, capsys):
         plot(df.iloc[:0], tmp_path / "x.png")
     code, _, err = call_main(capsys, "plot", catalog, "--out", str(tmp_path / "y.png"), "--min-top1", "100")
     assert code == 0 and "no stitches match" in err and not (tmp_path / "y.png").exists()
+
+
+def test_plot_out_names_the_file_written_and_refuses_a_folder(catalog, df, tmp_path, capsys):
+    code, _, err = call_main(capsys, "plot", catalog, "--out", str(tmp_path / "front"))
+    assert code == 0 and f"wrote {tmp_path / 'front.png'} (" in err  # matplotlib adds .png: say so
+    check_png(tmp_path / "front.png")
+    assert plot(df, tmp_path / "dot.") == str(tmp_path / "dot.png")
+    assert plot(df, tmp_path / "keep.png") == str(tmp_path / "keep.png")
+
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for out in (str(folder) + os.sep, str(folder), ""):
+        code, stdout, err = call_main(capsys, "plot", catalog, "--out", out)
+        assert code == 2 and stdout == "" and err.count("\n") == 1, (out, err)
+        assert err.startswith("error: The plot's file (--out / out) must name a file such as front.png"), err
+        assert ("an empty name" if not out else "which is a folder") in err
+        with pytest.raises(SNNetError, match="must name a file"):  # before the catalog is read
+            plot(str(tmp_path / "no-catalog-here"), out)
+        code, _, err = call_main(capsys, "plot", str(tmp_path / "no-catalog-here"), "--out", out)
+        assert code == 2 and "must name a file" in err, err  # the CLI too: the file first, then the catalog
+    assert list(folder.iterdir()) == [] and not os.path.exists(".png")

@@ -33,10 +33,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from snnet import SNNetError
 
-from .._cli import flops_unit, format_flops, plural, render_table, run_cli, write_stdout
+from .._cli import did_you_mean, flops_unit, format_flops, plural, render_table, run_cli, write_stdout
+from ._names import validate_name
 from ._query import (
     LIST_COLUMNS,
     catalog_warnings_to_stderr,
+    check_arguments,
     _native,
     load,
     parse_flops,
@@ -227,8 +229,13 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load(catalog: str, filters: dict[str, Any]) -> "pd.DataFrame":
-    chosen = filters["sweep"]
-    return load(catalog, sweep=chosen[0] if chosen and len(chosen) == 1 else None)
+    """The rows of the named sweeps and trials (all when none is named): only their files are read."""
+    return load(catalog, sweep=filters["sweep"], trial=filters["trial"])
+
+
+def _scope(filters: dict[str, Any]) -> str:
+    """``sweep a, b; trial t0``: what was read, or "" for the whole catalog."""
+    return "; ".join(f"{what} {', '.join(filters[what])}" for what in ("sweep", "trial") if filters[what])
 
 
 def _why_empty(catalog: str, filters: dict[str, Any], total: int) -> str:
@@ -238,25 +245,25 @@ def _why_empty(catalog: str, filters: dict[str, Any], total: int) -> str:
         absent = [s for s in filters["sweep"] if s not in present]
         if absent and len(absent) == len(filters["sweep"]):
             listing = ", ".join(present) if present else "none"
-            return (f"no stitches match: the catalog {catalog} has no sweep {', '.join(map(repr, absent))} "
-                    f"(sweeps present: {listing}).")
+            hint = did_you_mean(absent[0], present) if len(absent) == 1 else ""
+            return (f"no stitches match: the catalog {catalog} has no sweep {', '.join(map(repr, absent))}"
+                    f"{hint} (sweeps present: {listing}).")
     if total == 0:
         good, _ = scan(catalog)
         if not good:
             return (f"no stitches match: the catalog {catalog} holds no readable trial files "
                     "(sweep=<name>/trial-<id>.parquet).")
+        if filters["trial"]:
+            return f"no stitches match: the catalog {catalog} holds no rows of {_scope(filters)}."
+    if filters["trial"]:  # only the named trials were read
+        return (f"no stitches match the filters ({total} stitch{'es' if total != 1 else ''} of "
+                f"{_scope(filters)} before the other filters).")
     return f"no stitches match the filters ({total} stitch{'es' if total != 1 else ''} before filtering)."
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
     filters = _filters(args)
-    limit = args.limit
-    if limit is not None:
-        try:
-            limit = int(limit)
-        except ValueError:
-            raise SNNetError("The row limit (--limit) must be a positive whole number such as 10, "
-                             f"got {args.limit!r}.") from None
+    limit = check_arguments(sort=args.sort, limit=args.limit, **filters)["limit"]  # before reading anything
     df = _load(args.catalog, filters)
     result = query(df, **filters, pareto=args.pareto, per_trial=args.per_trial, sort=args.sort,
                    descending=args.desc, limit=limit)
@@ -269,14 +276,16 @@ def _cmd_query(args: argparse.Namespace) -> int:
     if args.format == "table":
         what = "Pareto-optimal stitches" if (args.pareto or args.per_trial) else "stitches"
         print(f"{len(result)} {what} shown, of {len(df)} in the catalog"
-              f"{' (sweep ' + ', '.join(filters['sweep']) + ')' if filters['sweep'] else ''}.", file=sys.stderr)
+              f"{f' ({_scope(filters)})' if _scope(filters) else ''}.", file=sys.stderr)
     return 0
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from ._plot import plot
+    from ._plot import _writable, plot
 
     filters = _filters(args)
+    check_arguments(**filters)  # before reading anything
+    args.out = _writable(args.out)
     df = _load(args.catalog, filters)
     result = query(df, **filters)
     if result.empty:
@@ -293,6 +302,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     from ._inspect import QUARANTINE, check, quarantine
 
+    if args.sweep is not None:  # a typo would otherwise check nothing and report no problems
+        present = sweeps(args.catalog)
+        if validate_name("sweep", args.sweep) not in present:
+            raise SNNetError(f"The catalog {args.catalog} has no sweep {args.sweep!r}"
+                             f"{did_you_mean(args.sweep, present)} (sweeps present: "
+                             f"{', '.join(present) if present else 'none'}); nothing to check.")
     result = check(args.catalog, args.sweep)
     moved: dict[str, str] = {}
     failure = None

@@ -8,6 +8,9 @@ with its reason, any file that
 * is not readable Parquet (corrupt, truncated, empty): ``unreadable``;
 * fails a data page's CRC checksum or otherwise cannot be decoded: ``unreadable``;
 * lacks a column its schema version holds, or has a column of an incompatible type: ``columns``;
+* lies outside a ``sweep=<name>/`` folder at the catalog's top (a trial file copied to the top
+  or into a backup folder): ``layout``. Its rows would count as another trial, and DuckDB
+  refuses the whole catalog (a Hive partition mismatch);
 * repeats ``(sweep, trial_id, stitch_id)`` rows, within itself or of another file (a copied
   trial file): ``duplicate``. Of several files holding one trial's rows, the one named
   ``sweep=<sweep>/trial-<trial_id>.parquet`` is kept (else the first by path) and the
@@ -31,7 +34,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Collection, Sequence
 
 from snnet import SNNetError
 
@@ -59,7 +62,7 @@ class Problem:
     """One file and why it is left out (or, for a note, read with a caveat)."""
 
     path: str  # as the catalog's filesystem names it
-    kind: str  # "unreadable" | "columns" | "duplicate" | "newer-schema"
+    kind: str  # "unreadable" | "columns" | "layout" | "duplicate" | "newer-schema"
     reason: str
 
 
@@ -102,7 +105,14 @@ def open_catalog(catalog: str | os.PathLike[str]) -> tuple[Any, str]:
     if info.type != pafs.FileType.Directory:
         kind = "a file" if info.type == pafs.FileType.File else "missing"
         raise SNNetError(f"{shown!r} is not a stitch catalog: it is {kind}, not a folder. {_HINT}")
-    return filesystem, base.rstrip("/") or "/"
+    base = base.rstrip("/") or "/"
+    folder = base.rsplit("/", 1)[-1]
+    if folder.startswith("sweep="):  # every file in it would lie outside a sweep= folder
+        root = shown.rstrip("/")[: -len(folder)].rstrip("/") or "."
+        raise SNNetError(f"{shown!r} is one sweep's folder of a catalog, not a catalog: give the catalog "
+                         f"itself, {root!r}, and --sweep {folder[len('sweep='):]} (sweep= in Python) to "
+                         "read only this sweep.")
+    return filesystem, base
 
 
 def _castable(have: "pa.DataType", want: "pa.DataType") -> bool:
@@ -126,14 +136,24 @@ def _castable(have: "pa.DataType", want: "pa.DataType") -> bool:
 
 def check_file(filesystem: Any, path: str) -> Problem | None:
     """Why a trial file cannot be read from its footer alone (a newer schema gives a note)."""
+    return _check_footer(filesystem, path)[0]
+
+
+def _check_footer(filesystem: Any, path: str) -> tuple[Problem | None, Any]:
+    """:func:`check_file`'s answer and the file's Parquet metadata (None when unreadable)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         with filesystem.open_input_file(path) as handle:
-            schema = pq.ParquetFile(handle).schema_arrow
+            footer = pq.ParquetFile(handle)
+            schema, metadata = footer.schema_arrow, footer.metadata
     except (pa.ArrowException, OSError, ValueError) as e:
-        return Problem(path, "unreadable", f"not a readable Parquet file ({e})")
+        return Problem(path, "unreadable", f"not a readable Parquet file ({e})"), None
+    return _check_schema(path, schema), metadata
+
+
+def _check_schema(path: str, schema: "pa.Schema") -> Problem | None:
     missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
     if missing:
         return Problem(path, "columns", f"not a trial file: it lacks the column(s) {', '.join(missing)}")
@@ -158,14 +178,22 @@ def check_file(filesystem: Any, path: str) -> Problem | None:
     return None
 
 
-def list_files(filesystem: Any, base: str, sweep: str | None = None) -> tuple[list[str], int]:
-    """The catalog's trial files (sorted) and the number of other, non-Parquet files."""
+def list_files(filesystem: Any, base: str, sweep: str | Sequence[str] | None = None) -> tuple[list[str], int]:
+    """The catalog's trial files (sorted) and the number of other, non-Parquet files.
+
+    ``sweep`` (one name or several) lists only the files under those ``sweep=<name>/`` folders.
+    """
     from pyarrow import fs as pafs
 
-    start = base if sweep is None else f"{base}/sweep={validate_name('sweep', sweep)}"
-    selector = pafs.FileSelector(start, recursive=True, allow_not_found=True)
+    if sweep is None:
+        starts = [base]
+    else:
+        names = [sweep] if isinstance(sweep, str) else list(sweep)
+        starts = [f"{base}/sweep={validate_name('sweep', name)}" for name in dict.fromkeys(names)]
+    infos = [info for start in starts
+             for info in filesystem.get_file_info(pafs.FileSelector(start, recursive=True, allow_not_found=True))]
     files, strays = [], 0
-    for info in sorted(filesystem.get_file_info(selector), key=lambda i: i.path):
+    for info in sorted(infos, key=lambda i: i.path):
         if info.type != pafs.FileType.File:
             continue
         relative = info.path[len(base):].lstrip("/")
@@ -176,6 +204,35 @@ def list_files(filesystem: Any, base: str, sweep: str | None = None) -> tuple[li
             continue
         files.append(info.path)
     return files, strays
+
+
+def misplaced(base: str, path: str) -> Problem | None:
+    """Why a trial file outside the layout ``sweep=<name>/...`` is not read (None: it is in place).
+
+    Its rows would count as another trial (a copy at the catalog's top is not even a duplicate,
+    having no sweep), and DuckDB refuses such a catalog with a Hive partition mismatch.
+    """
+    parts = path[len(base):].lstrip("/").split("/")
+    if len(parts) > 1 and parts[0].startswith("sweep=") and parts[0] != "sweep=":
+        return None
+    return Problem(path, "layout", "not under a sweep=<name> folder at the catalog's top "
+                                   "(the catalog's layout is sweep=<name>/trial-<id>.parquet)")
+
+
+def _may_hold(metadata: Any, trials: Collection[str]) -> bool:
+    """Whether a file may hold rows of ``trials``, by its row groups' trial_id statistics (True when unsure)."""
+    for g in range(metadata.num_row_groups):
+        group = metadata.row_group(g)
+        column = next((group.column(j) for j in range(group.num_columns)
+                       if group.column(j).path_in_schema == "trial_id"), None)
+        stats = column.statistics if column is not None else None
+        if stats is None or not stats.has_min_max or not isinstance(stats.min, str) or not isinstance(stats.max, str):
+            return True
+        if not (getattr(stats, "is_min_value_exact", True) and getattr(stats, "is_max_value_exact", True)):
+            return True
+        if any(stats.min <= trial <= stats.max for trial in trials):
+            return True
+    return False
 
 
 def dataset_schema() -> "pa.Schema":
@@ -247,20 +304,29 @@ def _duplicates(base: str, files: Sequence[str], tables: Sequence["pa.Table"],
     return problems
 
 
-def inspect(catalog: str | os.PathLike[str], sweep: str | None = None, *, read: bool = True) -> Inspection:
-    """Look at every trial file of a catalog (or one sweep); with ``read``, read and verify their rows.
+def inspect(catalog: str | os.PathLike[str], sweep: str | Sequence[str] | None = None, *,
+            read: bool = True, trial: Sequence[str] | None = None) -> Inspection:
+    """Look at every trial file of a catalog (or of some sweeps); with ``read``, read and verify their rows.
 
     Without ``read`` only the footers are checked (cheap: no data pages are fetched), so
-    damaged pages and duplicate rows are not found. A catalog path that is missing or a file
-    raises SNNetError.
+    damaged pages and duplicate rows are not found. With ``trial`` (trial ids), a file whose
+    footer statistics show it holds none of them is passed over, and the table keeps only
+    those trials' rows. A catalog path that is missing or a file raises SNNetError.
     """
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     filesystem, base = open_catalog(catalog)
     files, strays = list_files(filesystem, base, sweep)
-    result = Inspection(os.fspath(catalog), base, filesystem, files=files, strays=strays)
+    result = Inspection(os.fspath(catalog), base, filesystem, files=[], strays=strays)
     for path in files:
-        problem = check_file(filesystem, path)
+        problem, metadata = misplaced(base, path), None
+        if problem is None:
+            problem, metadata = _check_footer(filesystem, path)
+        if trial is not None and metadata is not None and (problem is None or problem.kind == "newer-schema") \
+                and not _may_hold(metadata, trial):
+            continue  # none of the wanted trials: not read (a damaged file is still named)
+        result.files.append(path)
         if problem is None:
             continue
         (result.notes if problem.kind == "newer-schema" else result.problems).append(problem)
@@ -275,7 +341,10 @@ def inspect(catalog: str | os.PathLike[str], sweep: str | None = None, *, read: 
     dropped = {p.path for p in duplicates}
     kept = [t for p, t in readable if p not in dropped]
     result.table = pa.concat_tables(kept) if kept else dataset_schema().empty_table()
-    order = {path: i for i, path in enumerate(files)}
+    if trial is not None:
+        wanted = pa.array(list(trial), pa.string())
+        result.table = result.table.filter(pc.is_in(result.table.column("trial_id"), value_set=wanted))
+    order = {path: i for i, path in enumerate(result.files)}
     result.problems.sort(key=lambda p: order.get(p.path, len(order)))
     return result
 

@@ -98,13 +98,15 @@ def plot(
 
     ``df`` is a DataFrame from :func:`load`/:func:`query` or a catalog path (then read with
     ``sweep``). ``color_by`` is ``"trial"``, ``"sampling"`` or ``"sweep"``. Rows without top-1
-    are left out. ``catalog`` only names the catalog in the default title. Returns ``out``.
+    are left out. ``catalog`` only names the catalog in the default title. Returns the file written:
+    ``out``, or ``out + ".png"`` when ``out`` has no extension; a folder or an empty ``out`` raises
+    SNNetError before the catalog is read.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    df, catalog = _plottable(df, color_by, sweep, catalog)
     out = _writable(out)
+    df, catalog = _plottable(df, color_by, sweep, catalog)
     rows = df[df["top1"].notna() & df["flops"].notna()]
     if rows.empty:
         raise SNNetError("Nothing to plot: no row has both FLOPs and a top-1 accuracy.")
@@ -157,7 +159,18 @@ def _plottable(
 
 
 def _writable(out: str | os.PathLike[str]) -> str:
+    """The file the plot goes to: ``out``, with ``.png`` added when it names no format (as matplotlib
+    would add it, so the name returned is the file written); a folder, an empty name or a missing
+    folder raises SNNetError before anything is read."""
     out = os.fspath(out)
+    seps = tuple(s for s in (os.sep, os.altsep) if s)
+    if not out or out.endswith(seps) or os.path.isdir(out):
+        got = "an empty name" if not out else f"{out!r}, which is a folder"
+        raise SNNetError(f"The plot's file (--out / out) must name a file such as front.png, got {got}; "
+                         f"to write into a folder, name the file in it: "
+                         f"{os.path.join(out or '.', 'front.png')!r}.")
+    if not os.path.splitext(os.path.basename(out))[1].strip("."):
+        out = out.rstrip(".") + ".png"
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
         raise SNNetError(f"Cannot write the plot to {out!r}: the folder {folder!r} does not exist.")

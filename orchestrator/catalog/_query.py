@@ -10,8 +10,9 @@ This is the notebook API behind ``python -m orchestrator.catalog query``::
 
 Reading is robust: :func:`load` reads every trial file (``*.parquet``, skipping names that
 start with ``.`` or ``_`` as pyarrow does) with page checksums verified; a corrupt, half-copied,
-bit-flipped or copied file, or one lacking columns, is left out with one :class:`CatalogWarning`
-naming it and the reason, and the rest is read (see :mod:`orchestrator.catalog._inspect`). List columns (``anchors``, ``cuts``, ``layers``) come back as plain
+bit-flipped or copied file, one lacking columns or one outside a ``sweep=<name>/`` folder, is left
+out with one :class:`CatalogWarning` naming it and the reason, and the rest is read (see
+:mod:`orchestrator.catalog._inspect`). List columns (``anchors``, ``cuts``, ``layers``) come back as plain
 Python lists and integer columns as pandas' nullable integer types.
 
 The Pareto front is taken in (maximise ``top1``, minimise ``flops``): a row is dominated when
@@ -41,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from snnet import SNNetError
 
 from ._inspect import REQUIRED_COLUMNS, dataset_schema as _dataset_schema, inspect, open_catalog as _open
+from ._names import validate_name
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -64,6 +66,8 @@ __all__ = [
 #: Columns holding lists (rendered as JSON in CSV output; not sortable).
 LIST_COLUMNS = ("anchors", "cuts", "layers")
 _STITCH_KEY = ("sweep", "trial_id", "stitch_id")
+#: The largest FLOPs budget :func:`parse_flops` accepts: the most the int64 ``flops`` column holds.
+MAX_FLOPS = 2**63 - 1
 _SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
 _FLOPS = re.compile(
     r"(?P<num>[+-]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:e[+-]?\d+)?)\s*(?P<suffix>[kmgtp]?)\s*(?:flops?|f)?",
@@ -84,31 +88,41 @@ def parse_flops(value: str | int | float) -> int:
     """A FLOPs budget from ``"1.5G"``, ``"500M"``, ``"2e9"``, ``"1_000"``, ``1500000000``, ... as an int.
 
     Suffixes ``K``, ``M``, ``G``, ``T``, ``P`` are 10^3 ... 10^15 and may be followed by
-    ``FLOPs`` (``"1.5GFLOPs"``). Negative, infinite or unparsable values raise SNNetError.
+    ``FLOPs`` (``"1.5GFLOPs"``). Negative, infinite or unparsable values raise SNNetError, and
+    so do budgets above :data:`MAX_FLOPS`, the most the catalog's int64 ``flops`` column holds
+    (leave the budget out for no limit).
     """
     what = "The FLOPs budget (--max-flops / max_flops)"
     usage = ("a non-negative number of FLOPs such as 1.5G, 500M, 2e9 or 1500000000 "
              "(K, M, G, T = 10^3, 10^6, 10^9, 10^12)")
+    number: Decimal | None = None
+    scale: int | None = 1
     if isinstance(value, bool):
-        raise SNNetError(f"{what} must be {usage}, got {value!r}.")
-    if isinstance(value, (int, float)):
+        number = None
+    elif isinstance(value, int):
+        number = Decimal(min(value, MAX_FLOPS + 1))  # exact; no float of a huge int
+    elif isinstance(value, float):
         number = Decimal(value) if math.isfinite(value) else None
-        scale = 1
     elif isinstance(value, str):
         match = _FLOPS.fullmatch(value.strip())
-        number = scale = None
+        scale = None
         if match:
             try:
                 number = Decimal(match["num"].replace("_", ""))
             except InvalidOperation:
                 number = None
             scale = _SUFFIXES[match["suffix"].lower()]
-    else:
-        number = scale = None
     if number is None or scale is None:
         raise SNNetError(f"{what} must be {usage}, got {value!r}.")
     if number < 0:
         raise SNNetError(f"{what} must be {usage}; a negative budget matches nothing, got {value!r}.")
+    # compared before multiplying: 1e999999999 would overflow Decimal's context, and int() of it
+    # would spell out a billion digits
+    if number > Decimal(MAX_FLOPS) / scale:
+        shown = (f"an integer of {len(str(value))} digits" if isinstance(value, int) and value < 10**4000
+                 else "an integer of over 4000 digits" if isinstance(value, int) else repr(value))
+        raise SNNetError(f"{what} must be {usage}, at most 2^63 - 1 (about 9.2e18, the most the catalog's "
+                         f"flops column holds; leave the budget out for no limit), got {shown}.")
     return int((number * scale).to_integral_value())
 
 
@@ -232,8 +246,13 @@ def _to_pandas(table: "pa.Table") -> "pd.DataFrame":
     return df[first + [c for c in df.columns if c not in first]]
 
 
-def load(catalog: str | os.PathLike[str], sweep: str | None = None) -> "pd.DataFrame":
-    """Every row of a catalog (or of one sweep) as a DataFrame, leaving out damaged files with a warning.
+def load(catalog: str | os.PathLike[str], sweep: str | Sequence[str] | None = None, *,
+         trial: str | Sequence[str] | None = None) -> "pd.DataFrame":
+    """Every row of a catalog (or of some sweeps and trials: a name, ``"a,b"`` or a list) as a DataFrame,
+    leaving out damaged files with a warning.
+
+    Only the named sweeps' files are read, and of those, with ``trial``, only the files whose
+    footer statistics say they may hold one of the trials.
 
     Each file left out (unreadable, a data page failing its checksum, missing columns,
     duplicate rows: see :mod:`orchestrator.catalog._inspect`) is named in one
@@ -241,7 +260,8 @@ def load(catalog: str | os.PathLike[str], sweep: str | None = None) -> "pd.DataF
     is read. The rows are those the catalog holds once ``python -m orchestrator.catalog check
     --quarantine`` has moved the damaged files aside.
     """
-    result = inspect(catalog, sweep)
+    sweeps_wanted = _names(sweep, "sweep") if isinstance(sweep, str) and "," in sweep else sweep
+    result = inspect(catalog, sweeps_wanted, trial=_names(trial, "trial"))
     for problem in result.problems:
         warnings.warn(f"skipping {result.shown(problem.path)}: {problem.reason}", CatalogWarning, stacklevel=2)
     for note in result.notes:
@@ -384,37 +404,72 @@ def query(
     several, ties broken by sweep, trial and stitch id; ``descending`` reverses the first key)
     and ``limit`` keeps the first rows. The result has a fresh 0..n-1 index.
     """
-    flops_budget = parse_flops(max_flops) if max_flops is not None else None
-    latency_budget = parse_latency(max_latency_ms) if max_latency_ms is not None else None
-    top1_floor = parse_top1(min_top1) if min_top1 is not None else None
-    row_limit = _parse_limit(limit) if limit is not None else None
-    names = {"sweep": _names(sweep, "sweep"), "trial_id": _names(trial, "trial"),
-             "sampling": _names(sampling, "sampling")}
-    anchor_names = _names(anchors, "anchors")
-
-    df = _frame(df_or_catalog, sort, names["sweep"])
+    parsed = _arguments(sweep=sweep, trial=trial, sampling=sampling, max_flops=max_flops,
+                        max_latency_ms=max_latency_ms, min_top1=min_top1, anchors=anchors, limit=limit)
+    names = parsed["names"]
+    df = _frame(df_or_catalog, sort, names["sweep"], names["trial_id"])
     by = _sort_columns(sort, list(df.columns))
-    result = df[_mask(df, names, anchor_names, flops_budget, latency_budget, top1_floor)]
-    if (flops_budget is not None or latency_budget is not None) and names["sweep"] is None:
-        _refuse_mixed(result)  # the stitches within the budget must come from comparable sweeps
+    result = df[_mask(df, names, parsed["anchors"], parsed["flops"], parsed["latency"], parsed["top1"])]
+    if (parsed["flops"] is not None or parsed["latency"] is not None) and names["sweep"] is None:
+        _refuse_mixed(result, df)  # the stitches within the budget must come from comparable sweeps
     if pareto or per_trial:
         result = pareto_front(result, per_trial=per_trial)
     result = _sort(result, by, [not descending] + [True] * (len(by) - 1))
-    if row_limit is not None:
-        result = result.head(row_limit)
+    if parsed["limit"] is not None:
+        result = result.head(parsed["limit"])
     return result.reset_index(drop=True)
 
 
-def _frame(df_or_catalog: Any, sort: str | Sequence[str], sweep_names: list[str] | None) -> "pd.DataFrame":
-    """The DataFrame :func:`query` filters: the one given, or the catalog read (one sweep when one is named)."""
+def _arguments(
+    *,
+    sweep: Any = None,
+    trial: Any = None,
+    sampling: Any = None,
+    max_flops: Any = None,
+    max_latency_ms: Any = None,
+    min_top1: Any = None,
+    anchors: Any = None,
+    limit: Any = None,
+) -> dict[str, Any]:
+    """Every filter, budget and limit of :func:`query` parsed, so that a mistake fails before any read."""
+    return {
+        "flops": parse_flops(max_flops) if max_flops is not None else None,
+        "latency": parse_latency(max_latency_ms) if max_latency_ms is not None else None,
+        "top1": parse_top1(min_top1) if min_top1 is not None else None,
+        "limit": _parse_limit(limit) if limit is not None else None,
+        "names": {"sweep": _names(sweep, "sweep"), "trial_id": _names(trial, "trial"),
+                  "sampling": _names(sampling, "sampling")},
+        "anchors": _names(anchors, "anchors"),
+    }
+
+
+def _catalog_columns() -> list[str]:
+    """The columns of a DataFrame from :func:`load`, in its order."""
+    names = _dataset_schema().names
+    return [c for c in _STITCH_KEY if c in names] + [c for c in names if c not in _STITCH_KEY]
+
+
+def check_arguments(sort: str | Sequence[str] = "flops", **arguments: Any) -> dict[str, Any]:
+    """:func:`query`'s arguments parsed and its sort checked against the catalog's columns: what the
+    CLIs call before reading a catalog, so that ``--sort top_1`` fails at once, not after the read."""
+    parsed = _arguments(**arguments)
+    for name in parsed["names"]["sweep"] or []:
+        validate_name("sweep", name)
+    _sort_columns(sort, _catalog_columns())
+    return parsed
+
+
+def _frame(df_or_catalog: Any, sort: str | Sequence[str], sweep_names: list[str] | None,
+           trial_names: list[str] | None = None) -> "pd.DataFrame":
+    """The DataFrame :func:`query` filters: the one given, or the catalog read (only the files of the
+    named sweeps that may hold the named trials)."""
     import pandas as pd
 
     if isinstance(df_or_catalog, pd.DataFrame):
         return df_or_catalog
     if isinstance(df_or_catalog, (str, os.PathLike)):
-        _sort_columns(sort, _dataset_schema().names)  # fail before reading a large catalog
-        single = sweep_names[0] if sweep_names and len(sweep_names) == 1 else None
-        return load(df_or_catalog, sweep=single)
+        _sort_columns(sort, _catalog_columns())  # fail before reading a large catalog
+        return load(df_or_catalog, sweep=sweep_names, trial=trial_names)
     kind = type(df_or_catalog).__name__
     raise SNNetError(f"query() takes a DataFrame from load() or a catalog path, got a {kind}.")
 
@@ -450,15 +505,27 @@ def _mask(
     return mask
 
 
-def _refuse_mixed(df: "pd.DataFrame") -> None:
+def _refuse_mixed(result: "pd.DataFrame", df: "pd.DataFrame") -> None:
     """A budget over several sweeps that differ in dataset or family of anchors would pick a stitch
-    trained on something else: refuse it and say to pass ``--sweep``."""
-    if "sweep" not in df.columns or df["sweep"].nunique() < 2:
+    trained on something else: refuse it and say to pass ``--sweep``.
+
+    ``result`` holds the rows within the budget, ``df`` every row: a trial's family is the union of
+    the anchors over all its rows, so a sweep none of whose A>B stitches fits the budget still
+    counts as the family A, B.
+    """
+    import pandas as pd
+
+    if "sweep" not in result.columns or result["sweep"].nunique() < 2:
         return
+    keys = [c for c in ("sweep", "trial_id") if c in df.columns]
+    if keys == ["sweep", "trial_id"]:  # every row of the trials left, not only those within the budget
+        left = pd.MultiIndex.from_frame(result[keys].drop_duplicates())
+        df = df[pd.MultiIndex.from_frame(df[keys]).isin(left)]
+    else:
+        df = result
     datasets = set(df["dataset"].dropna()) if "dataset" in df.columns else set()
     families: set[frozenset[str]] = set()
     if "anchors" in df.columns:
-        keys = [c for c in ("sweep", "trial_id") if c in df.columns]
         for _, group in df.groupby(keys, sort=False):
             families.add(frozenset(a for path in group["anchors"] for a in _path(path)))
     if len(datasets) < 2 and len(families) < 2:
