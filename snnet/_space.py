@@ -234,6 +234,17 @@ def _layout_kind(layout: str) -> str:
     return "tokens" if layout == "tokens" else "spatial"
 
 
+def check_distinct(names: Sequence[str]) -> None:
+    """Refuse a model named twice: ``resnet18, resnet18``, or ``deit_tiny_patch16_224.fb_in1k`` beside
+    ``deit_tiny_patch16_224`` (timm's pretrained tag after the ``.`` names weights, not another model)."""
+    archs = [str(n).split(".", 1)[0] for n in names]
+    twice = sorted({a for a in archs if archs.count(a) > 1})
+    if twice:
+        tags = " (a pretrained tag after the '.' names weights of the same model)" if len(set(names)) == len(names) else ""
+        raise SNNetError(f"Anchors must be distinct, got {list(names)}: {', '.join(twice)} appears twice{tags}; "
+                         "stitch models of different sizes.")
+
+
 class StitchSpace:
     """All stitches of a family of anchors under one :class:`SpaceConfig`.
 
@@ -246,9 +257,7 @@ class StitchSpace:
         config.validate()
         if not profiles:
             raise SNNetError("A stitch space needs at least one anchor, got none.")
-        names = [p.name for p in profiles]
-        if len(set(names)) != len(names):
-            raise SNNetError(f"Anchors must be distinct, got {names}.")
+        check_distinct([p.name for p in profiles])
         self.config = config
         self.profiles: tuple[AnchorProfile, ...] = tuple(sorted(profiles, key=lambda p: (p.flops, p.params, p.name)))
         self._check_family()
@@ -486,12 +495,19 @@ class StitchSpace:
     def from_json(cls, text: str) -> "StitchSpace":
         from .flops import AnchorProfile
 
-        data = json.loads(text)
-        profiles = [
-            AnchorProfile(**{k: _tuplify(v) if isinstance(v, list) else v for k, v in p.items()})
-            for p in data["profiles"]
-        ]
-        return cls(profiles, SpaceConfig(**data["config"]))
+        try:
+            data = json.loads(text)
+            profiles = [
+                AnchorProfile(**{k: _tuplify(v) if isinstance(v, list) else v for k, v in p.items()})
+                for p in data["profiles"]
+            ]
+            config = SpaceConfig(**data["config"])
+        except SNNetError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError) as e:  # json's errors are ValueErrors
+            what = f"it lacks {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+            raise SNNetError(f"Not a stitch space as StitchSpace.to_json writes it ({what}).") from None
+        return cls(profiles, config)
 
 
 def _tuplify(value):

@@ -38,9 +38,30 @@ def check_model_name(name: str) -> None:
     import timm
 
     if timm.is_model(name):
+        _check_tag(name)
         return
     close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise UnknownModelError(
         f"Unknown model {name!r}: anchors must be timm model names (see timm.list_models()).{hint}"
     )
+
+
+def _check_tag(name: str) -> None:
+    """A pretrained tag (``resnet50.a1_in1k``) must be one timm registers for the architecture, as
+    ``timm.create_model`` requires; an architecture with no registered weights takes any tag, as in timm."""
+    from timm.models import get_arch_pretrained_cfgs
+
+    arch, _, tag = name.partition(".")
+    if not tag:
+        return
+    known = sorted(get_arch_pretrained_cfgs(arch))
+    if known and name not in known:
+        from .cli import did_you_mean
+
+        tags = [k.partition(".")[2] for k in known]
+        shown = ", ".join(repr(k) for k in known[:8]) + (f", ... ({len(known)} in all)" if len(known) > 8 else "")
+        raise UnknownModelError(
+            f"Unknown pretrained tag {tag!r} in {name!r}{did_you_mean(tag, tags)}: timm's weights for {arch!r} "
+            f"are {shown}; or name the architecture alone ({arch!r}) for its default weights."
+        )

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ._errors import SNNetError
 from .anchors import Anchor, _Scope
 
 __all__ = ["AnchorProfile", "profile_anchor", "flop_count", "sdpa_flop_jit"]
@@ -133,24 +134,42 @@ def profile_anchor(anchor: Anchor) -> AnchorProfile:
     was_training = anchor.training
     anchor.eval()  # FLOPs are counted in eval mode (BatchNorm counts differ in training)
     try:
-        stem_flops, x = _traced(anchor.forward_stem, anchor, torch.zeros(1, *anchor.input_size))
-        stem_shape = _ints(x.shape[1:])
-        cache: dict[str, tuple[int, tuple[int, ...]]] = {}
-        unit_flops, unit_shapes = [], []
-        for i in range(anchor.depth):
-            key = _unit_signature(anchor.unit_modules(i), _ints(x.shape[1:]))
-            if key not in cache:
-                flops, out = _traced(functools.partial(anchor.run_unit, i), anchor, x)
-                cache[key] = (flops, _ints(out.shape[1:]))
-            flops, shape = cache[key]
-            unit_flops.append(flops)
-            unit_shapes.append(shape)
-            x = torch.zeros(1, *shape)
-        head_flops = _traced(anchor.forward_head, anchor, x)[0]
-        norm = _final_norm(anchor)
-        norm_flops = _traced(norm, anchor, x)[0] if norm is not None else 0
+        return _profile(anchor)
+    except RuntimeError as e:  # the model's own shape checks: patches, windows or biases that do not fit
+        own = (getattr(anchor.model, "pretrained_cfg", None) or {}).get("input_size")
+        if own is not None and tuple(own) == tuple(anchor.input_size):
+            raise  # at the model's own size the failure is not the choice of size: keep it whole
+        raise _size_error(anchor, e, own) from None
     finally:
         anchor.train(was_training)
+
+
+def _size_error(anchor: Anchor, error: RuntimeError, own: Any) -> SNNetError:
+    _, height, width = anchor.input_size
+    size = str(height) if height == width else f"{height}x{width}"
+    reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    hint = f" (its own is {own[1]})" if own and len(own) == 3 and own[1] == own[2] and own[1] != height else ""
+    return SNNetError(f"{anchor.name} cannot run at image size {size}: {reason.rstrip('.')}. Choose an image size "
+                      f"the model supports{hint}.")
+
+
+def _profile(anchor: Anchor) -> AnchorProfile:
+    stem_flops, x = _traced(anchor.forward_stem, anchor, torch.zeros(1, *anchor.input_size))
+    stem_shape = _ints(x.shape[1:])
+    cache: dict[str, tuple[int, tuple[int, ...]]] = {}
+    unit_flops, unit_shapes = [], []
+    for i in range(anchor.depth):
+        key = _unit_signature(anchor.unit_modules(i), _ints(x.shape[1:]))
+        if key not in cache:
+            flops, out = _traced(functools.partial(anchor.run_unit, i), anchor, x)
+            cache[key] = (flops, _ints(out.shape[1:]))
+        flops, shape = cache[key]
+        unit_flops.append(flops)
+        unit_shapes.append(shape)
+        x = torch.zeros(1, *shape)
+    head_flops = _traced(anchor.forward_head, anchor, x)[0]
+    norm = _final_norm(anchor)
+    norm_flops = _traced(norm, anchor, x)[0] if norm is not None else 0
     numel = lambda params: sum(p.numel() for p in params)  # noqa: E731
     return AnchorProfile(
         name=anchor.name,

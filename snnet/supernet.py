@@ -16,7 +16,7 @@ from torch import nn
 from .anchors import Anchor, AnchorSpec, create_anchor
 from .flops import profile_anchor
 from .least_squares import LeastSquaresAccumulator, to_rows
-from ._space import Junction, LayerSpec, SpaceConfig, Stem, Step, Stitch, StitchSpace, Units
+from ._space import Junction, LayerSpec, SpaceConfig, Stem, Step, Stitch, StitchSpace, Units, check_distinct
 
 __all__ = ["StitchingLayer", "StitchedSupernet", "FixedStitch", "build_supernet", "run_path"]
 
@@ -284,8 +284,9 @@ def build_supernet(
     config.validate()
     from .anchors import check_model_name
 
-    for spec in specs:  # fail on a typo before building anything
+    for spec in specs:  # fail on a typo or a model named twice before building anything
         check_model_name(spec.name)
+    check_distinct([spec.name for spec in specs])
     built = [create_anchor(spec, **model_kwargs) for spec in specs]
     space = StitchSpace([profile_anchor(a) for a in built], config)
     by_name = {a.name: a for a in built}

@@ -182,3 +182,35 @@ def test_pruned_stages_keep_their_containers(name, kwargs, kept_units):
         modules = anchor.unit_modules(i)
         assert (i in kept_units) == any(not isinstance(m, Pruned) and list(m.parameters()) for m in modules)
     assert anchor.stem_parameters() == [] and anchor.head_parameters() == []
+
+
+def test_a_pretrained_tag_must_be_one_timm_has():
+    from snnet import UnknownModelError, check_model_name
+
+    check_model_name("resnet18.tv_in1k")
+    check_model_name("deit_tiny_patch16_224.fb_in1k")
+    with pytest.raises(UnknownModelError, match=r"Unknown pretrained tag 'tv_in1kk' in 'resnet18.tv_in1kk' "
+                                                r"\(did you mean 'tv_in1k'\?\): timm's weights for 'resnet18' are"):
+        check_model_name("resnet18.tv_in1kk")
+    with pytest.raises(UnknownModelError, match="'deit_tiny_patch16_224.fb_in1k'; or name the architecture alone"):
+        check_model_name("deit_tiny_patch16_224.nonexistent_tag")
+
+
+def test_a_model_that_cannot_run_at_the_image_size_is_named():
+    from snnet import SNNetError
+
+    anchor = create_anchor("deit_tiny_patch16_224", img_size=8).train()
+    with pytest.raises(SNNetError, match=r"^deit_tiny_patch16_224 cannot run at image size 8: .*Kernel size"):
+        profile_anchor(anchor)
+    assert anchor.training  # the mode is restored after the failure too
+
+
+def test_a_failure_at_the_models_own_size_is_not_blamed_on_the_size(monkeypatch):
+    anchor = create_anchor("resnet18")  # 224, timm's own input size: a failure there is ours, kept whole
+
+    def broken(x):
+        raise RuntimeError("something else broke")
+
+    monkeypatch.setattr(anchor, "forward_stem", broken)
+    with pytest.raises(RuntimeError, match="^something else broke$"):
+        profile_anchor(anchor)

@@ -90,6 +90,15 @@ def test_paper_preset_per_family(anchors, count):
         (["--image-size", "0"], "--image-size must be >= 1"),
         (["--preset", "papers"], "preset must be None or one of 'paper', got 'papers'"),
         (["--anchors", "resnet18,resnet50", "--preset", "paper", "--stride", "2"], "fixes kernel_size=2, stride=1"),
+        # the model itself refuses the size: its message, named, not its traceback
+        (["--anchors", "deit_tiny_patch16_224,deit_small_patch16_224", "--image-size", "8"],
+         "deit_tiny_patch16_224 cannot run at image size 8: Calculated padded input size"),
+        (["--anchors", "levit_192,levit_256", "--image-size", "50"], "levit_192 cannot run at image size 50: "),
+        (["--anchors", "deit_tiny_patch16_224.nonexistent_tag,deit_small_patch16_224"],
+         "Unknown pretrained tag 'nonexistent_tag' in 'deit_tiny_patch16_224.nonexistent_tag'"),
+        (["--anchors", "resnet18.tv_in1kk,resnet50"], "(did you mean 'tv_in1k'?)"),
+        (["--anchors", "deit_tiny_patch16_224.fb_in1k,deit_tiny_patch16_224"], "deit_tiny_patch16_224 appears twice"),
+        (["--anchors", "resnet18,resnet18"], "Anchors must be distinct"),
     ],
 )
 def test_bad_input_is_one_message_and_exit_2(args, message):

@@ -132,3 +132,22 @@ def test_empty_and_duplicate_anchors(deit_tsb_space):
         StitchSpace([])
     with pytest.raises(SNNetError, match="distinct"):
         StitchSpace([deit_tsb_space.profiles[0]] * 2)
+
+
+def test_a_pretrained_tag_does_not_make_another_anchor(deit_tsb_space):
+    from dataclasses import replace
+
+    tagged = replace(deit_tsb_space.profiles[0], name="deit_tiny_patch16_224.fb_in1k")
+    with pytest.raises(SNNetError, match=r"distinct.*deit_tiny_patch16_224 appears twice \(a pretrained tag"):
+        StitchSpace([deit_tsb_space.profiles[0], tagged])
+
+
+@pytest.mark.parametrize("text", [
+    "not json", "[]", '{"profiles": []}', '{"config": {}}', '{"config": {"kernel_sizes": 2}, "profiles": []}',
+    '{"config": {}, "profiles": [{"name": "x"}]}',
+])
+def test_from_json_of_something_else_is_an_snnet_error(text):
+    with pytest.raises(SNNetError, match="^Not a stitch space as StitchSpace.to_json writes it"):
+        StitchSpace.from_json(text)
+    with pytest.raises(SNNetError, match="must be str, bytes or bytearray, not dict"):
+        StitchSpace.from_json({"config": {}, "profiles": []})
