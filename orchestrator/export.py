@@ -214,8 +214,12 @@ def load_state(checkpoint: str) -> dict[str, Any]:
             _download(checkpoint.rstrip("/") + "/" + CHECKPOINT_FILE, local, checkpoint)
             return _torch_load(local, checkpoint)
     if not os.path.isdir(checkpoint):
-        what = "is a file, not a folder" if os.path.exists(checkpoint) else "does not exist"
-        raise SNNetError(f"The trial's checkpoint folder {checkpoint!r} {what}; it may have been moved or "
+        if os.path.exists(checkpoint):
+            parent = os.path.dirname(os.path.abspath(checkpoint))
+            hint = (f"name the folder that holds it instead: {parent}" if os.path.basename(checkpoint) == CHECKPOINT_FILE
+                    else f"a checkpoint is the folder that holds {CHECKPOINT_FILE}")
+            raise SNNetError(f"The trial's checkpoint {checkpoint!r} is a file, not a folder; {hint}.")
+        raise SNNetError(f"The trial's checkpoint folder {checkpoint!r} does not exist; it may have been moved or "
                          "deleted (Ray keeps the last checkpoints of a run under its --storage folder).")
     path = os.path.join(checkpoint, CHECKPOINT_FILE)
     if not os.path.isfile(path):
@@ -244,16 +248,39 @@ def _torch_load(path: str, shown: str) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any parse failure is the file's, not ours
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
-        reason = next((line for line in lines if "Unsupported global" in line or "WeightsUnpickler" in line), lines[0])
         raise SNNetError(f"Could not read the checkpoint {shown!r} as a weights-only file (tensors and plain data "
-                         f"only; nothing in it is executed): {reason}") from None
+                         f"only; nothing in it is executed): {_load_failure(e, path)}") from None
     missing = [k for k in ("model", "train_config", "space") if not isinstance(state, dict) or k not in state]
     if missing:
         raise SNNetError(f"The checkpoint {shown!r} lacks {', '.join(missing)}: it was written by an older "
                          "version of orchestrator.train that did not store its settings and stitch space, "
                          "so the supernet cannot be rebuilt from it. Train the trial again to export it.")
     return state
+
+
+def _load_failure(error: Exception, path: str) -> str:
+    """Why ``torch.load`` refused a file, in words. A file that is no checkpoint at all makes the
+    unpickler say only ``Unsupported operand 105``, ``KeyError: 105`` or an empty ``EOFError`` (105 is
+    the file's first byte read as an opcode): for it, say so and show how the file starts."""
+    text = str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    foreign = (isinstance(error, (KeyError, EOFError)) or not lines
+               or any(m in text for m in ("Unsupported operand", "invalid load key")))
+    if not foreign:
+        hit = next((i for i, line in enumerate(lines) if "Unsupported global" in line or "WeightsUnpickler" in line), None)
+        if hit is None:
+            return lines[0]
+        if lines[hit].endswith("WeightsUnpickler error:") and hit + 1 < len(lines):  # the reason is on the next line
+            return lines[hit + 1]
+        return lines[hit]
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        head = b""
+    start = f"it starts with {head!r}" if head else "it is empty"
+    return (f"it is not a file written by torch.save ({start}; a checkpoint is a zip archive or a pickle), "
+            "or it is truncated.")
 
 
 def _count(low: int) -> Callable[[Any], bool]:
@@ -314,10 +341,13 @@ def rebuild_supernet(state: dict[str, Any]) -> StitchedSupernet:
     from snnet.anchors import check_model_name
 
     from . import demo  # noqa: F401 - registers the demo anchors with timm
-    from .config import TrainConfig
 
-    config = TrainConfig.model_validate(state["train_config"])
-    space = StitchSpace.from_json(state["space"])
+    config = _train_config(state)
+    try:
+        space = StitchSpace.from_json(state["space"])
+    except SNNetError as e:
+        raise SNNetError(f"The checkpoint's stitch space cannot be read: {e} The checkpoint was not written by "
+                         "orchestrator.train, or is damaged; re-train the trial to export it.") from None
     specs = {s.name: s for s in config.anchors or []}
     if config.image_size is not None and not _count(1)(config.image_size):
         raise SNNetError(f"The checkpoint's image_size must be an integer >= 1, got {config.image_size!r}.")
@@ -344,6 +374,17 @@ def rebuild_supernet(state: dict[str, Any]) -> StitchedSupernet:
     for anchor in net.anchors:
         anchor.weights = "supernet-checkpoint"  # trained weights, loaded from the trial's state.pt
     return net.eval()
+
+
+def _train_config(state: dict[str, Any]):
+    """The checkpoint's :class:`~orchestrator.config.TrainConfig` (SNNetError naming the checkpoint if it is bad)."""
+    from .config import TrainConfig
+
+    try:
+        return TrainConfig.model_validate(state["train_config"])
+    except SNNetError as e:
+        raise SNNetError(f"The checkpoint's training settings do not load. {e} The checkpoint was not written by "
+                         "orchestrator.train, or is damaged; re-train the trial to export it.") from None
 
 
 def _stitch_of(space: StitchSpace, row: dict[str, Any]) -> Stitch:
@@ -411,7 +452,7 @@ def export_from_catalog(
     The row's checkpoint is read only when it lies in the catalog's storage
     (:func:`check_checkpoint_location`); ``checkpoint`` names another one the user trusts.
     """
-    out = _program_path(out)
+    out = _check_out(out, onnx)  # before the catalog and the ~20 s rebuild: a wrong --out costs nothing
     row = select_row(catalog, sweep=sweep, trial=trial, stitch=stitch, max_flops=max_flops,
                      max_latency_ms=max_latency_ms)
     if checkpoint is None and row.get("checkpoint"):
@@ -428,22 +469,62 @@ def export_from_catalog(
     chosen = _stitch_of(net.space, row)
     program, example, dynamic = _verified_program(net, chosen, extract_stitch(net, chosen).eval())
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda tmp: torch.export.save(program, tmp), to_path=True)
-    card = _card(catalog, out, row, source, state, net, chosen, dynamic)
-    onnx_path = onnx_error = None
-    if onnx:
-        try:
-            onnx_path = _export_onnx(program, example, out.with_suffix(".onnx"), progress)
-        except ExportError as e:
-            onnx_error = e
-        card["onnx"] = onnx_path.name if onnx_path else None
     card_path = out.with_suffix(".json")
-    text = json.dumps(card, indent=2) + "\n"
-    atomic_write(card_path, lambda f: f.write(text.encode()))
+    done: dict[str, Any] = {}
+
+    def save(staged: str) -> None:  # the program is renamed into place only after its card is written
+        torch.export.save(program, staged)
+        card = _card(catalog, out, row, source, state, net, chosen, dynamic, os.path.getsize(staged))
+        if onnx:
+            try:
+                done["onnx"] = _export_onnx(program, example, out.with_suffix(".onnx"), progress)  # None: no onnx
+            except ExportError as e:
+                done["onnx_error"] = e
+            card["onnx"] = done["onnx"].name if done.get("onnx") else None
+        text = json.dumps(card, indent=2) + "\n"
+        atomic_write(card_path, lambda f: f.write(text.encode()))
+        done["card"] = card
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(out, save, to_path=True)
+    except OSError as e:
+        for path in ([card_path] if "card" in done else []) + ([done["onnx"]] if done.get("onnx") else []):
+            path.unlink(missing_ok=True)  # a card without its program describes nothing
+        raise SNNetError(f"Could not write the exported stitch to {str(out)!r} ({e.strerror or e}); neither "
+                         f"{out.name} nor its card {card_path.name} was written. Choose another --out, or make "
+                         "room on the disk.") from None
+    onnx_path, onnx_error, card = done.get("onnx"), done.get("onnx_error"), done["card"]
     if onnx_error is not None:
         raise onnx_error
     return ExportResult(out, card_path, onnx_path, row, chosen, card)
+
+
+def _check_out(out: str | os.PathLike[str], onnx: bool) -> Path:
+    """``--out`` as a Path that can be written: a ``.pt2`` name whose folder exists or can be created and is
+    writable, where neither the program nor its card (nor, with ``--onnx``, the ONNX file) is a folder.
+    Creates nothing: the folder is made when the export is written."""
+    out = _program_path(out)
+    targets = [out, out.with_suffix(".json")] + ([out.with_suffix(".onnx")] if onnx else [])
+    for target in targets[1:]:
+        if target.is_dir():
+            raise SNNetError(f"--out {str(out)!r}: {str(target)!r} is a folder, and the export writes "
+                             f"{', '.join(t.name for t in targets)} side by side; choose another --out name.")
+    folder = Path(os.path.abspath(out.parent))
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        made = "" if existing == folder else f", so the folder {str(folder)!r} cannot be made"
+        raise SNNetError(f"--out {str(out)!r}: {str(existing)!r} is a file, not a folder{made}; choose another "
+                         "--out.")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()  # the one honest test of "may I write here"
+    except OSError as e:
+        made = "" if existing == folder else f", so the folder {str(folder)!r} cannot be made"
+        raise SNNetError(f"--out {str(out)!r}: cannot write in {str(existing)!r} ({e.strerror or e}){made}; "
+                         "choose a folder you can write to.") from None
+    return out
 
 
 def _program_path(out: str | os.PathLike[str]) -> Path:
@@ -472,14 +553,13 @@ def _verified_program(net: StitchedSupernet, chosen: Stitch, module: torch.nn.Mo
 
 
 def _card(catalog: str, out: Path, row: dict[str, Any], source: str, state: dict[str, Any],
-          net: StitchedSupernet, chosen: Stitch, dynamic: bool) -> dict[str, Any]:
+          net: StitchedSupernet, chosen: Stitch, dynamic: bool, size_bytes: int) -> dict[str, Any]:
     """The model card written next to the program (``FILE.json``); see the module docstring."""
     import torch
 
-    from .config import TrainConfig
     from .run import code_version
 
-    config = TrainConfig.model_validate(state["train_config"])
+    config = _train_config(state)
     input_size = tuple(net.space.profiles[0].input_size)
     num_classes = net.space.profiles[-1].num_classes
     return {
@@ -517,7 +597,7 @@ def _card(catalog: str, out: Path, row: dict[str, Any], source: str, state: dict
         },
         "code_version": code_version(),
         "torch_version": torch.__version__,
-        "size_bytes": out.stat().st_size,
+        "size_bytes": size_bytes,
     }
 
 

@@ -112,14 +112,14 @@ class TrainConfig(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as e:
-            raise SNNetError(_message(e)) from None
+            raise _Worded(_message(e)) from None  # model_validate, which runs this __init__, passes it on
 
     @classmethod
     def model_validate(cls, obj: Any, **kwargs: Any) -> "TrainConfig":  # type: ignore[override]
         try:
             return super().model_validate(obj, **kwargs)
         except ValidationError as e:
-            raise SNNetError(_message(e)) from None
+            raise SNNetError(_already_worded(e) or _message(e)) from None
 
     @field_validator("anchors")
     @classmethod
@@ -177,6 +177,18 @@ def _check_auto_augment(text: str) -> None:
     except Exception as e:  # timm raises AssertionError, ValueError or KeyError for a bad string
         raise SNNetError(f"auto_augment must be a timm auto-augment string such as 'rand-m9-mstd0.5-inc1', "
                          f"'original' or 'augmix-m5-w4-d2', got {text!r} ({type(e).__name__}: {e})") from None
+
+
+class _Worded(SNNetError):
+    """:meth:`TrainConfig.__init__`'s error, already worded by :func:`_message`."""
+
+
+def _already_worded(error: ValidationError) -> str | None:
+    """The message of :meth:`TrainConfig.__init__`'s own error, when pydantic's ``model_validate`` ran
+    ``__init__`` (it does for a model that defines one) and wrapped that error: worded once, not twice."""
+    found = error.errors()
+    cause = (found[0].get("ctx") or {}).get("error") if len(found) == 1 and not found[0]["loc"] else None
+    return str(cause) if isinstance(cause, _Worded) else None
 
 
 def _message(error: ValidationError) -> str:

@@ -440,3 +440,133 @@ def test_measure_space_latency_covers_the_asked_stitches(world):
 def test_measure_latency_on_gpu():
     ms = measure_latency(_conv_stack(16, 2), (3, 32, 32), device="cuda", warmup=2, repeats=5)
     assert math.isfinite(ms) and ms > 0
+
+
+# -- where the export goes: checked first, written whole or not at all ---------------------------------
+
+
+def _no_model_work(monkeypatch):
+    def refuse(*_a, **_k):
+        raise AssertionError("the checkpoint was read before --out was checked")
+
+    monkeypatch.setattr("orchestrator.export.load_state", refuse)
+
+
+def test_an_out_that_cannot_be_written_is_refused_before_any_model_work(world, tmp_path, capsys, monkeypatch):
+    _no_model_work(monkeypatch)
+    (tmp_path / "afile").write_text("a file, not a folder")
+    (tmp_path / "c" / "x.json").mkdir(parents=True)
+    (tmp_path / "o" / "x.onnx").mkdir(parents=True)
+    cases = [
+        ([str(tmp_path / "afile" / "x.pt2")], "afile' is a file, not a folder"),
+        ([str(tmp_path / "afile" / "deeper" / "x.pt2")], "afile' is a file, not a folder, so the folder"),
+        ([str(tmp_path / "c" / "x.pt2")], "x.json' is a folder, and the export writes x.pt2, x.json side by side"),
+        ([str(tmp_path / "o" / "x.pt2"), "--onnx"], "x.onnx' is a folder"),
+    ]
+    if Path("/proc/self").is_dir():  # procfs: an existing folder where nothing can be created
+        cases.append((["/proc/nope/x.pt2"], "cannot write in '/proc' (No such file or directory), so the folder"))
+    for out, message in cases:
+        assert main([world["catalog"], "--sweep", "demo", "--trial", "t-vit", "--stitch", "0", "--out", *out]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --out ") and message in err and "Traceback" not in err, err
+        assert err.count("\n") == 1  # no "exporting ..." line: nothing was read
+    assert not (tmp_path / "c" / "x.pt2").exists() and not (tmp_path / "o" / "x.pt2").exists()
+
+
+@pytest.mark.parametrize("fails", ["card", "program rename"])
+def test_a_failed_write_leaves_no_program_without_its_card(world, tmp_path, capsys, monkeypatch, fails):
+    import errno
+    import os
+
+    import orchestrator.export as export
+
+    out = tmp_path / "deploy" / "x.pt2"
+    if fails == "card":
+        def atomic_write(*_a, **_k):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(export, "atomic_write", atomic_write)
+        message = "(No space left on device); neither x.pt2 nor its card x.json was written"
+    else:  # e.g. a folder created at x.pt2 while the export ran
+        real = os.replace
+
+        def replace(src, dst):
+            if Path(dst) == out:
+                raise IsADirectoryError(errno.EISDIR, "Is a directory")
+            return real(src, dst)
+
+        monkeypatch.setattr(os, "replace", replace)
+        message = "(Is a directory); neither x.pt2 nor its card x.json was written"
+    assert main([world["catalog"], "--sweep", "demo", "--trial", "t-vit", "--stitch", "0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    error = err.splitlines()[-1]
+    assert error.startswith("error: Could not write the exported stitch to ") and message in error, err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in out.parent.iterdir()) == []  # no program, no card, no temporary file
+
+
+def test_an_export_replaces_the_previous_pair(world, tmp_path, capsys):
+    out = tmp_path / "x.pt2"
+    out.write_text("old program")
+    out.with_suffix(".json").write_text("old card")
+    assert main([world["catalog"], "--sweep", "demo", "--trial", "t-vit", "--stitch", "0", "--out", str(out)]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["size_bytes"] == out.stat().st_size and card["program"] == "x.pt2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.pt2"]
+
+
+# -- a checkpoint that orchestrator.train did not write ----------------------------------------------
+
+
+def _space_without_config(net) -> str:
+    data = json.loads(net.space.to_json())
+    del data["config"]
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize("space, reason", [
+    (_space_without_config, "(it lacks 'config')"),
+    (lambda net: json.loads(net.space.to_json()), "(TypeError: the JSON object must be str"),
+])
+def test_a_checkpoint_with_a_damaged_space_exits_2(world, tmp_path, capsys, space, reason):
+    catalog = _trial_with(tmp_path, "space", world["vit"], TrainConfig(sweep="demo", trial_id="t1"),
+                          state_extra={"space": space(world["vit"])})
+    assert main([str(catalog), "--stitch", "0", "--out", str(tmp_path / "x.pt2")]) == 2
+    err = capsys.readouterr().err
+    error = err.splitlines()[-1]
+    assert error.startswith("error: The checkpoint's stitch space cannot be read: Not a stitch space") and reason in error
+    assert "was not written by orchestrator.train, or is damaged" in error and "Traceback" not in err
+
+
+def test_bad_training_settings_in_a_checkpoint_are_worded_once(world, tmp_path, capsys):
+    config = TrainConfig(sweep="demo", trial_id="t1")
+    catalog = _trial_with(tmp_path, "settings", world["vit"], config,
+                          state_extra={"train_config": {**config.model_dump(), "epochs": "many"}})
+    assert main([str(catalog), "--stitch", "0", "--out", str(tmp_path / "x.pt2")]) == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.count("Invalid training settings") == 1 and ".." not in error, error
+    assert "Invalid training settings: epochs must be an integer >= 0, got 'many'. The checkpoint was not" in error
+
+
+def test_a_checkpoint_that_is_no_torch_file_says_so_in_words(world, tmp_path, capsys):
+    catalog = _trial_with(tmp_path, "text", world["vit"], TrainConfig(sweep="demo", trial_id="t1"))
+    state = next((tmp_path / "text" / "runs").rglob("state.pt"))
+    state.write_text("id,top1\n3,71.2\n")
+    assert main([str(catalog), "--stitch", "0", "--out", str(tmp_path / "x.pt2")]) == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.endswith("it is not a file written by torch.save (it starts with b'id,top1\\n3,71.2\\n'; a checkpoint "
+                          "is a zip archive or a pickle), or it is truncated."), error
+    for content in (b"", b"hello"):  # an empty EOFError, a bare KeyError: 101
+        state.write_bytes(content)
+        assert main([str(catalog), "--stitch", "0", "--out", str(tmp_path / "x.pt2")]) == 2
+        error = capsys.readouterr().err.splitlines()[-1]
+        assert "it is not a file written by torch.save" in error and "Traceback" not in error, (content, error)
+
+
+def test_a_checkpoint_file_named_instead_of_its_folder_gets_the_folder_suggested(world, tmp_path, capsys):
+    state = str(Path(world["vit_ckpt"]) / "state.pt")
+    assert main([world["catalog"], "--sweep", "demo", "--trial", "t-vit", "--stitch", "0",
+                 "--out", str(tmp_path / "x.pt2"), "--checkpoint", state]) == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error == (f"error: The trial's checkpoint {state!r} is a file, not a folder; name the folder that holds "
+                     f"it instead: {world['vit_ckpt']}.")
