@@ -36,7 +36,7 @@ from snnet import SNNetError
 from ._cli import cli, format_flops, interrupt_hint, plural
 
 __all__ = ["RECORD", "check_resume", "completed_result", "epoch_metrics", "main", "read_record", "rerun_plan",
-           "rerun_updates", "run_sweep", "summarize_results", "trial_function", "tune_search_space"]
+           "rerun_updates", "run_sweep", "summarize_results", "trial_function", "tune_metric", "tune_search_space"]
 
 #: The sweep's record beside its Tune experiment: space fingerprint, code version, the space itself.
 RECORD = "snnet-sweep.json"
@@ -725,6 +725,20 @@ def _locate_experiment(search, storage: str, name: str | None, resume: bool,
     return experiment, started
 
 
+def tune_metric(metrics: Sequence[str], modes: Sequence[str], *, searcher: bool, scheduler: bool) -> dict[str, str]:
+    """``TuneConfig``'s ``metric`` and ``mode`` for a sweep: ``{}`` or both.
+
+    Ray Tune 2.x hands them to the search algorithm and the scheduler (``set_search_properties``) and
+    refuses them, with a ``ValueError`` once Ray runs, when either was built with its own: every
+    searcher here (Optuna, given the objectives) and every scheduler (ASHA, HyperBand and the median
+    pruner, given ``early_hv``) is. So they go only to Tune's variant generator with its FIFO scheduler
+    (grid, random without seeds, nothing searched; no ``searcher.scheduler``), and only for one
+    objective: the results' default metric. ``searcher``/``scheduler``: whether the sweep has one."""
+    if searcher or scheduler or len(metrics) != 1:
+        return {}
+    return {"metric": metrics[0], "mode": modes[0]}
+
+
 def _new_tuner(search, trainable, experiment: str, storage: str, concurrent: int, rerun: dict[str, Any] | None,
                fingerprint: str, progress):
     """A fresh Tuner: Tune's variant generator or Optuna, the scheduler, the trial count."""
@@ -741,13 +755,13 @@ def _new_tuner(search, trainable, experiment: str, storage: str, concurrent: int
     else:
         param_space = tune_search_space(search)
         samples = 1 if fixed else search.searcher.num_samples * (len(seeds) if seeds and not _searcher_free(search) else 1)
+    scheduler = _scheduler(search)
     tuner = tune.Tuner(
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            search_alg=search_alg, scheduler=_scheduler(search), num_samples=samples,
-            max_concurrent_trials=concurrent,
-            **({"metric": metrics[0], "mode": modes[0]} if len(metrics) == 1 and search_alg is None else {}),
+            search_alg=search_alg, scheduler=scheduler, num_samples=samples, max_concurrent_trials=concurrent,
+            **tune_metric(metrics, modes, searcher=search_alg is not None, scheduler=scheduler is not None),
         ),
         run_config=tune.RunConfig(name=os.path.basename(experiment.rstrip("/")), storage_path=storage,
                                   failure_config=tune.FailureConfig(max_failures=1), verbose=1),

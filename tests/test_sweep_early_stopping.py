@@ -113,3 +113,32 @@ def test_hyperband_stops_a_trial_whose_early_front_is_worse(local_ray, tmp_path)
         assert stopped[q][EARLY_METRIC] < min(g * epoch / EPOCHS for g in GOOD)
     assert [t["trial_id"] for t in summary["pareto"]] == [r.metrics["trial_id"] for r in results
                                                            if r.config["q"] == max(GOOD)]
+
+
+@pytest.mark.parametrize("algorithm,scheduler", [("grid", "asha"), ("grid", "hyperband"), ("random", "median")])
+def test_the_sweeps_tuner_runs_every_scheduler_without_an_optuna_searcher(local_ray, tmp_path, algorithm, scheduler):
+    """Grid search and random search without seeds use Tune's variant generator: the sweep's Tuner
+    must not pass metric/mode besides the scheduler's own (Tune refused them with a ValueError)."""
+    from ray import tune
+
+    from orchestrator import sweep
+    from search_spaces import load_space
+
+    search = load_space("demo", overrides=[f"searcher.algorithm={algorithm}", f"searcher.scheduler={scheduler}",
+                                           f"training.epochs={EPOCHS}", "searcher.num_samples=1"])
+    assert sweep._searcher(search, ["hypervolume"], ["max"]) is None
+
+    def trainable(config):
+        from ray import tune
+
+        q = config["space__kernel_size"] / 10 + (0.05 if config["training__sampling"] == "balanced" else 0.0)
+        for epoch in range(1, EPOCHS + 1):
+            tune.report({"epoch": epoch, "early_hv": q * epoch / EPOCHS, "hypervolume": 0.0})
+        tune.report({"epoch": EPOCHS, "early_hv": q, "hypervolume": q, "catalog_file": f"trial-{q}.parquet"})
+
+    lines: list[str] = []
+    tuner = sweep._new_tuner(search, tune.with_resources(trainable, {"cpu": 0.5}), str(tmp_path / "exp"),
+                             str(tmp_path), 1, None, "sha256:" + "0" * 64, lines.append)
+    results = tuner.fit()
+    assert len(results) == (4 if algorithm == "grid" else 1) and not results.errors
+    assert f"scheduler {scheduler} on early_hv" in lines[0]

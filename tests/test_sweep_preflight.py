@@ -1,0 +1,67 @@
+"""What ``orchestrator.sweep`` checks and settles before Ray starts. Unit tests, no Ray instance.
+
+- The Tuner's ``metric``/``mode`` (:func:`orchestrator.sweep.tune_metric`) for every searcher algorithm
+  x early-stopping scheduler: Tune accepts them (the checks ``ray.tune.run`` makes before any trial).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.sweep import tune_metric
+from search_spaces import ALGORITHMS, SCHEDULERS
+
+# -- the Tuner's metric and mode -------------------------------------------------------------------
+
+
+def _space(algorithm: str, scheduler: str, *extra: str):
+    from search_spaces import load_space
+
+    objectives = ["searcher.objectives=[hypervolume, train_cost]"] if algorithm == "nsga2" else []
+    return load_space("demo", overrides=[f"searcher.algorithm={algorithm}", f"searcher.scheduler={scheduler}",
+                                         *objectives, *extra])
+
+
+#: Variants of the demo space per algorithm: as shipped, repeated over seeds, with nothing left to search.
+_VARIANTS = {"shipped": (), "seeds": ("searcher.seeds=[0, 1]",),
+             "fixed": ("space.kernel_size=2", "training.sampling=uniform")}
+
+
+@pytest.mark.parametrize("variant", list(_VARIANTS))
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_tune_accepts_the_metric_and_mode_of_every_searcher_and_scheduler(algorithm, scheduler, variant):
+    """Ray 2.x refuses ``TuneConfig(metric=..., mode=...)`` when the searcher or the scheduler was built
+    with its own (``ValueError: You passed a metric or mode argument to Tuner(...), but the scheduler you
+    are using was already instantiated ...``): the same two checks, on the sweep's own objects."""
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.schedulers.util import _set_search_properties_backwards_compatible as scheduler_props
+    from ray.tune.search import BasicVariantGenerator, SearchGenerator
+    from ray.tune.search.util import _set_search_properties_backwards_compatible as searcher_props
+
+    from orchestrator import sweep
+    from orchestrator.objectives import OBJECTIVES
+
+    search = _space(algorithm, scheduler, *_VARIANTS[variant])
+    metrics = list(search.searcher.objectives)
+    modes = [OBJECTIVES[m] for m in metrics]
+    search_alg, scheduler_obj = sweep._searcher(search, metrics, modes), sweep._scheduler(search)
+    kwargs = tune_metric(metrics, modes, searcher=search_alg is not None, scheduler=scheduler_obj is not None)
+    metric, mode = kwargs.get("metric"), kwargs.get("mode")
+    assert set(kwargs) in (set(), {"metric", "mode"})
+    assert scheduler_props((scheduler_obj or FIFOScheduler()).set_search_properties, metric, mode)
+    generator = SearchGenerator(search_alg) if search_alg is not None else BasicVariantGenerator()
+    config = sweep.tune_search_space(search)
+    accepted = searcher_props(generator.set_search_properties, metric, mode, config)
+    assert accepted or search_alg is None  # the variant generator resolves the space itself
+    if search_alg is None and scheduler_obj is None and len(metrics) == 1:  # the results' default metric
+        assert kwargs == {"metric": metrics[0], "mode": modes[0]}
+
+
+def test_tune_metric_is_given_only_to_the_variant_generator_without_a_scheduler():
+    one = (["hypervolume"], ["max"])
+    assert tune_metric(*one, searcher=False, scheduler=False) == {"metric": "hypervolume", "mode": "max"}
+    assert tune_metric(*one, searcher=True, scheduler=False) == {}
+    assert tune_metric(*one, searcher=False, scheduler=True) == {}
+    assert tune_metric(*one, searcher=True, scheduler=True) == {}
+    assert tune_metric(["hypervolume", "train_cost"], ["max", "min"], searcher=False, scheduler=False) == {}
