@@ -686,13 +686,15 @@ def _load_search(space: str, overrides: Sequence[str], num_samples: int | None, 
 
 
 def _check_locations(search, catalog: str, storage: str) -> tuple[str, str]:
-    """Probe the catalog and storage (a probe file written and removed); absolute paths for local ones."""
+    """Probe the catalog and storage (a probe file written and removed); absolute paths for local ones.
+    The catalog is probed before a writer resolves it: a bucket that cannot be reached is one paragraph
+    (``check_writable``), as for ``--storage`` and ``orchestrator.train``, not pyarrow's OSError."""
     from .catalog import CatalogWriter
     from .run import check_storage, check_writable
 
-    CatalogWriter(catalog, search.name)
-    check_storage(storage)
     check_writable(catalog)  # a catalog nobody can write fails now, not after training
+    CatalogWriter(catalog, search.name)  # a folder or URI, not a file
+    check_storage(storage)
     check_writable(storage, "Ray's run storage", "--storage")
     storage = storage if "://" in storage else os.path.abspath(storage)
     catalog = catalog if "://" in catalog else os.path.abspath(catalog)

@@ -10,6 +10,7 @@ import pytest
 
 from orchestrator.sweep import tune_metric
 from search_spaces import ALGORITHMS, SCHEDULERS
+from snnet import SNNetError
 
 # -- the Tuner's metric and mode -------------------------------------------------------------------
 
@@ -65,3 +66,29 @@ def test_tune_metric_is_given_only_to_the_variant_generator_without_a_scheduler(
     assert tune_metric(*one, searcher=False, scheduler=True) == {}
     assert tune_metric(*one, searcher=True, scheduler=True) == {}
     assert tune_metric(["hypervolume", "train_cost"], ["max", "min"], searcher=False, scheduler=False) == {}
+
+
+# -- the catalog's location ------------------------------------------------------------------------
+
+
+def test_an_unreachable_catalog_bucket_is_one_paragraph_before_ray(tmp_path, monkeypatch, capsys):
+    """``--catalog s3://...`` of a bucket that cannot be reached: the write probe's paragraph, as for
+    ``--storage`` and ``orchestrator.train``, not pyarrow's ``OSError: When resolving region for bucket``."""
+    import orchestrator.run as run
+    from orchestrator import sweep
+
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr(run, "ensure_ray", lambda *a, **k: pytest.fail("Ray must not start"))
+    assert sweep.main(["--catalog", "s3://nonexistent-bucket-xyz/cat", "--storage", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: The catalog location 's3://nonexistent-bucket-xyz/cat' is not writable (")
+    assert err.rstrip().endswith("pass another --catalog; nothing was trained.") and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_catalog_that_is_a_file_is_still_named_as_one(tmp_path):
+    from orchestrator import sweep
+
+    (tmp_path / "cat").write_text("x")
+    with pytest.raises(SNNetError, match=r"The catalog must be a folder or URI, but '.*cat' is a file\."):
+        sweep._check_locations(_space("tpe", "none"), str(tmp_path / "cat"), str(tmp_path / "runs"))
