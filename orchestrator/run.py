@@ -228,9 +228,12 @@ def local_resources() -> dict[str, float]:
     return {"CPU": float(cpus), "GPU": float(gpus)}
 
 
-def check_resources(config: TrainConfig, available: dict[str, float], where: str) -> None:
+def check_resources(config: TrainConfig, available: dict[str, float], where: str, *, what: str = "The run",
+                    workers: str = "--workers {n}", lower: str = "--workers") -> None:
     """The run's ``workers x (CPUs, GPUs)`` must fit ``available`` (``{"CPU": n, "GPU": m}``), else
-    Ray would wait for them forever; ``where`` says whose resources they are."""
+    Ray would wait for them forever; ``where`` says whose resources they are. ``what`` names the run,
+    ``workers`` (with ``{n}``, the most workers that fit) and ``lower`` the setting that changes its
+    worker count (the sweep's are ``--set resources.workers_per_trial=N``)."""
     each = worker_resources(config)
     cpus, gpus = config.workers * each["CPU"], config.workers * each.get("GPU", 0)
     have_cpu, have_gpu = float(available.get("CPU", 0)), float(available.get("GPU", 0))
@@ -241,9 +244,9 @@ def check_resources(config: TrainConfig, available: dict[str, float], where: str
     if gpus:
         most = min(most, int(have_gpu // each["GPU"]))
     raise SNNetError(
-        f"The run needs {need} each ({cpus:g} CPUs" + (f", {gpus:g} GPUs" if gpus else "")
+        f"{what} needs {need} each ({cpus:g} CPUs" + (f", {gpus:g} GPUs" if gpus else "")
         + f"), but {where} has {have_cpu:g} CPUs and {have_gpu:g} GPUs: "
-        + (f"pass --workers {most} or fewer" if most >= 1 else "lower --workers or the CPUs/GPUs per worker")
+        + (f"pass {workers.format(n=most)} or fewer" if most >= 1 else f"lower {lower} or the CPUs/GPUs per worker")
         + ", or run on a larger cluster (--address)."
     )
 

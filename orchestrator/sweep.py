@@ -701,6 +701,31 @@ def _check_locations(search, catalog: str, storage: str) -> tuple[str, str]:
     return catalog, storage
 
 
+def _check_trial_resources(search, address: str | None, rerun: dict[str, Any] | None = None) -> None:
+    """With no cluster to join (no ``--address``, no ``$RAY_ADDRESS``, no connected Ray), one trial's
+    workers x (CPUs, GPUs) must fit this machine, as :func:`orchestrator.run.preflight` checks a
+    training run; checked before Ray starts. A cluster's resources are checked once connected
+    (:func:`_max_concurrent`). ``rerun``: each re-run trial's recorded resources are checked."""
+    from search_spaces import TrainConfig
+
+    from .run import check_resources, local_resources
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    ray = sys.modules.get("ray")
+    if (address and address != "local") or (ray is not None and ray.is_initialized()):
+        return
+    if rerun:
+        configs = [TrainConfig.model_validate(t["config"]) for t in rerun["trials"].values()]
+    else:
+        res = search.resources
+        configs = [TrainConfig(workers=res.workers_per_trial, cpus_per_worker=res.cpus_per_worker,
+                               use_gpu=res.gpus_per_worker > 0, gpus_per_worker=res.gpus_per_worker)]
+    available = local_resources()
+    for config in configs:
+        check_resources(config, available, "this machine (a local Ray instance)", what="A trial of the sweep",
+                        workers="--set resources.workers_per_trial={n}", lower="resources.workers_per_trial")
+
+
 def _locate_experiment(search, storage: str, name: str | None, resume: bool,
                        accept_changed_space: bool, rerun: bool = False) -> tuple[str, dict[str, Any] | None]:
     """The experiment folder, and (resuming an edited space the user accepted) the record it started with."""
@@ -813,6 +838,7 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "
         if not rerun:
             raise SNNetError(f"The sweep in {experiment} is not a re-run: resume it without --rerun-best.")
         record["rerun"] = rerun
+    _check_trial_resources(search, address, rerun)  # one trial fits this machine, before Ray starts
     started_space = SearchSpace.model_validate(started["space"]) if started else None
     ctx, flops_ref = _validate_families(search, catalog, storage, progress, started_space)  # before Ray starts
     if started is not None:

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from orchestrator.sweep import tune_metric
@@ -92,3 +94,58 @@ def test_a_catalog_that_is_a_file_is_still_named_as_one(tmp_path):
     (tmp_path / "cat").write_text("x")
     with pytest.raises(SNNetError, match=r"The catalog must be a folder or URI, but '.*cat' is a file\."):
         sweep._check_locations(_space("tpe", "none"), str(tmp_path / "cat"), str(tmp_path / "runs"))
+
+
+# -- one trial's resources against this machine ----------------------------------------------------
+
+
+@pytest.fixture
+def two_cpus(monkeypatch):
+    """This machine has 2 CPUs and no GPU; no cluster to join; Ray must not start."""
+    import orchestrator.run as run
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(run, "local_resources", lambda: {"CPU": 2.0, "GPU": 0.0})
+    monkeypatch.setattr(run, "ensure_ray", lambda *a, **k: pytest.fail("Ray must not start"))
+    if "ray" in sys.modules:
+        monkeypatch.setattr(sys.modules["ray"], "is_initialized", lambda: False)
+
+
+def test_a_trial_larger_than_this_machine_is_refused_before_ray(two_cpus, tmp_path, monkeypatch, capsys):
+    from orchestrator import sweep
+
+    monkeypatch.setattr(sweep, "_validate_families", lambda *a, **k: pytest.fail("checked before the families"))
+    argv = ["--catalog", str(tmp_path / "cat"), "--storage", str(tmp_path / "runs"),
+            "--set", "resources.workers_per_trial=8"]
+    assert sweep.main(argv) == 2
+    assert capsys.readouterr().err == (
+        "error: A trial of the sweep needs 8 workers x 1 CPU each (8 CPUs), but this machine (a local Ray instance) "
+        "has 2 CPUs and 0 GPUs: pass --set resources.workers_per_trial=2 or fewer, or run on a larger cluster "
+        "(--address).\n")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_trial_that_fits_passes_and_a_cluster_is_not_asked_before_connecting(two_cpus, monkeypatch):
+    import orchestrator.run as run
+    from orchestrator import sweep
+
+    sweep._check_trial_resources(_space("tpe", "none"), None)  # the demo's 2 workers x 1 CPU fit
+    gpus = _space("tpe", "none", "resources.workers_per_trial=1", "resources.gpus_per_worker=1")
+    with pytest.raises(SNNetError, match=r"needs 1 workers x 1 CPU and 1 GPU each \(1 CPUs, 1 GPUs\), .* has 2 CPUs "
+                                         r"and 0 GPUs: lower resources.workers_per_trial or the CPUs/GPUs per worker"):
+        sweep._check_trial_resources(gpus, None)
+    monkeypatch.setattr(run, "local_resources", lambda: pytest.fail("not this machine: a cluster is given"))
+    big = _space("tpe", "none", "resources.workers_per_trial=8")
+    sweep._check_trial_resources(big, "10.0.0.1:6379")
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    sweep._check_trial_resources(big, None)
+
+
+def test_each_rerun_trial_is_checked_with_its_recorded_resources(two_cpus):
+    from orchestrator import sweep
+    from search_spaces import TrainConfig
+
+    plan = {"trials": {"t1": {"config": TrainConfig(workers=2).model_dump(mode="json")},
+                       "t2": {"config": TrainConfig(workers=3).model_dump(mode="json")}}}
+    with pytest.raises(SNNetError, match=r"^A trial of the sweep needs 3 workers x 1 CPU each \(3 CPUs\)"):
+        sweep._check_trial_resources(_space("tpe", "none"), None, plan)
