@@ -425,7 +425,8 @@ class Prepared(tuple):
         return obj
 
 
-def prepare(config: TrainConfig, progress: Callable[[str], None] = print, *, known: Known | None = None) -> Prepared:
+def prepare(config: TrainConfig, progress: Callable[[str], None] = print, *, known: Known | None = None,
+            probed: set[str] | None = None) -> Prepared:
     """Validate ``config``, resolve the demo anchors, build and check the stitch space.
 
     Everything that can fail before training fails here, before Ray starts, as one
@@ -440,10 +441,12 @@ def prepare(config: TrainConfig, progress: Callable[[str], None] = print, *, kno
     the values; fvcore cannot trace on the meta device), checkpoints are checked from their keys
     and shapes, and the weights line is derived from the specs (:func:`snnet.anchors.weights_source`).
     ``known`` (a sweep driver's :attr:`Prepared.known`) holds anchors, checks and dataset facts
-    found before: those are not built, checked or opened again.
+    found before: those are not built, checked or opened again. ``probed`` (a driver's own set, never
+    a trial's) holds the catalog and storage locations written to already: they are not probed again,
+    and the ones probed here are added.
     """
     progress = progress or (lambda message: None)
-    config = _settled(config, progress)
+    config = _settled(config, progress, probed)
     known = known or Known()
     found = Known(checked=set(known.checked))
     todo = [s for s in config.anchors if anchor_key(s, config.image_size) not in known.anchors]
@@ -467,9 +470,9 @@ def prepare(config: TrainConfig, progress: Callable[[str], None] = print, *, kno
     return Prepared(config, space, weights, found)
 
 
-def _settled(config: TrainConfig, progress: Callable[[str], None]) -> TrainConfig:
+def _settled(config: TrainConfig, progress: Callable[[str], None], probed: set[str] | None = None) -> TrainConfig:
     """``config`` validated, with the demo anchors and a trial id filled in; the catalog and the
-    run storage checked (writable, not files)."""
+    run storage checked (writable, not files) unless both are in ``probed``."""
     config.validate()
     if config.anchors is None:
         if config.dataset != "demo":
@@ -495,10 +498,15 @@ def _settled(config: TrainConfig, progress: Callable[[str], None]) -> TrainConfi
     from .catalog._store import check_name
 
     check_name("trial", config.trial_id)
+    locations = {f"catalog:{config.catalog}|{config.sweep}", f"storage:{config.storage_path}"}
+    if probed is not None and locations <= probed:
+        return config  # written to by this driver already (and the sweep name checked by its CatalogWriter)
     check_writable(config.catalog, "The catalog", "--catalog")
     check_writable(config.storage_path, "Ray's run storage", "--storage")
     CatalogWriter(config.catalog, config.sweep)  # a folder or URI, not a file
     check_storage(config.storage_path)
+    if probed is not None:
+        probed.update(locations)
     return config
 
 

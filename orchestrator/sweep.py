@@ -520,9 +520,11 @@ def check_experiment_name(name: str, storage: str, *, resume: bool) -> str:
     return name
 
 
-def _validate_families(search, catalog: str, storage: str, progress, started=None) -> tuple[dict[str, Any], float]:
+def _validate_families(search, catalog: str, storage: str, progress, started=None, *,
+                       values: bool = True) -> tuple[dict[str, Any], float]:
     """Build every family's space once on the driver, before Ray starts, without loading weights:
     stitchability, model names, checkpoints and data are checked, and the FLOPs reference is fixed.
+    With ``values`` each searched setting's other values get a trial's checks too (:func:`_check_values`).
     What was found (anchor profiles, weight checks, the dataset's counts: :class:`orchestrator.run.Known`)
     goes into the trials' context as ``known``, so a trial builds no anchor and opens no dataset to check.
     The demo anchors that the demo families of ``search`` (and of ``started``, the space an
@@ -530,18 +532,62 @@ def _validate_families(search, catalog: str, storage: str, progress, started=Non
     from .run import Known, prepare
 
     flops_ref = 0.0
-    known = Known()
+    known, probed = Known(), set()
     demo_specs = _demo_specs([search] + ([started] if started is not None else []), progress)
     for family in search.families:
-        config = search.trial_config(search.first_point(family.name), catalog=catalog, storage_path=storage,
-                                     anchors=family_anchors(family, demo_specs))
-        prepared = prepare(config, progress=progress, known=known)
+        first = search.first_point(family.name)
+        driver = {"catalog": catalog, "storage_path": storage, "anchors": family_anchors(family, demo_specs)}
+        prepared = prepare(search.trial_config(first, **driver), progress=progress, known=known, probed=probed)
         known.update(prepared.known)
         space = prepared[1]
         flops_ref = max(flops_ref, max(p.flops for p in space.profiles))
         progress(f"[snnet] family {family.name}: {', '.join(space.anchor_names)} "
                  f"({len(space)} stitches at the first k/s choice)")
+        if values:
+            _check_values(search, family.name, first, driver, known, probed)
     return {"demo_specs": demo_specs, "known": known}, flops_ref
+
+
+def _other_values(param, first: Any) -> list[Any]:
+    """A searched setting's values besides ``first``: each choice, a range's low and high ends."""
+    from search_spaces import Choice
+
+    out: list[Any] = []
+    for value in (param.values if isinstance(param, Choice) else (param.low, param.high)):
+        if not any(_same(value, v) for v in [first, *out]):
+            out.append(value)
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def _check_values(search, family: str, first: dict[str, Any], driver: dict[str, Any], known, probed: set[str]) -> None:
+    """Give each searched setting's other values (:func:`_other_values`), one at a time from the family's
+    ``first`` point, the checks a trial's :func:`orchestrator.run.prepare` makes (a window deeper than the
+    anchors, a batch larger than the training set, ...), quietly; ``known`` and ``probed`` (the first
+    point's findings) mean no anchor is rebuilt, no dataset reopened, no location probed again. A value
+    that fails is one paragraph naming the family and ``setting=value``, before Ray starts."""
+    from .run import prepare
+
+    for key, param in search.parameters().items():
+        if key == "family":  # every family is validated at its own first point
+            continue
+        for value in _other_values(param, first[key]):
+            try:
+                config = search.trial_config({**first, key: value}, **driver)
+                known.update(prepare(config, progress=None, known=known, probed=probed).known)
+            except SNNetError as e:
+                raise SNNetError(f"Search space {search.name!r}, family {family}: {key}={_shown(value)} cannot run "
+                                 f"(checked with every other searched setting at its first value): {e}") from None
+
+
+def _shown(value: Any) -> str:
+    """A searched value as the YAML writes it (``30``, ``balanced``, ``0.001``)."""
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    return json.dumps(value, default=str)
 
 
 def _demo_specs(spaces: Sequence[Any], progress) -> dict[str, Any]:
@@ -840,7 +886,8 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "
         record["rerun"] = rerun
     _check_trial_resources(search, address, rerun)  # one trial fits this machine, before Ray starts
     started_space = SearchSpace.model_validate(started["space"]) if started else None
-    ctx, flops_ref = _validate_families(search, catalog, storage, progress, started_space)  # before Ray starts
+    ctx, flops_ref = _validate_families(search, catalog, storage, progress, started_space,  # before Ray starts
+                                        values=rerun is None)  # a re-run runs its trials' recorded values only
     if started is not None:
         progress(f"[snnet] --accept-changed-space: resuming {os.path.basename(experiment)} with an edited search "
                  f"space ({record['space_fingerprint']}, started with {started['space_fingerprint']})")

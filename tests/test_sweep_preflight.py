@@ -2,6 +2,10 @@
 
 - The Tuner's ``metric``/``mode`` (:func:`orchestrator.sweep.tune_metric`) for every searcher algorithm
   x early-stopping scheduler: Tune accepts them (the checks ``ray.tune.run`` makes before any trial).
+- ``--catalog`` of a bucket that cannot be reached: one paragraph, exit 2.
+- One trial's workers x CPUs x GPUs against this machine when no cluster is given.
+- Every searched value (each choice, each range's ends) gets a trial's checks, quietly, reusing the
+  first point's findings: a window deeper than the anchors names the family and ``setting=value``.
 """
 
 from __future__ import annotations
@@ -149,3 +153,86 @@ def test_each_rerun_trial_is_checked_with_its_recorded_resources(two_cpus):
                        "t2": {"config": TrainConfig(workers=3).model_dump(mode="json")}}}
     with pytest.raises(SNNetError, match=r"^A trial of the sweep needs 3 workers x 1 CPU each \(3 CPUs\)"):
         sweep._check_trial_resources(_space("tpe", "none"), None, plan)
+
+
+# -- every searched value, before Ray ----------------------------------------------------------------
+
+
+def test_the_other_values_of_a_setting_are_each_choice_and_each_end_of_a_range():
+    from orchestrator.sweep import _other_values
+    from search_spaces import Choice, FloatRange, IntRange
+
+    assert _other_values(Choice((2, 3, 30)), 2) == [3, 30]
+    assert _other_values(Choice((True, 1)), True) == [1]  # 1 is not true
+    assert _other_values(IntRange(1, 4), 1) == [4]  # the first point of a range is its low end
+    log = FloatRange(1e-4, 1e-2, log=True)
+    assert _other_values(log, log.first()) == [1e-4, 1e-2]  # ... of a log range, its geometric mean
+    assert _other_values(IntRange(3, 3), 3) == []
+
+
+@pytest.mark.parametrize("override, fault", [
+    ("space.kernel_size=[2, 30]", "space.kernel_size=30 cannot run (checked with every other searched setting at "
+                                  "its first value): The window must fit the depth: kernel_size <= 6"),
+    ("training.batch_size={low: 16, high: 100000}", "training.batch_size=100000 cannot run"),
+    ("training.sampling=[uniform, balanced, sandwich]", None),
+])
+def test_each_searched_value_gets_a_trials_checks_before_ray(tmp_path, override, fault):
+    from orchestrator import sweep
+    from search_spaces import load_space
+
+    search = load_space("demo", overrides=[override])
+    if fault is None:
+        sweep._validate_families(search, str(tmp_path / "c"), str(tmp_path / "r"), lambda m: None)
+        return
+    with pytest.raises(SNNetError) as info:
+        sweep._validate_families(search, str(tmp_path / "c"), str(tmp_path / "r"), lambda m: None)
+    message = str(info.value)
+    assert message.startswith(f"Search space 'demo', family demo_vit: {fault}") and "\n" not in message
+
+
+def test_a_window_deeper_than_the_anchors_stops_the_sweep_before_ray(two_cpus, tmp_path, capsys):
+    from orchestrator import sweep
+
+    argv = ["--catalog", str(tmp_path / "cat"), "--storage", str(tmp_path / "runs"), "--set",
+            "space.kernel_size=[2, 30]"]
+    assert sweep.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Search space 'demo', family demo_vit: space.kernel_size=30 cannot run (") and \
+        "got kernel_size=30." in err and err.count("\n") == 1
+
+
+def test_the_extra_values_build_no_anchor_open_no_dataset_probe_nothing_and_print_nothing(tmp_path, monkeypatch):
+    """Validating every searched value costs no anchor build, dataset read or write probe beyond the
+    first point's: the same calls and the same console lines as the first point alone."""
+    import orchestrator.run as run
+    import snnet.anchors as anchors_module
+    from orchestrator import sweep
+    from search_spaces import load_space
+
+    search = load_space("demo", overrides=["space.kernel_size=[2, 3, 4]", "space.stride=[1, 2]",
+                                           "training.anchor_lr={low: 1.0e-4, high: 1.0e-3, log: true}"])
+    sweep._validate_families(search, str(tmp_path / "c"), str(tmp_path / "r"), lambda m: None)  # demo anchors found
+    calls: list[str] = []
+
+    def counting(name):
+        real = getattr(run, name) if name != "read" else run.DatasetFacts.read
+
+        def wrapper(*a, **k):
+            calls.append(name)
+            return real(*a, **k)
+        return wrapper
+
+    for name in ("create_anchor", "check_writable", "profile_anchor"):
+        monkeypatch.setattr(run, name, counting(name))
+    monkeypatch.setattr(run.DatasetFacts, "read", staticmethod(counting("read")))
+    real_check_spec = anchors_module.check_spec
+    monkeypatch.setattr(anchors_module, "check_spec", lambda *a, **k: calls.append("check_spec") or real_check_spec(*a, **k))
+    seen = {}
+    for values in (False, True):
+        calls.clear()
+        lines: list[str] = []
+        sweep._validate_families(search, str(tmp_path / "c"), str(tmp_path / "r"), lines.append, values=values)
+        seen[values] = (sorted(calls), lines)
+    assert seen[True] == seen[False]
+    assert seen[True][0].count("check_writable") == 2 and seen[True][0].count("read") == 1
+    assert seen[True][0].count("check_spec") == 3 and seen[True][0].count("create_anchor") == 3
