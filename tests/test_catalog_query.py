@@ -414,6 +414,7 @@ def test_best_under(df):
     (dict(min_top1=101), "between 0 and 100"),
     (dict(min_top1=-0.5), "between 0 and 100"),
     (dict(sort="accuracy"), "Unknown sort column 'accuracy'"),
+    (dict(sort="top_1"), r"Unknown sort column 'top_1' \(did you mean 'top1'\?\)\. Sort by one of"),
     (dict(sort="anchors"), "holds lists"),
     (dict(limit=0), "positive whole number"),
     (dict(trial=[]), "at least one name"),

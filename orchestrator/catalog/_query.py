@@ -40,6 +40,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from snnet import SNNetError
+from snnet.cli import did_you_mean
 
 from ._inspect import REQUIRED_COLUMNS, dataset_schema as _dataset_schema, inspect, open_catalog as _open
 from ._names import validate_name
@@ -352,7 +353,8 @@ def _sort_columns(sort: str | Sequence[str], columns: Sequence[str]) -> list[str
         if column in LIST_COLUMNS:
             raise SNNetError(f"Cannot sort by {column!r}: it holds lists. Sort by one of: {', '.join(sortable)}.")
         if column not in columns:
-            raise SNNetError(f"Unknown sort column {column!r}. Sort by one of: {', '.join(sortable)}.")
+            raise SNNetError(f"Unknown sort column {column!r}{did_you_mean(column, sortable)}. "
+                             f"Sort by one of: {', '.join(sortable)}.")
     return by
 
 
