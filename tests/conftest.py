@@ -38,6 +38,20 @@ def local_cluster():
         cluster.shutdown()
 
 
+@pytest.fixture
+def two_cpus(monkeypatch):
+    """This machine has 2 CPUs and no GPU; no cluster to join; Ray must not start."""
+    import sys
+
+    import orchestrator.run as run
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(run, "local_resources", lambda: {"CPU": 2.0, "GPU": 0.0})
+    monkeypatch.setattr(run, "ensure_ray", lambda *a, **k: pytest.fail("Ray must not start"))
+    if "ray" in sys.modules:
+        monkeypatch.setattr(sys.modules["ray"], "is_initialized", lambda: False)
+
+
 @pytest.fixture(scope="session")
 def deit_small_family():
     """DeiT-Ti/S at 32x32 (4 tokens + cls): real timm models, fast to run."""

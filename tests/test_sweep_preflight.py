@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import sys
 
 import pytest
 
@@ -101,18 +100,6 @@ def test_a_catalog_that_is_a_file_is_still_named_as_one(tmp_path):
 
 
 # -- one trial's resources against this machine ----------------------------------------------------
-
-
-@pytest.fixture
-def two_cpus(monkeypatch):
-    """This machine has 2 CPUs and no GPU; no cluster to join; Ray must not start."""
-    import orchestrator.run as run
-
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.setattr(run, "local_resources", lambda: {"CPU": 2.0, "GPU": 0.0})
-    monkeypatch.setattr(run, "ensure_ray", lambda *a, **k: pytest.fail("Ray must not start"))
-    if "ray" in sys.modules:
-        monkeypatch.setattr(sys.modules["ray"], "is_initialized", lambda: False)
 
 
 def test_a_trial_larger_than_this_machine_is_refused_before_ray(two_cpus, tmp_path, monkeypatch, capsys):

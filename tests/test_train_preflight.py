@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import sys
 import time
 
 import pyarrow.parquet as pq
@@ -75,14 +74,7 @@ def test_no_probe_file_is_left_on_a_writable_catalog_after_prepare_like_use(tmp_
 # -- resources ---------------------------------------------------------------------------------------
 
 
-def test_workers_above_the_local_cpus_are_refused_before_ray(monkeypatch):
-    import orchestrator.run as run
-
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.setattr(run, "local_resources", lambda: {"CPU": 2.0, "GPU": 0.0})
-    monkeypatch.setattr(run, "ensure_ray", lambda *a, **k: pytest.fail("Ray must not start"))
-    if "ray" in sys.modules:
-        monkeypatch.setattr(sys.modules["ray"], "is_initialized", lambda: False)
+def test_workers_above_the_local_cpus_are_refused_before_ray(two_cpus):
     preflight(TrainConfig(workers=2))
     with pytest.raises(SNNetError) as info:
         preflight(TrainConfig(workers=3))
