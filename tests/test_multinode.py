@@ -68,11 +68,19 @@ def test_ddp_across_nodes_survives_losing_a_node(three_nodes, tmp_path):
 
     thread = threading.Thread(target=train)
     thread.start()
+    # Both ranks hold at step 7; each writes its pid file as it gets there (one may be a moment behind the
+    # other, and a file may be caught half-written): wait for both pids.
+    held = {}
     deadline = time.time() + 300
-    while time.time() < deadline and thread.is_alive() and not (pid_dir / "rank1-step7.pid").exists():
+    while time.time() < deadline and thread.is_alive() and len(held) < 2:
+        for r in (0, 1):
+            try:
+                held[r] = int((pid_dir / f"rank{r}-step7.pid").read_text())
+            except (FileNotFoundError, ValueError):
+                pass
         time.sleep(0.1)
-    assert (pid_dir / "rank1-step7.pid").exists(), f"training never reached step 7: {outcome}"
-    pids = {int((pid_dir / f"rank{r}-step7.pid").read_text()) for r in (0, 1) if (pid_dir / f"rank{r}-step7.pid").exists()}
+    assert len(held) == 2, f"training never reached step 7 on both ranks ({sorted(held)}): {outcome}"
+    pids = set(held.values())
     raylets = {_raylet_pid_of(p) for p in pids}
     assert len(raylets) == 2 and None not in raylets  # the two DDP ranks run on two different nodes
 
