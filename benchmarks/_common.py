@@ -7,7 +7,7 @@ import os
 import platform
 import sys
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 DEIT_TSB: tuple[str, ...] = ("deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224")
 
@@ -56,7 +56,7 @@ class Timer:
         self.seconds = 0.0
         self.cpu_seconds = 0.0
 
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self._start, self._cpu = time.perf_counter(), time.process_time()
         return self
 
@@ -97,8 +97,8 @@ def _cpu_model() -> str:
 
 
 def machine_info() -> Iterator[tuple[str, object]]:
-    import torch
     import timm
+    import torch
 
     yield "machine_cpu", _cpu_model()
     yield "machine_cores", os.cpu_count() or 0

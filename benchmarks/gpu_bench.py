@@ -66,7 +66,8 @@ import platform
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 ANCHORS = ("deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224")
 # bf16 dense tensor-core peaks, TFLOP/s (vendor datasheets; sparse figures are twice these)

@@ -88,7 +88,8 @@ def measure(device, anchors=ANCHORS, batch: int = 128, steps: int = 40, warmup: 
     drawn = [flops[s] for i in range(warmup, warmup + steps) for s in rule.draw(i, 0, 1)]
     base_flops = flops[net.space.anchor_names.index(anchors[-1])]
     log(f"gpu_train: supernet {ours:.1f} samples/s")
-    del net, opt, params
+    # Free the supernet before the plain model is built: rebound, not deleted, as supernet_step refers to them.
+    net = opt = params = None
     if device.type == "cuda":
         torch.cuda.empty_cache()
 

@@ -62,7 +62,8 @@ def reset_peak():
     except OSError:
         pass
 torch.set_num_threads(1)
-method, rows, d_in, d_out, batch, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+method, rows, d_in, d_out, batch, out = (sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]),
+                                         int(sys.argv[5]), sys.argv[6])
 from snnet.least_squares import LeastSquaresAccumulator, least_squares
 for dtype in (torch.float32, torch.float64):  # load LAPACK and the BLAS's lazily allocated GEMM buffers
     w = torch.randn(600, 600, dtype=dtype); w @ w; w.T @ w; torch.linalg.pinv(w[:, :300]); torch.linalg.eigh(w.T @ w)

@@ -7,4 +7,4 @@ import ``orchestrator``. This module is where the orchestrator's commands take t
 """
 
 from snnet.cli import *  # noqa: F403 - the one implementation, re-exported
-from snnet.cli import __all__  # noqa: F401
+from snnet.cli import __all__  # noqa: F401 - re-exported: this module's __all__ is snnet.cli's

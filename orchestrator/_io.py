@@ -13,7 +13,8 @@ import contextlib
 import os
 import tempfile
 import uuid
-from typing import IO, TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pyarrow.fs
@@ -25,7 +26,7 @@ def atomic_write(
     path: str | os.PathLike[str],
     write: Callable[[Any], None],
     *,
-    filesystem: "pyarrow.fs.FileSystem | None" = None,
+    filesystem: pyarrow.fs.FileSystem | None = None,
     to_path: bool = False,
 ) -> str:
     """Write ``path`` atomically with ``write`` and return the final path.

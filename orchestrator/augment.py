@@ -33,7 +33,8 @@ rates, ``lr_scale_batch``   null`` gives both groups ``anchor_lr``
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +61,8 @@ def transform_options(config: TrainConfig) -> dict[str, Any]:
             "re_prob": config.random_erasing, "re_mode": config.random_erasing_mode}
 
 
-def make_batch_erasing(config: TrainConfig, device: torch.device | str = "cpu") -> Callable[[torch.Tensor], torch.Tensor] | None:
+def make_batch_erasing(config: TrainConfig,
+                       device: torch.device | str = "cpu") -> Callable[[torch.Tensor], torch.Tensor] | None:
     """timm's :class:`RandomErasing` over a normalised batch ``[B, C, H, W]`` (each image on its
     own), for data without a timm transform (the demo); ``None`` when ``random_erasing`` is 0."""
     if config.random_erasing <= 0:
@@ -131,7 +133,8 @@ def lr_lambda(total_steps: int, warmup_fraction: float, floor: float = 0.0) -> C
     return factor
 
 
-def group_lambdas(optimizer: torch.optim.Optimizer, total_steps: int, config: TrainConfig) -> list[Callable[[int], float]]:
+def group_lambdas(optimizer: torch.optim.Optimizer, total_steps: int,
+                  config: TrainConfig) -> list[Callable[[int], float]]:
     """One schedule per parameter group: each decays to ``min_lr`` (absolute), never rises to it."""
     out = []
     for group in optimizer.param_groups:

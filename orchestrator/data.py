@@ -41,9 +41,10 @@ import random
 import re
 import sys
 import tarfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import IO, Any, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, TensorDataset, get_worker_info
@@ -173,7 +174,7 @@ def _demo_clean() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tenso
     try:
         saved = torch.load(path, weights_only=True)
         return tuple(saved[k] for k in _SPLIT_KEYS)  # type: ignore[return-value]
-    except Exception:  # absent, or unreadable: make it again
+    except Exception:  # noqa: BLE001 - a cache: absent, or unreadable in any way (torn, another torch's): make it again
         pass
     split = _demo_split()
     try:
@@ -213,7 +214,8 @@ def _demo_tensors() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Ten
     # Cached: every worker of a run and every test asks for the same, immutable split.
     x_train, y_train, x_val, y_val = _demo_clean()
     train = _normalise(distort_digits(x_train, torch.Generator().manual_seed(_DEMO_TRAIN_SEED)))
-    val = _normalise(distort_digits(x_val.repeat(_DEMO_VAL_COPIES, 1, 1, 1), torch.Generator().manual_seed(_DEMO_VAL_SEED)))
+    val = _normalise(distort_digits(x_val.repeat(_DEMO_VAL_COPIES, 1, 1, 1),
+                                    torch.Generator().manual_seed(_DEMO_VAL_SEED)))
     # contiguous copies, so that the train and val tensors share no storage
     return (
         train.contiguous(),
@@ -1119,7 +1121,8 @@ class Loader(DataLoader):
                         new.append(name)
                 if x is None:
                     if self.strict_batches:
-                        raise SNNetError(f"every image of a training batch was unreadable ({skipped_message(skipped)}).")
+                        raise SNNetError("every image of a training batch was unreadable "
+                                         f"({skipped_message(skipped)}).")
                     continue
                 yield x, y
         finally:
@@ -1322,7 +1325,7 @@ def get_datasets(name_or_path: str | os.PathLike[str], image_size: int | None = 
     )
 
 
-def dataset_labels(dataset: Any) -> "Any | None":
+def dataset_labels(dataset: Any) -> Any | None:
     """The class index of every item of a map-style dataset, as a numpy array, without decoding an
     image (the demo's tensors, a folder's listing, a :class:`~torch.utils.data.Subset` of either,
     anything with ``targets``); ``None`` for streamed shards, whose labels come only with their images."""

@@ -30,9 +30,10 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
@@ -366,7 +367,7 @@ def demo_anchor_specs(
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             lock = path.with_name(path.name + ".lock")
-            with _exclusive(lock, lambda: say(f"{name}: waiting for another process pretraining it")):
+            with _exclusive(lock, lambda name=name: say(f"{name}: waiting for another process pretraining it")):
                 if not path.is_file():  # another process may have finished it while we waited
                     if brief:
                         say(f"pretraining demo anchor {name}: {plural(recipe.epochs, 'epoch')}, on the first run only "
@@ -384,8 +385,9 @@ def demo_anchor_specs(
                         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     }
                     # Metadata first: a present .pth always has its .json next to it.
-                    atomic_write(path.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=2).encode()))
-                    atomic_write(path, lambda f: torch.save(state, f))
+                    atomic_write(path.with_suffix(".json"),
+                                 lambda f, meta=meta: f.write(json.dumps(meta, indent=2).encode()))
+                    atomic_write(path, lambda f, state=state: torch.save(state, f))
                     if not brief:
                         say(f"{name}: val top1 {top1:.1f}% after {recipe.epochs} epochs in {seconds:.1f}s -> {path}")
                     specs.append(AnchorSpec(name, checkpoint=str(path)))

@@ -44,9 +44,10 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from snnet import SNNetError
 
@@ -216,7 +217,8 @@ def load_state(checkpoint: str) -> dict[str, Any]:
     if not os.path.isdir(checkpoint):
         if os.path.exists(checkpoint):
             parent = os.path.dirname(os.path.abspath(checkpoint))
-            hint = (f"name the folder that holds it instead: {parent}" if os.path.basename(checkpoint) == CHECKPOINT_FILE
+            hint = (f"name the folder that holds it instead: {parent}"
+                    if os.path.basename(checkpoint) == CHECKPOINT_FILE
                     else f"a checkpoint is the folder that holds {CHECKPOINT_FILE}")
             raise SNNetError(f"The trial's checkpoint {checkpoint!r} is a file, not a folder; {hint}.")
         raise SNNetError(f"The trial's checkpoint folder {checkpoint!r} does not exist; it may have been moved or "
@@ -267,7 +269,8 @@ def _load_failure(error: Exception, path: str) -> str:
     foreign = (isinstance(error, (KeyError, EOFError)) or not lines
                or any(m in text for m in ("Unsupported operand", "invalid load key")))
     if not foreign:
-        hit = next((i for i, line in enumerate(lines) if "Unsupported global" in line or "WeightsUnpickler" in line), None)
+        hit = next((i for i, line in enumerate(lines) if "Unsupported global" in line or "WeightsUnpickler" in line),
+                   None)
         if hit is None:
             return lines[0]
         if lines[hit].endswith("WeightsUnpickler error:") and hit + 1 < len(lines):  # the reason is on the next line
@@ -412,7 +415,8 @@ def _export_program(module: torch.nn.Module, input_size: Sequence[int]):
 
     example = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
     program = torch.export.export(module, (example,), dynamic_shapes=({0: Dim.AUTO},))
-    x_node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name in program.graph_signature.user_inputs)
+    x_node = next(n for n in program.graph.nodes
+                  if n.op == "placeholder" and n.name in program.graph_signature.user_inputs)
     if isinstance(x_node.meta["val"].shape[0], torch.SymInt):
         return program, example, True
     example = example[:1]
@@ -425,7 +429,8 @@ def _normalization(config_dataset: str, anchor) -> dict[str, Any]:
     if config_dataset == "demo":
         from .data import DEMO_MEAN, DEMO_STD
 
-        used = {"mean": list(DEMO_MEAN), "std": list(DEMO_STD), "source": "orchestrator.data DEMO_MEAN/DEMO_STD (demo digits)"}
+        used = {"mean": list(DEMO_MEAN), "std": list(DEMO_STD),
+                "source": "orchestrator.data DEMO_MEAN/DEMO_STD (demo digits)"}
     else:  # orchestrator.data normalises image folders with ImageNet's statistics
         from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
@@ -646,7 +651,8 @@ def _summary(result: ExportResult) -> str:
     path = " > ".join(card["anchors"])
     cuts = " ".join(f"[{j},{k}]" for j, k in card["cuts"]) or "-"
     top1 = f"{card['top1']:.2f}%" if card["top1"] is not None else "-"
-    latency = f"  latency {card['latency_ms']:.3g} ms ({card['latency_device']})" if card["latency_ms"] is not None else ""
+    latency = (f"  latency {card['latency_ms']:.3g} ms ({card['latency_device']})"
+               if card["latency_ms"] is not None else "")
     lines = [
         f"exported stitch {row['stitch_id']} of trial {row['trial_id']} (sweep {row['sweep']}): {path}, cuts {cuts}",
         f"  {result.program} ({card['size_bytes'] / 2**20:.2f} MB), card {result.card}"

@@ -16,7 +16,7 @@ functions serve both needs; the training recipe and the sweep wire them in.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

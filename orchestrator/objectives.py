@@ -27,7 +27,8 @@ bootstrap of ``python -m orchestrator.catalog compare``): same points, same answ
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from search_spaces import OBJECTIVES  # name -> "max" | "min": one definition, shared with the schema
 

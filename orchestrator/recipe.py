@@ -48,8 +48,9 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -125,7 +126,7 @@ class TrainState:
         return data
 
     @classmethod
-    def from_dict(cls, data: Any) -> "TrainState":
+    def from_dict(cls, data: Any) -> TrainState:
         names = [f.name for f in dataclasses.fields(cls)]
         required = [f.name for f in dataclasses.fields(cls)
                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
@@ -143,7 +144,7 @@ class TrainState:
         return path
 
     @classmethod
-    def read(cls, folder: str | os.PathLike[str]) -> "TrainState":
+    def read(cls, folder: str | os.PathLike[str]) -> TrainState:
         path = os.path.join(folder, cls.FILE)
         return cls.from_dict(torch.load(path, map_location="cpu", weights_only=True))
 
@@ -167,14 +168,14 @@ class Worker:
     rank: int = 0
     world: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    report: Callable[[dict[str, Any], "TrainState | None"], None] = _no_report
+    report: Callable[[dict[str, Any], TrainState | None], None] = _no_report
     wrap: Callable[[nn.Module], nn.Module] = lambda module: module
 
 
 class TrainCallback:
     """Hooks into a running recipe; tests use them to observe or disturb a run."""
 
-    def on_step(self, recipe: "SupernetRecipe", step: int) -> None:
+    def on_step(self, recipe: SupernetRecipe, step: int) -> None:
         """Before training step ``step`` (0-based, counted over the whole run)."""
 
 
@@ -232,8 +233,7 @@ def build_worker_supernet(config: TrainConfig, space: StitchSpace, device: torch
                           load_weights: bool = True) -> StitchedSupernet:
     """The run's supernet on ``device``: each anchor built once, with its weights unless
     ``load_weights`` is False (a resumed run, whose checkpoint holds every weight)."""
-    from . import demo  # noqa: F401  - registers the demo anchors with timm on this process
-
+    from . import demo  # noqa: F401 - registers the demo anchors with timm on this process
     from .augment import anchor_options
 
     specs = {s.name: s for s in config.anchors}
@@ -458,7 +458,8 @@ class SupernetRecipe:
         c = self.config
         total_steps = max(1, self.steps_per_epoch * c.epochs)
         self.optimizer = make_optimizer(self.net, c, self.world)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, group_lambdas(self.optimizer, total_steps, c))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           group_lambdas(self.optimizer, total_steps, c))
 
     def initialise(self) -> dict[str, float]:
         """LS or Kaiming init of every stitching layer; returns R^2 per layer (LS only)."""

@@ -17,8 +17,9 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from snnet import AnchorProfile, AnchorSpec, SNNetError, StitchSpace, create_anchor, profile_anchor
 from snnet.anchors import Anchor, check_model_name
@@ -193,19 +194,19 @@ def _probe_remote(fs: Any, path: str, name: str) -> None:
 
     try:
         probe(path)
-    except Exception as first:  # noqa: BLE001
+    except Exception as first:
         folder = path
         while folder:
             folder = folder.rsplit("/", 1)[0] if "/" in folder else ""
             try:
                 kind = fs.get_file_info(folder).type
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - the parent cannot be looked at: the probe's own error says more
                 raise first from None
             if kind == pafs.FileType.Directory:
                 try:
                     probe(folder)
                     return
-                except Exception:  # noqa: BLE001
+                except Exception:  # noqa: BLE001 - any failure here: the first error, on path itself, is the one raised
                     raise first from None
             if kind == pafs.FileType.File:
                 break
@@ -223,7 +224,7 @@ def local_resources() -> dict[str, float]:
         import torch
 
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a missing or broken torch or CUDA install: no GPUs to offer
         gpus = 0
     return {"CPU": float(cpus), "GPU": float(gpus)}
 
@@ -343,7 +344,7 @@ class DatasetFacts:
     class_counts: tuple[int, ...] | None = None  # None for streamed shards (split by key, not by label)
 
     @classmethod
-    def read(cls, config: TrainConfig) -> "DatasetFacts":
+    def read(cls, config: TrainConfig) -> DatasetFacts:
         """Open ``config.dataset``'s training split (the usual errors for a bad dataset) and count."""
         import numpy as np
 
@@ -398,7 +399,7 @@ class Known:
     checked: set[str] = field(default_factory=set)
     datasets: dict[str, DatasetFacts] = field(default_factory=dict)
 
-    def update(self, other: "Known") -> "Known":
+    def update(self, other: Known) -> Known:
         self.anchors.update(other.anchors)
         self.checked.update(other.checked)
         self.datasets.update(other.datasets)
@@ -484,7 +485,7 @@ def _settled(config: TrainConfig, progress: Callable[[str], None], probed: set[s
 
         config = config.model_copy(update={"anchors": demo_anchor_specs(progress=progress, brief=True)})
     else:
-        from . import demo  # noqa: F401  - demo anchors may be named explicitly
+        from . import demo  # noqa: F401 - demo anchors may be named explicitly
 
     config.space_config().validate()
     for spec in config.anchors:

@@ -8,7 +8,8 @@ well the epoch-1 early front predicted the final one (:func:`early_hv_spearman`)
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from snnet import StitchSpace
 
@@ -67,7 +68,10 @@ def _lrs(rows: Sequence[dict[str, Any]]) -> str | None:
                    key=lambda p: tuple(v if v is not None else -1.0 for v in p))
     if not pairs:
         return None
-    fmt = lambda v: "n/a" if v is None else f"{v:.2e}"  # noqa: E731
+
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.2e}"
+
     return "; ".join(f"{fmt(a)} for anchors and stitches" if s is None else f"anchors {fmt(a)}, stitches {fmt(s)}"
                      for a, s in pairs)
 
@@ -100,7 +104,8 @@ def summarize(space: StitchSpace, rows: Sequence[dict[str, Any]], r2: dict[str, 
     for fraction in (0.25, 0.5, 0.75, 1.0):
         row = best_under(rows, fraction * largest)
         table.append([f"{fraction:.0%}", _flops(fraction * largest), "", "none fits"] if row is None else
-                     [f"{fraction:.0%}", _flops(row["flops"]), f"{row['top1']:.1f}%", f"#{row['stitch_id']} {_describe(row)}"])
+                     [f"{fraction:.0%}", _flops(row["flops"]), f"{row['top1']:.1f}%",
+                      f"#{row['stitch_id']} {_describe(row)}"])
     lines += _indented(render_table(table, header=["budget", "FLOPs", "top-1", "stitch"], right=[True, True, True]))
     if catalog is not None:
         lines.append(f"catalog:  {catalog}")

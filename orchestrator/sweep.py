@@ -29,7 +29,8 @@ import json
 import os
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from snnet import SNNetError
 
@@ -84,7 +85,8 @@ def tune_search_space(search) -> dict[str, Any]:
         elif isinstance(dist, IntRange) and grid:
             out[_key(path)] = tune.grid_search(dist.grid_values())
         elif isinstance(dist, IntRange):
-            out[_key(path)] = tune.lograndint(dist.low, dist.high + 1) if dist.log else tune.randint(dist.low, dist.high + 1)
+            out[_key(path)] = (tune.lograndint(dist.low, dist.high + 1) if dist.log
+                               else tune.randint(dist.low, dist.high + 1))
         else:  # pragma: no cover - the schema admits only the three kinds
             raise TypeError(f"unknown distribution {dist!r}")
     seeds = search.searcher.seeds
@@ -449,7 +451,6 @@ def _write_json(path: str, value: Any) -> None:
 def sweep_record(search) -> dict[str, Any]:
     """What a sweep records beside its experiment (:data:`RECORD`)."""
     from .fingerprint import space_document, space_fingerprint
-
     from .run import code_version
 
     return {"sweep": search.name, "space_fingerprint": space_fingerprint(search), "code_version": code_version(),
@@ -683,7 +684,8 @@ def rerun_plan(search, catalog: str, storage: str, best: int, source: str | None
         _latest_experiment(storage, search.name)
     if not experiment or not _exists(experiment):
         raise SNNetError(f"Nothing to re-run: no sweep '{search.name}' in storage {storage!r}"
-                         + (f" named {source!r}" if source else "") + ". Run the sweep first, or name it with --rerun-from.")
+                         + (f" named {source!r}" if source else "")
+                         + ". Run the sweep first, or name it with --rerun-from.")
     finished = []
     for trial_id in finished_trials(catalog, search.name, experiment):
         result = completed_result(catalog, search.name, trial_id)
@@ -695,8 +697,9 @@ def rerun_plan(search, catalog: str, storage: str, best: int, source: str | None
                          f"partition sweep={search.name}).")
     updates = rerun_updates(overrides)
     chosen = rank_trials(finished, list(search.searcher.objectives))[:best]
-    trials = {t["trial_id"]: {"config": TrainConfig.model_validate({**t["settings"], **updates}).model_dump(mode="json"),
-                              "family": t.get("family"), "hypervolume": t.get("hypervolume")} for t in chosen}
+    trials = {t["trial_id"]: {
+        "config": TrainConfig.model_validate({**t["settings"], **updates}).model_dump(mode="json"),
+        "family": t.get("family"), "hypervolume": t.get("hypervolume")} for t in chosen}
     return {"source_experiment": os.path.basename(experiment.rstrip("/")), "source_sweep": search.name,
             "trials": trials}
 
@@ -827,7 +830,8 @@ def _new_tuner(search, trainable, experiment: str, storage: str, concurrent: int
         param_space, samples = {RERUN_KEY: tune.grid_search(list(rerun["trials"]))}, 1
     else:
         param_space = tune_search_space(search)
-        samples = 1 if fixed else search.searcher.num_samples * (len(seeds) if seeds and not _searcher_free(search) else 1)
+        samples = 1 if fixed else (search.searcher.num_samples
+                                   * (len(seeds) if seeds and not _searcher_free(search) else 1))
     scheduler = _scheduler(search)
     tuner = tune.Tuner(
         trainable,

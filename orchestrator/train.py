@@ -14,8 +14,7 @@ import datetime as _dt
 import os
 import sys
 import time
-from typing import Sequence
-
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -140,7 +139,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return space.trial_config(point, anchors=anchors, **flags)
 
 
-def default_sweep(stem: str, now: "_dt.datetime | None" = None) -> str:
+def default_sweep(stem: str, now: _dt.datetime | None = None) -> str:
     """Each run's own catalog partition: ``<stem>-<UTC time stamp>`` (``stem`` cut to the sweep-name
     rule's characters), validated by :func:`orchestrator.catalog.validate_name`."""
     import re

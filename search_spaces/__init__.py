@@ -8,8 +8,22 @@ sweep searches over; :func:`load_space` (``loader``) reads a shipped space by na
 
 from .config import INITS, LS_MODES, MODES, PLACEMENTS, SPACE_FIELDS, TrainConfig
 from .loader import MAX_BYTES, load_space, shipped_spaces
-from .schema import (ALGORITHMS, OBJECTIVES, SCHEDULERS, TRAINING_SET_ELSEWHERE, AnchorEntry, Choice, Family,
-                     FloatRange, IntRange, Param, Resources, Searcher, SearchSpace, TrainingSection)
+from .schema import (
+                     ALGORITHMS,
+                     OBJECTIVES,
+                     SCHEDULERS,
+                     TRAINING_SET_ELSEWHERE,
+                     AnchorEntry,
+                     Choice,
+                     Family,
+                     FloatRange,
+                     IntRange,
+                     Param,
+                     Resources,
+                     Searcher,
+                     SearchSpace,
+                     TrainingSection,
+)
 
 __all__ = [
     "ALGORITHMS", "AnchorEntry", "Choice", "Family", "FloatRange", "INITS", "IntRange", "LS_MODES", "MAX_BYTES",

@@ -115,7 +115,7 @@ class TrainConfig(BaseModel):
             raise _Worded(_message(e)) from None  # model_validate, which runs this __init__, passes it on
 
     @classmethod
-    def model_validate(cls, obj: Any, **kwargs: Any) -> "TrainConfig":  # type: ignore[override]
+    def model_validate(cls, obj: Any, **kwargs: Any) -> TrainConfig:  # type: ignore[override]
         try:
             return super().model_validate(obj, **kwargs)
         except ValidationError as e:
@@ -129,7 +129,7 @@ class TrainConfig(BaseModel):
         return anchors
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TrainConfig":
+    def _consistent(self) -> TrainConfig:
         if self.init == "ls" and self.ls_samples == 0:
             raise SNNetError("ls_samples must be >= 1 for least-squares init, got 0")
         if self.mode == "lora" and self.init != "ls":
@@ -144,7 +144,7 @@ class TrainConfig(BaseModel):
             _check_auto_augment(self.auto_augment)
         return self
 
-    def validate(self) -> "TrainConfig":  # type: ignore[override]
+    def validate(self) -> TrainConfig:  # type: ignore[override]
         """Check again (after a field was set) and return ``self``; building one already validated it."""
         type(self).model_validate(self.model_dump())
         return self
@@ -174,7 +174,7 @@ def _check_auto_augment(text: str) -> None:
 
     try:
         create_transform(32, is_training=True, auto_augment=text)
-    except Exception as e:  # timm raises AssertionError, ValueError or KeyError for a bad string
+    except Exception as e:  # noqa: BLE001 - timm raises AssertionError, ValueError, KeyError... for a bad string
         raise SNNetError(f"auto_augment must be a timm auto-augment string such as 'rand-m9-mstd0.5-inc1', "
                          f"'original' or 'augmix-m5-w4-d2', got {text!r} ({type(e).__name__}: {e})") from None
 

@@ -11,11 +11,25 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Annotated, Any, Iterable, Mapping, Union, get_args
+from typing import Annotated, Any, get_args
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PlainSerializer,
-                      PlainValidator, Tag, ValidationError, create_model, field_serializer, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    Tag,
+    ValidationError,
+    create_model,
+    field_serializer,
+    model_validator,
+)
 
 from snnet import AnchorSpec, SNNetError, UnknownModelError, check_model_name
 from snnet.cli import plural
@@ -128,7 +142,7 @@ class IntRange(_Range):
 
 
 #: A searched setting.
-Param = Union[Choice, FloatRange, IntRange]
+Param = Choice | FloatRange | IntRange
 
 
 def _choice(values: list[Any]) -> Choice:
@@ -157,8 +171,9 @@ def searchable(kind: Kind) -> Any:
         def refuse(raw: Any) -> Any:
             raise SNNetError(f"must {kind.describe()}, or a list of them to search over, got a mapping")
         ranged = Annotated[Any, PlainValidator(refuse)]
-    return Annotated[Union[Annotated[value, Tag("value")], Annotated[list[value], AfterValidator(_choice), Tag("choice")],
-                           Annotated[ranged, Tag("range")]],
+    return Annotated[Annotated[value, Tag("value")]
+                     | Annotated[list[value], AfterValidator(_choice), Tag("choice")]
+                     | Annotated[ranged, Tag("range")],
                      Discriminator(_form), PlainSerializer(lambda v: v.plain() if isinstance(v, _Param) else v)]
 
 
@@ -173,7 +188,7 @@ class AnchorEntry(BaseModel):
     kwargs: dict[str, Any] = {}
 
     @model_validator(mode="after")
-    def _check(self) -> "AnchorEntry":
+    def _check(self) -> AnchorEntry:
         if not self.name:
             raise Problem("name", "an anchor needs a timm model name, got ''")
         if self.pretrained and self.checkpoint is not None:
@@ -216,7 +231,8 @@ class Family(BaseModel):
         raw = dict(raw)
         pretrained, kwargs, anchors = raw.pop("pretrained", False), raw.pop("kwargs", None) or {}, raw.get("anchors")
         demo = raw.get("demo") is True
-        if demo and (pretrained or kwargs or isinstance(anchors, list) and not all(isinstance(a, str) for a in anchors)):
+        if demo and (pretrained or kwargs
+                     or isinstance(anchors, list) and not all(isinstance(a, str) for a in anchors)):
             where = "pretrained" if pretrained else "kwargs" if kwargs else "anchors"
             raise Problem(where, "demo anchors are pretrained and cached by the orchestrator: "
                                  + ("give them as plain names" if where == "anchors" else "leave it out"))
@@ -229,7 +245,7 @@ class Family(BaseModel):
         return raw
 
     @model_validator(mode="after")
-    def _check(self) -> "Family":
+    def _check(self) -> Family:
         if not NAME_RULES["sweep"][0].fullmatch(self.name):  # family names: letters first, as sweep names
             raise Problem("name", f"must start with a letter and use only letters, digits, '_', '.' and '-', "
                                   f"got {self.name!r}")
@@ -286,7 +302,7 @@ class Searcher(BaseModel):
     seeds: Annotated[tuple[Int(0), ...] | None, BeforeValidator(_listed)] = None
 
     @model_validator(mode="after")
-    def _counts(self) -> "Searcher":
+    def _counts(self) -> Searcher:
         n, names = len(self.objectives), list(self.objectives)
         if not n:
             raise Problem("objectives", f"must be a non-empty list of objectives ({', '.join(OBJECTIVES)}), got []")
@@ -378,7 +394,7 @@ class SearchSpace(BaseModel):
         return {k: v for k, v in raw.items() if not (k in ("space", "training", "resources", "searcher") and v is None)}
 
     @model_validator(mode="after")
-    def _consistent(self) -> "SearchSpace":
+    def _consistent(self) -> SearchSpace:
         try:
             validate_name("sweep", self.name)
         except SNNetError as e:
@@ -411,7 +427,7 @@ class SearchSpace(BaseModel):
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>", *, check_models: bool = True,
-                  lines: Mapping[str, int] | None = None) -> "SearchSpace":
+                  lines: Mapping[str, int] | None = None) -> SearchSpace:
         """Validate a parsed YAML document; :class:`SNNetError` lists every problem at its YAML path (and line)."""
         found, space = [], None
         try:
@@ -422,14 +438,16 @@ class SearchSpace(BaseModel):
         if space is not None and check_models:
             found += space._unknown_models(data)
         if found:
-            items = [f"{path or '(top level)'}: {message.rstrip('.')}{_line(lines or {}, path)}" for path, message in found]
+            items = [f"{path or '(top level)'}: {message.rstrip('.')}{_line(lines or {}, path)}"
+                     for path, message in found]
             raise SNNetError(f"Invalid search space {source}: {plural(len(items), 'problem')}: "
                              + "; ".join(items) + ".")
         return space.model_copy(update={"source": source})
 
     def _unknown_models(self, data: dict) -> list[tuple[str, str]]:
         """Every non-demo anchor and teacher name that timm does not know, at its YAML path."""
-        named = [(f"families[{i}].anchors[{j}]" + ("" if isinstance(data["families"][i]["anchors"][j], str) else ".name"),
+        named = [(f"families[{i}].anchors[{j}]"
+                  + ("" if isinstance(data["families"][i]["anchors"][j], str) else ".name"),
                   a.name) for i, fam in enumerate(self.families) if not fam.demo for j, a in enumerate(fam.anchors)]
         teacher = self.training.teacher
         if teacher is not None and not teacher.name.startswith(_DEMO_PREFIX):

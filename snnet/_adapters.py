@@ -25,7 +25,8 @@ downsample) belongs to the first unit of the stage.
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar, Iterable
+from collections.abc import Callable, Iterable
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -35,14 +36,14 @@ from ._errors import UnsupportedFamilyError
 __all__ = ["FamilyAdapter", "Pruned", "adapter_for", "register_adapter", "ADAPTERS"]
 
 #: ``"module.QualName"`` of a timm model class -> its adapter class.
-ADAPTERS: dict[str, type["FamilyAdapter"]] = {}
+ADAPTERS: dict[str, type[FamilyAdapter]] = {}
 
 
 def _class_key(cls: type | str) -> str:
     return cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"
 
 
-def register_adapter(model_class: type | str) -> Callable[[type["FamilyAdapter"]], type["FamilyAdapter"]]:
+def register_adapter(model_class: type | str) -> Callable[[type[FamilyAdapter]], type[FamilyAdapter]]:
     """Class decorator: serve ``model_class`` (a class or its ``"module.QualName"``) and its subclasses."""
 
     def register(adapter: type[FamilyAdapter]) -> type[FamilyAdapter]:
@@ -52,7 +53,7 @@ def register_adapter(model_class: type | str) -> Callable[[type["FamilyAdapter"]
     return register
 
 
-def adapter_for(model: nn.Module, name: str, image_size: int | None = None) -> "FamilyAdapter":
+def adapter_for(model: nn.Module, name: str, image_size: int | None = None) -> FamilyAdapter:
     """The adapter of the nearest registered class in ``type(model)``'s MRO."""
     for cls in type(model).__mro__:
         adapter = ADAPTERS.get(_class_key(cls))
@@ -94,7 +95,8 @@ class FamilyAdapter:
         self.model = model
         self.image_size = image_size
         # (stage, index in stage) of every unit: plain ints, so pruning the model never stales them.
-        self.index: list[tuple[int, int]] = [(s, b) for s, blocks in enumerate(self.stages()) for b in range(len(blocks))]
+        self.index: list[tuple[int, int]] = [(s, b) for s, blocks in enumerate(self.stages())
+                                             for b in range(len(blocks))]
 
     # -- to implement ---------------------------------------------------------------------
     def stages(self) -> list[list[list[nn.Module]]]:

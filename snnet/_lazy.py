@@ -9,10 +9,12 @@ from __future__ import annotations
 import importlib
 import sys
 import types
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 
-def lazy_exports(package: str, modules: Mapping[str, Sequence[str]]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+def lazy_exports(package: str,
+                 modules: Mapping[str, Sequence[str]]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``(__getattr__, __dir__)`` for ``package``: each name in ``modules[m]`` comes from its submodule ``m``."""
     module_of = {name: module for module, names in modules.items() for name in names}
     namespace = sys.modules[package].__dict__

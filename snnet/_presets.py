@@ -98,7 +98,7 @@ def unpaired_stitching(front_depth: int, back_depth: int):
     return cuts, mapped[: len(cuts)], front_depth
 
 
-def _family(space: "StitchSpace") -> str:
+def _family(space: StitchSpace) -> str:
     families = [p.family for p in space.profiles]
     if len(set(families)) == 1 and families[0] in PAPER_FAMILIES:
         return families[0]
@@ -111,7 +111,7 @@ def _family(space: "StitchSpace") -> str:
     )
 
 
-def paper_plan(space: "StitchSpace"):
+def paper_plan(space: StitchSpace):
     """The released enumeration for ``space``'s anchors, or ``None`` where it is the default one.
 
     Returns ``[(anchors, cuts, layer_keys), ...]`` for the stitched networks (the anchors alone
@@ -151,7 +151,7 @@ def _stage_units(profile, stage: int) -> list[int]:
     return [u for u, s in enumerate(profile.stage_of) if s == stage]
 
 
-def _stage_pair(space: "StitchSpace", stage: int, front: int, back: int):
+def _stage_pair(space: StitchSpace, stage: int, front: int, back: int):
     from ._space import LayerSpec
 
     f, b = space.profiles[front], space.profiles[back]

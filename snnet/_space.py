@@ -37,8 +37,9 @@ counts and the export all walk that one path, so they cannot disagree.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Iterator, Literal, Sequence, Union
+from typing import TYPE_CHECKING, Literal
 
 from ._errors import SNNetError, UnstitchableError
 
@@ -89,7 +90,7 @@ class Head:
     norm: bool = True  # False only for stitched paths under SpaceConfig.released_deit_head
 
 
-Step = Union[Stem, Units, Junction, Head]
+Step = Stem | Units | Junction | Head
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,8 @@ def check_distinct(names: Sequence[str]) -> None:
     archs = [str(n).split(".", 1)[0] for n in names]
     twice = sorted({a for a in archs if archs.count(a) > 1})
     if twice:
-        tags = " (a pretrained tag after the '.' names weights of the same model)" if len(set(names)) == len(names) else ""
+        tags = (" (a pretrained tag after the '.' names weights of the same model)"
+                if len(set(names)) == len(names) else "")
         raise SNNetError(f"Anchors must be distinct, got {list(names)}: {', '.join(twice)} appears twice{tags}; "
                          "stitch models of different sizes.")
 
@@ -492,7 +494,7 @@ class StitchSpace:
         return json.dumps({"config": asdict(self.config), "profiles": [asdict(p) for p in self.profiles]})
 
     @classmethod
-    def from_json(cls, text: str) -> "StitchSpace":
+    def from_json(cls, text: str) -> StitchSpace:
         from .flops import AnchorProfile
 
         try:

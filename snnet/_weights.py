@@ -18,10 +18,12 @@ import logging
 import os
 import socket
 import threading
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import torch
+
 from ._errors import SNNetError
 
 __all__ = ["load_checkpoint", "checkpoint_shapes", "hub_source", "hub_reachable", "cached_hub_file",
@@ -83,7 +85,7 @@ def checkpoint_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]
             state = torch.load(path, map_location="meta", weights_only=True, mmap=True)
         except RuntimeError:  # the legacy (non-zip) format cannot be memory-mapped
             state = torch.load(path, map_location="meta", weights_only=True)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - any parse failure is the user's file
         raise _unreadable(path, e) from None
     if isinstance(state, Mapping):
         for key in ("state_dict", "model"):  # the wrappers timm's load_state_dict(use_ema=False) opens

@@ -26,7 +26,8 @@ import difflib
 import functools
 import os
 import sys
-from typing import Callable, Iterator, Mapping, Sequence, TextIO
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TextIO
 
 from ._errors import SNNetError
 
@@ -198,7 +199,8 @@ def render_table(rows: Sequence[Sequence[object]], *, header: Sequence[str] | No
     ncols = max(len(r) for r in lines)
     lines = [r + [""] * (ncols - len(r)) for r in lines]
     widths = [max(len(r[i]) for r in lines) for i in range(ncols)]
-    is_right = right if callable(right) else (lambda i: bool(right[i]) if right is not None and i < len(right) else False)
+    is_right = right if callable(right) else (
+        lambda i: bool(right[i]) if right is not None and i < len(right) else False)
     out = [sep.join(c.rjust(w) if is_right(i) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
            for r in lines]
     if header is not None and rule:

@@ -19,7 +19,8 @@ exported program no longer needs this package or timm to run.
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -47,7 +48,8 @@ class StandaloneStitch(nn.Module):
     copies that hold only the stitch's weights (for deployment and ``torch.export``).
     """
 
-    def __init__(self, stitch: Stitch | Sequence[Step], anchors: dict[str, Anchor], stitch_layers: dict[str, nn.Module]):
+    def __init__(self, stitch: Stitch | Sequence[Step], anchors: dict[str, Anchor],
+                 stitch_layers: dict[str, nn.Module]):
         super().__init__()
         self.stitch = stitch if isinstance(stitch, Stitch) else None
         self.path = tuple(stitch.path if isinstance(stitch, Stitch) else stitch)
@@ -55,14 +57,14 @@ class StandaloneStitch(nn.Module):
         self.stitch_layers = nn.ModuleDict(stitch_layers)
 
     @staticmethod
-    def modules_of(supernet: "StitchedSupernet", stitch: Stitch) -> tuple[dict[str, Anchor], dict[str, nn.Module]]:
+    def modules_of(supernet: StitchedSupernet, stitch: Stitch) -> tuple[dict[str, Anchor], dict[str, nn.Module]]:
         """The supernet's anchors and stitching layers that ``stitch`` runs (shared, not copied)."""
         anchors = {str(a): supernet.anchors[a] for a in sorted(set(stitch.anchors))}
         layers = {k: supernet.stitch_layers[k] for k in dict.fromkeys(stitch.layers)}
         return anchors, layers
 
     @classmethod
-    def bind(cls, supernet: "StitchedSupernet", stitch: Stitch | int) -> "StandaloneStitch":
+    def bind(cls, supernet: StitchedSupernet, stitch: Stitch | int) -> StandaloneStitch:
         """``stitch`` of ``supernet`` as a module sharing the supernet's weights."""
         stitch = supernet.space[stitch] if isinstance(stitch, int) else stitch
         return cls(stitch, *cls.modules_of(supernet, stitch))
@@ -71,7 +73,7 @@ class StandaloneStitch(nn.Module):
         return _supernet.run_path(self.path, x, lambda a: self.anchors[str(a)], self.stitch_layers.__getitem__)
 
 
-def extract_stitch(supernet: "StitchedSupernet", stitch: Stitch | int) -> StandaloneStitch:
+def extract_stitch(supernet: StitchedSupernet, stitch: Stitch | int) -> StandaloneStitch:
     """A deep copy of the weights ``stitch`` uses, as a module that runs that stitch only.
 
     The supernet is not modified. Stitching layers with an unmerged LoRA update are copied as
@@ -79,7 +81,8 @@ def extract_stitch(supernet: "StitchedSupernet", stitch: Stitch | int) -> Standa
     """
     stitch = supernet.space[stitch] if isinstance(stitch, int) else stitch
     memo: dict[int, object] = {}
-    anchors, layers = copy.deepcopy(StandaloneStitch.modules_of(supernet, stitch), memo)  # one memo: shared tensors stay shared
+    # one memo: shared tensors stay shared
+    anchors, layers = copy.deepcopy(StandaloneStitch.modules_of(supernet, stitch), memo)
     keep = [memo[id(p)] for p in supernet.stitch_parameters(stitch) if id(p) in memo]
     for anchor in anchors.values():
         anchor.prune(keep)
@@ -90,4 +93,4 @@ def extract_stitch(supernet: "StitchedSupernet", stitch: Stitch | int) -> Standa
 
 # Last, as supernet.py imports StandaloneStitch at its own end (as FixedStitch): whichever of the two
 # modules is imported first, the other finds what it needs. Read at call time: ``_supernet.run_path``.
-from . import supernet as _supernet  # noqa: E402
+from . import supernet as _supernet  # noqa: E402 - last on purpose: the import cycle, see above

@@ -18,8 +18,9 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -170,7 +171,10 @@ def _profile(anchor: Anchor) -> AnchorProfile:
     head_flops = _traced(anchor.forward_head, anchor, x)[0]
     norm = _final_norm(anchor)
     norm_flops = _traced(norm, anchor, x)[0] if norm is not None else 0
-    numel = lambda params: sum(p.numel() for p in params)  # noqa: E731
+
+    def numel(params: Iterable[nn.Parameter]) -> int:
+        return sum(p.numel() for p in params)
+
     return AnchorProfile(
         name=anchor.name,
         family=anchor.family,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -28,7 +28,8 @@ __all__ = ["measure_latency", "measure_space_latency"]
 def _check(input_shape: Sequence[int], batch_size: int, warmup: int, repeats: int) -> tuple[int, ...]:
     shape = tuple(int(d) for d in input_shape)
     if not shape or any(d < 1 for d in shape):
-        raise ValueError(f"input_shape must be the shape of one input without the batch, e.g. (3, 224, 224); got {input_shape!r}")
+        raise ValueError("input_shape must be the shape of one input without the batch, e.g. (3, 224, 224); "
+                         f"got {input_shape!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if warmup < 0:

@@ -58,12 +58,12 @@ class LeastSquaresAccumulator:
         """The state as tensors whose element-wise sum across workers is the joint state."""
         return [self.gram, self.cross, self.target_sq, self.count]
 
-    def merge_(self, other: "LeastSquaresAccumulator") -> "LeastSquaresAccumulator":
+    def merge_(self, other: LeastSquaresAccumulator) -> LeastSquaresAccumulator:
         for mine, theirs in zip(self.tensors(), other.tensors()):
             mine += theirs.to(mine)
         return self
 
-    def all_reduce_(self, group=None) -> "LeastSquaresAccumulator":
+    def all_reduce_(self, group=None) -> LeastSquaresAccumulator:
         """Sum the state over a ``torch.distributed`` group (one collective call)."""
         import torch.distributed as dist
 

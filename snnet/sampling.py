@@ -48,7 +48,8 @@ import difflib
 import inspect
 import math
 import operator
-from typing import ClassVar, Sequence
+from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 
@@ -99,7 +100,8 @@ def _check_flops(flops: Sequence[int]) -> tuple[int, ...]:
     try:
         values = list(flops)
     except TypeError:
-        raise SNNetError(f"flops must be a sequence of non-negative integers (one per stitch), got {flops!r}.") from None
+        raise SNNetError("flops must be a sequence of non-negative integers (one per stitch), "
+                         f"got {flops!r}.") from None
     if not values:
         raise SNNetError("flops must list at least one stitch's FLOPs (a non-empty sequence), got an empty one.")
     return tuple(_int(f, f"flops[{i}]") for i, f in enumerate(values))

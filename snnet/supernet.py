@@ -8,15 +8,15 @@ to one stitch for evaluation and deployment.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
+from ._space import Junction, LayerSpec, SpaceConfig, Stem, Step, Stitch, StitchSpace, Units, check_distinct
 from .anchors import Anchor, AnchorSpec, create_anchor
 from .flops import profile_anchor
 from .least_squares import LeastSquaresAccumulator, to_rows
-from ._space import Junction, LayerSpec, SpaceConfig, Stem, Step, Stitch, StitchSpace, Units, check_distinct
 
 __all__ = ["StitchingLayer", "StitchedSupernet", "FixedStitch", "build_supernet", "run_path"]
 
@@ -57,7 +57,7 @@ class StitchingLayer(nn.Module):
         self.proj = nn.Conv2d(in_dim, out_dim, kernel_size=1) if self.conv else nn.Linear(in_dim, out_dim)
 
     @classmethod
-    def from_spec(cls, spec: LayerSpec) -> "StitchingLayer":
+    def from_spec(cls, spec: LayerSpec) -> StitchingLayer:
         return cls(spec.in_dim, spec.out_dim, spec.in_layout, spec.out_layout)
 
     @property
@@ -162,7 +162,7 @@ class StitchedSupernet(nn.Module):
     def forward(self, x: torch.Tensor, stitch: Stitch | int) -> torch.Tensor:
         return run_path(self._stitch(stitch).path, x, self.anchors.__getitem__, self.stitch_layers.__getitem__)
 
-    def fix(self, stitch: Stitch | int) -> "FixedStitch":
+    def fix(self, stitch: Stitch | int) -> FixedStitch:
         """``stitch`` as a module that runs it alone and shares this supernet's weights."""
         return FixedStitch.bind(self, self._stitch(stitch))
 
@@ -194,7 +194,8 @@ class StitchedSupernet(nn.Module):
         Biases and 1-d parameters (norms) get no weight decay, as in timm's recipes.
         """
         groups = []
-        for name, module, lr in (("anchors", self.anchors, anchor_lr), ("stitch_layers", self.stitch_layers, stitch_lr)):
+        for name, module, lr in (("anchors", self.anchors, anchor_lr),
+                                 ("stitch_layers", self.stitch_layers, stitch_lr)):
             decay = [p for p in module.parameters() if p.requires_grad and p.ndim > 1]
             no_decay = [p for p in module.parameters() if p.requires_grad and p.ndim <= 1]
             groups.append({"name": name, "params": decay, "lr": lr, "weight_decay": weight_decay})
@@ -276,7 +277,7 @@ class StitchedSupernet(nn.Module):
 
 def build_supernet(
     anchors: Sequence[AnchorSpec | str],
-    config: SpaceConfig = SpaceConfig(),
+    config: SpaceConfig = SpaceConfig(),  # noqa: B008 - SpaceConfig is a frozen dataclass: one shared default is safe
     **model_kwargs,
 ) -> StitchedSupernet:
     """Create the anchors, profile each once, enumerate the space and build the supernet."""
@@ -294,4 +295,4 @@ def build_supernet(
 
 
 # One module runs one stitch, bound to the supernet's weights (here) or to pruned copies (export).
-from .export import StandaloneStitch as FixedStitch  # noqa: E402  (export imports this module at its end)
+from .export import StandaloneStitch as FixedStitch  # noqa: E402 - export imports this module at its end

@@ -74,8 +74,11 @@ def test_adapters_are_one_table_keyed_by_timm_class():
 
     for cls in (VisionTransformer, SwinTransformer, ResNet, Levit):
         assert f"{cls.__module__}.{cls.__qualname__}" in ADAPTERS
+
     # subclasses are served through their MRO
-    key = lambda c: f"{c.__module__}.{c.__qualname__}"  # noqa: E731
+    def key(c):
+        return f"{c.__module__}.{c.__qualname__}"
+
     assert key(VisionTransformerDistilled) not in ADAPTERS and key(LevitDistilled) not in ADAPTERS
     assert type(create_anchor("deit_tiny_distilled_patch16_224", img_size=32).adapter) is \
         ADAPTERS[key(VisionTransformer)]

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # benchmarks/ is a top-level folder, not an installed package
     sys.path.insert(0, str(ROOT))
 
-from snnet.sampling import RULES  # noqa: E402
+from snnet.sampling import RULES  # noqa: E402 - after ROOT goes on sys.path
 
 
 @pytest.fixture

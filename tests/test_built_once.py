@@ -21,8 +21,7 @@ import torch
 import orchestrator.run as run
 import snnet.anchors as anchors_module
 from orchestrator.config import TrainConfig
-from snnet import AnchorSpec, StitchSpace, create_anchor, profile_anchor
-from snnet import _weights
+from snnet import AnchorSpec, StitchSpace, _weights, create_anchor, profile_anchor
 from snnet.anchors import RANDOM, weights_source
 
 ANCHORS = ("snnet_demo_vit_tiny", "snnet_demo_vit_small")
@@ -35,7 +34,7 @@ def checkpoints(tmp_path_factory):
     """One safetensors and one .pth checkpoint of the demo anchors, every value :data:`MARK`."""
     from safetensors.torch import save_file
 
-    from orchestrator import demo  # noqa: F401  - registers the demo anchors with timm
+    from orchestrator import demo  # noqa: F401 - registers the demo anchors with timm
 
     folder = tmp_path_factory.mktemp("ckpt")
     paths = {}
@@ -254,8 +253,8 @@ def test_the_sweep_passes_the_drivers_findings_to_its_trials(tmp_path, monkeypat
 def test_a_demo_family_stitches_its_own_anchors_on_the_driver_and_in_its_trials(tmp_path):
     """A demo family that lists two of the three demo anchors gets those two, not all three."""
     from orchestrator import sweep
-    from search_spaces import load_space
     from orchestrator.fingerprint import space_fingerprint
+    from search_spaces import load_space
 
     two = ["snnet_demo_vit_tiny", "snnet_demo_vit_small"]
     search = load_space("demo", overrides=["training.epochs=1", f"families.0.anchors=[{', '.join(two)}]"])
@@ -281,10 +280,11 @@ def _small_search(tmp_path):
 
 
 def test_a_worker_builds_each_anchor_once_and_opens_the_dataset_once(tmp_path, checkpoints, monkeypatch):
+    from torch.utils.data import Subset
+
     import orchestrator.data as data
     import orchestrator.recipe as recipe_module
     from orchestrator.recipe import SupernetRecipe, Worker
-    from torch.utils.data import Subset
 
     config, space = run.prepare(_config(tmp_path, checkpoints, epochs=1, ls_samples=32, eval_batch_size=100,
                                         batch_size=64, measure_latency=False, early_stitches=0, kernel_size=3,
@@ -299,7 +299,8 @@ def test_a_worker_builds_each_anchor_once_and_opens_the_dataset_once(tmp_path, c
         return Subset(train, range(256)), Subset(val, range(40))
 
     monkeypatch.setattr(recipe_module, "create_anchor",
-                        lambda spec, **k: builds.append((spec.name, k.get("load_weights", True))) or real_create(spec, **k))
+                        lambda spec, **k: (builds.append((spec.name, k.get("load_weights", True)))
+                                           or real_create(spec, **k)))
     monkeypatch.setattr(data, "get_datasets", open_small)
     monkeypatch.setattr(anchors_module, "_load_file", lambda *a, **k: loads.append(a[1].name) or real_load(*a, **k))
     states = []

@@ -137,7 +137,8 @@ def test_two_trials_read_back_the_same_with_every_reader(tmp_path, space):
     con = duckdb.connect()
     try:
         rel = f"read_parquet('{root}/**/*.parquet', hive_partitioning=true)"
-        count, trials, sweep = con.execute(f"select count(*), count(distinct trial_id), min(sweep) from {rel}").fetchone()
+        count, trials, sweep = con.execute(
+            f"select count(*), count(distinct trial_id), min(sweep) from {rel}").fetchone()
         assert (count, trials, sweep) == (n, 2, "s1")
         types = con.execute(
             f"select typeof(stitch_id), typeof(cuts), typeof(created_at), typeof(latency_ms), typeof(sweep), "

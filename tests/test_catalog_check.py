@@ -166,7 +166,8 @@ def test_a_file_from_a_newer_schema_is_read_with_one_note(catalog):
     with pytest.warns(CatalogWarning) as record:
         df = load(catalog)
     assert len(record) == 1
-    assert "trial-t3.parquet: written with catalog schema version 99, newer than this reader's" in str(record[0].message)
+    assert ("trial-t3.parquet: written with catalog schema version 99, newer than this reader's"
+            in str(record[0].message))
     assert len(df) == 5 * 12 and "energy_j" not in df.columns
     result = check(catalog)
     assert result.problems == [] and [n.kind for n in result.notes] == ["newer-schema"]

@@ -9,8 +9,7 @@ import sys
 
 import pytest
 
-from orchestrator._cli import (cli, flops_unit, format_flops, interrupt_hint, plural, render_table, run_cli,
-                               write_stdout)
+from orchestrator._cli import cli, flops_unit, format_flops, interrupt_hint, plural, render_table, run_cli, write_stdout
 from orchestrator._io import atomic_write
 from snnet import SNNetError
 
@@ -192,7 +191,8 @@ def test_atomic_write_on_pyarrow_filesystems(tmp_path):
 
     # A filesystem that is not pyarrow's LocalFileSystem takes the stream-then-move route.
     fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
-    assert atomic_write("sweep=a/trial-1.parquet", lambda f: f.write(b"rows"), filesystem=fs) == "sweep=a/trial-1.parquet"
+    assert (atomic_write("sweep=a/trial-1.parquet", lambda f: f.write(b"rows"), filesystem=fs)
+            == "sweep=a/trial-1.parquet")
     assert (tmp_path / "sweep=a" / "trial-1.parquet").read_bytes() == b"rows"
     assert os.listdir(tmp_path / "sweep=a") == ["trial-1.parquet"]
 

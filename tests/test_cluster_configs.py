@@ -29,9 +29,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-
 import ray
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
@@ -284,7 +283,8 @@ def _trial_shape(space: str = "deit_ti_s_b") -> tuple[int, float, float]:
     if not path.is_file():
         pytest.skip(f"search_spaces/{space}.yaml is not there")
     res = _load(path).get("resources") or {}
-    return int(res.get("workers_per_trial", 2)), float(res.get("cpus_per_worker", 1)), float(res.get("gpus_per_worker", 0))
+    return (int(res.get("workers_per_trial", 2)), float(res.get("cpus_per_worker", 1)),
+            float(res.get("gpus_per_worker", 0)))
 
 
 def _workers_per_node(cpus: float, gpus: float, cpw: float, gpw: float) -> int:

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from orchestrator.data import (
+    calibration_batches,
     dataset_num_classes,
     dataset_size,
     expand_braces,
     get_datasets,
     make_loader,
-    calibration_batches,
     shard_sets,
     write_info,
     write_shards,
@@ -275,8 +275,9 @@ def test_shards_in_object_storage(tmp_path: Path, s3_server, monkeypatch: pytest
 
 
 def test_cli_shards_a_folder_and_indexes_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    from orchestrator.data import main
     from PIL import Image
+
+    from orchestrator.data import main
 
     for split, n in (("train", 5), ("val", 2)):
         for cls in ("a", "b"):

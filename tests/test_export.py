@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import import_blocker
 from torch import nn
 
-import orchestrator.demo  # noqa: F401 - registers the demo anchors with timm
+import orchestrator.demo  # registers the demo anchors with timm
 from orchestrator.catalog import CatalogWriter
 from orchestrator.config import TrainConfig
 from orchestrator.demo import DEMO_ANCHORS
@@ -33,7 +34,6 @@ from orchestrator.run import catalog_rows
 from snnet import AnchorSpec, SNNetError, build_supernet
 from snnet.export import Pruned, extract_stitch
 from snnet.latency import measure_latency, measure_space_latency
-from conftest import import_blocker
 
 
 def _save_trial(root: Path, catalog: Path, sweep: str, trial: str, net, config: TrainConfig,
@@ -534,7 +534,8 @@ def test_a_checkpoint_with_a_damaged_space_exits_2(world, tmp_path, capsys, spac
     assert main([str(catalog), "--stitch", "0", "--out", str(tmp_path / "x.pt2")]) == 2
     err = capsys.readouterr().err
     error = err.splitlines()[-1]
-    assert error.startswith("error: The checkpoint's stitch space cannot be read: Not a stitch space") and reason in error
+    assert (error.startswith("error: The checkpoint's stitch space cannot be read: Not a stitch space")
+            and reason in error)
     assert "was not written by orchestrator.train, or is damaged" in error and "Traceback" not in err
 
 

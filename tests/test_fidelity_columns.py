@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from test_catalog_compare import trial_rows
 
 from orchestrator.catalog import (
     SCHEMA,
@@ -26,8 +27,6 @@ from orchestrator.catalog import (
 from orchestrator.catalog.__main__ import main
 from orchestrator.config import TrainConfig
 from orchestrator.run import catalog_rows
-
-from test_catalog_compare import trial_rows
 
 VERSION_KEY = b"snnet.catalog.schema_version"
 FIDELITY = ["data_fraction", "image_size"]

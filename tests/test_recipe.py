@@ -56,7 +56,7 @@ class Reports:
 
 @pytest.fixture(scope="module")
 def setting():
-    from orchestrator import demo  # noqa: F401  - registers the demo anchors with timm
+    from orchestrator import demo  # noqa: F401 - registers the demo anchors with timm
 
     torch.manual_seed(0)
     config = TrainConfig(anchors=[AnchorSpec(n) for n in ANCHORS], epochs=1, batch_size=128, ls_samples=64,

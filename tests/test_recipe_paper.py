@@ -23,7 +23,7 @@ def test_demo_trains_one_epoch_with_the_full_paper_recipe(tmp_path):
     import timm
     from timm.layers import DropPath
 
-    from orchestrator import demo  # noqa: F401  - registers the demo anchors with timm
+    from orchestrator import demo  # noqa: F401 - registers the demo anchors with timm
     from orchestrator.data import get_datasets
 
     teacher_file = tmp_path / "teacher.pth"

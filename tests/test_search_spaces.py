@@ -13,19 +13,19 @@ from pathlib import Path
 import pytest
 import yaml
 
+import search_spaces
 from orchestrator.config import INITS, MODES, TrainConfig
 from search_spaces import (
     TRAINING_SET_ELSEWHERE,
-    TrainingSection,
     Choice,
     FloatRange,
     IntRange,
     SearchSpace,
+    TrainingSection,
     load_space,
+    schema,
     shipped_spaces,
 )
-import search_spaces
-from search_spaces import schema
 from snnet import SNNetError
 from snnet.anchors import AnchorSpec
 
@@ -105,7 +105,8 @@ def test_deit_space_has_the_papers_choices():
     assert space.fixed()["training.epochs"] == 50
     assert space.resources.gpus_per_worker == 1 and space.resources.workers_per_trial == 8
     assert space.families[0].anchor_specs() == [
-        AnchorSpec(n, pretrained=True) for n in ("deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224")
+        AnchorSpec(n, pretrained=True)
+        for n in ("deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224")
     ]
 
 
@@ -175,7 +176,8 @@ def test_trial_config_of_a_timm_family(tmp_path):
 def small_space() -> SearchSpace:
     return SearchSpace.from_dict({
         "name": "small",
-        "families": [{"name": "a", "demo": True, "anchors": DEMO[:2]}, {"name": "b", "demo": True, "anchors": DEMO[1:]}],
+        "families": [{"name": "a", "demo": True, "anchors": DEMO[:2]},
+                     {"name": "b", "demo": True, "anchors": DEMO[1:]}],
         "space": {"kernel_size": [2, 3], "nearest": False},
         "training": {"sampling": ["uniform", "sandwich"], "epochs": {"low": 1, "high": 3}, "batch_size": 16},
     })
@@ -274,12 +276,15 @@ MALFORMED = [
     ("rule", edited(training={"sampling": ["uniform", "sandwhich"]}),
      "training.sampling[1]: must be one of uniform, sandwich, flops-bucket, balanced, got 'sandwhich' "
      "(did you mean 'sandwich'?)"),
-    ("rule-options", edited(training={"sampling": "sandwich", "sampling_options": {"sandwich": {"num_randm": 1}}}),
+    ("rule-options",
+     edited(training={"sampling": "sandwich", "sampling_options": {"sandwich": {"num_randm": 1}}}),
      "training.sampling_options.sandwich: Sampling rule 'sandwich' takes the options num_random"),
-    ("direction", edited(space={"direction": "backwards"}), "space.direction: must be one of fast-to-slow, slow-to-fast, both"),
+    ("direction", edited(space={"direction": "backwards"}),
+     "space.direction: must be one of fast-to-slow, slow-to-fast, both"),
     ("train-field", edited(training={"learning_rate": 1e-3}),
      "training.learning_rate: unknown training setting (TrainConfig has no such field)"),
-    ("set-elsewhere", edited(training={"kernel_size": 2}), "training.kernel_size: is set by space:, not under training:"),
+    ("set-elsewhere", edited(training={"kernel_size": 2}),
+     "training.kernel_size: is set by space:, not under training:"),
     ("one-anchor", edited(top=lambda d: d["families"][0].update(anchors=DEMO[:1])),
      "families[0].anchors: a family needs at least two anchors to stitch, got 1"),
     ("no-families", edited(top=lambda d: d.update(families=[])), "families: needs at least one family"),
@@ -293,7 +298,8 @@ MALFORMED = [
     ("grid-float", edited(searcher={"algorithm": "grid"}, training={"anchor_lr": {"low": 1e-4, "high": 1e-3}}),
      "searcher.algorithm: grid search needs finite values, but training.anchor_lr is a float range"),
     ("gpus", edited(resources={"gpus_per_worker": -1}), "resources.gpus_per_worker: must be a number >= 0, got -1"),
-    ("workers", edited(resources={"workers_per_trial": 0}), "resources.workers_per_trial: must be an integer >= 1, got 0"),
+    ("workers", edited(resources={"workers_per_trial": 0}),
+     "resources.workers_per_trial: must be an integer >= 1, got 0"),
     ("name", edited(top=lambda d: d.update(name="my sweep")), "name: is the sweep's catalog partition"),
     ("demo-data", edited(top=lambda d: d.update(dataset="/data/imagenet")),
      "families[0].demo: the demo anchors are trained on the 'demo' dataset"),
@@ -398,7 +404,8 @@ def test_a_billion_laughs_file_is_refused_quickly(tmp_path):
     lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     for i, name in enumerate("bcdefghi"):
         prev = "abcdefghi"[i]
-        lines.append(f"{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]")
+        lines.append(f"{name}: &{name} "
+                     f"[*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]")
     path = write(tmp_path, "name: bomb\n" + "\n".join(lines) + "\nfamilies: *i\n")
     with pytest.raises(SNNetError) as err:
         load_space(path)

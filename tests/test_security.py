@@ -114,7 +114,10 @@ def test_repository_files_come_from_git_not_from_the_folder(tmp_path: Path):
     venv = repo / ".venv" / "lib" / "site-packages" / "pyarrow" / "tests"
     venv.mkdir(parents=True)
     (venv / "test_fs.py").write_text("key = 'AKIA" + "ABCDEFGHIJKLMNOP'\n")
-    run = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=True, capture_output=True)  # noqa: E731
+
+    def run(*a):
+        return subprocess.run(["git", "-C", str(repo), *a], check=True, capture_output=True)
+
     run("init", "-q")
     run("add", "pkg/mod.py", ".gitignore")
     (repo / "untracked.txt").write_text("not added")

@@ -32,7 +32,7 @@ def demo():
 
 @pytest.fixture(scope="module")
 def space():
-    from orchestrator import demo as _  # noqa: F401  - registers the demo anchors with timm
+    from orchestrator import demo as _  # noqa: F401 - registers the demo anchors with timm
 
     config = TrainConfig(anchors=[AnchorSpec(n) for n in ANCHORS])
     return StitchSpace([profile_anchor(create_anchor(AnchorSpec(n))) for n in ANCHORS], config.space_config())
@@ -106,7 +106,8 @@ def test_the_training_settings_take_the_new_knobs():
     # a search space's training: section is derived from these fields (so are --set on train and sweep)
     from search_spaces.schema import TrainingSection
 
-    assert {"selection_fraction", "early_stitches", "early_images", "data_fraction"} <= set(TrainingSection.model_fields)
+    assert ({"selection_fraction", "early_stitches", "early_images", "data_fraction"}
+            <= set(TrainingSection.model_fields))
     from orchestrator.train import config_from_args, parse_args
 
     config = config_from_args(parse_args(["--set", "selection_fraction=0.1", "--set", "training.early_stitches=4"]))

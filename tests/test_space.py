@@ -7,7 +7,8 @@ from snnet import SNNetError, SpaceConfig, StitchSpace, UnstitchableError
 from snnet.space import Head, Junction, Stem, Units, window_cuts
 
 
-@pytest.mark.parametrize("depth,k,s", [(12, 2, 1), (12, 3, 2), (12, 4, 4), (6, 2, 1), (12, 1, 1), (5, 5, 1), (24, 3, 1)])
+@pytest.mark.parametrize("depth,k,s",
+                         [(12, 2, 1), (12, 3, 2), (12, 4, 4), (6, 2, 1), (12, 1, 1), (5, 5, 1), (24, 3, 1)])
 def test_equal_depth_windows_match_paper(depth, k, s):
     cfgs, mapping = paper_paired_stitching(depth, k, s)
     windows = window_cuts(depth, depth, k, s)
@@ -61,7 +62,10 @@ def test_ids_stable_and_order_independent(deit_tsb_space):
 
 def test_directions_and_nearest(deit_tsb_space):
     profiles = deit_tsb_space.profiles
-    count = lambda **kw: len(StitchSpace(profiles, SpaceConfig(**kw)))  # noqa: E731
+
+    def count(**kw):
+        return len(StitchSpace(profiles, SpaceConfig(**kw)))
+
     assert count(direction="slow-to-fast") == 71
     assert count(direction="both") == 3 + 4 * 34
     # Without nearest stitching: every pair plus the chains Ti -> S -> B, as the released code (732).
@@ -111,7 +115,8 @@ def test_json_roundtrip(deit_tsb_space):
         (SpaceConfig(kernel_size=0), "kernel_size must be an integer >= 1, got 0"),
         (SpaceConfig(stride=0), "stride must be an integer >= 1, got 0"),
         (SpaceConfig(stride=-2, kernel_size=-1), "kernel_size must be an integer >= 1, got -1; stride"),
-        (SpaceConfig(direction="sideways"), "direction must be one of fast-to-slow, slow-to-fast, both, got 'sideways'"),
+        (SpaceConfig(direction="sideways"),
+         "direction must be one of fast-to-slow, slow-to-fast, both, got 'sideways'"),
         (SpaceConfig(kernel_size=13), "kernel_size <= 12 (the depth of deit_tiny_patch16_224), got kernel_size=13"),
         (SpaceConfig(preset="papers"), "preset must be None or one of 'paper', got 'papers'"),
     ],

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from orchestrator.sweep import tune_metric
@@ -213,7 +212,8 @@ def test_the_extra_values_build_no_anchor_open_no_dataset_probe_nothing_and_prin
         monkeypatch.setattr(run, name, counting(name))
     monkeypatch.setattr(run.DatasetFacts, "read", staticmethod(counting("read")))
     real_check_spec = anchors_module.check_spec
-    monkeypatch.setattr(anchors_module, "check_spec", lambda *a, **k: calls.append("check_spec") or real_check_spec(*a, **k))
+    monkeypatch.setattr(anchors_module, "check_spec",
+                        lambda *a, **k: calls.append("check_spec") or real_check_spec(*a, **k))
     seen = {}
     for values in (False, True):
         calls.clear()

@@ -10,13 +10,13 @@ from conftest import DEMO_ANCHORS, demo_space
 
 import orchestrator.sweep as sweep
 from orchestrator.catalog import CatalogWriter, validate_name
-from search_spaces import load_space
 from orchestrator.fingerprint import (
     canonical_json,
     changed_fields,
     space_document,
     space_fingerprint,
 )
+from search_spaces import load_space
 from search_spaces.names import validate_name as rule
 from snnet import AnchorSpec, SNNetError
 from snnet.sampling import rule_class
@@ -166,8 +166,8 @@ def test_a_started_trial_keeps_its_settings_and_an_old_point_falls_back(tmp_path
     new = _fixed(tmp_path, overrides=["space.kernel_size=[2]", "searcher.seeds=null", "training.epochs=2"])
     ctx = {"search": new.model_dump(mode="json"), "fingerprint": space_fingerprint(new),
            "started_search": old.model_dump(mode="json"), "started_fingerprint": space_fingerprint(old),
-           "demo_specs": {n: AnchorSpec(n) for n in DEMO_ANCHORS}, "catalog": str(tmp_path / "c"), "storage": str(tmp_path / "r"),
-           "experiment": str(tmp_path / "r" / "exp")}
+           "demo_specs": {n: AnchorSpec(n) for n in DEMO_ANCHORS}, "catalog": str(tmp_path / "c"),
+           "storage": str(tmp_path / "r"), "experiment": str(tmp_path / "r" / "exp")}
     train, fp = sweep.trial_settings(ctx, {"space__kernel_size": 3}, "t1")  # only the old space holds k=3
     assert (train.kernel_size, train.epochs, fp) == (3, 1, space_fingerprint(old))
     train, fp = sweep.trial_settings(ctx, {"space__kernel_size": 2}, "t2")  # the new space holds it

@@ -289,7 +289,8 @@ def test_the_sweep_report_shows_the_split_the_pareto_set_stopped_trials_and_the_
                          {"trial_id": "t4", "error": "boom"}]
     objectives = ["hypervolume", "train_cost"]
     text = sweep_report({"sweep": "s", "experiment": "e", "catalog": "c", "trials": trials, "objectives": objectives,
-                         "pareto": pareto_trials(finished, objectives), "early_hv_spearman": early_hv_spearman(finished)})
+                         "pareto": pareto_trials(finished, objectives),
+                         "early_hv_spearman": early_hv_spearman(finished)})
     assert "3 trials finished, 1 stopped early, 1 failed" in text
     assert "objective on the selection split" in text
     assert "early_hv_spearman: 1.000" in text

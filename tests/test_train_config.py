@@ -161,7 +161,8 @@ def test_model_dump_is_a_copy():
 def test_model_validate_names_unknown_keys():
     data = TrainConfig().model_dump()
     data.update(bogus=1, epochz=3)
-    with pytest.raises(SNNetError, match=r"Unknown training settings \['bogus', 'epochz'\]; known settings are \[") as info:
+    with pytest.raises(SNNetError,
+                       match=r"Unknown training settings \['bogus', 'epochz'\]; known settings are \[") as info:
         TrainConfig.model_validate(data)
     assert "'epochs'" in str(info.value)
 
@@ -429,4 +430,5 @@ def test_grid_search_expands_an_integer_range_to_its_grid():
 
     space = load_space("demo", overrides=["searcher.algorithm=grid", "training.epochs={low: 1, high: 3}"])
     tune_space = tune_search_space(space)
-    assert tune_space["training__epochs"] == {"grid_search": [1, 2, 3]} == {"grid_search": space.parameters()["training.epochs"].grid_values()}
+    assert (tune_space["training__epochs"] == {"grid_search": [1, 2, 3]}
+            == {"grid_search": space.parameters()["training.epochs"].grid_values()})

@@ -83,8 +83,11 @@ def test_ls_init_beats_kaiming_without_training(ray_local, demo_prepared):
     # The paper's Figure 14 effect: LS-initialised stitches work before any training.
     assert stitched_mean(ls) > stitched_mean(kaiming) + 30.0
     assert stitched_mean(ls) > 60.0
+
     # Anchors are untouched at epoch 0: identical in both runs.
-    top = lambda res: {r["stitch_id"]: r["top1"] for r in res.rows if len(r["anchors"]) == 1}  # noqa: E731
+    def top(res):
+        return {r["stitch_id"]: r["top1"] for r in res.rows if len(r["anchors"]) == 1}
+
     assert top(ls) == top(kaiming)
 
 

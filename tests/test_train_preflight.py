@@ -206,7 +206,8 @@ def test_each_train_run_gets_its_own_validated_partition():
 
     when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
     assert default_sweep("deit_ti_s_b", when) == "deit_ti_s_b-20260102-030405"
-    assert default_sweep("vit_base_patch16_224.augreg_in21k", when) == "vit_base_patch16_224.augreg_in21k-20260102-030405"
+    assert (default_sweep("vit_base_patch16_224.augreg_in21k", when)
+            == "vit_base_patch16_224.augreg_in21k-20260102-030405")
     assert default_sweep("1x/..y", when) == "train-1x-.y-20260102-030405"
     assert config_from_args(parse_args(["--sweep", "mine"])).sweep == "mine"
     assert re.fullmatch(r"resnet18-\d{8}-\d{6}", config_from_args(parse_args(["--anchors", "resnet18,resnet34"])).sweep)

@@ -18,9 +18,9 @@ from torch.utils.data import TensorDataset
 
 from orchestrator.config import TrainConfig
 from orchestrator.data import make_loader
+from orchestrator.recipe import SupernetStep, evaluate_stitch, initialise, lr_lambda, ls_batches, step_loss
 from orchestrator.run import catalog_rows
 from orchestrator.summary import best_under, interpolation_stats, spearman, summarize
-from orchestrator.recipe import SupernetStep, evaluate_stitch, initialise, ls_batches, lr_lambda, step_loss
 from snnet import StitchingLayer, least_squares
 from snnet.least_squares import to_rows
 

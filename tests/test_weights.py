@@ -210,7 +210,8 @@ def test_check_spec_finds_every_problem_without_loading(tmp_path, no_loading, of
     assert "does not fit 'resnet50'" in problem and "shape mismatches" in problem and "missing keys" in problem
     assert "Did you mean 'resnet18'" in check_spec("resnet1")[0]
     assert "does not exist" in check_spec(AnchorSpec("resnet18", checkpoint=str(tmp_path / "gone.pth")))[0]
-    assert "num_classes must be an integer >= 0, got 'ten'" in check_spec(AnchorSpec("resnet18", kwargs={"num_classes": "ten"}))[0]
+    assert ("num_classes must be an integer >= 0, got 'ten'"
+            in check_spec(AnchorSpec("resnet18", kwargs={"num_classes": "ten"}))[0])
     assert "could not build 'resnet18'" in check_spec(AnchorSpec("resnet18", kwargs={"no_such_option": 1}))[0]
     assert "supports VisionTransformer" in check_spec("efficientnet_b0")[0]
     assert "cannot be reached" in check_spec(AnchorSpec("resnet18", pretrained=True))[0]

@@ -29,7 +29,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from snnet import SNNetError
 
@@ -37,9 +38,9 @@ from .._cli import did_you_mean, flops_unit, format_flops, plural, render_table,
 from ._names import validate_name
 from ._query import (
     LIST_COLUMNS,
+    _native,
     catalog_warnings_to_stderr,
     check_arguments,
-    _native,
     load,
     parse_flops,
     parse_latency,
@@ -150,7 +151,7 @@ def _cell(value: Any, fmt: str = "{}") -> str:
     return fmt.format(value)
 
 
-def format_table(df: "pd.DataFrame") -> str:
+def format_table(df: pd.DataFrame) -> str:
     """Aligned columns: sweep, trial, stitch, anchors (a>b), cuts, FLOPs, params(M), top1, top5, sampling."""
     flops = [float(f) for f in df["flops"].dropna()] if "flops" in df.columns else []
     _, prefix = flops_unit(max(flops), at_least=0.1) if flops else (1e9, "G")
@@ -181,7 +182,7 @@ def format_table(df: "pd.DataFrame") -> str:
     return render_table(rows, header=header, right=[h in right for h in header], rule=True) + "\n"
 
 
-def _jsonable_frame(df: "pd.DataFrame") -> "pd.DataFrame":
+def _jsonable_frame(df: pd.DataFrame) -> pd.DataFrame:
     """A copy with list columns as JSON strings and timestamps in ISO 8601 (for CSV)."""
     import pandas as pd
 
@@ -195,12 +196,12 @@ def _jsonable_frame(df: "pd.DataFrame") -> "pd.DataFrame":
     return out
 
 
-def format_csv(df: "pd.DataFrame") -> str:
+def format_csv(df: pd.DataFrame) -> str:
     """Every column as CSV (pandas ``to_csv``); lists are JSON strings, timestamps ISO 8601."""
     return _jsonable_frame(df).to_csv(index=False)
 
 
-def format_json(df: "pd.DataFrame") -> str:
+def format_json(df: pd.DataFrame) -> str:
     """One JSON array of objects with JSON-native lists; NaN/NA become null."""
     lines = [json.dumps(record, allow_nan=False) for record in to_records(df)]
     return "[\n" + ",\n".join(lines) + "\n]\n"
@@ -228,7 +229,7 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _load(catalog: str, filters: dict[str, Any]) -> "pd.DataFrame":
+def _load(catalog: str, filters: dict[str, Any]) -> pd.DataFrame:
     """The rows of the named sweeps and trials (all when none is named): only their files are read."""
     return load(catalog, sweep=filters["sweep"], trial=filters["trial"])
 

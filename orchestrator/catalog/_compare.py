@@ -35,8 +35,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from snnet import SNNetError
 
@@ -98,7 +99,7 @@ def parse_options(confidence: Any = 0.95, resamples: Any = 2000, seed: Any = 0) 
     return {"confidence": level, "resamples": count, "seed": number}
 
 
-def bootstrap_interval(samples: "np.ndarray", estimate: float, confidence: float) -> tuple[float, float]:
+def bootstrap_interval(samples: np.ndarray, estimate: float, confidence: float) -> tuple[float, float]:
     """Efron's bias-corrected percentile interval of bootstrap ``samples`` around ``estimate``."""
     import numpy as np
     from scipy.stats import norm
@@ -129,7 +130,7 @@ def _order(value: Any) -> tuple:
     return (type(value).__name__ if not isinstance(value, (int, float)) else "", value)
 
 
-def _trial_columns(df: "pd.DataFrame", keys: list[str]) -> set[str]:
+def _trial_columns(df: pd.DataFrame, keys: list[str]) -> set[str]:
     """Columns holding one value per trial."""
     grouped = df.groupby(keys, dropna=False, sort=False)
     constant = set()
@@ -166,7 +167,7 @@ def _no_comparable(by: str, catalog: str, trials: list[dict], settings: list[str
                       f"needs {_SPACE}.{hint}{left_out}")
 
 
-def _trials(df: "pd.DataFrame", by: str, ignore: Sequence[str], catalog: str) -> tuple[list[dict], list[str], list[str]]:
+def _trials(df: pd.DataFrame, by: str, ignore: Sequence[str], catalog: str) -> tuple[list[dict], list[str], list[str]]:
     """One dict per trial: its group value, space key and stitches; plus the setting columns and notes."""
     keys = [c for c in ("sweep", "trial_id") if c in df.columns]
     constant = _trial_columns(df, keys) | set(keys)
@@ -205,7 +206,7 @@ def _trials(df: "pd.DataFrame", by: str, ignore: Sequence[str], catalog: str) ->
     return trials, settings, notes
 
 
-def _varying(df: "pd.DataFrame", keys: list[str], columns: list[str]) -> str:
+def _varying(df: pd.DataFrame, keys: list[str], columns: list[str]) -> str:
     """A sentence naming the per-trial ``columns`` whose value differs between the trials with top-1."""
     heads = df[df["top1"].notna()].drop_duplicates(keys)
     differ = [c for c in columns if len({json.dumps(_value(v), default=str) for v in heads[c]}) > 1]
@@ -243,7 +244,7 @@ def _chunks(resamples: int, width: int) -> list[slice]:
     return [slice(start, end) for start, end in zip(starts, starts[1:] + [resamples])]
 
 
-def _pair(members: list[dict], a: list[int], b: list[int], rng: "np.random.Generator",
+def _pair(members: list[dict], a: list[int], b: list[int], rng: np.random.Generator,
           resamples: int, confidence: float) -> dict[str, Any]:
     """Point estimates and bootstrap intervals for groups ``a`` and ``b`` (indices into ``members``)."""
     import numpy as np
@@ -300,7 +301,7 @@ def _pair(members: list[dict], a: list[int], b: list[int], rng: "np.random.Gener
 
 
 def compare(
-    df_or_catalog: "pd.DataFrame | str | os.PathLike[str]",
+    df_or_catalog: pd.DataFrame | str | os.PathLike[str],
     by: str,
     *,
     sweep: str | Sequence[str] | None = None,

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Any
 
 from snnet import SNNetError
 
@@ -77,7 +78,7 @@ class Inspection:
     problems: list[Problem] = field(default_factory=list)
     notes: list[Problem] = field(default_factory=list)
     strays: int = 0  # other files (README, notes): not part of the catalog
-    table: "pa.Table | None" = None
+    table: pa.Table | None = None
 
     @property
     def good(self) -> list[str]:
@@ -115,7 +116,7 @@ def open_catalog(catalog: str | os.PathLike[str]) -> tuple[Any, str]:
     return filesystem, base
 
 
-def _castable(have: "pa.DataType", want: "pa.DataType") -> bool:
+def _castable(have: pa.DataType, want: pa.DataType) -> bool:
     """Whether a file column of type ``have`` reads safely as the catalog type ``want``."""
     import pyarrow.types as t
 
@@ -153,7 +154,7 @@ def _check_footer(filesystem: Any, path: str) -> tuple[Problem | None, Any]:
     return _check_schema(path, schema), metadata
 
 
-def _check_schema(path: str, schema: "pa.Schema") -> Problem | None:
+def _check_schema(path: str, schema: pa.Schema) -> Problem | None:
     missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
     if missing:
         return Problem(path, "columns", f"not a trial file: it lacks the column(s) {', '.join(missing)}")
@@ -235,13 +236,13 @@ def _may_hold(metadata: Any, trials: Collection[str]) -> bool:
     return False
 
 
-def dataset_schema() -> "pa.Schema":
+def dataset_schema() -> pa.Schema:
     import pyarrow as pa
 
     return SCHEMA.append(pa.field("sweep", pa.string()))
 
 
-def _read(filesystem: Any, base: str, files: Sequence[str]) -> tuple[list["pa.Table"], list[Problem]]:
+def _read(filesystem: Any, base: str, files: Sequence[str]) -> tuple[list[pa.Table], list[Problem]]:
     """Each file's rows (sweep from the Hive partition), checksums verified; files that fail."""
     import pyarrow as pa
     import pyarrow.dataset as ds
@@ -262,7 +263,7 @@ def _read(filesystem: Any, base: str, files: Sequence[str]) -> tuple[list["pa.Ta
     return tables, problems
 
 
-def _duplicates(base: str, files: Sequence[str], tables: Sequence["pa.Table"],
+def _duplicates(base: str, files: Sequence[str], tables: Sequence[pa.Table],
                 shown: Callable[[str], str]) -> list[Problem]:
     """Files that repeat (sweep, trial_id, stitch_id) rows, within themselves or of another file."""
     problems: list[Problem] = []

@@ -40,7 +40,7 @@ def _minor_label(value: float, _pos: Any = None) -> str:
     return f"{value:g}" if mantissa in (2.0, 5.0) else ""
 
 
-def _groups(df: "pd.DataFrame", color_by: str) -> list[str]:
+def _groups(df: pd.DataFrame, color_by: str) -> list[str]:
     """The colour label of every row."""
     import pandas as pd
 
@@ -67,7 +67,7 @@ def _palette(n: int) -> list[Any]:
     return [cmap(0.05 + 0.9 * i / (n - 1)) for i in range(n)]
 
 
-def _default_title(df: "pd.DataFrame", catalog: str | os.PathLike[str] | None) -> str:
+def _default_title(df: pd.DataFrame, catalog: str | os.PathLike[str] | None) -> str:
     parts = []
     if catalog is not None:
         name = os.path.basename(os.fspath(catalog).rstrip("/")) or os.fspath(catalog)
@@ -85,7 +85,7 @@ def _default_title(df: "pd.DataFrame", catalog: str | os.PathLike[str] | None) -
 
 
 def plot(
-    df: "pd.DataFrame | str | os.PathLike[str]",
+    df: pd.DataFrame | str | os.PathLike[str],
     out: str | os.PathLike[str],
     color_by: str = "trial",
     *,
@@ -139,9 +139,9 @@ def plot(
 
 
 def _plottable(
-    df: "pd.DataFrame | str | os.PathLike[str]", color_by: str, sweep: str | None,
+    df: pd.DataFrame | str | os.PathLike[str], color_by: str, sweep: str | None,
     catalog: str | os.PathLike[str] | None,
-) -> tuple["pd.DataFrame", str | os.PathLike[str] | None]:
+) -> tuple[pd.DataFrame, str | os.PathLike[str] | None]:
     """The table to plot (read from the catalog when ``df`` names one) and the catalog the title
     names; a missing column or a wrong ``color_by`` raises SNNetError."""
     import pandas as pd
@@ -199,7 +199,7 @@ def _scatter(ax: Any, x: list[float], top1: list[float], is_anchor: list[bool], 
     return shown
 
 
-def _draw_front(ax: Any, rows: "pd.DataFrame", x: list[float]) -> None:
+def _draw_front(ax: Any, rows: pd.DataFrame, x: list[float]) -> None:
     front = pareto_front(rows.assign(_x=x))
     if not front.empty:
         fx, fy = list(front["_x"]), [float(t) for t in front["top1"]]
@@ -221,7 +221,7 @@ def _scale_x(ax: Any, x: list[float]) -> None:
             ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _name_anchors(ax: Any, rows: "pd.DataFrame", x: list[float], top1: list[float], is_anchor: list[bool]) -> None:
+def _name_anchors(ax: Any, rows: pd.DataFrame, x: list[float], top1: list[float], is_anchor: list[bool]) -> None:
     """Name each anchor once, at its best evaluation; labels on the right half point leftwards."""
     best: dict[str, int] = {}
     for i, a in enumerate(rows["anchors"]):

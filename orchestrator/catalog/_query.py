@@ -28,21 +28,22 @@ plain integers work too. Every mistake raises :class:`snnet.SNNetError` with one
 
 from __future__ import annotations
 
-import sys
-
 import contextlib
-
 import math
 import os
 import re
+import sys
 import warnings
+from collections.abc import Iterable, Sequence
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from snnet import SNNetError
 from snnet.cli import did_you_mean
 
-from ._inspect import REQUIRED_COLUMNS, dataset_schema as _dataset_schema, inspect, open_catalog as _open
+from ._inspect import REQUIRED_COLUMNS, inspect
+from ._inspect import dataset_schema as _dataset_schema
+from ._inspect import open_catalog as _open
 from ._names import validate_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -233,7 +234,7 @@ def _native(value: Any) -> Any:
     return value
 
 
-def _to_pandas(table: "pa.Table") -> "pd.DataFrame":
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
     import pandas as pd
     import pyarrow as pa
 
@@ -248,7 +249,7 @@ def _to_pandas(table: "pa.Table") -> "pd.DataFrame":
 
 
 def load(catalog: str | os.PathLike[str], sweep: str | Sequence[str] | None = None, *,
-         trial: str | Sequence[str] | None = None) -> "pd.DataFrame":
+         trial: str | Sequence[str] | None = None) -> pd.DataFrame:
     """Every row of a catalog (or of some sweeps and trials: a name, ``"a,b"`` or a list) as a DataFrame,
     leaving out damaged files with a warning.
 
@@ -275,7 +276,7 @@ def load(catalog: str | os.PathLike[str], sweep: str | Sequence[str] | None = No
 # ---------------------------------------------------------------------------------------------
 
 
-def _require(df: "pd.DataFrame", columns: Iterable[str], what: str) -> None:
+def _require(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise SNNetError(f"{what} needs the column(s) {', '.join(missing)}, which this table lacks "
@@ -303,13 +304,13 @@ def _front_mask(flops: Sequence[float], top1: Sequence[float]) -> list[bool]:
     return keep
 
 
-def _float_list(series: "pd.Series") -> list[float]:
+def _float_list(series: pd.Series) -> list[float]:
     import pandas as pd
 
     return [math.nan if pd.isna(v) else float(v) for v in series]
 
 
-def pareto_front(df: "pd.DataFrame", per_trial: bool = False) -> "pd.DataFrame":
+def pareto_front(df: pd.DataFrame, per_trial: bool = False) -> pd.DataFrame:
     """The rows of ``df`` on the (max ``top1``, min ``flops``) Pareto front, sorted by FLOPs.
 
     A row is dominated when another has ``top1 >=`` and ``flops <=`` with at least one strict;
@@ -338,7 +339,7 @@ def pareto_front(df: "pd.DataFrame", per_trial: bool = False) -> "pd.DataFrame":
     return _sort(front, ["flops", "top1"], [True, False])
 
 
-def _sort(df: "pd.DataFrame", by: list[str], ascending: list[bool]) -> "pd.DataFrame":
+def _sort(df: pd.DataFrame, by: list[str], ascending: list[bool]) -> pd.DataFrame:
     """Stable sort with the stitch key as tie-breaker, missing values last."""
     ties = [c for c in _STITCH_KEY if c in df.columns and c not in by]
     return df.sort_values(by + ties, ascending=ascending + [True] * len(ties), kind="stable", na_position="last")
@@ -367,13 +368,13 @@ def _path(anchors: Any) -> list[str]:
     return [str(a) for a in anchors]
 
 
-def _isin(df: "pd.DataFrame", column: str, values: list[str]) -> "pd.Series":
+def _isin(df: pd.DataFrame, column: str, values: list[str]) -> pd.Series:
     _require(df, (column,), f"The {column} filter")
     return df[column].isin(values).fillna(False).astype(bool)
 
 
 def query(
-    df_or_catalog: "pd.DataFrame | str | os.PathLike[str]",
+    df_or_catalog: pd.DataFrame | str | os.PathLike[str],
     *,
     sweep: str | Sequence[str] | None = None,
     trial: str | Sequence[str] | None = None,
@@ -387,7 +388,7 @@ def query(
     sort: str | Sequence[str] = "flops",
     descending: bool = False,
     limit: int | None = None,
-) -> "pd.DataFrame":
+) -> pd.DataFrame:
     """Filter catalog rows, optionally keep the Pareto front, then sort and cut.
 
     ``df_or_catalog`` is a DataFrame from :func:`load` or a catalog path/URI (read with
@@ -462,7 +463,7 @@ def check_arguments(sort: str | Sequence[str] = "flops", **arguments: Any) -> di
 
 
 def _frame(df_or_catalog: Any, sort: str | Sequence[str], sweep_names: list[str] | None,
-           trial_names: list[str] | None = None) -> "pd.DataFrame":
+           trial_names: list[str] | None = None) -> pd.DataFrame:
     """The DataFrame :func:`query` filters: the one given, or the catalog read (only the files of the
     named sweeps that may hold the named trials)."""
     import pandas as pd
@@ -477,13 +478,13 @@ def _frame(df_or_catalog: Any, sort: str | Sequence[str], sweep_names: list[str]
 
 
 def _mask(
-    df: "pd.DataFrame",
+    df: pd.DataFrame,
     names: dict[str, list[str] | None],
     anchor_names: list[str] | None,
     flops_budget: int | None,
     latency_budget: float | None,
     top1_floor: float | None,
-) -> "pd.Series":
+) -> pd.Series:
     """The rows every filter keeps (AND): named sweeps/trials/rules, anchors on the path, budgets, floor."""
     import pandas as pd
 
@@ -507,7 +508,7 @@ def _mask(
     return mask
 
 
-def _refuse_mixed(result: "pd.DataFrame", df: "pd.DataFrame") -> None:
+def _refuse_mixed(result: pd.DataFrame, df: pd.DataFrame) -> None:
     """A budget over several sweeps that differ in dataset or family of anchors would pick a stitch
     trained on something else: refuse it and say to pass ``--sweep``.
 
@@ -541,10 +542,10 @@ def _refuse_mixed(result: "pd.DataFrame", df: "pd.DataFrame") -> None:
 
 
 def best_under(
-    df_or_catalog: "pd.DataFrame | str | os.PathLike[str]",
+    df_or_catalog: pd.DataFrame | str | os.PathLike[str],
     max_flops: str | int | float | None = None,
     max_latency_ms: str | int | float | None = None,
-) -> "pd.Series | None":
+) -> pd.Series | None:
     """The row with the highest top-1 within the budgets (a Series), or None when nothing fits.
 
     Ties in top-1 go to fewer FLOPs, then lower latency, then the first stitch key. Rows
@@ -559,7 +560,7 @@ def best_under(
     return ranked.iloc[0]
 
 
-def to_records(df: "pd.DataFrame") -> list[dict[str, Any]]:
+def to_records(df: pd.DataFrame) -> list[dict[str, Any]]:
     """The rows as JSON-native dicts: lists stay lists, timestamps become ISO 8601, NaN/inf/NA become None."""
     columns = list(df.columns)
     return [{c: _native(v) for c, v in zip(columns, row)} for row in df.itertuples(index=False, name=None)]

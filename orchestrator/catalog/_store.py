@@ -23,7 +23,8 @@ from __future__ import annotations
 import collections
 import datetime as _dt
 import os
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -50,8 +51,8 @@ __all__ = [
 #: preset and released_deit_head; 6 added the fidelity knobs data_fraction and image_size.
 SCHEMA_VERSION = "6"
 VERSION_KEY = b"snnet.catalog.schema_version"
-_ADDED_IN = {"latency_batch_size": 2, "top1_selection": 3, "space_fingerprint": 3, "weights": 4, "preset": 5, "released_deit_head": 5,
-            "data_fraction": 6, "image_size": 6}
+_ADDED_IN = {"latency_batch_size": 2, "top1_selection": 3, "space_fingerprint": 3, "weights": 4, "preset": 5,
+             "released_deit_head": 5, "data_fraction": 6, "image_size": 6}
 
 #: Columns stored in each trial file (``sweep`` is the Hive partition, added on read).
 SCHEMA = pa.schema(

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from .._errors import SNNetError
 from ..cli import cli, format_flops, render_table, write_stdout
