@@ -138,12 +138,11 @@ def _searcher(search, metrics: list[str], modes: list[str]):
     algorithm, seeds = search.searcher.algorithm, search.searcher.seeds
     if _searcher_free(search) or (algorithm == "random" and seeds is None):
         return None  # Tune's BasicVariantGenerator (a fixed space: one trial per seed, nothing to search)
-    import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    seed = search.searcher.seed
-    sampler = {"nsga2": optuna.samplers.NSGAIISampler, "random": optuna.samplers.RandomSampler}.get(
-        algorithm, optuna.samplers.TPESampler)(seed=seed)
+    from ._optuna import make_sampler
+
+    sampler = make_sampler(algorithm, search.searcher.seed)
     if len(metrics) == 1:
         optuna_search = OptunaSearch(metric=metrics[0], mode=modes[0], sampler=sampler)
     else:

@@ -249,3 +249,22 @@ def test_resuming_a_rerun_without_rerun_best_says_how_instead_of_continuing_it_a
         sweep._locate_experiment(search, str(tmp_path / "runs"), "rr_rerun-sweep-1", True, False)
     located, _ = sweep._locate_experiment(search, str(tmp_path / "runs"), "rr_rerun-sweep-1", True, False, rerun=True)
     assert located.endswith("rr_rerun-sweep-1")
+
+
+@pytest.mark.parametrize("algorithm, objectives", [("tpe", ["hypervolume"]),
+                                                   ("nsga2", ["hypervolume", "train_cost"])])
+def test_a_searcher_that_suggested_pickles_and_suggests_again(tmp_path, algorithm, objectives):
+    """Tune saves the searcher, Optuna sampler and study included, with the experiment state that
+    ``--resume`` reads back (optuna 5's NSGA-II sampler holds a lock that does not pickle by itself)."""
+    import pickle
+
+    search = _fixed(tmp_path, overrides=["space.kernel_size=[2,3]", f"searcher.algorithm={algorithm}",
+                                         f"searcher.objectives=[{','.join(objectives)}]"])
+    modes = ["max", "min"][: len(objectives)]
+    searcher = sweep._searcher(search, objectives, modes)
+    searcher.set_search_properties(None, None, sweep.tune_search_space(search))
+    for i in range(3):
+        assert searcher.suggest(f"t{i}")["space__kernel_size"] in (2, 3)
+        searcher.on_trial_complete(f"t{i}", dict(zip(objectives, (0.1 * i, 3.0 - i))))
+    restored = pickle.loads(pickle.dumps(searcher))
+    assert restored.suggest("t3")["space__kernel_size"] in (2, 3)
