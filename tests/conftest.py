@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import pytest
@@ -18,20 +19,29 @@ def pytest_collection_modifyitems(config, items):
     # 30 of the suite's minutes on two cores), so one worker starts it at once while the other runs every
     # other module; xdist hands out groups in this order (pyproject's --no-loadscope-reorder).
     items.sort(key=lambda item: "integration" not in item.keywords)
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
+    skips = {"gpu": None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA device"),
+             "e2e": None if os.environ.get(E2E_ENV) == "1" else pytest.mark.skip(reason=f"e2e: set {E2E_ENV}=1")}
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        for marker, skip in skips.items():
+            if skip is not None and marker in item.keywords:
+                item.add_marker(skip)
 
 
-@pytest.fixture
-def local_cluster():
-    """A one-node Ray cluster of this test's own (2 CPUs), shut down by its handle."""
+#: Set to 1 to run the long end-to-end scenarios (marker ``e2e``) too; ``.ci/run`` passes it on.
+E2E_ENV = "SNNET_E2E"
+#: CPUs of the integration tier's one Ray cluster: the machine's (two here), so no test asks for more.
+RAY_CPUS = max(2, os.cpu_count() or 2)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """The integration tier's one local Ray cluster (one node, :data:`RAY_CPUS` CPUs, no token
+    authentication), started once per test session and shut down by its handle. Drivers run as
+    subprocesses join it with ``--address``; in-process tests with :func:`ray_connected`."""
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # as orchestrator.run.quiet_ray
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": RAY_CPUS, "include_dashboard": False})
     try:
         yield cluster
     finally:
@@ -39,36 +49,40 @@ def local_cluster():
 
 
 @pytest.fixture
-def two_cpus(monkeypatch):
-    """This machine has 2 CPUs and no GPU; no cluster to join; Ray must not start."""
-    import sys
-
-    import orchestrator.run as run
-
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.setattr(run, "local_resources", lambda: {"CPU": 2.0, "GPU": 0.0})
-    monkeypatch.setattr(run, "ensure_ray", lambda *a, **k: pytest.fail("Ray must not start"))
-    if "ray" in sys.modules:
-        monkeypatch.setattr(sys.modules["ray"], "is_initialized", lambda: False)
+def local_cluster(ray_cluster):
+    """The shared cluster, for a test whose drivers join it as subprocesses with ``--address``,
+    once every actor of an earlier test is gone."""
+    with connected(ray_cluster, log_to_driver=False):
+        pass
+    return ray_cluster
 
 
-@pytest.fixture(scope="session")
-def deit_small_family():
-    """DeiT-Ti/S at 32x32 (4 tokens + cls): real timm models, fast to run."""
-    from snnet import build_supernet
+@contextlib.contextmanager
+def connected(cluster, **init_kwargs):
+    """This process as a driver of ``cluster`` (``ray.init(address=...)``) until the block ends. It
+    starts once the cluster's CPUs are all free: the actors of a killed or finished driver are reaped
+    asynchronously, and a test started before they are gone would first wait for their CPUs."""
+    import time
 
-    torch.manual_seed(0)
-    return build_supernet(["deit_tiny_patch16_224", "deit_small_patch16_224"], img_size=32)
+    import ray
+
+    if ray.is_initialized():
+        pytest.fail("another Ray instance is already connected in this process")
+    ray.init(address=cluster.address, **init_kwargs)
+    try:
+        deadline = time.time() + 120
+        while ray.available_resources().get("CPU", 0.0) < RAY_CPUS and time.time() < deadline:
+            time.sleep(0.2)
+        yield ray
+    finally:
+        ray.shutdown()
 
 
-@pytest.fixture(scope="session")
-def deit_tsb_space():
-    """The paper's DeiT-Ti/S/B space at 224x224 (k=2, s=1, nearest, fast-to-slow)."""
-    from snnet import build_supernet
-
-    return build_supernet(
-        ["deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224"]
-    ).space
+@pytest.fixture
+def ray_connected(ray_cluster):
+    """This test's process as a driver of the shared cluster, disconnected after the test."""
+    with connected(ray_cluster, log_to_driver=False) as ray:
+        yield ray
 
 
 def wait_for_registered_checkpoint(storage, timeout: float = 120.0) -> None:
@@ -110,7 +124,8 @@ DEMO_ANCHORS = ("snnet_demo_vit_tiny", "snnet_demo_vit_small", "snnet_demo_vit_b
 def demo_space(name: str, *, anchors: int = 2, space: dict | None = None, training: dict | None = None,
                resources: dict | None = None, searcher: dict | None = None) -> str:
     """YAML text of a small search space over the embedded demo family (the sweep tests' spaces):
-    its first ``anchors`` anchors, ``kernel_size: 2, stride: 1`` and ``epochs: 1`` unless given."""
+    its first ``anchors`` anchors, ``kernel_size: 2, stride: 1`` and ``epochs: 1`` unless given.
+    Trained by a test under Ray, it takes the micro demo's settings: ``training={**MICRO, ...}``."""
     import yaml
 
     doc = {"name": name, "dataset": "demo",
@@ -125,6 +140,27 @@ def demo_space(name: str, *, anchors: int = 2, space: dict | None = None, traini
 ONE_WORKER = {"workers_per_trial": 1, "cpus_per_worker": 1}
 #: A quick demo training run that checkpoints its evaluation.
 QUICK = {"batch_size": 64, "eval_checkpoint_seconds": 30}
+
+#: The micro demo, what the integration tier trains: the two smaller demo anchors (pretrained once and
+#: cached, like the demo's), one epoch on a quarter of the demo's training digits (about 350 images),
+#: 32 least-squares images, early fronts on 64 images; 18 stitches evaluated on the demo's validation
+#: split. One training run costs seconds of compute; the full demo stays what users run.
+MICRO_ANCHORS = DEMO_ANCHORS[:2]
+MICRO = {"epochs": 1, "data_fraction": 0.25, "ls_samples": 32, "early_images": 64, "batch_size": 32}
+#: Stitches of the micro demo's space (two 6-block anchors, k=2, s=1): 2 anchors + 16 stitches.
+MICRO_STITCHES = 18
+
+
+def micro_config(root, **changes):
+    """A :class:`TrainConfig` of the micro demo writing under ``root`` (``changes`` on top): the
+    pretrained demo anchors by checkpoint, two workers, one evaluation checkpoint at the end."""
+    from orchestrator.config import TrainConfig
+    from orchestrator.demo import demo_anchor_specs
+
+    anchors = demo_anchor_specs(anchors=MICRO_ANCHORS, progress=None)
+    settings = {"anchors": anchors, "catalog": str(root / "catalog"), "storage_path": str(root / "runs"),
+                "workers": 2, "eval_checkpoint_seconds": 3600.0, **MICRO, **changes}
+    return TrainConfig(**settings)
 
 
 def paper_paired_stitching(depth, kernel_size, stride):
@@ -144,3 +180,76 @@ def paper_paired_stitching(depth, kernel_size, stride):
             layer += 1
         i += stride
     return cfgs, mapping
+
+
+def training_images(prepared) -> int:
+    """Images one epoch trains on, as the driver predicts them (``prepared``: ``orchestrator.run.prepare``'s)."""
+    from orchestrator.run import dataset_key
+
+    config = prepared[0]
+    return prepared.known.datasets[dataset_key(config)].training_images(config)
+
+
+class CliRunner:
+    """Runs ``python -m MODULE ARGS`` as a real process forked from a preloaded server
+    (``tests/_cli_server.py``): the same exit status, stdout and stderr as a fresh interpreter, without
+    importing torch, timm and Ray again for each command line. Command lines run one at a time.
+    A test that checks what a command line imports, or how fast it starts, runs a real subprocess."""
+
+    def __init__(self):
+        import subprocess
+        import sys
+        import tempfile
+        import threading
+        from pathlib import Path
+
+        repo = Path(__file__).resolve().parents[1]
+        self.env = dict(os.environ)
+        self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo), self.env.get("PYTHONPATH")) if p)
+        self.log = tempfile.NamedTemporaryFile(prefix="snnet-cli-server-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_cli_server.py"))],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+                                     cwd=repo, env=self.env, text=True)
+        self.lock = threading.Lock()
+        self._reply()  # ready
+
+    def _reply(self) -> dict:
+        import json
+
+        line = self.proc.stdout.readline()
+        if not line:
+            with open(self.log.name) as f:
+                pytest.fail("the command-line server died:\n" + f.read()[-4000:])
+        return json.loads(line)
+
+    def run(self, module: str, *args: str, cwd=None, env: dict | None = None, timeout: float = 300,
+            no_ray: bool = False):
+        """``python -m module *args`` in ``cwd`` (default: here) with ``env`` (default: this process's);
+        a ``subprocess.CompletedProcess`` with text output and ``seconds`` (its wall time)."""
+        import json
+        import subprocess
+
+        request = {"module": module, "args": [str(a) for a in args], "cwd": str(cwd or os.getcwd()),
+                   "env": dict(self.env if env is None else env), "timeout": timeout, "no_ray": no_ray}
+        with self.lock:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            reply = self._reply()
+        done = subprocess.CompletedProcess([module, *request["args"]], reply["code"], reply["out"], reply["err"])
+        done.seconds = reply["seconds"]
+        return done
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+        os.unlink(self.log.name)
+
+
+@pytest.fixture(scope="session")
+def cli_runner():
+    """The session's :class:`CliRunner`: ``cli_runner.run("snnet.space", "--anchors", ...)``."""
+    runner = CliRunner()
+    try:
+        yield runner
+    finally:
+        runner.close()

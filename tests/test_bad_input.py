@@ -1,25 +1,19 @@
 """One table of bad requests across the five command lines (design brief, section 4).
 
-Every row is a user's mistake run as a real subprocess (``sys.executable -m ...``). Each must end
-with exit status 2, ``error:`` followed by one paragraph (no blank line) that names the problem,
-no traceback, and no Ray instance: every subprocess starts with a ``sitecustomize`` guard that
-wraps ``ray.init`` as soon as the ``ray`` package finishes loading (a meta-path hook, so processes
-that never import Ray pay nothing) and makes it print ``RAY-INIT-CALLED`` and exit 99.
+Every row is a user's mistake run as a real process (``python -m ...``, forked from the preloaded
+``cli_runner`` server, see tests/_cli_server.py). Each must end with exit status 2, ``error:`` followed by
+one paragraph (no blank line) that names the problem, no traceback, and no Ray instance: every row
+runs with ``ray.init`` replaced by a guard that prints ``RAY-INIT-CALLED`` and exits 99.
 ``test_the_guard_fires_on_a_valid_request`` proves the guard works on a request that does reach
 ``ray.init``.
 
 The table complements the per-CLI tests (test_cli_space.py, test_train_config.py,
-test_search_spaces.py, test_catalog_query.py, test_export.py). All subprocesses are started at
-once by a module fixture, at most four at a time, and their results are cached.
+test_search_spaces.py, test_catalog_query.py, test_export.py). All rows run once, by a module
+fixture, and their results are cached.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -28,54 +22,6 @@ REPO = Path(__file__).resolve().parents[1]
 GUARD_MARK = "RAY-INIT-CALLED"
 GUARD_EXIT = 99
 TIMEOUT_S = 180
-PARALLEL = 4
-
-# Loaded by every subprocess through PYTHONPATH. It imports nothing heavy: the hook only acts when
-# some code imports ``ray``, and patches ``ray.init`` (and the function it is bound from) right after
-# ``ray/__init__.py`` has run, so every later ``ray.init(...)``, including Ray's own auto-init, hits it.
-SITECUSTOMIZE = f'''
-"""Test guard from tests/test_bad_input.py: abort the process when anything calls ray.init."""
-import importlib.abc
-import os
-import sys
-
-
-def _no_ray(*args, **kwargs):
-    try:
-        sys.stdout.flush()
-        sys.stderr.write("{GUARD_MARK}\\n")
-        sys.stderr.flush()
-    finally:
-        os._exit({GUARD_EXIT})
-
-
-class _RayInitGuard(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path, target=None):
-        if fullname != "ray":
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        exec_module = spec.loader.exec_module
-
-        def exec_and_guard(module):
-            exec_module(module)
-            module.init = _no_ray
-            worker = sys.modules.get("ray._private.worker")
-            if worker is not None:
-                worker.init = _no_ray
-
-        spec.loader.exec_module = exec_and_guard
-        return spec
-
-
-sys.meta_path.insert(0, _RayInitGuard())
-'''
 
 # -- the table -----------------------------------------------------------------------------------
 # (cli, argv, expected fragments). ``{name}`` in an argument is replaced by a path of the ``world``
@@ -242,41 +188,24 @@ def _make_world(root: Path) -> dict[str, str]:
     }
 
 
-def _run(module: str, argv: list[str], world: dict[str, str], env: dict[str, str]) -> dict:
-    args = [a.format(**world) for a in argv]
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=world["tmp"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        err += f"\n(test: killed after {TIMEOUT_S}s)"
-    return {"args": args, "code": proc.returncode, "out": out, "err": err, "seconds": time.perf_counter() - start}
-
-
 @pytest.fixture(scope="module")
-def results(tmp_path_factory) -> dict[str, dict]:
-    """Runs every row (and the guard check) once, four at a time; keyed by the row id."""
+def results(cli_runner, tmp_path_factory) -> dict[str, dict]:
+    """Runs every row (and the guard check) once; keyed by the row id."""
     root = tmp_path_factory.mktemp("bad-input")
     world = _make_world(root)
-    guard_dir = root / "guard"
-    guard_dir.mkdir()
-    (guard_dir / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    env = dict(os.environ)
+    env = dict(cli_runner.env)
     env.pop("RAY_ADDRESS", None)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(guard_dir), str(REPO), env.get("PYTHONPATH")) if p)
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1",
                AWS_EC2_METADATA_DISABLED="true")  # no credential lookups on the machine's metadata service
     jobs = {case.id: case.values[:2] for case in CASES}
     jobs["guard-check"] = GUARD_CHECK
-    # The slowest requests (those that build models) first, so the pool's tail is short.
-    order = sorted(jobs, key=lambda k: ("{images}" not in jobs[k][1] and "{yaml_resnets}" not in jobs[k][1],
-                                        jobs[k][0] != SPACE))
-    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
-        futures = {k: pool.submit(_run, *jobs[k], world, env) for k in order}
-        return {k: f.result() for k, f in futures.items()}
+    out = {}
+    for key, (module, argv) in jobs.items():
+        args = [a.format(**world) for a in argv]
+        done = cli_runner.run(module, *args, cwd=root, env=env, timeout=TIMEOUT_S, no_ray=True)
+        out[key] = {"args": args, "code": done.returncode, "out": done.stdout, "err": done.stderr,
+                    "seconds": done.seconds}
+    return out
 
 
 def _describe(r: dict) -> str:

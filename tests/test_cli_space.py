@@ -1,21 +1,19 @@
 """``python -m snnet.space``: the JSON-lines contract, the table, and bad input."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 DEIT = "deit_tiny_patch16_224,deit_small_patch16_224,deit_base_patch16_224"
 
 
-def run(*args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "snnet.space", *args], capture_output=True, text=True, timeout=timeout
-    )
+@pytest.fixture
+def run(cli_runner):
+    """``python -m snnet.space ARGS``, a real process (forked from the preloaded ``cli_runner`` server)."""
+    return lambda *args: cli_runner.run("snnet.space", *args)
 
 
-def test_jsonl_for_deit_ti_s_b():
+def test_jsonl_for_deit_ti_s_b(run):
     proc = run("--anchors", DEIT, "--format", "jsonl")
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -34,7 +32,7 @@ def test_jsonl_for_deit_ti_s_b():
     assert "RuntimeWarning" not in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_table_and_options():
+def test_table_and_options(run):
     proc = run("--anchors", "resnet18,resnet50", "--kernel-size", "3", "--direction", "both", "--image-size", "64")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -52,7 +50,7 @@ def test_table_and_options():
         ("resnet18,swin_tiny_patch4_window7_224", 2 + 16),
     ],
 )
-def test_every_family_enumerates(anchors, count):
+def test_every_family_enumerates(run, anchors, count):
     proc = run("--anchors", anchors, "--format", "jsonl")
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == count
@@ -68,7 +66,7 @@ def test_every_family_enumerates(anchors, count):
         ("levit_192,levit_256", 8),
     ],
 )
-def test_paper_preset_per_family(anchors, count):
+def test_paper_preset_per_family(run, anchors, count):
     proc = run("--anchors", anchors, "--preset", "paper", "--format", "jsonl")
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -101,7 +99,7 @@ def test_paper_preset_per_family(anchors, count):
         (["--anchors", "resnet18,resnet18"], "Anchors must be distinct"),
     ],
 )
-def test_bad_input_is_one_message_and_exit_2(args, message):
+def test_bad_input_is_one_message_and_exit_2(run, args, message):
     proc = run(*args)
     assert proc.returncode == 2
     assert message in proc.stderr

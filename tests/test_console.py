@@ -1,7 +1,8 @@
-"""Issue 14: the demo ``python -m orchestrator.train --workers 2`` prints a console a person reads.
+"""Issue 14: ``python -m orchestrator.train --workers 2`` prints a console a person reads.
 
-Marked ``integration``: it runs the whole demo (a private local Ray instance) as a subprocess,
-stdout and stderr together as a user sees them in a redirected log.
+Marked ``integration``: the CLI runs as a subprocess, stdout and stderr together as a user sees them
+in a redirected log. The micro demo (named by ``--anchors NAME=PATH``) joins the shared cluster with
+``--address``; the whole demo with its own local Ray instance, as a new user runs it, is ``e2e``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import MICRO, MICRO_ANCHORS
 
 pytestmark = pytest.mark.integration
 
@@ -21,20 +23,32 @@ MAX_LINES = 30
 QUIET_KEYS = ("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "RAY_COLOR_PREFIX", "RAY_ADDRESS", "NO_COLOR")
 
 
+def _train(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in QUIET_KEYS}  # the defaults a new user has
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.train", "--workers", "2", "--catalog", str(root / "catalog"),
+         "--storage", str(root / "runs"), *args],
+        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800)
+
+
+@pytest.fixture(scope="module")
+def micro_console(local_cluster, tmp_path_factory):
+    from orchestrator.demo import demo_anchor_specs
+
+    root = tmp_path_factory.mktemp("console")
+    anchors = ",".join(f"{s.name}={s.checkpoint}" for s in demo_anchor_specs(anchors=MICRO_ANCHORS, progress=None))
+    settings = [f"--set={k}={v}" for k, v in MICRO.items()]
+    return _train(root, "--anchors", anchors, *settings, "--address", local_cluster.address), root
+
+
 @pytest.fixture(scope="module")
 def demo_console(tmp_path_factory):
     root = tmp_path_factory.mktemp("console")
-    env = {k: v for k, v in os.environ.items() if k not in QUIET_KEYS}  # the defaults a new user has
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator.train", "--workers", "2", "--catalog", str(root / "catalog"),
-         "--storage", str(root / "runs")],
-        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800)
-    return proc, root
+    return _train(root), root
 
 
-def test_the_demo_console_is_short_and_plain(demo_console):
-    proc, _ = demo_console
+def _check_console(proc: subprocess.CompletedProcess) -> None:
     out = proc.stdout
     lines = out.splitlines()
     assert proc.returncode == 0, out
@@ -47,11 +61,28 @@ def test_the_demo_console_is_short_and_plain(demo_console):
     assert "== summary" in out and "Spearman(FLOPs, top-1) = " in out and "nan" not in out
 
 
-def test_the_demo_writes_its_own_partition_with_the_weights(demo_console):
-    proc, root = demo_console
+def _check_partition(proc: subprocess.CompletedProcess, root: Path, prefix: str) -> None:
     parts = [p.name for p in (root / "catalog").iterdir()]
-    assert len(parts) == 1 and parts[0].startswith("sweep=demo-"), parts
+    assert len(parts) == 1 and parts[0].startswith(f"sweep={prefix}-"), parts
     (trial,) = (root / "catalog" / parts[0]).glob("trial-*.parquet")
     weights = set(pq.read_table(trial).column("weights").to_pylist())
     assert all(w and "=file:" in w for w in weights)
     assert f"catalog rows: {root / 'catalog'}/{parts[0]}/{trial.name}" in proc.stdout
+
+
+def test_the_micro_demo_console_is_short_and_plain(micro_console):
+    _check_console(micro_console[0])
+
+
+def test_the_micro_demo_writes_its_own_partition_with_the_weights(micro_console):
+    _check_partition(*micro_console, prefix=MICRO_ANCHORS[0])
+
+
+@pytest.mark.e2e
+def test_the_demo_console_is_short_and_plain(demo_console):
+    _check_console(demo_console[0])
+
+
+@pytest.mark.e2e
+def test_the_demo_writes_its_own_partition_with_the_weights(demo_console):
+    _check_partition(*demo_console, prefix="demo")

@@ -1,12 +1,13 @@
 """Several Ray nodes on one machine (``ray.cluster_utils.Cluster``): DDP across nodes, and a whole
-node removed mid-training. Marked ``integration`` (CI runs it)."""
+node removed mid-training, on the micro demo. Marked ``integration`` (CI runs it). It starts a
+cluster of its own, not the shared one: it needs several nodes and removes one."""
 
 import threading
 import time
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import wait_for_registered_checkpoint
+from conftest import micro_config, wait_for_registered_checkpoint
 
 pytestmark = pytest.mark.integration
 
@@ -45,17 +46,15 @@ def _raylet_pid_of(pid: int) -> int | None:
 
 
 def test_ddp_across_nodes_survives_losing_a_node(three_nodes, tmp_path):
-    from orchestrator.config import TrainConfig
     from orchestrator.run import prepare, run_training
 
     cluster, nodes = three_nodes
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()
-    config = TrainConfig(
-        catalog=str(tmp_path / "catalog"), storage_path=str(tmp_path / "runs"), workers=2, epochs=2,
-        placement_strategy="STRICT_SPREAD", checkpoint_every_steps=5, max_failures=2, trial_id="multinode",
-        eval_checkpoint_seconds=3600.0,  # the node is lost in training: one checkpoint when evaluation ends
-    )
+    # The micro demo, 11 steps of 16 images per rank; the node is lost in training (one checkpoint
+    # when the evaluation ends).
+    config = micro_config(tmp_path, batch_size=16, placement_strategy="STRICT_SPREAD", checkpoint_every_steps=5,
+                          max_failures=2, trial_id="multinode")
     prepared = prepare(config, progress=lambda m: None)
     outcome = {}
 

@@ -1,8 +1,10 @@
-"""Checkpoints leave nothing behind (issue 11): on a local Ray instance whose workers use a temp
-folder of this test's own (``TMPDIR`` in the job's runtime environment), a multi-epoch demo run
-reports many checkpoints, Ray keeps ``num_to_keep`` of them in storage, and no checkpoint folder
-stays in the temp folder, during the run or after it; the same holds when a worker is killed
-mid-training and Ray Train resumes the run from its last registered checkpoint. Marked ``integration``.
+"""Checkpoints leave nothing behind (issue 11), and a killed worker resumes from the last one: on
+the shared local Ray cluster, a driver whose job gives its workers a temp folder of this test's own
+(``TMPDIR`` in the job's runtime environment) runs the micro demo. A multi-epoch run reports many
+checkpoints, Ray keeps ``num_to_keep`` of them in storage, and no checkpoint folder stays in the temp
+folder, during the run or after it; the same holds when a worker is killed mid-training and Ray Train
+resumes the run from its last registered checkpoint, with one catalog row per stitch. Marked
+``integration``.
 """
 
 import glob
@@ -12,25 +14,18 @@ import threading
 import time
 
 import pytest
-from conftest import wait_for_registered_checkpoint
+from conftest import MICRO_STITCHES, connected, micro_config, training_images, wait_for_registered_checkpoint
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def worker_tmp(tmp_path_factory):
-    """A fresh local Ray instance per test, so each run's workers get a temp folder of their own."""
-    import ray
-
-    if ray.is_initialized():
-        pytest.skip("another Ray instance is already connected in this process")
+def worker_tmp(ray_cluster, tmp_path_factory):
+    """This test as a driver of the shared cluster whose job's workers get a temp folder of their own."""
     tmp = tmp_path_factory.mktemp("worker-tmp")
     env = {"TMPDIR": str(tmp), "SNNET_TRAIN_CALLBACKS": "orchestrator._testing:TempDirProbe"}
-    ray.init(address="local", num_cpus=3, include_dashboard=False, runtime_env={"env_vars": env})
-    try:
+    with connected(ray_cluster, log_to_driver=False, runtime_env={"env_vars": env}):
         yield tmp
-    finally:
-        ray.shutdown()
 
 
 def _leftovers(tmp) -> list[str]:
@@ -43,16 +38,14 @@ def _stored(storage) -> list[str]:
 
 
 def test_a_multi_epoch_run_leaves_no_checkpoint_in_the_temp_folder(worker_tmp, tmp_path):
-    from orchestrator.config import TrainConfig
     from orchestrator.run import prepare, run_training
 
     storage = tmp_path / "runs"
-    config = TrainConfig(catalog=str(tmp_path / "catalog"), storage_path=str(storage), workers=2, epochs=3,
-                         batch_size=64, eval_checkpoint_seconds=0.0, trial_id="no-leak")
+    config = micro_config(tmp_path, epochs=3, eval_checkpoint_seconds=0.0, trial_id="no-leak")
     prepared = prepare(config, progress=lambda m: None)
     assert _leftovers(worker_tmp) == [] and _stored(storage) == []
-    result = run_training(prepared[0], prepared=prepared)
-    # 3 epoch checkpoints and one per evaluation round (35 stitches over 2 workers) were reported:
+    result = run_training(prepared[0], prepared=prepared, progress=lambda m: None)
+    # 3 epoch checkpoints and one per evaluation round (18 stitches over 2 workers) were reported:
     # storage keeps num_to_keep=2 of them, the last one is the run's checkpoint.
     stored = _stored(storage)
     assert len(stored) == 2 and all(os.path.isfile(os.path.join(p, "state.pt")) for p in stored)
@@ -60,8 +53,8 @@ def test_a_multi_epoch_run_leaves_no_checkpoint_in_the_temp_folder(worker_tmp, t
     assert _leftovers(worker_tmp) == []
     # The workers did use this temp folder, and never saw a checkpoint folder left there.
     probe = (worker_tmp / "snnet-probe-rank0").read_text().split()
-    # the last step of epoch 3 (1437 digits, 30 held out as the 2% selection split), no folder seen
-    assert probe == [str(3 * (((1437 - 30) // 2) // 64) - 1), "0"]
+    # the last step of epoch 3 (a rank's half of the epoch's images in whole batches), no folder seen
+    assert probe == [str(3 * ((training_images(prepared) // 2) // config.batch_size) - 1), "0"]
 
 
 def _ours_in_tmp(tmp) -> list[str]:
@@ -87,17 +80,15 @@ def test_a_killed_and_resumed_run_keeps_num_to_keep_and_leaves_no_checkpoint_in_
     import pyarrow.parquet as pq
 
     from orchestrator.catalog import read_catalog
-    from orchestrator.config import TrainConfig
     from orchestrator.run import prepare, run_training
 
     storage, pid_dir = tmp_path / "runs", tmp_path / "pids"
     pid_dir.mkdir()
-    # One epoch of about 10 steps (64 images per worker): checkpoints at step 5 (and 10 if the epoch
-    # goes on), at the epoch's end and after the evaluation (one, at its end): more than num_to_keep=2.
-    config = TrainConfig(catalog=str(tmp_path / "catalog"), storage_path=str(storage), workers=2, epochs=1,
-                         batch_size=64, checkpoint_every_steps=5, eval_checkpoint_seconds=3600.0, max_failures=1,
-                         trial_id="killed-no-leak")
+    # One epoch of 11 steps (16 images per worker): checkpoints at steps 5 and 10, at the epoch's end
+    # and after the evaluation (one, at its end): more than num_to_keep=2.
+    config = micro_config(tmp_path, batch_size=16, checkpoint_every_steps=5, max_failures=1, trial_id="killed")
     prepared = prepare(config, progress=lambda m: None)
+    assert (training_images(prepared) // 2) // config.batch_size == 11
     space = prepared[1]
     outcome = {}
 
@@ -126,14 +117,19 @@ def test_a_killed_and_resumed_run_keeps_num_to_keep_and_leaves_no_checkpoint_in_
     assert "error" not in outcome, outcome.get("error")
     result = outcome["result"]
 
-    # A new worker group resumed from the step-5 checkpoint: its rank 0 ran steps 5 to the last again.
+    # A new worker group resumed from the step-5 checkpoint: its rank 0 ran steps 5 to the last again,
+    # and rank 1 is a new process too that resumed there, not from scratch.
     restarted = sorted(int(f.stem.split("step")[1]) for f in pid_dir.glob("rank0-step*.pid")
                        if int(f.read_text()) != victim)
     assert restarted and restarted == list(range(5, restarted[-1] + 1)), restarted
+    first_rank1 = (pid_dir / "rank1-step0.pid").read_text()
+    rank1_again = [int(f.stem.split("step")[1]) for f in pid_dir.glob("rank1-step*.pid")
+                   if f.read_text() != first_rank1]
+    assert rank1_again and min(rank1_again) == 5, rank1_again
     # The catalog: one row per stitch, none twice (the killed attempt wrote no rows).
     table = read_catalog(config.catalog)
-    assert sorted(table.column("stitch_id").to_pylist()) == list(range(len(space))) == list(range(35))
-    assert pq.read_table(result.catalog_file).num_rows == 35
+    assert sorted(table.column("stitch_id").to_pylist()) == list(range(len(space))) == list(range(MICRO_STITCHES))
+    assert pq.read_table(result.catalog_file).num_rows == MICRO_STITCHES
     # Storage: 3 or 4 checkpoints were reported over the two attempts (step 5 by the killed one); Ray
     # keeps num_to_keep=2 of them (the run's own checkpoint among them), each a whole checkpoint.
     stored = _stored(storage)

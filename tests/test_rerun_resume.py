@@ -1,14 +1,14 @@
 """``--resume`` of a ``--rerun-best`` sweep on a real local Ray cluster: no row missing, none repeated.
 
-A cheap sweep of two tiny demo trials (half the training data) is re-run at full fidelity
-(``--rerun-best 2 --set training.data_fraction=1.0``). The re-run's driver is killed right after its
+A cheap sweep of two micro demo trials (a quarter of the training data) is re-run at a higher
+fidelity (``--rerun-best 2 --set training.data_fraction=0.5``). The re-run's driver is killed right after its
 first trial's catalog write, before Tune hears of it (the hardest moment, as in
 ``test_sweep_faults.py``); ``--rerun-best 2 ... --resume`` then finds the latest ``<name>_rerun``
 experiment, keeps the finished re-run's file as it is and trains the other. The re-run partition
 ends with one complete file per source trial, each linked to the trial it re-ran (its settings, the
 overrides on top); the fidelity columns tell its rows from the source's. ``--rerun-best N`` choosing the
-best N is unit-tested in ``test_sweep_selection.py``. Marked ``integration`` (it trains four tiny demo
-supernets).
+best N is unit-tested in ``test_sweep_selection.py``. Marked ``integration`` (it trains four micro demo
+supernets on the shared cluster).
 """
 
 import json
@@ -20,16 +20,16 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import ONE_WORKER, QUICK, demo_space
+from conftest import MICRO, ONE_WORKER, QUICK, demo_space
 
 from orchestrator.sweep import KILL_AFTER_WRITE_ENV
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
-SPACE = demo_space("rrdemo", training={**QUICK, "sampling": ["uniform", "balanced"], "data_fraction": 0.5},
+SPACE = demo_space("rrdemo", training={**MICRO, **QUICK, "sampling": ["uniform", "balanced"]},
                    resources=ONE_WORKER, searcher={"algorithm": "grid", "max_concurrent_trials": 1})
-RERUN = ["--rerun-best", "2", "--set", "training.data_fraction=1.0", "--set", "training.seed=7"]
+RERUN = ["--rerun-best", "2", "--set", "training.data_fraction=0.5", "--set", "training.seed=7"]
 
 
 
@@ -87,8 +87,8 @@ def test_a_killed_rerun_resumes_without_missing_or_duplicate_rows(local_cluster,
         keys = [(r["trial_id"], r["stitch_id"]) for r in rows]
         assert len(keys) == len(set(keys)) and {r["trial_id"] for r in rows} == {trial}
         assert sorted(r["stitch_id"] for r in rows) == sorted(r["stitch_id"] for r in source_rows)
-        assert {(r["data_fraction"], r["seed"]) for r in rows} == {(1.0, 7)}  # the full-fidelity re-run
-        assert {r["data_fraction"] for r in source_rows} == {0.5}  # its cheap source
+        assert {(r["data_fraction"], r["seed"]) for r in rows} == {(0.5, 7)}  # the higher-fidelity re-run
+        assert {r["data_fraction"] for r in source_rows} == {MICRO["data_fraction"]}  # its cheap source
         assert {r["sampling"] for r in rows} == {r["sampling"] for r in source_rows}  # the source's own settings
         assert pq.read_schema(reruns[trial]).metadata[b"snnet.source_sweep"] == b"rrdemo"
     assert not [p for p in rerun_folder.iterdir() if p.name.startswith(".")]  # no temporary files left

@@ -7,9 +7,10 @@ trial into a bracket at random (numpy's global generator, seeded here so the run
 reproducible), and only some brackets cut at epoch 1. Several good trials, best last, then
 several whose early front is far below theirs: at least one of those must be stopped before its
 last epoch, no good trial may be, and the summary must say which.
-Marked ``integration`` (a local Ray instance)."""
+Marked ``integration`` (the shared local Ray cluster)."""
 
 import pytest
+from conftest import connected
 
 pytestmark = pytest.mark.integration
 
@@ -40,14 +41,10 @@ def _trainable_factory(epochs: int):
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
+def local_ray(ray_cluster):
+    """This module's tests as one driver of the shared cluster."""
+    with connected(ray_cluster, log_to_driver=False):
         yield
-    finally:
-        ray.shutdown()
 
 
 @pytest.mark.parametrize("name", ["asha", "median"])

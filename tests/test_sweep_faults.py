@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import ONE_WORKER, QUICK, demo_space
+from conftest import MICRO, ONE_WORKER, QUICK, demo_space
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
 
-FIXED = demo_space("faultdemo", training={**QUICK, "sampling": "uniform"}, resources=ONE_WORKER,
+FIXED = demo_space("faultdemo", training={**MICRO, **QUICK, "sampling": "uniform"}, resources=ONE_WORKER,
                    searcher={"algorithm": "tpe", "max_concurrent_trials": 1, "seeds": [0, 1]})
 
 

@@ -1,7 +1,9 @@
-"""The sweep on real local Ray clusters: ``ray job submit`` to a head node, and ``--resume`` after
-the driver is killed. Marked ``integration`` (CI runs them).
+"""The sweep on real local Ray clusters, training the micro demo: ``ray job submit`` to a head node,
+and ``--resume`` after the driver is killed. Marked ``integration`` (CI runs them).
 
-Each test owns its Ray instance and ends it by the handle or process ids it holds.
+The job test starts a head of its own with ``ray start --head`` (a user's cluster: the dashboard's job
+server, token authentication) and ends it by the process ids it holds; the resume test's drivers join
+the shared cluster.
 """
 
 import json
@@ -15,15 +17,15 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import QUICK, demo_space
+from conftest import MICRO, QUICK, demo_space
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
 
 def small_demo(name: str, samples: int) -> str:
-    return demo_space(name, anchors=3, space={"kernel_size": [2, 3]},
-                      training={**QUICK, "sampling": ["uniform", "balanced"]},
+    return demo_space(name, anchors=2, space={"kernel_size": [2, 3]},
+                      training={**MICRO, **QUICK, "sampling": ["uniform", "balanced"]},
                       resources={"workers_per_trial": 2, "cpus_per_worker": 1},
                       searcher={"algorithm": "tpe", "objectives": ["hypervolume"], "num_samples": samples, "seed": 0})
 
