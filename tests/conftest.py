@@ -1,5 +1,6 @@
 import contextlib
 import os
+import socket
 
 import pytest
 import torch
@@ -41,7 +42,13 @@ def ray_cluster():
     from ray.cluster_utils import Cluster
 
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # as orchestrator.run.quiet_ray
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": RAY_CPUS, "include_dashboard": False})
+    # A free port for the node's dashboard agent, not its default: a head started by a test with `ray start`
+    # (or a user's own Ray) may want that one, and its job server needs its agent up.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        agent_port = s.getsockname()[1]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": RAY_CPUS, "include_dashboard": False,
+                                                            "dashboard_agent_listen_port": agent_port})
     try:
         yield cluster
     finally:

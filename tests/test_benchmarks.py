@@ -2,7 +2,6 @@
 figures its contract names as numbers. No timing targets here: those belong to the benchmarks."""
 
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,23 +27,27 @@ def _number(value) -> float:
     return number
 
 
-def _cli(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "benchmarks", *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env={**os.environ, **env},
-    )
+@pytest.fixture
+def bench(cli_runner):
+    """``python -m benchmarks ARGS`` in the repository, a real process forked from the ``cli_runner``
+    server; keyword arguments are environment variables."""
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess:
+        return cli_runner.run("benchmarks", *args, cwd=ROOT, env={**cli_runner.env, **env}, timeout=300)
+
+    return run
 
 
-def test_unknown_benchmark_is_a_one_line_error_with_exit_2():
-    done = _cli("space_flops", "no_such_benchmark")
+def test_unknown_benchmark_is_a_one_line_error_with_exit_2(bench):
+    done = bench("space_flops", "no_such_benchmark")
     assert done.returncode == 2
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "no_such_benchmark" in lines[0] and "space_flops" in lines[0]
 
 
-def test_cli_prints_only_name_value_lines():
-    done = _cli("ls_init", "gpu_train", SNNET_BENCH_TINY="1")
+def test_cli_prints_only_name_value_lines(bench):
+    done = bench("ls_init", "gpu_train", SNNET_BENCH_TINY="1")
     assert done.returncode == 0, done.stderr
     figures = dict(line.split(": ", 1) for line in done.stdout.strip().splitlines())
     assert all(line.count(": ") >= 1 for line in done.stdout.strip().splitlines())

@@ -33,13 +33,13 @@ def _train(root: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def micro_console(local_cluster, tmp_path_factory):
+def micro_console(ray_cluster, tmp_path_factory):
     from orchestrator.demo import demo_anchor_specs
 
     root = tmp_path_factory.mktemp("console")
     anchors = ",".join(f"{s.name}={s.checkpoint}" for s in demo_anchor_specs(anchors=MICRO_ANCHORS, progress=None))
     settings = [f"--set={k}={v}" for k, v in MICRO.items()]
-    return _train(root, "--anchors", anchors, *settings, "--address", local_cluster.address), root
+    return _train(root, "--anchors", anchors, *settings, "--address", ray_cluster.address), root
 
 
 @pytest.fixture(scope="module")

@@ -213,3 +213,29 @@ def test_the_loaders_decode_in_the_workers_cpus_but_one(setting, data):
     assert recipe.loader.num_workers == recipe.val_loader.num_workers == 2
     x, y = next(iter(recipe.loader))
     assert x.shape[0] == y.shape[0] == config.batch_size
+
+
+def test_ls_init_beats_kaiming_without_training(tmp_path):
+    """The paper's Figure 14 effect on the pretrained micro demo anchors, in this process (one worker,
+    the first 360 validation digits): LS-initialised stitches work before any training, Kaiming ones
+    do not, and the anchors are untouched at epoch 0."""
+    from conftest import micro_config
+    from torch.utils.data import Subset
+
+    from orchestrator.data import get_datasets
+
+    train, val = get_datasets("demo")
+    results = {}
+    for init in ("ls", "kaiming"):
+        config = micro_config(tmp_path, epochs=0, workers=1, init=init)
+        space = StitchSpace([profile_anchor(create_anchor(s)) for s in config.anchors], config.space_config())
+        _, results[init], _ = _run(config, space, (train, Subset(val, range(360))))
+
+    def stitched_mean(init):
+        tops = [results[init][s.stitch_id][0] for s in space if not s.is_anchor]
+        return sum(tops) / len(tops)
+
+    anchors = {s.stitch_id: results["ls"][s.stitch_id][0] for s in space if s.is_anchor}
+    assert stitched_mean("ls") > stitched_mean("kaiming") + 30.0
+    assert stitched_mean("ls") > min(anchors.values())  # above the smaller anchor, on average
+    assert anchors == {i: results["kaiming"][i][0] for i in anchors}  # identical in both runs

@@ -43,6 +43,7 @@ def _run(args: list[str], env: dict[str, str], log: Path) -> int:
                               timeout=1500).returncode
 
 
+@pytest.mark.e2e  # a sweep, a killed re-run and its resume: four trainings and three drivers, minutes
 def test_a_killed_rerun_resumes_without_missing_or_duplicate_rows(local_cluster, tmp_path):
     (tmp_path / "space.yaml").write_text(SPACE)
     catalog = tmp_path / "catalog"

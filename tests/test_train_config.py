@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -219,20 +217,6 @@ def test_cli_space_other_than_demo_needs_anchors():
 
 # -- the CLI's bad input, end to end -------------------------------------------------------------
 
-# Runs the CLI exactly as ``python -m orchestrator.train`` does, but with ray.init replaced by a
-# guard: reaching Ray would be a bug here, and must not start a cluster on a shared machine.
-_GUARD = """
-import os, runpy, sys
-import ray
-def _no_ray(*args, **kwargs):
-    sys.stderr.write("TEST GUARD: ray.init was called\\n")
-    sys.stderr.flush()
-    os._exit(99)
-ray.init = _no_ray
-runpy.run_module("orchestrator.train", run_name="__main__", alter_sys=True)
-"""
-
-
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory) -> Path:
     """An ImageNet-layout folder with two classes and one tiny image per class and split."""
@@ -246,16 +230,6 @@ def image_folder(tmp_path_factory) -> Path:
             folder.mkdir(parents=True)
             Image.fromarray(np.full((8, 8, 3), 60 * i, dtype=np.uint8)).save(folder / "0.png")
     return root
-
-
-def _cli_start(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = dict(os.environ)
-    env.pop("RAY_ADDRESS", None)
-    env["SNNET_CACHE"] = str(cwd / "snnet-cache")  # demo pretraining, if ever reached, stays here
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
-    return subprocess.Popen([sys.executable, "-c", _GUARD, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
 
 
 def _cases(folder: Path, a_file: Path) -> dict[str, tuple[list[str], str]]:
@@ -332,22 +306,19 @@ def test_cli_bad_input_ends_with_one_error_paragraph_before_ray(case, image_fold
     assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog.txt"]
 
 
-def test_cli_bad_input_as_a_subprocess(image_folder, tmp_path):
-    """The real ``python -m orchestrator.train`` entry point: exit status 2, no traceback, no Ray."""
+def test_cli_bad_input_as_a_subprocess(cli_runner, image_folder, tmp_path):
+    """The real ``python -m orchestrator.train`` entry point (a process forked from the preloaded
+    ``cli_runner`` server, ``ray.init`` guarded): exit status 2, no traceback, no Ray."""
     a_file = tmp_path / "catalog.txt"
     a_file.write_text("not a catalog")
     cases = _cases(image_folder, a_file)
-    names = ["negative-epochs-and-no-workers", "demo-anchors-on-other-data", "classes-differ"]
-    procs = {name: _cli_start(cases[name][0], tmp_path) for name in names}  # concurrently: import-bound
-    try:
-        results = {name: proc.communicate(timeout=180) for name, proc in procs.items()}
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    for name, (out, err) in results.items():
-        _check_one_error_paragraph(procs[name].returncode, out, err, cases[name][1])
+    env = {k: v for k, v in cli_runner.env.items() if k != "RAY_ADDRESS"}
+    env["SNNET_CACHE"] = str(tmp_path / "snnet-cache")  # demo pretraining, if ever reached, stays here
+    for name in ["negative-epochs-and-no-workers", "demo-anchors-on-other-data", "classes-differ"]:
+        done = cli_runner.run("orchestrator.train", *cases[name][0], cwd=tmp_path, env=env, timeout=180,
+                              no_ray=True)
+        assert "RAY-INIT-CALLED" not in done.stderr, done.stderr
+        _check_one_error_paragraph(done.returncode, done.stdout, done.stderr, cases[name][1])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog.txt"]
 
 

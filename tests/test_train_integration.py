@@ -1,58 +1,73 @@
-"""Training on the shared local Ray cluster (``ray_connected``): the micro demo end to end with two
-gloo workers, the early front and the selection split on the way, and LS against Kaiming at epoch 0.
-A worker killed mid-training is test_recipe_checkpoints.py's; the demo's console, test_console.py's.
+"""Training on the shared local Ray cluster: the micro demo end to end with two gloo workers, and a
+worker killed mid-training. Marked ``integration``: in-process drivers of the shared cluster whose job
+gives its workers a temp folder of the test's own (``TMPDIR`` in the job's runtime environment).
 
-Marked ``integration``: in-process drivers of the shared cluster. The demo anchors are pretrained
-once and cached (``$SNNET_CACHE`` or ``~/.cache/snnet/demo``).
+- A two-epoch run (issue 12 and issue 11): one catalog row per stitch with its selection top-1,
+  ``early_hv`` after every epoch, and checkpoints that leave nothing behind: many reported, Ray keeps
+  ``num_to_keep`` of them in storage, no checkpoint folder stays in the temp folder during the run or
+  after it.
+- A worker killed mid-training: Ray Train resumes the run from its last registered checkpoint (steps
+  run again from there, not from scratch), one catalog row per stitch, and the same holds for storage
+  and the temp folder.
+
+LS against Kaiming initialisation is test_recipe.py's (no Ray); the demo's console, test_console.py's.
+The demo anchors are pretrained once and cached (``$SNNET_CACHE`` or ``~/.cache/snnet/demo``).
 """
 
+import glob
 import json
 import os
+import signal
+import threading
+import time
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import MICRO_STITCHES, micro_config, training_images
+from conftest import MICRO_STITCHES, connected, micro_config, training_images, wait_for_registered_checkpoint
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def micro_prepared(tmp_path_factory):
-    from orchestrator.run import prepare
-
-    base = micro_config(tmp_path_factory.mktemp("train"))
-    return base, prepare(base, progress=lambda m: None)[1]
-
-
-def _run(base, **changes):
-    from orchestrator.run import prepare, run_training
-
-    config = base.model_validate({**base.model_dump(), **changes})
-    prepared = prepare(config, progress=lambda m: None)
-    return run_training(config, prepared=prepared, progress=lambda m: None)
+@pytest.fixture
+def worker_tmp(ray_cluster, tmp_path_factory):
+    """This test as a driver of the shared cluster whose job's workers get a temp folder of their own."""
+    tmp = tmp_path_factory.mktemp("worker-tmp")
+    env = {"TMPDIR": str(tmp), "SNNET_TRAIN_CALLBACKS": "orchestrator._testing:TempDirProbe"}
+    with connected(ray_cluster, log_to_driver=False, runtime_env={"env_vars": env}):
+        yield tmp
 
 
-def test_the_micro_demo_trains_on_two_gloo_workers_reports_early_fronts_and_catalogs_every_stitch(
-        ray_connected, micro_prepared, tmp_path):
-    """Two epochs, two gloo workers, the 2% selection split held out (issue 12): one catalog row per
-    stitch with its selection top-1, ``early_hv`` reported after every epoch."""
+def _leftovers(tmp) -> list[str]:
+    return sorted(glob.glob(os.path.join(str(tmp), "**", "snnet-ckpt-*"), recursive=True))
+
+
+def _stored(storage) -> list[str]:
+    return sorted(p for p in glob.glob(os.path.join(str(storage), "**", "checkpoint_*"), recursive=True)
+                  if os.path.isdir(p))
+
+
+def test_the_micro_demo_trains_on_two_gloo_workers_and_leaves_no_checkpoint_in_the_temp_folder(
+        worker_tmp, tmp_path):
+    """Two epochs, two gloo workers, the 2% selection split held out, a checkpoint per finished stitch."""
     import ray.train
 
     from orchestrator.objectives import hypervolume
     from orchestrator.run import prepare, run_training
 
-    base, space = micro_prepared
-    log = tmp_path / "reports.jsonl"
+    storage, log = tmp_path / "runs", tmp_path / "reports.jsonl"
 
     class Recorder(ray.train.UserCallback):  # runs in Ray Train's controller: it writes, the test reads
         def after_report(self, run_context, metrics, checkpoint):
             with open(log, "a") as f:
                 f.write(json.dumps({k: v for k, v in metrics[0].items() if k != "results"}) + "\n")
 
-    config = base.model_copy(update={"epochs": 2, "trial_id": "two-epochs"})
+    config = micro_config(tmp_path, epochs=2, eval_checkpoint_seconds=0.0, trial_id="two-epochs")
     prepared = prepare(config, progress=lambda m: None)
+    space = prepared[1]
+    assert _leftovers(worker_tmp) == [] and _stored(storage) == []
     result = run_training(prepared[0], prepared=prepared, progress=lambda m: None, callbacks=[Recorder()])
 
+    # The catalog: one row per stitch.
     table = pq.read_table(result.catalog_file)
     assert table.num_rows == len(space) == MICRO_STITCHES
     assert sorted(table.column("stitch_id").to_pylist()) == list(range(len(space)))
@@ -66,6 +81,7 @@ def test_the_micro_demo_trains_on_two_gloo_workers_reports_early_fronts_and_cata
     assert os.path.isdir(result.checkpoint)
     assert set(result.r2) == set(space.layers) and all(0 < v <= 1 for v in result.r2.values())
 
+    # What the workers reported: the early front after every epoch, both splits at the end.
     reports = [json.loads(line) for line in log.read_text().splitlines()]
     epochs = [m for m in reports if m.get("phase") == "train" and "epoch_seconds" in m]
     assert [m["epoch"] for m in epochs] == [1, 2]
@@ -83,22 +99,98 @@ def test_the_micro_demo_trains_on_two_gloo_workers_reports_early_fronts_and_cata
     # trained anchors: the selection split ranks them as the evaluation split does
     assert anchors[-1]["top1_selection"] > anchors[0]["top1_selection"]
 
+    # Checkpoints: 2 epoch checkpoints and one per evaluation round (18 stitches over 2 workers) were
+    # reported; storage keeps num_to_keep=2 of them, the last one is the run's checkpoint.
+    assert len([m for m in reports if m.get("phase") == "eval"]) > 2
+    stored = _stored(storage)
+    assert len(stored) == 2 and all(os.path.isfile(os.path.join(p, "state.pt")) for p in stored)
+    assert os.path.realpath(result.checkpoint) in map(os.path.realpath, stored)
+    assert _leftovers(worker_tmp) == []
+    # The workers did use this temp folder, and never saw a checkpoint folder left there.
+    probe = (worker_tmp / "snnet-probe-rank0").read_text().split()
+    # the last step of epoch 2 (a rank's half of the epoch's images in whole batches), no folder seen
+    assert probe == [str(2 * ((training_images(prepared) // 2) // config.batch_size) - 1), "0"]
 
-def test_ls_init_beats_kaiming_without_training(ray_connected, micro_prepared):
-    base, _ = micro_prepared
-    ls = _run(base, epochs=0, init="ls", trial_id="ls0")
-    kaiming = _run(base, epochs=0, init="kaiming", trial_id="kaiming0")
 
-    def stitched_mean(result):
-        tops = [r["top1"] for r in result.rows if len(r["anchors"]) > 1]
-        return sum(tops) / len(tops)
+def _ours_in_tmp(tmp) -> list[str]:
+    """What our save path (and a resume reading its checkpoint back) could leave in a temp folder:
+    ``report_to_ray``'s folders (``snnet-ckpt-*``), a ``TrainState`` file (``state.pt``) wherever it
+    lies, and Ray's local copies of a checkpoint (``checkpoint_tmp_*`` from ``Checkpoint.as_directory``
+    and their ``*.del_lock_*`` files). Everything else (the probe file, files Ray or torch write in
+    ``TMPDIR`` for themselves) is not a checkpoint and is not counted."""
+    from orchestrator.recipe import TrainState
+    from orchestrator.training import CHECKPOINT_PREFIX
 
-    # The paper's Figure 14 effect: LS-initialised stitches work before any training.
-    assert stitched_mean(ls) > stitched_mean(kaiming) + 30.0
-    assert stitched_mean(ls) > 60.0
+    found = []
+    for folder, dirs, files in os.walk(str(tmp)):
+        for name in dirs + files:
+            if name.startswith((CHECKPOINT_PREFIX, "checkpoint_tmp_")) or ".del_lock_" in name \
+                    or name == TrainState.FILE:
+                found.append(os.path.relpath(os.path.join(folder, name), str(tmp)))
+    return sorted(found)
 
-    def anchor_top1(result):
-        return {r["stitch_id"]: r["top1"] for r in result.rows if len(r["anchors"]) == 1}
 
-    # Anchors are untouched at epoch 0: identical in both runs.
-    assert anchor_top1(ls) == anchor_top1(kaiming)
+def test_a_killed_and_resumed_run_keeps_num_to_keep_and_leaves_no_checkpoint_in_the_temp_folder(
+        worker_tmp, tmp_path):
+    from orchestrator.catalog import read_catalog
+    from orchestrator.run import prepare, run_training
+
+    storage, pid_dir = tmp_path / "runs", tmp_path / "pids"
+    pid_dir.mkdir()
+    # One epoch of 11 steps (16 images per worker): checkpoints at steps 5 and 10, at the epoch's end
+    # and after the evaluation (one, at its end): more than num_to_keep=2.
+    config = micro_config(tmp_path, batch_size=16, checkpoint_every_steps=5, max_failures=1, trial_id="killed")
+    prepared = prepare(config, progress=lambda m: None)
+    assert (training_images(prepared) // 2) // config.batch_size == 11
+    space = prepared[1]
+    outcome = {}
+
+    def train():
+        try:
+            outcome["result"] = run_training(prepared[0], prepared=prepared, progress=lambda m: None,
+                                             fault_injection={"pid_dir": str(pid_dir), "hold_at_step": 7,
+                                                              "hold_seconds": 600})
+        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = e
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    # Rank 0 (the rank that writes checkpoints) holds at step 7 on the first attempt, after the
+    # step-5 checkpoint: once Ray has registered that checkpoint, kill rank 0 there.
+    held = pid_dir / "rank0-step7.pid"
+    deadline = time.time() + 300
+    while time.time() < deadline and thread.is_alive() and not held.exists():
+        time.sleep(0.05)
+    assert held.exists(), f"training never reached step 7: {outcome}"
+    victim = int(held.read_text())
+    wait_for_registered_checkpoint(storage)
+    os.kill(victim, signal.SIGKILL)
+    thread.join(timeout=600)
+    assert not thread.is_alive(), "training did not finish within 600 s of the kill"
+    assert "error" not in outcome, outcome.get("error")
+    result = outcome["result"]
+
+    # A new worker group resumed from the step-5 checkpoint: its rank 0 ran steps 5 to the last again,
+    # and rank 1 is a new process too that resumed there, not from scratch.
+    restarted = sorted(int(f.stem.split("step")[1]) for f in pid_dir.glob("rank0-step*.pid")
+                       if int(f.read_text()) != victim)
+    assert restarted and restarted == list(range(5, restarted[-1] + 1)), restarted
+    first_rank1 = (pid_dir / "rank1-step0.pid").read_text()
+    rank1_again = [int(f.stem.split("step")[1]) for f in pid_dir.glob("rank1-step*.pid")
+                   if f.read_text() != first_rank1]
+    assert rank1_again and min(rank1_again) == 5, rank1_again
+    # The catalog: one row per stitch, none twice (the killed attempt wrote no rows).
+    table = read_catalog(config.catalog)
+    assert sorted(table.column("stitch_id").to_pylist()) == list(range(len(space))) == list(range(MICRO_STITCHES))
+    assert pq.read_table(result.catalog_file).num_rows == MICRO_STITCHES
+    # Storage: 3 or 4 checkpoints were reported over the two attempts (step 5 by the killed one); Ray
+    # keeps num_to_keep=2 of them (the run's own checkpoint among them), each a whole checkpoint.
+    stored = _stored(storage)
+    assert len(stored) == 2 and all(os.path.isfile(os.path.join(p, "state.pt")) for p in stored), stored
+    assert os.path.realpath(result.checkpoint) in map(os.path.realpath, stored)
+    assert len(glob.glob(os.path.join(str(storage), "**", "state.pt"), recursive=True)) == 2  # no stray copy
+    # The temp folder: nothing of our checkpoints is left, neither by the killed attempt nor by the
+    # resumed one; the workers did use this folder (the resumed rank 0's probe file is there).
+    assert _ours_in_tmp(worker_tmp) == [], os.listdir(worker_tmp)
+    probe = (worker_tmp / "snnet-probe-rank0").read_text().split()
+    assert probe == [str(restarted[-1]), "0"]  # the last step of the run, no checkpoint folder seen
