@@ -12,20 +12,31 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     # Under pytest-xdist's --dist loadgroup (pyproject's addopts), a group runs on one worker, in order:
-    # every Ray test in one group (each starts Ray clusters that want the machine's cores), each other
-    # module in its own (its module-scoped fixtures are built once).
+    # every test on the shared Ray cluster in one group ("ray": the cluster is that worker's), each test
+    # that starts a Ray cluster of its own in a group of its own (it runs beside the shared cluster, on
+    # the other worker), each other module in its own (its module-scoped fixtures are built once).
+    def group(item) -> tuple[int, str]:
+        if "integration" not in item.keywords:
+            return 2, item.module.__name__
+        if "ray_cluster" in item.fixturenames:
+            return 0, "ray"
+        return 1, f"ray-own:{item.nodeid}"
+
     for item in items:
-        item.add_marker(pytest.mark.xdist_group("ray" if "integration" in item.keywords else item.module.__name__))
-    # The Ray group first (a stable sort: each group keeps its own order). It is the critical path (about
-    # 30 of the suite's minutes on two cores), so one worker starts it at once while the other runs every
-    # other module; xdist hands out groups in this order (pyproject's --no-loadscope-reorder).
-    items.sort(key=lambda item: "integration" not in item.keywords)
+        item.add_marker(pytest.mark.xdist_group(group(item)[1]))
+    # The shared cluster's group first, then the tests with clusters of their own (a stable sort: each
+    # group keeps its order). The shared group is the critical path, so one worker starts it at once
+    # while the other takes the own-cluster tests and then the unit modules; xdist hands out groups in
+    # this order (pyproject's --no-loadscope-reorder).
+    items.sort(key=lambda item: group(item)[0])
     skips = {"gpu": None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA device"),
              "e2e": None if os.environ.get(E2E_ENV) == "1" else pytest.mark.skip(reason=f"e2e: set {E2E_ENV}=1")}
     for item in items:
         for marker, skip in skips.items():
             if skip is not None and marker in item.keywords:
                 item.add_marker(skip)
+        if "e2e" in item.keywords:
+            item.add_marker(pytest.mark.timeout(1800))  # minutes by design (pyproject's default is 600 s)
 
 
 #: Set to 1 to run the long end-to-end scenarios (marker ``e2e``) too; ``.ci/run`` passes it on.
@@ -90,6 +101,39 @@ def ray_connected(ray_cluster):
     """This test's process as a driver of the shared cluster, disconnected after the test."""
     with connected(ray_cluster, log_to_driver=False) as ray:
         yield ray
+
+
+@pytest.fixture
+def two_cpus(monkeypatch):
+    """This machine has 2 CPUs and no GPU; no cluster to join; Ray must not start."""
+    import sys
+
+    import orchestrator.run as run
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(run, "local_resources", lambda: {"CPU": 2.0, "GPU": 0.0})
+    monkeypatch.setattr(run, "ensure_ray", lambda *a, **k: pytest.fail("Ray must not start"))
+    if "ray" in sys.modules:
+        monkeypatch.setattr(sys.modules["ray"], "is_initialized", lambda: False)
+
+
+@pytest.fixture(scope="session")
+def deit_small_family():
+    """DeiT-Ti/S at 32x32 (4 tokens + cls): real timm models, fast to run."""
+    from snnet import build_supernet
+
+    torch.manual_seed(0)
+    return build_supernet(["deit_tiny_patch16_224", "deit_small_patch16_224"], img_size=32)
+
+
+@pytest.fixture(scope="session")
+def deit_tsb_space():
+    """The paper's DeiT-Ti/S/B space at 224x224 (k=2, s=1, nearest, fast-to-slow)."""
+    from snnet import build_supernet
+
+    return build_supernet(
+        ["deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224"]
+    ).space
 
 
 def wait_for_registered_checkpoint(storage, timeout: float = 120.0) -> None:
