@@ -12,23 +12,15 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     # Under pytest-xdist's --dist loadgroup (pyproject's addopts), a group runs on one worker, in order:
-    # every test on the shared Ray cluster in one group ("ray": the cluster is that worker's), each test
-    # that starts a Ray cluster of its own in a group of its own (it runs beside the shared cluster, on
-    # the other worker), each other module in its own (its module-scoped fixtures are built once).
-    def group(item) -> tuple[int, str]:
-        if "integration" not in item.keywords:
-            return 2, item.module.__name__
-        if "ray_cluster" in item.fixturenames:
-            return 0, "ray"
-        return 1, f"ray-own:{item.nodeid}"
-
+    # every Ray test in one group (the shared cluster is that worker's, and the tests that start a
+    # cluster of their own then run alone beside it rather than beside each other), each other module
+    # in its own (its module-scoped fixtures are built once).
     for item in items:
-        item.add_marker(pytest.mark.xdist_group(group(item)[1]))
-    # The shared cluster's group first, then the tests with clusters of their own (a stable sort: each
-    # group keeps its order). The shared group is the critical path, so one worker starts it at once
-    # while the other takes the own-cluster tests and then the unit modules; xdist hands out groups in
-    # this order (pyproject's --no-loadscope-reorder).
-    items.sort(key=lambda item: group(item)[0])
+        item.add_marker(pytest.mark.xdist_group("ray" if "integration" in item.keywords else item.module.__name__))
+    # The Ray group first (a stable sort: each group keeps its own order). It is the critical path, so one
+    # worker starts it at once while the other runs the other modules; xdist hands out groups in this
+    # order (pyproject's --no-loadscope-reorder).
+    items.sort(key=lambda item: "integration" not in item.keywords)
     skips = {"gpu": None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA device"),
              "e2e": None if os.environ.get(E2E_ENV) == "1" else pytest.mark.skip(reason=f"e2e: set {E2E_ENV}=1")}
     for item in items:
@@ -304,3 +296,36 @@ def cli_runner():
         yield runner
     finally:
         runner.close()
+
+
+def checkpoint_folders_in(tmp) -> list[str]:
+    """``report_to_ray``'s temporary checkpoint folders (``snnet-ckpt-*``) anywhere below ``tmp``."""
+    import glob
+
+    return sorted(glob.glob(os.path.join(str(tmp), "**", "snnet-ckpt-*"), recursive=True))
+
+
+def stored_checkpoints(storage) -> list[str]:
+    """The checkpoint folders Ray Train keeps in a run's storage."""
+    import glob
+
+    return sorted(p for p in glob.glob(os.path.join(str(storage), "**", "checkpoint_*"), recursive=True)
+                  if os.path.isdir(p))
+
+
+def checkpoint_files_in(tmp) -> list[str]:
+    """What our save path (and a resume reading its checkpoint back) could leave in a temp folder:
+    ``report_to_ray``'s folders (``snnet-ckpt-*``), a ``TrainState`` file (``state.pt``) wherever it
+    lies, and Ray's local copies of a checkpoint (``checkpoint_tmp_*`` from ``Checkpoint.as_directory``
+    and their ``*.del_lock_*`` files). Everything else (the probe file, files Ray or torch write in
+    ``TMPDIR`` for themselves) is not a checkpoint and is not counted."""
+    from orchestrator.recipe import TrainState
+    from orchestrator.training import CHECKPOINT_PREFIX
+
+    found = []
+    for folder, dirs, files in os.walk(str(tmp)):
+        for name in dirs + files:
+            if name.startswith((CHECKPOINT_PREFIX, "checkpoint_tmp_")) or ".del_lock_" in name \
+                    or name == TrainState.FILE:
+                found.append(os.path.relpath(os.path.join(folder, name), str(tmp)))
+    return sorted(found)

@@ -1,31 +1,44 @@
 """Several Ray nodes on one machine (``ray.cluster_utils.Cluster``): DDP across nodes, and a whole
-node removed mid-training, on the micro demo. Marked ``integration`` (CI runs it). It starts a
-cluster of its own, not the shared one: it needs several nodes and removes one."""
+node removed mid-training, on the micro demo: the run resumes from its last checkpoint on the surviving
+nodes, Ray keeps ``num_to_keep`` checkpoints and no checkpoint is left in the workers' temp folder.
+Marked ``integration`` (CI runs it). It starts a cluster of its own, not the shared one: it needs
+several nodes and removes one."""
 
+import glob
+import os
 import threading
 import time
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import micro_config, wait_for_registered_checkpoint
+from conftest import (
+    MICRO_STITCHES,
+    checkpoint_files_in,
+    micro_config,
+    stored_checkpoints,
+    wait_for_registered_checkpoint,
+)
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def three_nodes():
+def three_nodes(tmp_path_factory):
+    """A head without CPUs (no training lands there) and three one-CPU worker nodes; this test is the
+    driver of a job whose workers get a temp folder of its own (``TMPDIR``, as test_train_integration.py)."""
     import ray
     from ray.cluster_utils import Cluster
 
     if ray.is_initialized():
         pytest.skip("another Ray instance is already connected in this process")
-    # A head without CPUs (no training lands there) and three one-CPU worker nodes.
+    tmp = tmp_path_factory.mktemp("worker-tmp")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     nodes = [cluster.add_node(num_cpus=1) for _ in range(3)]
     cluster.wait_for_nodes()
-    ray.init(address=cluster.address)
+    env = {"TMPDIR": str(tmp), "SNNET_TRAIN_CALLBACKS": "orchestrator._testing:TempDirProbe"}
+    ray.init(address=cluster.address, runtime_env={"env_vars": env})
     try:
-        yield cluster, nodes
+        yield cluster, nodes, tmp
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -48,7 +61,7 @@ def _raylet_pid_of(pid: int) -> int | None:
 def test_ddp_across_nodes_survives_losing_a_node(three_nodes, tmp_path):
     from orchestrator.run import prepare, run_training
 
-    cluster, nodes = three_nodes
+    cluster, nodes, worker_tmp = three_nodes
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()
     # The micro demo, 11 steps of 16 images per rank; the node is lost in training (one checkpoint
@@ -103,9 +116,25 @@ def test_ddp_across_nodes_survives_losing_a_node(three_nodes, tmp_path):
     assert "error" not in outcome, outcome.get("error")
     result = outcome["result"]
     table = pq.read_table(result.catalog_file)
-    assert sorted(table.column("stitch_id").to_pylist()) == list(range(len(prepared[1])))
-    # The group was rebuilt on the two surviving nodes and resumed from the step-5 checkpoint.
+    assert sorted(table.column("stitch_id").to_pylist()) == list(range(len(prepared[1]))) \
+        == list(range(MICRO_STITCHES))  # one row per stitch, none twice (the lost attempt wrote none)
+    # The group was rebuilt on the two surviving nodes and resumed from the step-5 checkpoint: its rank 0
+    # ran steps 5 to the last again.
     restarted = [f for f in pid_dir.glob("rank*-step*.pid") if int(f.read_text()) not in pids]
     assert restarted and min(int(f.stem.split("step")[1]) for f in restarted) >= 5
+    rank0 = sorted(int(f.stem.split("step")[1]) for f in restarted if f.name.startswith("rank0-"))
+    assert rank0 == list(range(5, rank0[-1] + 1)), rank0
     survivors = {raylet for raylet in restarted_on.values() if raylet is not None}
     assert survivors and victim_raylet not in survivors
+    # Storage: the checkpoints reported over both attempts (step 5 by the lost one, step 10, the epoch's
+    # end, the evaluation's); Ray keeps num_to_keep=2 of them (the run's own among them), each whole.
+    storage = tmp_path / "runs"
+    stored = stored_checkpoints(storage)
+    assert len(stored) == 2 and all(os.path.isfile(os.path.join(p, "state.pt")) for p in stored), stored
+    assert os.path.realpath(result.checkpoint) in map(os.path.realpath, stored)
+    assert len(glob.glob(os.path.join(str(storage), "**", "state.pt"), recursive=True)) == 2  # no stray copy
+    # The workers' temp folder: nothing of our checkpoints is left by the lost attempt or the resumed one;
+    # the resumed rank 0 used it (its probe file: the run's last step, no checkpoint folder seen).
+    assert checkpoint_files_in(worker_tmp) == [], os.listdir(worker_tmp)
+    probe = (worker_tmp / "snnet-probe-rank0").read_text().split()
+    assert probe == [str(rank0[-1]), "0"]

@@ -57,7 +57,8 @@ def test_the_scheduler_stops_the_trial_whose_early_front_is_worse(local_ray, tmp
     tuner = tune.Tuner(
         tune.with_resources(_trainable_factory(EPOCHS), {"cpu": 0.5}),
         param_space={"q": tune.grid_search(QUALITY)},
-        tune_config=tune.TuneConfig(scheduler=make_scheduler(name, EPOCHS), max_concurrent_trials=1),
+        tune_config=tune.TuneConfig(scheduler=make_scheduler(name, EPOCHS), max_concurrent_trials=1,
+                                    reuse_actors=True),  # one trial process, not one each
         run_config=tune.RunConfig(name=name, storage_path=str(tmp_path), verbose=0),
     )
     results = tuner.fit()
@@ -87,7 +88,8 @@ def test_hyperband_stops_a_trial_whose_early_front_is_worse(local_ray, tmp_path)
     tuner = tune.Tuner(
         tune.with_resources(_trainable_factory(EPOCHS), {"cpu": 0.5}),
         param_space={"q": tune.grid_search(GOOD + BAD)},
-        tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=1),
+        tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=1,
+                                    reuse_actors=True),  # one trial process, not one each
         run_config=tune.RunConfig(name="hyperband", storage_path=str(tmp_path), verbose=0),
     )
     results = tuner.fit()

@@ -23,7 +23,16 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import MICRO_STITCHES, connected, micro_config, training_images, wait_for_registered_checkpoint
+from conftest import (
+    MICRO_STITCHES,
+    checkpoint_files_in,
+    checkpoint_folders_in,
+    connected,
+    micro_config,
+    stored_checkpoints,
+    training_images,
+    wait_for_registered_checkpoint,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -35,15 +44,6 @@ def worker_tmp(ray_cluster, tmp_path_factory):
     env = {"TMPDIR": str(tmp), "SNNET_TRAIN_CALLBACKS": "orchestrator._testing:TempDirProbe"}
     with connected(ray_cluster, log_to_driver=False, runtime_env={"env_vars": env}):
         yield tmp
-
-
-def _leftovers(tmp) -> list[str]:
-    return sorted(glob.glob(os.path.join(str(tmp), "**", "snnet-ckpt-*"), recursive=True))
-
-
-def _stored(storage) -> list[str]:
-    return sorted(p for p in glob.glob(os.path.join(str(storage), "**", "checkpoint_*"), recursive=True)
-                  if os.path.isdir(p))
 
 
 def test_the_micro_demo_trains_on_two_gloo_workers_and_leaves_no_checkpoint_in_the_temp_folder(
@@ -64,7 +64,7 @@ def test_the_micro_demo_trains_on_two_gloo_workers_and_leaves_no_checkpoint_in_t
     config = micro_config(tmp_path, epochs=2, eval_checkpoint_seconds=0.0, trial_id="two-epochs")
     prepared = prepare(config, progress=lambda m: None)
     space = prepared[1]
-    assert _leftovers(worker_tmp) == [] and _stored(storage) == []
+    assert checkpoint_folders_in(worker_tmp) == [] and stored_checkpoints(storage) == []
     result = run_training(prepared[0], prepared=prepared, progress=lambda m: None, callbacks=[Recorder()])
 
     # The catalog: one row per stitch.
@@ -102,34 +102,17 @@ def test_the_micro_demo_trains_on_two_gloo_workers_and_leaves_no_checkpoint_in_t
     # Checkpoints: 2 epoch checkpoints and one per evaluation round (18 stitches over 2 workers) were
     # reported; storage keeps num_to_keep=2 of them, the last one is the run's checkpoint.
     assert len([m for m in reports if m.get("phase") == "eval"]) > 2
-    stored = _stored(storage)
+    stored = stored_checkpoints(storage)
     assert len(stored) == 2 and all(os.path.isfile(os.path.join(p, "state.pt")) for p in stored)
     assert os.path.realpath(result.checkpoint) in map(os.path.realpath, stored)
-    assert _leftovers(worker_tmp) == []
+    assert checkpoint_folders_in(worker_tmp) == []
     # The workers did use this temp folder, and never saw a checkpoint folder left there.
     probe = (worker_tmp / "snnet-probe-rank0").read_text().split()
     # the last step of epoch 2 (a rank's half of the epoch's images in whole batches), no folder seen
     assert probe == [str(2 * ((training_images(prepared) // 2) // config.batch_size) - 1), "0"]
 
 
-def _ours_in_tmp(tmp) -> list[str]:
-    """What our save path (and a resume reading its checkpoint back) could leave in a temp folder:
-    ``report_to_ray``'s folders (``snnet-ckpt-*``), a ``TrainState`` file (``state.pt``) wherever it
-    lies, and Ray's local copies of a checkpoint (``checkpoint_tmp_*`` from ``Checkpoint.as_directory``
-    and their ``*.del_lock_*`` files). Everything else (the probe file, files Ray or torch write in
-    ``TMPDIR`` for themselves) is not a checkpoint and is not counted."""
-    from orchestrator.recipe import TrainState
-    from orchestrator.training import CHECKPOINT_PREFIX
-
-    found = []
-    for folder, dirs, files in os.walk(str(tmp)):
-        for name in dirs + files:
-            if name.startswith((CHECKPOINT_PREFIX, "checkpoint_tmp_")) or ".del_lock_" in name \
-                    or name == TrainState.FILE:
-                found.append(os.path.relpath(os.path.join(folder, name), str(tmp)))
-    return sorted(found)
-
-
+@pytest.mark.e2e  # test_multinode.py loses a whole node mid-training and checks the same after its resume
 def test_a_killed_and_resumed_run_keeps_num_to_keep_and_leaves_no_checkpoint_in_the_temp_folder(
         worker_tmp, tmp_path):
     from orchestrator.catalog import read_catalog
@@ -185,12 +168,12 @@ def test_a_killed_and_resumed_run_keeps_num_to_keep_and_leaves_no_checkpoint_in_
     assert pq.read_table(result.catalog_file).num_rows == MICRO_STITCHES
     # Storage: 3 or 4 checkpoints were reported over the two attempts (step 5 by the killed one); Ray
     # keeps num_to_keep=2 of them (the run's own checkpoint among them), each a whole checkpoint.
-    stored = _stored(storage)
+    stored = stored_checkpoints(storage)
     assert len(stored) == 2 and all(os.path.isfile(os.path.join(p, "state.pt")) for p in stored), stored
     assert os.path.realpath(result.checkpoint) in map(os.path.realpath, stored)
     assert len(glob.glob(os.path.join(str(storage), "**", "state.pt"), recursive=True)) == 2  # no stray copy
     # The temp folder: nothing of our checkpoints is left, neither by the killed attempt nor by the
     # resumed one; the workers did use this folder (the resumed rank 0's probe file is there).
-    assert _ours_in_tmp(worker_tmp) == [], os.listdir(worker_tmp)
+    assert checkpoint_files_in(worker_tmp) == [], os.listdir(worker_tmp)
     probe = (worker_tmp / "snnet-probe-rank0").read_text().split()
     assert probe == [str(restarted[-1]), "0"]  # the last step of the run, no checkpoint folder seen
