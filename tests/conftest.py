@@ -9,14 +9,17 @@ import torch
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
-def pytest_collection_modifyitems(config, items):
+def pytest_itemcollected(item):
     # Under pytest-xdist's --dist loadgroup (pyproject's addopts), a group runs on one worker, in order:
-    # every Ray test in one group (the shared cluster is that worker's, and the tests that start a
-    # cluster of their own then run alone beside it rather than beside each other), each other module
-    # in its own (its module-scoped fixtures are built once).
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group("ray" if "integration" in item.keywords else item.module.__name__))
+    # every Ray test in one group, one after another (the shared cluster is that worker's; a test with a
+    # cluster of its own runs while the shared one idles: two busy clusters on two cores slowed every Ray
+    # test 1.5-3x), each other module in its own (its module-scoped fixtures are built once). Marked as
+    # each item is collected, before any pytest_collection_modifyitems (xdist's reads the groups there,
+    # and the order of that hook's implementations differs between pytest/pluggy releases).
+    item.add_marker(pytest.mark.xdist_group("ray" if "integration" in item.keywords else item.module.__name__))
+
+
+def pytest_collection_modifyitems(config, items):
     # The Ray group first (a stable sort: each group keeps its own order). It is the critical path, so one
     # worker starts it at once while the other runs the other modules; xdist hands out groups in this
     # order (pyproject's --no-loadscope-reorder).
