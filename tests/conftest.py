@@ -14,8 +14,8 @@ def pytest_itemcollected(item):
     # every Ray test in one group, one after another (the shared cluster is that worker's; a test with a
     # cluster of its own runs while the shared one idles: two busy clusters on two cores slowed every Ray
     # test 1.5-3x), each other module in its own (its module-scoped fixtures are built once). Marked as
-    # each item is collected, before any pytest_collection_modifyitems (xdist's reads the groups there,
-    # and the order of that hook's implementations differs between pytest/pluggy releases).
+    # each item is collected, before any pytest_collection_modifyitems (xdist's reads the groups there);
+    # test_suite.py checks that the groups reach xdist.
     item.add_marker(pytest.mark.xdist_group("ray" if "integration" in item.keywords else item.module.__name__))
 
 
