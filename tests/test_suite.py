@@ -8,6 +8,6 @@ import pytest
 def test_xdist_groups_reach_the_scheduler(request):
     if not hasattr(request.config, "workerinput"):
         pytest.skip("not under pytest-xdist (-n 0)")
-    if request.config.getoption("dist") != "loadgroup":
+    if not request.config.getoption("loadgroup", False):  # xdist sets it on each worker for --dist loadgroup
         pytest.skip("not under --dist loadgroup")
     assert request.node.nodeid.endswith("@" + request.node.module.__name__), request.node.nodeid
