@@ -332,3 +332,18 @@ def checkpoint_files_in(tmp) -> list[str]:
                     or name == TrainState.FILE:
                 found.append(os.path.relpath(os.path.join(folder, name), str(tmp)))
     return sorted(found)
+
+
+def assert_resumed_run_left_checkpoints_clean(storage, checkpoint: str, worker_tmp, last_step: int) -> None:
+    """After a run that lost a worker and resumed: Ray keeps ``num_to_keep=2`` whole checkpoints in
+    ``storage`` (the run's own ``checkpoint`` among them, no stray ``state.pt``), nothing of ours is left
+    in the workers' temp folder by either attempt, and the resumed rank 0 used that folder (its
+    :class:`orchestrator._testing.TempDirProbe` file: ``last_step``, no checkpoint folder seen)."""
+    import glob
+
+    stored = stored_checkpoints(storage)
+    assert len(stored) == 2 and all(os.path.isfile(os.path.join(p, "state.pt")) for p in stored), stored
+    assert os.path.realpath(checkpoint) in map(os.path.realpath, stored)
+    assert len(glob.glob(os.path.join(str(storage), "**", "state.pt"), recursive=True)) == 2  # no stray copy
+    assert checkpoint_files_in(worker_tmp) == [], os.listdir(worker_tmp)
+    assert (worker_tmp / "snnet-probe-rank0").read_text().split() == [str(last_step), "0"]

@@ -4,8 +4,6 @@ nodes, Ray keeps ``num_to_keep`` checkpoints and no checkpoint is left in the wo
 Marked ``integration`` (CI runs it). It starts a cluster of its own, not the shared one: it needs
 several nodes and removes one."""
 
-import glob
-import os
 import threading
 import time
 
@@ -13,9 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import (
     MICRO_STITCHES,
-    checkpoint_files_in,
+    assert_resumed_run_left_checkpoints_clean,
     micro_config,
-    stored_checkpoints,
     wait_for_registered_checkpoint,
 )
 
@@ -126,15 +123,6 @@ def test_ddp_across_nodes_survives_losing_a_node(three_nodes, tmp_path):
     assert rank0 == list(range(5, rank0[-1] + 1)), rank0
     survivors = {raylet for raylet in restarted_on.values() if raylet is not None}
     assert survivors and victim_raylet not in survivors
-    # Storage: the checkpoints reported over both attempts (step 5 by the lost one, step 10, the epoch's
-    # end, the evaluation's); Ray keeps num_to_keep=2 of them (the run's own among them), each whole.
-    storage = tmp_path / "runs"
-    stored = stored_checkpoints(storage)
-    assert len(stored) == 2 and all(os.path.isfile(os.path.join(p, "state.pt")) for p in stored), stored
-    assert os.path.realpath(result.checkpoint) in map(os.path.realpath, stored)
-    assert len(glob.glob(os.path.join(str(storage), "**", "state.pt"), recursive=True)) == 2  # no stray copy
-    # The workers' temp folder: nothing of our checkpoints is left by the lost attempt or the resumed one;
-    # the resumed rank 0 used it (its probe file: the run's last step, no checkpoint folder seen).
-    assert checkpoint_files_in(worker_tmp) == [], os.listdir(worker_tmp)
-    probe = (worker_tmp / "snnet-probe-rank0").read_text().split()
-    assert probe == [str(rank0[-1]), "0"]
+    # Storage keeps num_to_keep=2 of the checkpoints reported over both attempts (step 5 by the lost one,
+    # step 10, the epoch's end, the evaluation's); the workers' temp folder holds none of ours.
+    assert_resumed_run_left_checkpoints_clean(tmp_path / "runs", result.checkpoint, worker_tmp, rank0[-1])

@@ -14,7 +14,6 @@ LS against Kaiming initialisation is test_recipe.py's (no Ray); the demo's conso
 The demo anchors are pretrained once and cached (``$SNNET_CACHE`` or ``~/.cache/snnet/demo``).
 """
 
-import glob
 import json
 import os
 import signal
@@ -25,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import (
     MICRO_STITCHES,
-    checkpoint_files_in,
+    assert_resumed_run_left_checkpoints_clean,
     checkpoint_folders_in,
     connected,
     micro_config,
@@ -166,14 +165,6 @@ def test_a_killed_and_resumed_run_keeps_num_to_keep_and_leaves_no_checkpoint_in_
     table = read_catalog(config.catalog)
     assert sorted(table.column("stitch_id").to_pylist()) == list(range(len(space))) == list(range(MICRO_STITCHES))
     assert pq.read_table(result.catalog_file).num_rows == MICRO_STITCHES
-    # Storage: 3 or 4 checkpoints were reported over the two attempts (step 5 by the killed one); Ray
-    # keeps num_to_keep=2 of them (the run's own checkpoint among them), each a whole checkpoint.
-    stored = stored_checkpoints(storage)
-    assert len(stored) == 2 and all(os.path.isfile(os.path.join(p, "state.pt")) for p in stored), stored
-    assert os.path.realpath(result.checkpoint) in map(os.path.realpath, stored)
-    assert len(glob.glob(os.path.join(str(storage), "**", "state.pt"), recursive=True)) == 2  # no stray copy
-    # The temp folder: nothing of our checkpoints is left, neither by the killed attempt nor by the
-    # resumed one; the workers did use this folder (the resumed rank 0's probe file is there).
-    assert checkpoint_files_in(worker_tmp) == [], os.listdir(worker_tmp)
-    probe = (worker_tmp / "snnet-probe-rank0").read_text().split()
-    assert probe == [str(restarted[-1]), "0"]  # the last step of the run, no checkpoint folder seen
+    # Storage keeps num_to_keep=2 of the 3 or 4 checkpoints reported over the two attempts (step 5 by
+    # the killed one); the workers' temp folder holds none of ours.
+    assert_resumed_run_left_checkpoints_clean(storage, result.checkpoint, worker_tmp, restarted[-1])
