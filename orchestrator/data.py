@@ -66,6 +66,7 @@ __all__ = [
     "TransformOptions",
     "ImageFolderSplit",
     "Unreadable",
+    "SkipLog",
     "skipped_message",
     "WebDatasetShards",
     "KeySplit",
@@ -274,6 +275,34 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+class SkipLog:
+    """The unreadable files already named, shared by every reader of a run's data, so each is named once.
+
+    :func:`make_loader`'s loaders and :func:`calibration_batches` drop unreadable samples and hand
+    their names to a log: :meth:`report` names the ones it has not named before in one line
+    through ``on_skip`` (default: a ``warning:`` line on stderr; ``None`` keeps quiet). A run
+    passes one log to all of its readers (least-squares images, training, the early front,
+    selection, evaluation); a reader made without one gets its own.
+    """
+
+    def __init__(self, on_skip: Callable[[str], None] | None = _warn):
+        self.on_skip = on_skip
+        self.named: dict[str, None] = {}
+
+    def report(self, names: Iterable[str]) -> list[str]:
+        """Name the files of ``names`` not named before, in one line; returns them."""
+        new = [n for n in dict.fromkeys(names) if n not in self.named]
+        self.named.update(dict.fromkeys(new))
+        if new and self.on_skip is not None:
+            self.on_skip(skipped_message(new))
+        return new
+
+
+def _skip_log(on_skip: Callable[[str], None] | None, skip_log: SkipLog | None) -> SkipLog:
+    """``skip_log``, else a log of its own reporting through ``on_skip`` (``None``: quiet)."""
+    return skip_log if skip_log is not None else SkipLog(on_skip)
+
+
 def _decode(data: bytes | IO[bytes], mode: str) -> Any:
     from PIL import Image
 
@@ -358,7 +387,8 @@ class ImageFolderSplit(Dataset):
     """One split of an ImageNet-layout folder: ``(image tensor, label)`` per image file.
 
     An image that cannot be decoded comes back as :class:`Unreadable` (its path relative to
-    the split folder) and is dropped by :func:`make_loader`'s loaders, which report it once;
+    the dataset's root, ``val/cat/img0.png``) and is dropped by :func:`make_loader`'s loaders
+    and :func:`calibration_batches`, which name it once (:class:`SkipLog`);
     it is never replaced by another image, so evaluation counts stay honest.
     """
 
@@ -381,7 +411,7 @@ class ImageFolderSplit(Dataset):
             with open(path, "rb") as f:
                 img = _decode(f, self.input_img_mode)
         except Exception as e:  # noqa: BLE001 - any decoding failure makes the file unreadable
-            return Unreadable(os.path.relpath(path, self.split_dir), f"{type(e).__name__}: {e}")
+            return Unreadable(os.path.relpath(path, self.root), f"{type(e).__name__}: {e}")
         return self.transform(img), label
 
     def filename(self, index: int) -> str:
@@ -855,6 +885,9 @@ class WebDatasetShards(IterableDataset):
     def decode(self, record: tuple[str, str, dict[str, bytes]]) -> Any:
         """One record of :meth:`read_shard` as ``(transformed image, label)``, or :class:`Unreadable`."""
         shard, key, members = record
+        # in the train/ and val/ layout both splits may hold an s-0000.tar: name the shard by its folder too
+        folder = self.shards.folder.rstrip("/").rsplit("/", 1)[-1]
+        shard = f"{folder}/{shard}" if folder == self.split else shard
         where = f"{shard}:{key}"
         image_ext = next((e for e in _IMAGE_EXTS if e in members), None)
         if image_ext is None:
@@ -1098,17 +1131,18 @@ class Loader(DataLoader):
     """A :class:`DataLoader` that yields ``(x, y)`` of the readable samples only.
 
     Unreadable files are dropped (never replaced by a neighbour) and collected in
-    ``loader.skipped``; after each pass the ones not seen before are reported in one line
-    through ``on_skip`` (``"skipped 2 unreadable files: a.jpg, b.jpg"``). A batch with no
-    readable sample is left out when evaluating; in training (``drop_last``) it is an error,
-    since DDP ranks must take the same steps.
+    ``loader.skipped``; after each pass the ones not seen before go to ``skip_log`` (a
+    :class:`SkipLog`, possibly shared with other readers), which names those no reader named
+    before in one line (``"skipped 2 unreadable files: val/a/1.jpg, val/b/2.jpg"``). A batch
+    with no readable sample is left out when evaluating; in training (``drop_last``) it is an
+    error, since DDP ranks must take the same steps.
     """
 
     def __init__(self, *args: Any, on_skip: Callable[[str], None] | None = _warn, strict_batches: bool = False,
-                 **kwargs: Any):
+                 skip_log: SkipLog | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.skipped: dict[str, None] = {}
-        self.on_skip = on_skip
+        self.skip_log = _skip_log(on_skip, skip_log)
         self.strict_batches = strict_batches
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # type: ignore[override]
@@ -1126,8 +1160,8 @@ class Loader(DataLoader):
                     continue
                 yield x, y
         finally:
-            if new and self.on_skip is not None:
-                self.on_skip(skipped_message(new))
+            if new:
+                self.skip_log.report(new)
 
 
 def make_loader(
@@ -1145,6 +1179,7 @@ def make_loader(
     on_skip: Callable[[str], None] | None = _warn,
     shuffle_buffer: int = 2048,
     repeats: int = 1,
+    skip_log: SkipLog | None = None,
 ) -> Loader:
     """A :class:`Loader` (a :class:`DataLoader`) over this rank's shard of ``dataset``.
 
@@ -1172,13 +1207,15 @@ def make_loader(
     (whole when the dataset is smaller than that); its shuffle is seeded by the epoch alone.
 
     Unreadable images are dropped and reported once through ``on_skip`` (default: a
-    ``warning:`` line on stderr; ``None`` keeps quiet; ``loader.skipped`` lists them).
+    ``warning:`` line on stderr; ``None`` keeps quiet; ``loader.skipped`` lists them), or
+    through ``skip_log`` when given: one :class:`SkipLog` shared by every reader of a run
+    names each file once, whichever reader met it first.
     """
     _check_loader_args(batch_size, rank, world_size)
     if isinstance(dataset, WebDatasetShards):
         return _shard_loader(dataset, batch_size, rank=rank, world_size=world_size, shuffle=shuffle, seed=seed,
                              num_workers=num_workers, drop_last=drop_last, pin_memory=pin_memory, on_skip=on_skip,
-                             shuffle_buffer=shuffle_buffer, repeats=repeats)
+                             shuffle_buffer=shuffle_buffer, repeats=repeats, skip_log=skip_log)
     sampler = _map_sampler(dataset, rank=rank, world_size=world_size, shuffle=shuffle, seed=seed,
                            drop_last=drop_last, pad=pad, repeats=repeats)
     # Seeds the loader's workers (random augmentations) reproducibly and differently per rank.
@@ -1195,6 +1232,7 @@ def make_loader(
         generator=generator,
         collate_fn=_collate,
         on_skip=on_skip,
+        skip_log=skip_log,
         strict_batches=drop_last,
     )
 
@@ -1211,7 +1249,8 @@ def _check_loader_args(batch_size: int, rank: int, world_size: int) -> None:
 
 def _shard_loader(dataset: WebDatasetShards, batch_size: int, *, rank: int, world_size: int, shuffle: bool,
                   seed: int, num_workers: int, drop_last: bool, pin_memory: bool,
-                  on_skip: Callable[[str], None] | None, shuffle_buffer: int, repeats: int) -> Loader:
+                  on_skip: Callable[[str], None] | None, shuffle_buffer: int, repeats: int,
+                  skip_log: SkipLog | None = None) -> Loader:
     """:func:`make_loader` for shards: a :class:`_RankStream` of this rank's batches, made in the
     stream itself (``batch_size=None`` here), with an :class:`_EpochSampler` for ``set_epoch``."""
     if repeats > 1:
@@ -1230,6 +1269,7 @@ def _shard_loader(dataset: WebDatasetShards, batch_size: int, *, rank: int, worl
         persistent_workers=False,
         multiprocessing_context="spawn" if remote and num_workers > 0 else None,
         on_skip=on_skip,
+        skip_log=skip_log,
         strict_batches=drop_last,
     )
     object.__setattr__(loader, "sampler", _EpochSampler(stream))
@@ -1259,14 +1299,19 @@ def set_epoch(loader: DataLoader, epoch: int) -> None:
 
 
 def calibration_batches(
-    dataset: Dataset, samples: int, batch_size: int, rank: int = 0, world: int = 1, seed: int = 1234
+    dataset: Dataset, samples: int, batch_size: int, rank: int = 0, world: int = 1, seed: int = 1234, *,
+    on_skip: Callable[[str], None] | None = _warn, skip_log: SkipLog | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Image batches of this rank's share of a fixed subset of ``samples`` training images.
+    """Image batches of this rank's share of a fixed subset of ``samples`` training images
+    (the least-squares initialisation's images).
 
     For a map-style dataset the subset is a seeded random choice (the same on every run);
     for shards it is the first ``samples`` samples in shard order (rank ``r`` keeps every
-    ``world``-th), so only the first shards are read. Unreadable images are left out.
+    ``world``-th), so only the first shards are read. Unreadable images are left out (the
+    batches are filled from the next ones) and named once, as :func:`make_loader` does:
+    through ``skip_log`` when given, else through ``on_skip``.
     """
+    log = _skip_log(on_skip, skip_log)
     if isinstance(dataset, WebDatasetShards):
         def mine() -> Iterator[Any]:
             taken = 0
@@ -1282,15 +1327,20 @@ def calibration_batches(
         order = torch.randperm(len(dataset), generator=g)[: min(samples, len(dataset))]  # type: ignore[arg-type]
         items = (dataset[i] for i in order[rank::world].tolist())
     batch: list[torch.Tensor] = []
-    for item in items:
-        if isinstance(item, Unreadable):
-            continue
-        batch.append(item[0])
-        if len(batch) == batch_size:
+    skipped: list[str] = []
+    try:
+        for item in items:
+            if isinstance(item, Unreadable):
+                skipped.append(item.name)
+                continue
+            batch.append(item[0])
+            if len(batch) == batch_size:
+                yield torch.stack(batch)
+                batch = []
+        if batch:
             yield torch.stack(batch)
-            batch = []
-    if batch:
-        yield torch.stack(batch)
+    finally:
+        log.report(skipped)
 
 
 # -- dispatch -----------------------------------------------------------------------------

@@ -243,16 +243,18 @@ def build_worker_supernet(config: TrainConfig, space: StitchSpace, device: torch
     return StitchedSupernet(space, anchors).to(device)
 
 
-def ls_batches(dataset, samples: int, batch_size: int, rank: int, world: int, device):
-    """This rank's share of the first ``samples`` training images (fixed, seeded subset)."""
-    g = torch.Generator().manual_seed(1234)
-    order = torch.randperm(len(dataset), generator=g)[: min(samples, len(dataset))]
-    mine = order[rank::world].tolist()
-    for start in range(0, len(mine), batch_size):
-        yield torch.stack([dataset[i][0] for i in mine[start : start + batch_size]]).to(device)
+def ls_batches(dataset, samples: int, batch_size: int, rank: int, world: int, device, skip_log=None):
+    """This rank's share of the first ``samples`` training images (fixed, seeded subset), read as
+    every other reader reads them: :func:`orchestrator.data.calibration_batches` leaves unreadable
+    files out and names them once (through ``skip_log``, the run's shared one, when given)."""
+    from .data import calibration_batches
+
+    for x in calibration_batches(dataset, samples, batch_size, rank, world, skip_log=skip_log):
+        yield x.to(device)
 
 
-def initialise(net: StitchedSupernet, config: TrainConfig, dataset, rank: int, world: int, device) -> dict[str, float]:
+def initialise(net: StitchedSupernet, config: TrainConfig, dataset, rank: int, world: int, device,
+               skip_log=None) -> dict[str, float]:
     """LS-initialise (all-reduced over ranks) or Kaiming-initialise every stitching layer."""
     import torch.distributed as dist
 
@@ -262,7 +264,7 @@ def initialise(net: StitchedSupernet, config: TrainConfig, dataset, rank: int, w
         return {}
     net.eval()
     accs = net.least_squares_accumulators(config.ls_mode)
-    for x in ls_batches(dataset, config.ls_samples, config.eval_batch_size, rank, world, device):
+    for x in ls_batches(dataset, config.ls_samples, config.eval_batch_size, rank, world, device, skip_log):
         net.accumulate_least_squares(accs, x)
     if dist.is_available() and dist.is_initialized() and world > 1:
         for acc in accs.values():
@@ -389,7 +391,7 @@ class SupernetRecipe:
         """Build the supernet (once), the data loaders and the sampling rule. ``load_weights=False``
         leaves the anchors' weights unread (a resume: :meth:`load` replaces every one of them)."""
         from .augment import make_batch_erasing, make_criterion, make_mixup, transform_options
-        from .data import get_datasets, make_loader, split_training_set
+        from .data import SkipLog, get_datasets, make_loader, split_training_set
 
         c = self.config
         self.net = build_worker_supernet(c, self.space, self.device, load_weights=load_weights)
@@ -399,13 +401,19 @@ class SupernetRecipe:
         if split.note:
             self.log.info(split.note)
         self.train_ds, self.selection_ds = split.train, split.selection
+        # One log for every reader (LS images, training, early front, selection, evaluation): each unreadable
+        # file is named once. Every rank reads the evaluation sets whole, so rank 0 alone names theirs.
+        self.skips = SkipLog()
+        self.whole_skips = self.skips if self.rank == 0 else SkipLog(None)
         self.selection_loader = None if self.selection_ds is None else make_loader(
-            self.selection_ds, c.eval_batch_size, shuffle=False, seed=c.seed)
+            self.selection_ds, c.eval_batch_size, shuffle=False, seed=c.seed, skip_log=self.whole_skips)
         self._setup_early_front()
         workers = c.data_workers()
         self.loader = make_loader(self.train_ds, c.batch_size, rank=self.rank, world_size=self.world, shuffle=True,
-                                  seed=c.seed, drop_last=True, repeats=c.aug_repeats, num_workers=workers)
-        self.val_loader = make_loader(self.val_ds, c.eval_batch_size, shuffle=False, seed=c.seed, num_workers=workers)
+                                  seed=c.seed, drop_last=True, repeats=c.aug_repeats, num_workers=workers,
+                                  skip_log=self.skips)
+        self.val_loader = make_loader(self.val_ds, c.eval_batch_size, shuffle=False, seed=c.seed, num_workers=workers,
+                                      skip_log=self.whole_skips)
         self.steps_per_epoch = len(self.loader)
         self.rule = make_rule(c.sampling, [s.flops for s in self.space], seed=c.seed, **c.sampling_options)
         # timm's mixup/cutmix and label loss; random erasing on the batch where no timm transform erases
@@ -436,11 +444,13 @@ class SupernetRecipe:
         if isinstance(images, torch.utils.data.IterableDataset):  # shards: their first images, in shard order
             from itertools import islice
 
-            items = [item for item in islice(iter(images), c.early_images * 2) if not _unreadable(item)]
-            images = _Items(items[: c.early_images])
+            items = list(islice(iter(images), c.early_images * 2))
+            self.whole_skips.report(item.name for item in items if _unreadable(item))
+            images = _Items([item for item in items if not _unreadable(item)][: c.early_images])
         else:
             images = Subset(images, fixed_images(len(images), c.early_images, c.seed).tolist())
-        self.early_loader = make_loader(images, c.eval_batch_size, shuffle=False, seed=c.seed)
+        self.early_loader = make_loader(images, c.eval_batch_size, shuffle=False, seed=c.seed,
+                                        skip_log=self.whole_skips)
 
     def _apply_mode(self) -> None:
         """Freeze the anchors (``stitch-only``, ``lora``) and add LoRA updates (``lora``)."""
@@ -464,7 +474,7 @@ class SupernetRecipe:
     def initialise(self) -> dict[str, float]:
         """LS or Kaiming init of every stitching layer; returns R^2 per layer (LS only)."""
         t0 = time.perf_counter()
-        self.r2 = initialise(self.net, self.config, self.train_ds, self.rank, self.world, self.device)
+        self.r2 = initialise(self.net, self.config, self.train_ds, self.rank, self.world, self.device, self.skips)
         if self.r2:
             values = list(self.r2.values())
             self.log.info(f"least-squares init of {len(values)} stitching layers on {self.config.ls_samples} "

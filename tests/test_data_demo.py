@@ -389,8 +389,8 @@ def test_unreadable_images_are_dropped_and_reported_once(image_root: Path):
     for _ in range(3):  # three evaluations, one report; the broken files are not replaced
         labels = [int(v) for _, y in loader for v in y]
         assert sorted(labels) == [1, 2, 2]
-    assert lines == ["skipped 2 unreadable files: cat/img0.png, dog/img1.png"]
-    assert list(loader.skipped) == ["cat/img0.png", "dog/img1.png"]
+    assert lines == ["skipped 2 unreadable files: val/cat/img0.png, val/dog/img1.png"]  # named from the root
+    assert list(loader.skipped) == ["val/cat/img0.png", "val/dog/img1.png"]
 
 
 def test_empty_class_folder_is_an_error_naming_it(tmp_path: Path):
