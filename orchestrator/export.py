@@ -8,7 +8,10 @@ Usage (design brief, section 4)::
 
 The stitch is picked by its catalog row: ``--trial``/``--stitch`` name it (``--trial`` may be
 left out when the selection holds one trial), a budget (``--max-flops``, ``--max-latency-ms``)
-takes the best top-1 under it, as ``orchestrator.catalog.best_under`` does. The trial's
+takes the most accurate stitch under it, as ``orchestrator.catalog.best_under`` does: on
+``top1_selection``, the split held out of training, where every candidate row has it, else on
+``top1``, the evaluation split (an older catalog, or trials run without a selection split), and
+the summary and the card say which. The card reports both top-1s. The trial's
 checkpoint (``<checkpoint>/state.pt``, a local folder or a URI pyarrow reads) is loaded with
 ``weights_only=True``; the supernet is rebuilt from the training settings and stitch space
 stored in it (anchor weights come from the checkpoint, never from a hub or the anchors'
@@ -27,8 +30,11 @@ Written files:
     plain PyTorch, without this project or timm. The batch dimension is dynamic when the model
     allows it. Inputs are normalised images, ``float32 [N, C, H, W]``.
 ``FILE.json``
-    the model card: anchors, cuts, FLOPs, params, top-1/top-5, latency, the source (catalog,
-    sweep, trial, stitch, checkpoint), the input shape and normalisation, the code version.
+    the model card: anchors, cuts, FLOPs, params, top-1/top-5 on the evaluation split,
+    ``top1_selection`` (the held-out selection split; null without one), ``chosen_by`` (the column
+    a budget chose on, null for a stitch named by id) and ``chosen_note`` (why not the selection
+    split), latency, the source (catalog, sweep, trial, stitch, checkpoint), the input shape and
+    normalisation, the code version.
 ``FILE.onnx``
     with ``--onnx``, when the ``onnx`` package is installed (skipped with a note otherwise).
 
@@ -101,7 +107,9 @@ def select_row(
     max_flops: str | int | float | None = None,
     max_latency_ms: str | int | float | None = None,
 ) -> dict[str, Any]:
-    """The catalog row to export, as a JSON-native dict (raises SNNetError with the reason)."""
+    """The catalog row to export, as a JSON-native dict (raises SNNetError with the reason), with
+    ``chosen_by`` (the accuracy column a budget chose on; None for a stitch named by id) and
+    ``chosen_note`` (why a budget chose on ``top1`` instead of ``top1_selection``, else None)."""
     from .catalog import best_under, load, parse_flops, query, sweeps, to_records
     from .catalog._query import parse_latency
 
@@ -142,7 +150,7 @@ def select_row(
             ids = sorted(int(i) for i in df["stitch_id"])
             raise SNNetError(f"Trial {trials[0][1]!r} has no stitch {stitch}; its stitch ids run "
                              f"{ids[0]}..{ids[-1]} ({len(ids)} stitches).")
-        return to_records(rows.head(1))[0]
+        return {**to_records(rows.head(1))[0], "chosen_by": None, "chosen_note": None}
 
     best = best_under(df, max_flops=flops, max_latency_ms=latency)
     if best is None:
@@ -158,7 +166,8 @@ def select_row(
         raise SNNetError(f"No stitch with a top-1 accuracy in {where} fits the budget " + " and ".join(parts) + ".")
     import pandas as pd
 
-    return to_records(pd.DataFrame([best]))[0]
+    return {**to_records(pd.DataFrame([best]))[0], "chosen_by": best.attrs["chosen_by"],
+            "chosen_note": best.attrs["note"]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -577,6 +586,9 @@ def _card(catalog: str, out: Path, row: dict[str, Any], source: str, state: dict
         "params": chosen.params,
         "top1": row.get("top1"),
         "top5": row.get("top5"),
+        "top1_selection": row.get("top1_selection"),
+        "chosen_by": row.get("chosen_by"),
+        "chosen_note": row.get("chosen_note"),
         "latency_ms": row.get("latency_ms"),
         "latency_device": row.get("device"),
         "dataset": row.get("dataset"),
@@ -637,8 +649,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", metavar="S", help="only rows of this sweep")
     p.add_argument("--trial", metavar="T", help="the trial id (optional when the selection holds one trial)")
     p.add_argument("--stitch", type=int, metavar="N", help="the stitch id within the trial")
-    p.add_argument("--max-flops", metavar="F", help="FLOPs budget (1.5G, 500M, 2e9): best top-1 under it")
-    p.add_argument("--max-latency-ms", metavar="L", help="latency budget in ms: best top-1 under it")
+    p.add_argument("--max-flops", metavar="F", help="FLOPs budget (1.5G, 500M, 2e9): the best top-1 under it, on "
+                   "the held-out selection split where the catalog has it (top1_selection), else on top1")
+    p.add_argument("--max-latency-ms", metavar="L", help="latency budget in ms: the best top-1 under it (see above)")
     p.add_argument("--onnx", action="store_true", help="also write FILE.onnx (needs the onnx package)")
     p.add_argument("--checkpoint", metavar="URI",
                    help="read the trial's supernet from this checkpoint folder (local or URI) instead of the "
@@ -651,13 +664,22 @@ def _summary(result: ExportResult) -> str:
     path = " > ".join(card["anchors"])
     cuts = " ".join(f"[{j},{k}]" for j, k in card["cuts"]) or "-"
     top1 = f"{card['top1']:.2f}%" if card["top1"] is not None else "-"
+    if card.get("top1_selection") is not None:
+        top1 += f" (selection split {card['top1_selection']:.2f}%)"
     latency = (f"  latency {card['latency_ms']:.3g} ms ({card['latency_device']})"
                if card["latency_ms"] is not None else "")
+    if card.get("chosen_by") == "top1_selection":
+        chosen = ["  chosen on top1_selection, the split held out of training; top-1 above is the evaluation split's"]
+    elif card.get("chosen_by"):
+        chosen = [f"  {card.get('chosen_note') or 'chosen on top1, the evaluation split'}"]
+    else:
+        chosen = []
     lines = [
         f"exported stitch {row['stitch_id']} of trial {row['trial_id']} (sweep {row['sweep']}): {path}, cuts {cuts}",
         f"  {result.program} ({card['size_bytes'] / 2**20:.2f} MB), card {result.card}"
         + (f", {result.onnx}" if result.onnx else ""),
         f"  params {card['params'] / 1e6:.3f} M  FLOPs {format_flops(card['flops'])}  top-1 {top1}{latency}",
+        *chosen,
         f"  input [{', '.join(map(str, card['input']['shape']))}] float32, normalised with mean "
         f"{card['input']['normalization']['mean']} std {card['input']['normalization']['std']}",
     ]

@@ -407,6 +407,25 @@ def test_best_under(df):
     assert best_under(df)["top1"] == df["top1"].max()
 
 
+def test_best_under_chooses_on_the_selection_split_and_falls_back_to_top1_saying_so():
+    """top1_selection (held out of training) chooses where every candidate has it; top1 (the
+    evaluation split, what one reports) chooses otherwise, for all candidates alike, with a note."""
+    frame = pd.DataFrame({"sweep": "s", "trial_id": "t", "stitch_id": [0, 1, 2, 3], "anchors": [["A"]] * 4,
+                          "flops": [100, 200, 300, 400], "top1": [70.0, 80.0, 75.0, 90.0],
+                          "top1_selection": [72.0, 71.0, 79.0, None], "dataset": "d"})
+    best = best_under(frame, max_flops=300)
+    assert best["stitch_id"] == 2 and best.attrs == {"chosen_by": "top1_selection", "note": None}
+    for mixed in (frame, frame.drop(columns="top1_selection")):  # stitch 3 lacks it; an older catalog has none
+        best = best_under(mixed, max_flops=400)
+        assert best["stitch_id"] == 3 and best.attrs["chosen_by"] == "top1"
+        lacking = 1 if "top1_selection" in mixed.columns else 4
+        assert best.attrs["note"] == (
+            f"chosen on top1, the evaluation split: {lacking} of the 4 candidate row(s) have no top1_selection "
+            "(a catalog written before it existed, or trials run with training.selection_fraction: 0)")
+    tie = frame.assign(top1_selection=[75.0, 75.0, 60.0, 60.0])
+    assert best_under(tie, max_flops=400)["stitch_id"] == 0  # a tie goes to fewer FLOPs, not to the reported top1
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(max_flops=-1), "FLOPs budget"),
     (dict(max_flops="-1G"), "negative"),

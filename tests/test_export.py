@@ -29,7 +29,7 @@ import orchestrator.demo  # registers the demo anchors with timm
 from orchestrator.catalog import CatalogWriter
 from orchestrator.config import TrainConfig
 from orchestrator.demo import DEMO_ANCHORS
-from orchestrator.export import load_state, main, rebuild_supernet, select_row
+from orchestrator.export import ExportResult, _summary, load_state, main, rebuild_supernet, select_row
 from orchestrator.run import catalog_rows
 from snnet import AnchorSpec, SNNetError, build_supernet
 from snnet.export import Pruned, extract_stitch
@@ -37,22 +37,24 @@ from snnet.latency import measure_latency, measure_space_latency
 
 
 def _save_trial(root: Path, catalog: Path, sweep: str, trial: str, net, config: TrainConfig,
-                seed: int, latency: bool = False) -> tuple[str, dict]:
-    """A checkpoint folder in training's format plus the trial's catalog rows; returns (folder, results)."""
+                seed: int, latency: bool = False, selection: bool = False) -> tuple[str, dict, dict]:
+    """A checkpoint folder in training's format plus the trial's catalog rows; returns (folder, results,
+    selection top-1s): with ``selection`` the rows carry a ``top1_selection`` drawn apart from ``top1``."""
     folder = root / "runs" / f"{sweep}-{trial}" / "checkpoint_000001"
     folder.mkdir(parents=True)
     rng = random.Random(seed)
     results = {str(s.stitch_id): [round(rng.uniform(10, 90), 3), 99.0] for s in net.space}
+    held_out = {str(s.stitch_id): round(rng.uniform(10, 90), 3) for s in net.space} if selection else {}
     torch.save({
         "model": net.state_dict(), "optimizer": None, "scheduler": None, "step": 7, "epoch": 1,
         "r2": {}, "evaluated": results, "train_config": config.model_dump(), "space": net.space.to_json(),
     }, folder / "state.pt")
-    rows = catalog_rows(config, net.space, results, {}, str(folder))
+    rows = catalog_rows(config, net.space, results, {}, str(folder), selection=held_out)
     if latency:
         for row in rows:
             row["latency_ms"] = row["flops"] / 1e6
     CatalogWriter(str(catalog), sweep).write_trial(trial, rows)
-    return str(folder), results
+    return str(folder), results, held_out
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,8 @@ def world(tmp_path_factory):
     vit_specs = [AnchorSpec(n, checkpoint=str(root / f"gone-{n}.pth")) for n in DEMO_ANCHORS]
     vit = build_supernet([AnchorSpec(n) for n in DEMO_ANCHORS]).eval()
     vit_config = TrainConfig(anchors=vit_specs, dataset="demo", sweep="demo", trial_id="t-vit")
-    vit_ckpt, vit_results = _save_trial(root, catalog, "demo", "t-vit", vit, vit_config, seed=1, latency=True)
+    vit_ckpt, vit_results, vit_selection = _save_trial(root, catalog, "demo", "t-vit", vit, vit_config, seed=1,
+                                                       latency=True, selection=True)
 
     lora = build_supernet([AnchorSpec(n) for n in DEMO_ANCHORS[:2]]).eval()
     for layer in lora.stitch_layers.values():
@@ -73,7 +76,7 @@ def world(tmp_path_factory):
         with torch.no_grad():
             layer.lora_b.normal_(0, 0.5)  # a real update, so merging matters
     lora_config = TrainConfig(anchors=vit_specs[:2], mode="lora", lora_rank=3, sweep="demo", trial_id="t-lora")
-    lora_ckpt, _ = _save_trial(root, catalog, "demo", "t-lora", lora, lora_config, seed=2)
+    lora_ckpt, *_ = _save_trial(root, catalog, "demo", "t-lora", lora, lora_config, seed=2)
 
     resnet_specs = [AnchorSpec(n, kwargs={"num_classes": 10}) for n in ("resnet18", "resnet50")]
     cnn = build_supernet(resnet_specs, img_size=32).eval()
@@ -84,9 +87,9 @@ def world(tmp_path_factory):
                 m.running_var.uniform_(0.5, 1.5)
     cnn_config = TrainConfig(anchors=resnet_specs, dataset="imagenet-folder", image_size=32, sweep="cnn",
                              trial_id="t-resnet")
-    cnn_ckpt, _ = _save_trial(root, catalog, "cnn", "t-resnet", cnn, cnn_config, seed=3)
+    cnn_ckpt, *_ = _save_trial(root, catalog, "cnn", "t-resnet", cnn, cnn_config, seed=3)
     return dict(root=root, catalog=str(catalog), vit=vit, lora=lora, cnn=cnn, vit_results=vit_results,
-                vit_ckpt=vit_ckpt, lora_ckpt=lora_ckpt, cnn_ckpt=cnn_ckpt)
+                vit_selection=vit_selection, vit_ckpt=vit_ckpt, lora_ckpt=lora_ckpt, cnn_ckpt=cnn_ckpt)
 
 
 def _junction(net, index: int = 0):
@@ -154,20 +157,45 @@ def test_checkpoint_uri_is_read_through_pyarrow(world):
 # -- choosing the row ------------------------------------------------------------------------------
 
 
-def test_budget_takes_the_best_top1_under_it(world):
-    net, results = world["vit"], world["vit_results"]
+def test_budget_takes_the_best_selection_top1_under_it(world):
+    """A budget chooses on top1_selection (the held-out split), never on top1 (the reported one),
+    where the rows have it; t-vit's two top-1s are drawn apart, so the choices differ."""
+    net, results, selection = world["vit"], world["vit_results"], world["vit_selection"]
     flops = sorted(s.flops for s in net.space)
+    differ = 0
     for budget in (flops[0], flops[3], flops[len(flops) // 2], flops[-1]):
         row = select_row(world["catalog"], sweep="demo", trial="t-vit", max_flops=budget)
         fitting = [s for s in net.space if s.flops <= budget]
-        best = max(fitting, key=lambda s: results[str(s.stitch_id)][0])
+        best = max(fitting, key=lambda s: selection[str(s.stitch_id)])
         assert row["stitch_id"] == best.stitch_id and row["flops"] <= budget
+        assert (row["chosen_by"], row["chosen_note"]) == ("top1_selection", None)
+        assert (row["top1"], row["top1_selection"]) == (results[str(best.stitch_id)][0], selection[str(best.stitch_id)])
+        differ += best is not max(fitting, key=lambda s: results[str(s.stitch_id)][0])
+    assert differ  # the test tells the two columns apart
     # human units, and a latency budget (latency_ms = MFLOPs in this trial)
     row = select_row(world["catalog"], sweep="demo", trial="t-vit", max_flops=f"{flops[5] / 1e6}M")
     assert row["flops"] <= flops[5]
     row = select_row(world["catalog"], max_latency_ms=flops[5] / 1e6)  # only t-vit has latencies
-    best = max((s for s in net.space if s.flops <= flops[5]), key=lambda s: results[str(s.stitch_id)][0])
+    best = max((s for s in net.space if s.flops <= flops[5]), key=lambda s: selection[str(s.stitch_id)])
     assert (row["trial_id"], row["stitch_id"]) == ("t-vit", best.stitch_id)
+    assert select_row(world["catalog"], trial="t-vit", stitch=3)["chosen_by"] is None  # named, not chosen
+
+
+def test_budget_over_rows_without_a_selection_split_chooses_on_top1_and_says_so(world):
+    """t-lora's rows have no top1_selection (an older catalog, or selection_fraction: 0): top1 chooses;
+    mixed with t-vit's rows, which have it, top1 chooses for all of them (the splits do not compare)."""
+    from orchestrator.catalog import load
+
+    rows = load(world["catalog"], sweep="demo")
+    budget = int(rows["flops"].max())
+    for trial in ("t-lora", None):
+        row = select_row(world["catalog"], sweep="demo", trial=trial, max_flops=budget)
+        mine = rows if trial is None else rows[rows["trial_id"] == trial]
+        assert row["top1"] == mine["top1"].max() and row["chosen_by"] == "top1"
+        lacking = int(mine["top1_selection"].isna().sum())
+        assert row["chosen_note"] == (
+            f"chosen on top1, the evaluation split: {lacking} of the {len(mine)} candidate row(s) have no "
+            "top1_selection (a catalog written before it existed, or trials run with training.selection_fraction: 0)")
 
 
 def test_export_by_budget_writes_program_and_card(world, tmp_path, capsys):
@@ -186,6 +214,16 @@ def test_export_by_budget_writes_program_and_card(world, tmp_path, capsys):
     assert card["input"]["normalization"]["mean"] == list(orchestrator.demo.DEMO_MEAN)
     assert card["latency_ms"] == pytest.approx(stitch.flops / 1e6) and card["source"]["trial_id"] == "t-vit"
     assert f"stitch {row['stitch_id']}" in shown and "MB" in shown and "top-1" in shown
+    # both top-1s on the card, and which one chose; the summary says it too
+    assert (card["top1_selection"], card["chosen_by"], card["chosen_note"]) == (
+        world["vit_selection"][str(row["stitch_id"])], "top1_selection", None)
+    assert f"top-1 {row['top1']:.2f}% (selection split {row['top1_selection']:.2f}%)" in shown
+    assert "chosen on top1_selection, the split held out of training" in shown
+    note = "chosen on top1, the evaluation split: 3 of"
+    fallback = dict(card, top1_selection=None, chosen_by="top1", chosen_note=note)
+    result = ExportResult(out, out.with_suffix(".json"), None, row, stitch, fallback)
+    assert f"\n  {note}\n" in _summary(result)
+    assert "selection split" not in _summary(result).splitlines()[2]
 
 
 # -- the exported program stands alone ---------------------------------------------------------------
@@ -323,7 +361,7 @@ def test_cli_answers_a_wrong_flag_or_catalog_without_torch(broken_catalog, tmp_p
 def _trial_with(root: Path, name: str, net, config: TrainConfig, state_extra: dict | None = None) -> Path:
     """A catalog at root/name/catalog whose one trial's checkpoint lies at root/name/runs/..."""
     folder = root / name
-    ckpt, _ = _save_trial(folder, folder / "catalog", "demo", "t1", net, config, seed=4)
+    ckpt, *_ = _save_trial(folder, folder / "catalog", "demo", "t1", net, config, seed=4)
     if state_extra is not None:
         state = torch.load(Path(ckpt) / "state.pt", weights_only=True)
         torch.save({**state, **state_extra}, Path(ckpt) / "state.pt")

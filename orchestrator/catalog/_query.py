@@ -8,6 +8,10 @@ This is the notebook API behind ``python -m orchestrator.catalog query``::
     query(df, sweep="deit-tsb", max_flops="4.6G", pareto=True)
     best_under(df, max_flops="2G")                         # one row (a Series) or None
 
+:func:`best_under` chooses on ``top1_selection`` (the split held out of training, what a search
+selects on) where the rows have it and falls back to ``top1`` (the evaluation split, what one
+reports once) where they do not, saying so in the row's ``attrs``.
+
 Reading is robust: :func:`load` reads every trial file (``*.parquet``, skipping names that
 start with ``.`` or ``_`` as pyarrow does) with page checksums verified; a corrupt, half-copied,
 bit-flipped or copied file, one lacking columns or one outside a ``sweep=<name>/`` folder, is left
@@ -54,6 +58,7 @@ __all__ = [
     "CatalogWarning",
     "REQUIRED_COLUMNS",
     "best_under",
+    "choice_column",
     "load",
     "parse_flops",
     "parse_latency",
@@ -541,23 +546,50 @@ def _refuse_mixed(result: pd.DataFrame, df: pd.DataFrame) -> None:
                      "Pass --sweep NAME (sweep= in Python) to pick the stitch from one of them.")
 
 
+#: The accuracy a choice is made on (the held-out selection split) and the one reported (the evaluation split).
+SELECTION_COLUMN, EVALUATION_COLUMN = "top1_selection", "top1"
+
+
+def choice_column(df: pd.DataFrame) -> tuple[str, str | None]:
+    """The column a choice among ``df``'s rows is made on, and a note when it is not the selection split.
+
+    ``top1_selection`` (top-1 on the split held out of training: what a search selects on) when
+    every row has it; otherwise ``top1`` (the evaluation split, what is reported), for all rows
+    alike, since the two splits' accuracies are not comparable with each other, with a note
+    saying why (an older catalog, or trials run with ``training.selection_fraction: 0``).
+    """
+    if SELECTION_COLUMN in df.columns and len(df) and bool(df[SELECTION_COLUMN].notna().all()):
+        return SELECTION_COLUMN, None
+    lacking = len(df) if SELECTION_COLUMN not in df.columns else int(df[SELECTION_COLUMN].isna().sum())
+    return EVALUATION_COLUMN, (
+        f"chosen on top1, the evaluation split: {lacking} of the {len(df)} candidate row(s) have no "
+        "top1_selection (a catalog written before it existed, or trials run with training.selection_fraction: 0)")
+
+
 def best_under(
     df_or_catalog: pd.DataFrame | str | os.PathLike[str],
     max_flops: str | int | float | None = None,
     max_latency_ms: str | int | float | None = None,
 ) -> pd.Series | None:
-    """The row with the highest top-1 within the budgets (a Series), or None when nothing fits.
+    """The most accurate row within the budgets (a Series), or None when nothing fits.
 
-    Ties in top-1 go to fewer FLOPs, then lower latency, then the first stitch key. Rows
-    without top-1 never win; with ``max_latency_ms``, rows without a latency do not fit.
+    Accuracy is ``top1_selection``, the held-out selection split a search selects on, when every
+    row under the budget has it, else ``top1`` for all of them (:func:`choice_column`); the row's
+    ``attrs`` say which: ``best.attrs["chosen_by"]`` is the column, ``best.attrs["note"]`` the
+    reason for a fallback to ``top1`` (else None). Report ``top1``, the evaluation split.
+    Ties go to fewer FLOPs, then lower latency, then the first stitch key. Rows without
+    ``top1`` never win; with ``max_latency_ms``, rows without a latency do not fit.
     """
     fitting = query(df_or_catalog, max_flops=max_flops, max_latency_ms=max_latency_ms)
     fitting = fitting[fitting["top1"].notna()]
     if fitting.empty:
         return None
-    by = ["top1", "flops"] + (["latency_ms"] if "latency_ms" in fitting.columns else [])
+    column, note = choice_column(fitting)
+    by = [column, "flops"] + (["latency_ms"] if "latency_ms" in fitting.columns else [])
     ranked = _sort(fitting, by, [False, True] + [True] * (len(by) - 2))
-    return ranked.iloc[0]
+    best = ranked.iloc[0].copy()
+    best.attrs = {"chosen_by": column, "note": note}
+    return best
 
 
 def to_records(df: pd.DataFrame) -> list[dict[str, Any]]:
