@@ -102,7 +102,7 @@ def test_a_run_with_ls_init_names_each_bad_image_once(tmp_path: Path, capfd: pyt
     """A whole training run (default ``--init ls``, one epoch, the early front, selection and
     evaluation of every stitch) on a folder with a bad image in each of the training part, the
     selection part and the evaluation split: it finishes, and each file is named exactly once
-    although the LS images, training, the early front and 18 evaluations read them. A few seconds."""
+    although the LS images, training, the early front and 8 evaluations read them. A few seconds."""
     from orchestrator import demo  # noqa: F401 - registers the demo anchors with timm
     from orchestrator.config import TrainConfig
     from orchestrator.recipe import SupernetRecipe, Worker
@@ -112,7 +112,8 @@ def test_a_run_with_ls_init_names_each_bad_image_once(tmp_path: Path, capfd: pyt
     train, val = get_datasets(str(root), **GREY)
     anchors = [AnchorSpec(n) for n in ("snnet_demo_vit_tiny", "snnet_demo_vit_small")]
     config = TrainConfig(anchors=anchors, dataset=str(root), workers=1, epochs=1, batch_size=4, eval_batch_size=8,
-                         ls_samples=64, selection_fraction=0.25, early_stitches=2, early_images=64, seed=3)
+                         ls_samples=64, selection_fraction=0.25, early_stitches=2, early_images=64, seed=3,
+                         kernel_size=1)  # 8 stitches: 2 anchors and 6 plain cuts
     assert config.init == "ls"  # the default
     split = split_training_set(train, selection_fraction=0.25, seed=3)  # as the recipe will split it
     bad = [_spoil(train, split.train.indices[0]), _spoil(train, split.selection.indices[0]), _spoil(val, 0)]
