@@ -33,10 +33,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from snnet import SNNetError, StitchSpace
+from snnet import SNNetError
 
 from .._cli import cli, format_flops
 from .policy import POLICIES
+from .source import settings_from_catalog
 
 PROG = "python -m orchestrator.serve"
 APP_IMPORT_PATH = "orchestrator.serve.app:build_app"
@@ -106,102 +107,6 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise SNNetError("; ".join(problems) + ".")
 
 
-def _trial_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from ..catalog import load, sweeps, to_records
-
-    df = load(args.catalog, sweep=args.sweep)
-    where = f"the catalog {args.catalog}" + (f" (sweep {args.sweep!r})" if args.sweep else "")
-    if df.empty:
-        if args.sweep is not None and args.sweep not in sweeps(args.catalog):
-            raise SNNetError(f"The catalog {args.catalog} has no sweep {args.sweep!r}; its sweeps are: "
-                             f"{', '.join(sweeps(args.catalog)) or 'none'}.")
-        raise SNNetError(f"{where} holds no stitches: train or sweep into it first.")
-    trials = sorted(set(zip(df["sweep"], df["trial_id"])))
-    if args.trial is not None:
-        chosen = [t for t in trials if t[1] == args.trial]
-        if not chosen:
-            raise SNNetError(f"{where} has no trial {args.trial!r}; its trials are: "
-                             f"{', '.join(t for _, t in trials[:12])}" + (" ..." if len(trials) > 12 else "") + ".")
-        trials = chosen
-    if len(trials) > 1:
-        shown = ", ".join(f"{t} (sweep {s})" for s, t in trials[:12])
-        raise SNNetError(f"{where} holds {len(trials)} trials; one replica serves one trial's supernet, so name it "
-                         f"with --trial (and --sweep if trial ids repeat): {shown}.")
-    sweep, trial = trials[0]
-    rows = df[(df["sweep"] == sweep) & (df["trial_id"] == trial)]
-    return to_records(rows.sort_values("stitch_id"))
-
-
-def _pick_stitches(rows: list[dict[str, Any]], spec: str) -> list[dict[str, Any]]:
-    import pandas as pd
-
-    from ..catalog import pareto_front, to_records
-
-    trial = rows[0]["trial_id"]
-    if spec == "all":
-        return rows
-    if spec == "front":
-        scored = [r for r in rows if r.get("top1") is not None]
-        if not scored:
-            raise SNNetError(f"Trial {trial!r} has no top-1 in the catalog, so it has no Pareto front; serve "
-                             "--stitches all, or name the stitches: --stitches 0,5,12.")
-        front = pareto_front(pd.DataFrame(scored))
-        return to_records(front.sort_values("flops"))
-    try:
-        ids = [int(v) for v in spec.split(",") if v.strip()]
-    except ValueError:
-        raise SNNetError(f"--stitches takes front, all, or stitch ids separated by commas, got {spec!r}.") from None
-    by_id = {int(r["stitch_id"]): r for r in rows}
-    unknown = [i for i in ids if i not in by_id]
-    if unknown or not ids:
-        known = sorted(by_id)
-        raise SNNetError(f"Trial {trial!r} has no stitch {', '.join(map(str, unknown)) or '(none given)'}; its "
-                         f"stitch ids run {known[0]}..{known[-1]} ({len(known)} stitches).")
-    return [by_id[i] for i in dict.fromkeys(ids)]
-
-
-def _policy(args: argparse.Namespace, stitches: list[dict[str, Any]]) -> str:
-    policy = args.policy or ("slo" if args.slo_ms is not None else "fixed" if len(stitches) == 1 else "budget")
-    if policy == "slo" and args.slo_ms is None:
-        raise SNNetError("--policy slo needs a latency objective: --slo-ms MS (for example --slo-ms 100).")
-    if policy == "fixed" and len(stitches) != 1:
-        raise SNNetError(f"--policy fixed serves exactly one stitch, and --stitches {args.stitches} gives "
-                         f"{len(stitches)}; name one: --stitches {stitches[-1]['stitch_id']}.")
-    if args.slo_ms is not None and policy != "slo":
-        raise SNNetError(f"--slo-ms applies to --policy slo only (this command asks for --policy {policy}).")
-    return policy
-
-
-def _check_checkpoint(args: argparse.Namespace, rows: list[dict[str, Any]], chosen: list[dict[str, Any]]) -> str:
-    """The checkpoint to serve (checked as export checks it, then read and matched with the rows)."""
-    from ..export import _stitch_of, check_checkpoint_location, load_state
-
-    source = args.checkpoint or rows[0].get("checkpoint") or ""
-    if args.checkpoint is None and source:
-        check_checkpoint_location(source, args.catalog)
-    state = load_state(source)
-
-    try:
-        space = StitchSpace.from_json(state["space"])
-    except SNNetError as e:
-        raise SNNetError(f"The checkpoint's stitch space cannot be read: {e}") from None
-    config = state.get("train_config") or {}
-    row = rows[0]
-    mismatch = [f"{key} {config.get(key)!r} (catalog: {row.get(col)!r})" for key, col in
-                (("sweep", "sweep"), ("trial_id", "trial_id")) if config.get(key) not in (None, row.get(col))]
-    if mismatch:
-        raise SNNetError(f"The checkpoint {source!r} belongs to another trial: its " + ", ".join(mismatch) + ".")
-    for r in chosen:
-        stitch = _stitch_of(space, r)
-        if (stitch.flops, stitch.params) != (int(r["flops"]), int(r["params"])):
-            raise SNNetError(f"The checkpoint {source!r} holds stitch {r['stitch_id']} with {stitch.flops:,} FLOPs and "
-                             f"{stitch.params:,} params, the catalog row says {int(r['flops']):,} and "
-                             f"{int(r['params']):,}: they come from different spaces.")
-    if "://" not in source:
-        source = os.path.abspath(source)
-    return source
-
-
 def _check_port(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
@@ -232,22 +137,13 @@ def _check_local_resources(args: argparse.Namespace) -> None:
 
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
     """The checked :class:`~orchestrator.serve.replica.ServeSettings` (as a dict) of a command line."""
-    from .replica import ServeSettings
-
     _check_numbers(args)
     if args.write_config:
         _check_config_path(args.write_config)
-    rows = _trial_rows(args)
-    chosen = _pick_stitches(rows, args.stitches)
-    policy = _policy(args, chosen)
-    checkpoint = _check_checkpoint(args, rows, chosen)
-    keep = ("stitch_id", "anchors", "cuts", "flops", "params", "top1", "top5", "top1_selection")
-    settings = ServeSettings(
-        checkpoint=checkpoint, stitches=tuple({k: r.get(k) for k in keep} for r in chosen), policy=policy,
-        slo_ms=args.slo_ms, max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms,
-        catalog=os.fspath(args.catalog), sweep=rows[0]["sweep"], trial=rows[0]["trial_id"],
-        device="cuda" if args.gpus_per_replica else "cpu")
-    return settings.to_dict()
+    return settings_from_catalog(
+        args.catalog, sweep=args.sweep, trial=args.trial, stitches=args.stitches, checkpoint=args.checkpoint,
+        policy=args.policy, slo_ms=args.slo_ms, max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms,
+        device="cuda" if args.gpus_per_replica else "cpu", read_checkpoint=True).to_dict()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from .policy import RequestError, StitchInfo, candidates, choose, parse_budget
 from .replica import ServedModel, ServeSettings, top5
 from .stats import ReplicaStats, merge_stats
 
-__all__ = ["StitchServer", "build_app", "merge_stats"]
+__all__ = ["BUILDER_ARGS", "StitchServer", "build_app"]
 
 logger = logging.getLogger("ray.serve")
 
@@ -194,8 +194,29 @@ class StitchServer:
         return merge_stats(snapshots)
 
 
+#: The keys of a Serve config's ``args`` that name a trial of a catalog (see :func:`build_app`).
+BUILDER_ARGS = ("catalog", "sweep", "trial", "stitches", "checkpoint", "policy", "slo_ms", "max_batch_size",
+                "batch_wait_ms", "device")
+
+
 def build_app(args: dict[str, Any]) -> serve.Application:
-    """The application builder (``import_path: orchestrator.serve.app:build_app``): ``args`` is
-    :meth:`ServeSettings.to_dict`."""
-    settings = ServeSettings.from_dict(args)
+    """The application builder (``import_path: orchestrator.serve.app:build_app``).
+
+    ``args`` is either what ``python -m orchestrator.serve --write-config`` writes (:meth:`ServeSettings.to_dict`:
+    the stitches resolved to their catalog rows) or a reference to the catalog, resolved when the
+    application is deployed, as a RayService manifest holds it::
+
+        {"catalog": "s3://bucket/catalog", "sweep": "S", "trial": "T", "stitches": "front",
+         "policy": "slo", "slo_ms": 100, "max_batch_size": 8, "batch_wait_ms": 5, "device": "cpu"}
+    """
+    if isinstance(args.get("stitches"), (list, tuple)):
+        settings = ServeSettings.from_dict(args)
+    else:
+        from .source import settings_from_catalog
+
+        unknown = sorted(set(args) - set(BUILDER_ARGS))
+        if unknown or "catalog" not in args:
+            raise ValueError(f"orchestrator.serve.app:build_app args take {', '.join(BUILDER_ARGS)}, 'catalog' "
+                             f"required; got {', '.join(unknown) or 'no catalog'}")
+        settings = settings_from_catalog(read_checkpoint=False, **args)
     return StitchServer.bind(settings.to_dict())

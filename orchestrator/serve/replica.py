@@ -196,6 +196,9 @@ class ServedModel:
             items = [items]
             if key == "image_b64" and not isinstance(items[0], str):
                 raise RequestError(400, "'image_b64' must be a base64 string of a PNG or JPEG file.")
+        if key == "image" and isinstance(items[0], str):
+            raise RequestError(400, "'image' must be a nested list " + self.expected_shape() + "; send an image "
+                                    "file as 'image_b64'.", expected_shape=list(self.input_size))
         tensors = [self._image(item, i if key == "images" else None) for i, item in enumerate(items)]
         return torch.stack(tensors)
 
