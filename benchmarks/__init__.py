@@ -11,12 +11,14 @@ with a ``run()`` returning a ``dict`` (or yielding ``(name, value)`` pairs) of f
 ``step_overhead``  forward+backward of the supernet fixed at an anchor vs the plain timm model.
 ``ls_init``        streaming least squares vs the pseudo-inverse of the full matrix.
 ``gpu_train``      supernet vs plain DeiT-B training throughput (CUDA only).
+``serve_slo``      one served supernet under a bursty load: the ``slo`` policy against fixed stitches
+                   (SLO attainment, mean top-1, p99, memory); starts a local Ray Serve (minutes).
 
 Sizes can be shrunk with environment variables (see each module and ``RESULTS.md``);
 ``SNNET_BENCH_TINY=1`` switches every benchmark to tiny settings for smoke tests.
 The latest full run is kept in ``benchmarks/RESULTS.md``.
 """
 
-BENCHMARKS: tuple[str, ...] = ("space_flops", "ddp_balance", "step_overhead", "ls_init", "gpu_train")
+BENCHMARKS: tuple[str, ...] = ("space_flops", "ddp_balance", "step_overhead", "ls_init", "gpu_train", "serve_slo")
 
 __all__ = ["BENCHMARKS"]

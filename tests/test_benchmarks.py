@@ -167,3 +167,35 @@ def test_gpu_bench_parts_run_on_cpu_at_tiny_size(capsys, monkeypatch):
     assert figures["gpu_compile_recompiles"] == "0"
     assert int(figures["gpu_compile_warmup_graphs"]) >= 3
     assert _number(figures["gpu_compile_speedup"]) > 0
+
+
+def test_serve_slo_trace_is_seeded_and_bursty():
+    from benchmarks.serve_slo import bursty_trace
+
+    arrivals, windows = bursty_trace(0, duration_s=60, base_rate=2.0, burst_rate=8.0, burst_s=8, bursts=3)
+    again, _ = bursty_trace(0, duration_s=60, base_rate=2.0, burst_rate=8.0, burst_s=8, bursts=3)
+    assert arrivals == again and arrivals == sorted(arrivals) and 0 <= arrivals[0] and arrivals[-1] < 60
+    assert len(windows) == 3 and all(b - a == pytest.approx(8) for a, b in windows)
+    inside = sum(1 for t in arrivals if any(a <= t < b for a, b in windows))
+    # 24 s of bursts at 8/s and 36 s at 2/s: about 192 and 72 arrivals
+    assert 150 < inside < 240 and 45 < len(arrivals) - inside < 100
+
+
+def test_serve_slo_summary_counts_unanswered_requests_as_misses():
+    from benchmarks.serve_slo import summarize
+
+    figures = summarize([10.0, 30.0, None, 20.0], [80.0, 70.0, 75.0], slo_ms=25.0, duration_s=2.0,
+                        stitches=[9, 0, 9])
+    assert figures["attainment"] == 0.5 and figures["throughput"] == 1.5
+    assert figures["mean_top1"] == 75.0 and figures["p50_ms"] == 20.0 and figures["p99_ms"] == 30.0
+    assert figures["stitches"] == "9:2 0:1"
+
+
+def test_serve_slo_uses_the_released_deit_accuracies_and_serves_front_points():
+    from benchmarks.serve_slo import RELEASED_DEIT_TOP1, _front
+
+    assert len(RELEASED_DEIT_TOP1) == 71 and RELEASED_DEIT_TOP1[:3] == (70.564, 79.464, 81.934)
+    flops = [1, 2, 3, 4, 5]
+    top1 = [10.0, 30.0, 20.0, 40.0, 45.0]
+    assert _front(flops, top1, 8) == [0, 1, 3, 4]
+    assert _front(flops, top1, 2) == [0, 4]

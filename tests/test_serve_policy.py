@@ -144,3 +144,17 @@ def test_the_measured_batch_overhead_moves_the_choice_down():
     assert choose("slo", options, slo_ms=12.0, queued=0, max_batch=8, overhead_ms=5.0).stitch_id == 7
     assert predicted_finish_ms(MID, waited_ms=0, batch=1, queued=9, max_batch=8, overhead_ms=2.0) == pytest.approx(
         5.0 + 2 * 16.0 + 3 * 2.0)
+
+
+def test_served_stitches_rank_on_the_selection_split_only_when_every_one_has_it():
+    from orchestrator.serve.replica import ServeSettings
+
+    def row(sid: int, top1: float, selection: float | None) -> dict:
+        return {"stitch_id": sid, "flops": 10 * (sid + 1), "params": 1, "top1": top1, "top5": None,
+                "top1_selection": selection, "anchors": ["a"], "cuts": []}
+
+    both = ServeSettings("ckpt", (row(0, 75.0, 70.0), row(1, 74.0, 72.0))).infos()
+    assert [s.stitch_id for s in candidates(both, Budget())] == [1, 0]
+    mixed = ServeSettings("ckpt", (row(0, 75.0, 70.0), row(1, 74.0, None))).infos()
+    assert [s.stitch_id for s in candidates(mixed, Budget())] == [0, 1]
+    assert all(s.top1_selection is None for s in mixed)

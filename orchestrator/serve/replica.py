@@ -17,7 +17,7 @@ import io
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -46,7 +46,9 @@ class ServeSettings:
     device: str = "cpu"
     profile_warmup: int = 2
     profile_repeats: int = 5
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: ms per batch by stitch id and batch size, measured on the same hardware: replicas use it instead of
+    #: measuring (a benchmark that deploys one application after another measures once); None: measure
+    latency_profile: dict[str, dict[str, float]] | None = None
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -73,9 +75,13 @@ class ServeSettings:
         return cls(**data)
 
     def infos(self) -> list[StitchInfo]:
+        """The served stitches. They are ranked on the selection split's top-1 only when every one has it (the
+        two splits' numbers are not comparable), else all on the evaluation top-1, as ``best_under`` does."""
+        selection = all(_float(r.get("top1_selection")) is not None for r in self.stitches)
         return [StitchInfo(int(r["stitch_id"]), int(r["flops"]), int(r["params"]), _float(r.get("top1")),
-                           _float(r.get("top5")), _float(r.get("top1_selection")), tuple(r["anchors"]),
-                           tuple(tuple(int(v) for v in c) for c in r["cuts"])) for r in self.stitches]
+                           _float(r.get("top5")), _float(r.get("top1_selection")) if selection else None,
+                           tuple(r["anchors"]), tuple(tuple(int(v) for v in c) for c in r["cuts"]))
+                for r in self.stitches]
 
 
 def _float(value: Any) -> float | None:
@@ -123,7 +129,11 @@ class ServedModel:
         self._transform = None
         self.load_s = time.perf_counter() - started
         self.stitches = settings.infos()
-        if profile:
+        if settings.latency_profile:
+            given = settings.latency_profile
+            self.stitches = [replace(s, latency=LatencyProfile({int(n): float(ms) for n, ms in given[str(s.stitch_id)]
+                                                                .items()})) for s in self.stitches]
+        elif profile:
             self.stitches = self.profile(log=log)
 
     # -- measurement ----------------------------------------------------------------------------
