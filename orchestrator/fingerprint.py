@@ -16,7 +16,14 @@ from typing import Any
 
 _MISSING = object()
 
-__all__ = ["canonical_json", "changed_fields", "space_document", "space_fingerprint"]
+__all__ = ["CONFIG_BOOKKEEPING", "canonical_json", "changed_fields", "config_fingerprint", "space_document",
+           "space_fingerprint"]
+
+#: TrainConfig fields that name or place a run, or only govern how it survives faults, and so leave
+#: its result alone: a configuration's fingerprint leaves them out.
+CONFIG_BOOKKEEPING = frozenset({"catalog", "sweep", "trial_id", "storage_path", "max_failures",
+                                "checkpoint_every_steps", "eval_checkpoint_seconds", "placement_strategy",
+                                "hv_flops_ref"})
 
 
 def canonical_json(value: Any) -> str:
@@ -32,6 +39,19 @@ def space_document(space: Any) -> Any:
 def space_fingerprint(space: Any) -> str:
     """``sha256:<hex>`` of a :class:`~search_spaces.SearchSpace` (or of its :func:`space_document`)."""
     data = space_document(space)
+    return "sha256:" + hashlib.sha256(canonical_json(data).encode()).hexdigest()
+
+
+def config_fingerprint(config: Any) -> str:
+    """``sha256:<hex>`` of one run's resolved training settings (a ``TrainConfig``), the seed included.
+
+    Like :func:`space_fingerprint` it covers the non-default settings, so an upgrade that adds a
+    setting keeps it; the names and places of the run (:data:`CONFIG_BOOKKEEPING`) are left out, so
+    the same configuration trained again (another experiment, catalog or trial id) has the same one.
+    The catalog stores it per trial (``config_fingerprint``): trials that share it are repeats.
+    """
+    data = config.model_dump(mode="json", exclude_defaults=True) if hasattr(config, "model_dump") else dict(config)
+    data = {k: v for k, v in data.items() if k not in CONFIG_BOOKKEEPING}
     return "sha256:" + hashlib.sha256(canonical_json(data).encode()).hexdigest()
 
 

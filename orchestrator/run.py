@@ -15,6 +15,7 @@ worker builds its supernet once, with the weights, and opens the dataset once, t
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
 import uuid
 from collections.abc import Callable
@@ -45,13 +46,33 @@ class TrainResult:
     hv_selection: float | None = None  # the whole space's hypervolume on the selection split (None without one)
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
+    """The package's version, with the git commit when the code runs from a checkout:
+    ``0.1.0+g<12 hex digits>``, ``.dirty`` added when tracked files differ from that commit
+    (``unknown+g...`` for a source tree that is not installed). Looked up once per process."""
     try:
         from importlib.metadata import version
 
-        return version("snnet-orchestrator")
+        base = version("snnet-orchestrator")
     except Exception:  # noqa: BLE001 - running from a source tree that is not installed
-        return "unknown"
+        base = "unknown"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.exists(os.path.join(root, ".git")):  # an installed copy, or a tree shipped without .git
+        return base
+    import subprocess
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, timeout=10)
+
+    try:
+        head = git("rev-parse", "--short=12", "HEAD")
+        if head.returncode != 0 or not head.stdout.strip():
+            return base
+        dirty = git("diff", "--quiet", "HEAD", "--").returncode == 1
+    except (OSError, subprocess.SubprocessError):  # no git on this machine
+        return base
+    return f"{base}+g{head.stdout.strip()}" + (".dirty" if dirty else "")
 
 
 #: Ray settings for a console a person reads, applied (unless the user set them) before Ray starts:
@@ -639,7 +660,8 @@ def run_training(
     checkpoint = _uri(config.storage_path, result.checkpoint.path) if result.checkpoint else ""
     rows = catalog_rows(config, space, metrics["results"], metrics.get("r2", {}), checkpoint,
                         latency=metrics.get("latency") or {}, device=metrics.get("device"), weights=weights,
-                        selection=metrics.get("results_selection") or {})
+                        selection=metrics.get("results_selection") or {},
+                        selection_images=metrics.get("selection_images"))
     path = CatalogWriter(config.catalog, config.sweep).write_trial(config.trial_id, rows)
     return TrainResult(config, space, rows, path, checkpoint, metrics.get("r2", {}), metrics.get("loss"),
                        metrics.get("train_images"), metrics.get("hv_selection"))
@@ -648,15 +670,25 @@ def run_training(
 def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, list[float]],
                  r2: dict[str, float], checkpoint: str, *, latency: dict[str, float] | None = None,
                  device: str | None = None, weights: dict[str, str] | None = None,
-                 selection: dict[str, float] | None = None) -> list[dict[str, Any]]:
+                 selection: dict[str, float] | None = None, selection_images: int | None = None,
+                 experiment: str | None = None) -> list[dict[str, Any]]:
     """One catalog row per stitch; ``weights`` (anchor name -> source) fills the ``weights``
     column: ``name=source`` of each anchor on the stitch's path, joined by ``; ``; ``selection``
-    (stitch id -> top-1 on the held-out selection split) fills ``top1_selection`` (null without one)."""
+    (stitch id -> top-1 on the held-out selection split) fills ``top1_selection`` (null without one)
+    and ``selection_images`` the split's size (0: none; None: not told). ``device`` (where the run
+    measured) is stored only beside a measured latency. ``experiment`` names the run (default: Ray's run name
+    ``<sweep>-<trial_id>``, which a resumed run keeps; a sweep gives its Tune experiment's name);
+    ``config_fingerprint`` identifies the configuration (:func:`orchestrator.fingerprint.config_fingerprint`)."""
+    from .fingerprint import config_fingerprint
+
     version = code_version()
+    fingerprint = config_fingerprint(config)
+    experiment = experiment or f"{config.sweep}-{config.trial_id}"
     rows = []
     for stitch in space:
         top1, top5 = results[str(stitch.stitch_id)]
         layer_r2 = [r2[k] for k in stitch.layers if k in r2]
+        latency_ms = (latency or {}).get(str(stitch.stitch_id))
         rows.append({
             "stitch_id": stitch.stitch_id,
             "anchors": list(space.names(stitch)),
@@ -671,9 +703,10 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
             "top1": top1,
             "top5": top5,
             "top1_selection": (selection or {}).get(str(stitch.stitch_id)),
-            "latency_ms": (latency or {}).get(str(stitch.stitch_id)),
-            "latency_batch_size": config.latency_batch_size if latency else None,
-            "device": device or ("cuda" if config.use_gpu else "cpu"),
+            "selection_images": selection_images,
+            "latency_ms": latency_ms,
+            "latency_batch_size": config.latency_batch_size if latency_ms is not None else None,
+            "device": (device or ("cuda" if config.use_gpu else "cpu")) if latency_ms is not None else None,
             "dataset": config.dataset,
             "checkpoint": checkpoint,
             "layers": list(stitch.layers),
@@ -688,6 +721,8 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
             "seed": config.seed,
             "workers": config.workers,
             "code_version": version,
+            "experiment": experiment,
+            "config_fingerprint": fingerprint,
             "weights": "; ".join(f"{a}={weights[a]}" for a in dict.fromkeys(space.names(stitch)) if a in weights)
                        or None if weights else None,
         })

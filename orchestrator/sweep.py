@@ -271,9 +271,11 @@ def trial_function(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     search = _trial_search(ctx, fingerprint)
     result, epochs = _train_trial(ctx, train, search, trial_id)
     report = _trial_report(ctx, train, search, config, result, epochs, trial_id)
-    version = code_version()
-    rows = [{**row, "space_fingerprint": fingerprint, "code_version": version} for row in result.rows]
-    metadata = {META_FINGERPRINT: fingerprint, META_CODE: version, META_EXPERIMENT: os.path.basename(ctx["experiment"]),
+    version = ctx.get("code_version") or code_version()  # the driver's: one code version per experiment
+    experiment = os.path.basename(ctx["experiment"].rstrip("/"))  # the Tune experiment's name, kept by --resume
+    rows = [{**row, "space_fingerprint": fingerprint, "code_version": version, "experiment": experiment}
+            for row in result.rows]
+    metadata = {META_FINGERPRINT: fingerprint, META_CODE: version, META_EXPERIMENT: experiment,
                 META_RESULT: json.dumps(report, allow_nan=True)}
     if report.get("source_trial"):
         metadata.update({META_SOURCE_TRIAL: report["source_trial"], META_SOURCE_SWEEP: report["source_sweep"]})
@@ -906,6 +908,7 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "
                started_search=started["space"] if started else None,
                started_fingerprint=started["space_fingerprint"] if started else None,
                sweep=search.name, catalog=catalog, storage=storage, experiment=experiment, flops_ref=flops_ref,
+               code_version=record["code_version"],
                rerun=(rerun or {}).get("trials"), rerun_source_sweep=(rerun or {}).get("source_sweep"),
                kill_driver_after_write=os.getpid() if os.environ.get(KILL_AFTER_WRITE_ENV) else None)
     # A trial only waits on its nested TorchTrainer: it holds no CPU (a bundle may not be empty,

@@ -63,7 +63,7 @@ def test_catalog_rows_one_row_per_stitch(space):
         assert row["layers"] == list(stitch.layers)
         expected_r2 = min(r2[k] for k in stitch.layers) if stitch.layers else None
         assert row["ls_r2"] == expected_r2
-        assert row["latency_ms"] is None and row["device"] == "cpu"
+        assert row["latency_ms"] is None and row["device"] is None  # no latency measured: no device either
         assert (row["sampling"], row["init"], row["mode"], row["epochs"]) == ("sandwich", "kaiming", "stitch-only", 3)
         assert (row["anchor_lr"], row["stitch_lr"], row["seed"], row["workers"]) == (1e-4, 2e-3, 7, 2)
         assert (row["kernel_size"], row["stride"]) == (2, 1)
@@ -72,6 +72,45 @@ def test_catalog_rows_one_row_per_stitch(space):
     # anchors alone have no cut and no layer; every stitched row has one junction here
     assert sum(1 for r in rows if len(r["anchors"]) == 1) == 2
     assert all(len(r["cuts"]) == 1 and len(r["layers"]) == 1 for r in rows if len(r["anchors"]) == 2)
+
+
+def test_catalog_rows_name_the_experiment_the_configuration_and_the_selection_split(space):
+    from orchestrator.fingerprint import config_fingerprint
+    from orchestrator.run import code_version
+
+    config = _config(sweep="demo", trial_id="t1")
+    results = {str(s.stitch_id): [50.0, 90.0] for s in space}
+    first, second = (s.stitch_id for s in list(space)[:2])
+    rows = catalog_rows(config, space, results, {}, "ckpt", latency={str(first): 1.5}, device="NVIDIA H100",
+                        selection={str(s.stitch_id): 40.0 for s in space}, selection_images=36)
+    by_id = {r["stitch_id"]: r for r in rows}
+    # train's experiment is Ray's run name <sweep>-<trial_id>, which a resumed run keeps; a sweep names its own
+    assert {r["experiment"] for r in rows} == {"demo-t1"}
+    named = catalog_rows(config, space, results, {}, "ckpt", experiment="demo-sweep-x")
+    assert named[0]["experiment"] == "demo-sweep-x"
+    assert {r["selection_images"] for r in rows} == {36}
+    assert catalog_rows(config, space, results, {}, "ckpt")[0]["selection_images"] is None  # not told
+    # device and batch size only beside a measured latency
+    measured = [(by_id[i]["latency_ms"], by_id[i]["device"], by_id[i]["latency_batch_size"]) for i in (first, second)]
+    assert measured == [(1.5, "NVIDIA H100", 1), (None, None, None)]
+    # one configuration, whatever the run is called and where it writes; the seed makes another
+    fingerprint = rows[0]["config_fingerprint"]
+    assert {r["config_fingerprint"] for r in rows} == {fingerprint} == {config_fingerprint(config)}
+    assert fingerprint.startswith("sha256:")
+    moved = _config(sweep="other", trial_id="t9", catalog="s3://b/c", storage_path="/elsewhere", max_failures=0)
+    assert config_fingerprint(moved) == fingerprint
+    others = {config_fingerprint(_config(seed=8)), config_fingerprint(_config(batch_size=64))}
+    assert len(others) == 2 and fingerprint not in others
+    assert rows[0]["code_version"] == code_version()
+
+
+def test_code_version_names_the_commit_in_a_checkout():
+    from orchestrator.run import code_version
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__import__("orchestrator").__file__)))
+    if not os.path.exists(os.path.join(root, ".git")):
+        pytest.skip("not a git checkout")
+    assert re.fullmatch(r"[^+\s]+\+g[0-9a-f]{12}(\.dirty)?", code_version()), code_version()
 
 
 # -- writing and reading -----------------------------------------------------------------------

@@ -48,11 +48,13 @@ __all__ = [
 ]
 
 #: 2 added latency_batch_size; 3 added top1_selection and space_fingerprint; 4 added weights; 5 added
-#: preset and released_deit_head; 6 added the fidelity knobs data_fraction and image_size.
-SCHEMA_VERSION = "6"
+#: preset and released_deit_head; 6 added the fidelity knobs data_fraction and image_size; 7 added
+#: experiment, config_fingerprint and selection_images (and pandas metadata: integer columns read as integers).
+SCHEMA_VERSION = "7"
 VERSION_KEY = b"snnet.catalog.schema_version"
 _ADDED_IN = {"latency_batch_size": 2, "top1_selection": 3, "space_fingerprint": 3, "weights": 4, "preset": 5,
-             "released_deit_head": 5, "data_fraction": 6, "image_size": 6}
+             "released_deit_head": 5, "data_fraction": 6, "image_size": 6, "experiment": 7,
+             "config_fingerprint": 7, "selection_images": 7}
 
 #: Columns stored in each trial file (``sweep`` is the Hive partition, added on read).
 SCHEMA = pa.schema(
@@ -101,9 +103,37 @@ SCHEMA = pa.schema(
         # input resolution (null: each anchor family's own default)
         pa.field("data_fraction", pa.float64()),
         pa.field("image_size", pa.int32()),
+        # the run that wrote the trial: a sweep's Tune experiment name (kept by --resume), or
+        # orchestrator.train's Ray run name <sweep>-<trial_id>
+        pa.field("experiment", pa.string()),
+        # sha256 of the trial's resolved training settings, seed included, names and locations left out
+        # (orchestrator.fingerprint.config_fingerprint): trials that share it are repeats of one
+        # configuration, which fronts, budgets and compare count once (the newest trial stands for them)
+        pa.field("config_fingerprint", pa.string()),
+        # images in the selection split that top1_selection was measured on (0: the trial had none)
+        pa.field("selection_images", pa.int64()),
     ],
     metadata={"snnet.catalog.schema_version": SCHEMA_VERSION},
 )
+
+
+def _pandas_metadata(schema: pa.Schema) -> bytes:
+    """pandas' own schema metadata naming the nullable integer columns' dtypes (``Int32``, ``Int64``):
+    ``pandas.read_parquet`` (and ``Table.to_pandas``) then read them as integers with ``<NA>``, not as
+    float64 where a column holds nulls. Columns it does not name (``stitch_id``, ``flops``, ``params``:
+    never null) are read as usual, as numpy integers."""
+    import json
+
+    import pyarrow.types as t
+
+    columns = [{"name": f.name, "field_name": f.name, "pandas_type": str(f.type),
+                "numpy_type": str(f.type).capitalize(), "metadata": None}
+               for f in schema if t.is_integer(f.type) and f.nullable]
+    return json.dumps({"index_columns": [], "column_indexes": [], "columns": columns, "attributes": {},
+                       "creator": {"library": "snnet-orchestrator"}, "pandas_version": "2.0.0"}).encode()
+
+
+SCHEMA = SCHEMA.with_metadata({**SCHEMA.metadata, b"pandas": _pandas_metadata(SCHEMA)})
 
 
 def resolve(root: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
