@@ -18,7 +18,7 @@ import pytest
 
 from orchestrator.catalog import CatalogWriter, load
 from orchestrator.catalog.__main__ import main
-from orchestrator.catalog._compare import bootstrap_interval, compare
+from orchestrator.catalog._compare import bootstrap_interval, compare, format_comparison
 from orchestrator.objectives import hypervolume
 from snnet import SNNetError
 
@@ -89,6 +89,26 @@ def test_point_estimates_by_hand_and_the_sweeps_hypervolume():
     trial = df[df["trial_id"] == "u-0"]
     expected = hypervolume(zip(trial["flops"], trial["top1"]), 4e9)  # reference: the largest anchor's FLOPs
     assert row["hv_a"] == pytest.approx(expected) and row["flops_ref"] == 4e9
+
+
+def test_only_different_seeds_are_replicates():
+    once = frame({"u": 0.0, "v": 0.5}, seeds=3)
+    again = once.assign(trial_id=once["trial_id"] + "-again")  # the same sweep run twice: every seed twice
+    (alone,) = compare(once, "sampling", resamples=500).rows
+    result = compare(pd.concat([once, again]), "sampling", resamples=500)
+    (row,) = result.rows
+    assert (row["trials_a"], row["trials_b"], row["seeds_a"], row["seeds_b"]) == (6, 6, 3, 3)
+    assert {k: v for k, v in row.items() if k not in ("trials_a", "trials_b")} == \
+        {k: v for k, v in alone.items() if k not in ("trials_a", "trials_b")}  # the intervals do not narrow
+    assert any("6 trial(s) repeat the seed of another trial" in note and "only different seeds" in note
+               for note in result.notes)
+    text = format_comparison(result)
+    assert "where a group has several seeds, seeds (trials of one seed count once)" in text
+    assert [line.split()[2] for line in text.splitlines() if line.startswith("  u ")] == ["3/3"]
+    # a repeat that differs (a rerun on another machine) is averaged into its seed's replicate
+    drift = again.assign(top1=again["top1"] + 1.0)
+    (mixed,) = compare(pd.concat([once, drift]), "sampling", resamples=200).rows
+    assert mixed["top1_diff"] == pytest.approx(alone["top1_diff"]) and mixed["seeds_a"] == 3
 
 
 def test_bootstrap_is_seeded():

@@ -7,8 +7,15 @@ Trials are grouped by the value of one per-trial column (``sampling``, ``kernel_
 and the same value of every other setting column (``kernel_size``, ``stride``, ``dataset``,
 ``init``, ``mode``, ``epochs``, learning rates, ``workers``, and any setting column added
 later). Outcomes and bookkeeping (``top1``, ``flops``, ``ls_r2``, ``seed``, ``checkpoint``,
-``created_at``, ``code_version``, ...) never split a space; ``seed`` and the sweep name are
-what repeats of one configuration differ in. ``ignore`` pools over further settings.
+``created_at``, ``code_version``, ``experiment``, ``config_fingerprint``, ...) never split a space;
+``ignore`` pools over further settings.
+
+**Replicates are seeds.** Within a group of one space, trials that share a ``seed`` (the same
+configuration run again: a sweep run twice into one catalog, a re-run) are one replicate, their
+top-1 averaged per stitch: they repeat one draw of the training noise, and counting them apart
+would narrow the intervals. Only different seeds are independent repeats; the output gives each
+group's count of seeds and, in a note, how many trials were merged. A trial without a seed counts
+as a replicate of its own.
 
 For each pair of groups ``(a, b)`` in one space (``b - a``):
 
@@ -22,7 +29,7 @@ For each pair of groups ``(a, b)`` in one space (``b - a``):
   space (the sweep's objective);
 * **bootstrap intervals**: each resample draws stitches with replacement (the matched ones
   for top-1; all of the space's for hypervolume, a stitch left out of a draw is left out of
-  every trial's front) and, in a group with several trials (seeds), that group's trials with
+  every trial's front) and, in a group with several seeds, that group's replicates with
   replacement. The interval is the bias-corrected percentile interval (Efron's BC) of the
   resampled statistic, seeded, so the same catalog gives the same numbers.
 
@@ -53,7 +60,7 @@ __all__ = ["Comparison", "bootstrap_interval", "compare", "format_comparison", "
 NOT_SETTINGS = frozenset({
     "sweep", "trial_id", "stitch_id", "anchors", "cuts", "layers", "flops", "params", "top1", "top5",
     "top1_selection", "latency_ms", "latency_batch_size", "device", "checkpoint", "created_at", "ls_r2",
-    "seed", "code_version", "space_fingerprint",
+    "seed", "code_version", "space_fingerprint", "experiment", "config_fingerprint", "selection_images",
 })
 #: Setting columns whose null is a value of its own (the default), compared as a group of that name:
 #: a full-fidelity re-run at the family's own resolution is compared with a cheap one at 128 px.
@@ -193,8 +200,9 @@ def _trials(df: pd.DataFrame, by: str, ignore: Sequence[str], catalog: str) -> t
             stitches[stitch] = (float(flops), float(top1))
         names = sorted({a for s in stitches for a in s[0]})
         space = {"anchors": tuple(names), **{c: _value(first[c]) for c in settings}}
+        seed = _value(first["seed"]) if "seed" in rows.columns else None
         trials.append({"key": key if isinstance(key, tuple) else (key,), "group": group, "space": space,
-                       "stitches": stitches})
+                       "stitches": stitches, "seed": seed, "trials": 1})
     if skipped:
         notes.append(f"{skipped} trial(s) without a value of {by} were left out")
     if not trials and skipped:
@@ -213,6 +221,26 @@ def _varying(df: pd.DataFrame, keys: list[str], columns: list[str]) -> str:
     if not differ:
         return "No other setting column differs between them either."
     return f"Setting columns that differ between them: {', '.join(differ)}; compare by one of those."
+
+
+def _by_seed(members: list[dict]) -> tuple[list[dict], int]:
+    """The replicates of one space: trials of one group that share a seed merged into one (top-1
+    averaged per stitch over the trials that evaluated it); and how many trials were merged away."""
+    replicates: dict[tuple, list[dict]] = {}
+    for i, trial in enumerate(members):
+        seed = trial["seed"]
+        replicates.setdefault((trial["group"], ("seed", seed) if seed is not None else ("trial", i)), []).append(trial)
+    out = []
+    for same in replicates.values():
+        if len(same) == 1:
+            out.append(same[0])
+            continue
+        stitches = {}
+        for stitch in dict.fromkeys(s for t in same for s in t["stitches"]):
+            values = [t["stitches"][stitch] for t in same if stitch in t["stitches"]]
+            stitches[stitch] = (values[0][0], sum(v[1] for v in values) / len(values))
+        out.append({**same[0], "stitches": stitches, "trials": len(same)})
+    return out, len(members) - len(out)
 
 
 def _anchor_order(members: list[dict]) -> list[str]:
@@ -348,12 +376,17 @@ def compare(
     for trial in trials:
         spaces.setdefault(tuple(sorted(trial["space"].items(), key=str)), []).append(trial)
     result = Comparison(by, confidence, resamples, seed, notes=notes)
+    merged = 0
     for members in spaces.values():
         groups: dict[Any, list[int]] = {}
-        for i, trial in enumerate(members):
-            groups.setdefault(trial["group"], []).append(i)
+        for trial in members:
+            groups.setdefault(trial["group"], [])
         if len(groups) < 2:
             continue
+        members, repeats = _by_seed(members)
+        merged += repeats
+        for i, trial in enumerate(members):
+            groups[trial["group"]].append(i)
         index = len(result.spaces)
         space = {k: v for k, v in members[0]["space"].items() if v is not None}
         space["anchors"] = _anchor_order(members)
@@ -367,9 +400,16 @@ def compare(
                     notes.append(f"space {index + 1}: {by}={first!r} and {by}={second!r} share no stitch "
                                  "that all their trials evaluated; only their hypervolumes are compared")
                 result.rows.append({"space": index + 1, "by": by, "a": first, "b": second,
-                                    "trials_a": len(groups[first]), "trials_b": len(groups[second]), **stats})
+                                    "trials_a": sum(members[k]["trials"] for k in groups[first]),
+                                    "trials_b": sum(members[k]["trials"] for k in groups[second]),
+                                    "seeds_a": len(groups[first]), "seeds_b": len(groups[second]), **stats})
     if not result.rows:
         raise _no_comparable(by, catalog, trials, settings, notes)
+    if merged:
+        notes.append(f"{merged} trial(s) repeat the seed of another trial of their group and space (the same "
+                     "configuration run again, e.g. a sweep run twice into one catalog): trials of one seed count "
+                     "as one replicate, their top-1 averaged per stitch, since only different seeds are "
+                     "independent repeats")
     return result
 
 
@@ -384,8 +424,8 @@ def _signed(value: float | None, digits: int) -> str:
 
 def format_comparison(result: Comparison, fmt: str = "table") -> str:
     """The comparison as an aligned table (one block per space), CSV or JSON."""
-    columns = ["space", "by", "a", "b", "trials_a", "trials_b", "stitches", "top1_diff", "top1_low",
-               "top1_high", "b_better", "hv_a", "hv_b", "hv_diff", "hv_low", "hv_high", "flops_ref"]
+    columns = ["space", "by", "a", "b", "trials_a", "trials_b", "seeds_a", "seeds_b", "stitches", "top1_diff",
+               "top1_low", "top1_high", "b_better", "hv_a", "hv_b", "hv_diff", "hv_low", "hv_high", "flops_ref"]
     if fmt == "json":
         return json.dumps({"by": result.by, "confidence": result.confidence, "resamples": result.resamples,
                            "seed": result.seed, "spaces": result.spaces,
@@ -403,9 +443,9 @@ def format_comparison(result: Comparison, fmt: str = "table") -> str:
         return out.getvalue()
     level = f"{result.confidence:.0%}"
     lines = [f"compare by {result.by}: differences are b - a; {level} bootstrap intervals over stitches and, "
-             f"where a group has several trials, trials ({result.resamples} resamples, seed {result.seed}); "
-             "* marks an interval that excludes 0."]
-    header = ["a", "b", "trials", "stitches", "top1 b-a", f"{level} interval", "b better",
+             f"where a group has several seeds, seeds (trials of one seed count once) ({result.resamples} "
+             f"resamples, seed {result.seed}); * marks an interval that excludes 0."]
+    header = ["a", "b", "seeds", "stitches", "top1 b-a", f"{level} interval", "b better",
               "HV a", "HV b", "HV b-a", f"{level} interval"]
     for index, space in enumerate(result.spaces, start=1):
         settings = ", ".join(f"{k}={v}" for k, v in space.items() if k != "anchors")
@@ -418,7 +458,7 @@ def format_comparison(result: Comparison, fmt: str = "table") -> str:
                     return "-"
                 star = "*" if low > 0 or high < 0 else ""
                 return f"[{low:+.{digits}f}, {high:+.{digits}f}]{star}"
-            table.append([str(r["a"]), str(r["b"]), f"{r['trials_a']}/{r['trials_b']}", str(r["stitches"]),
+            table.append([str(r["a"]), str(r["b"]), f"{r['seeds_a']}/{r['seeds_b']}", str(r["stitches"]),
                           _signed(r["top1_diff"], 2), interval(r["top1_low"], r["top1_high"], 2),
                           "-" if r["b_better"] is None else f"{r['b_better']:.0%}",
                           f"{r['hv_a']:.4f}", f"{r['hv_b']:.4f}", _signed(r["hv_diff"], 4),
