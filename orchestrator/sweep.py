@@ -882,6 +882,12 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "
     experiment, started = _locate_experiment(search, storage, name, resume, accept_changed_space,
                                              rerun=rerun_best is not None)
     record = sweep_record(search)
+    if not resume:  # a result is counted once: name the experiments of this space the partition holds already
+        from .catalog._repeats import repeat_note
+
+        note = repeat_note(catalog, search.name, record["space_fingerprint"], exclude=os.path.basename(experiment))
+        if note:
+            progress(note)
     rerun = None
     if rerun_best is not None:
         rerun = (read_record(experiment) or {}).get("rerun") if resume else \

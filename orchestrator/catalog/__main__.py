@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from snnet import SNNetError
 
-from .._cli import did_you_mean, flops_unit, format_flops, plural, render_table, run_cli, write_stdout
+from .._cli import ArgumentParser, did_you_mean, flops_unit, format_flops, plural, render_table, run_cli, write_stdout
 from ._names import validate_name
 from ._query import (
     LIST_COLUMNS,
@@ -71,10 +71,13 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-latency-ms", metavar="L",
                        help="latency budget in ms (rows without a measured latency are dropped)")
     group.add_argument("--min-top1", metavar="A", help="minimum top-1 accuracy in percent, 0..100")
+    group.add_argument("--repeats", action="store_true",
+                       help="keep every trial of a repeated configuration (same settings and seed, e.g. a sweep run "
+                            "twice); by default only its newest trial counts")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG,
         description="Query the Parquet stitch catalog and plot its FLOPs/accuracy trade-off.",
     )
@@ -267,7 +270,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     limit = check_arguments(sort=args.sort, limit=args.limit, **filters)["limit"]  # before reading anything
     df = _load(args.catalog, filters)
     result = query(df, **filters, pareto=args.pareto, per_trial=args.per_trial, sort=args.sort,
-                   descending=args.desc, limit=limit)
+                   descending=args.desc, limit=limit, repeats=args.repeats)
     if result.empty:
         print(_why_empty(args.catalog, filters, len(df)), file=sys.stderr)
         return 0
@@ -277,8 +280,17 @@ def _cmd_query(args: argparse.Namespace) -> int:
     if args.format == "table":
         what = "Pareto-optimal stitches" if (args.pareto or args.per_trial) else "stitches"
         print(f"{len(result)} {what} shown, of {len(df)} in the catalog"
-              f"{f' ({_scope(filters)})' if _scope(filters) else ''}.", file=sys.stderr)
+              f"{f' ({_scope(filters)})' if _scope(filters) else ''}.{_repeats_line(result)}", file=sys.stderr)
     return 0
+
+
+def _repeats_line(result: pd.DataFrame) -> str:
+    """" Left out: ..." when trials repeating a newer trial's configuration were not counted, else ""."""
+    dropped = result.attrs.get("repeats_dropped", 0)
+    if not dropped:
+        return ""
+    return (f" Left out: {plural(dropped, 'trial')} repeating the settings and seed of a newer trial (the same "
+            "sweep run again?), so each configuration counts once; --repeats keeps them, `check` lists them.")
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
@@ -288,13 +300,14 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     check_arguments(**filters)  # before reading anything
     args.out = _writable(args.out)
     df = _load(args.catalog, filters)
-    result = query(df, **filters)
+    result = query(df, **filters, repeats=args.repeats)
     if result.empty:
         print(_why_empty(args.catalog, filters, len(df)) + " Nothing to plot.", file=sys.stderr)
         return 0
     out = plot(result, args.out, color_by=args.color_by, title=args.title,
                catalog=args.catalog)
-    print(f"wrote {out} ({len(result)} stitches)", file=sys.stderr)
+    line = _repeats_line(result)
+    print(f"wrote {out} ({len(result)} stitches)" + (f".{line}" if line else ""), file=sys.stderr)
     return 0
 
 

@@ -63,7 +63,7 @@ class Problem:
     """One file and why it is left out (or, for a note, read with a caveat)."""
 
     path: str  # as the catalog's filesystem names it
-    kind: str  # "unreadable" | "columns" | "layout" | "duplicate" | "newer-schema"
+    kind: str  # "unreadable" | "columns" | "layout" | "duplicate" | "newer-schema" | "repeat"
     reason: str
 
 
@@ -351,8 +351,21 @@ def inspect(catalog: str | os.PathLike[str], sweep: str | Sequence[str] | None =
 
 
 def check(catalog: str | os.PathLike[str], sweep: str | None = None) -> Inspection:
-    """Read and verify every file of the catalog; the result lists its problems and notes."""
+    """Read and verify every file of the catalog; the result lists its problems and notes.
+
+    Besides the notes of :func:`inspect`, each trial that repeats the configuration and seed of a
+    newer trial (an identical repeat: :mod:`orchestrator.catalog._repeats`) is named in a note of
+    kind ``repeat``; its file is kept and is no problem."""
+    from ._repeats import describe, repeats
+
     result = inspect(catalog, sweep, read=True)
+    table = result.table
+    if table is not None and table.num_rows:
+        columns = [c for c in ("sweep", "trial_id", "config_fingerprint", "created_at", "experiment", "code_version")
+                   if c in table.column_names]
+        for repeat in repeats(table.select(columns).to_pandas()):
+            path = f"{result.base}/sweep={repeat.trial['sweep']}/trial-{repeat.trial['trial_id']}.parquet"
+            result.notes.append(Problem(path, "repeat", describe(repeat)))
     result.table = None  # the rows are not what a check returns; let them go
     return result
 

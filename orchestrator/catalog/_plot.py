@@ -19,6 +19,7 @@ from snnet import SNNetError
 
 from .._cli import flops_unit, plural
 from ._query import _path, load, pareto_front
+from ._repeats import drop_repeats
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -150,7 +151,7 @@ def _plottable(
         raise SNNetError(f"--color-by / color_by must be one of {', '.join(COLOR_BY)}, got {color_by!r}.")
     if not isinstance(df, pd.DataFrame):
         catalog = df if catalog is None else catalog
-        df = load(df, sweep=sweep)
+        df = drop_repeats(load(df, sweep=sweep))  # a configuration counts once, as in query
     needed = ["flops", "top1", "anchors"] + (["trial_id"] if color_by == "trial" else [color_by])
     missing = [c for c in needed if c not in df.columns]
     if missing:

@@ -19,6 +19,11 @@ out with one :class:`CatalogWarning` naming it and the reason, and the rest is r
 :mod:`orchestrator.catalog._inspect`). List columns (``anchors``, ``cuts``, ``layers``) come back as plain
 Python lists and integer columns as pandas' nullable integer types.
 
+A result is counted once: :func:`query` and :func:`best_under` leave out the trials that repeat a
+newer trial's configuration and seed (the same sweep run twice into one catalog), so its fronts and
+budgets list each configuration once; :func:`load` returns every row (see
+:mod:`orchestrator.catalog._repeats`).
+
 The Pareto front is taken in (maximise ``top1``, minimise ``flops``): a row is dominated when
 another row has ``top1 >=`` and ``flops <=`` with at least one of the two strict. Rows with
 identical ``(flops, top1)`` do not dominate each other, so when such a pair is on the front,
@@ -49,6 +54,7 @@ from ._inspect import REQUIRED_COLUMNS, inspect
 from ._inspect import dataset_schema as _dataset_schema
 from ._inspect import open_catalog as _open
 from ._names import validate_name
+from ._repeats import drop_repeats
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -393,8 +399,9 @@ def query(
     sort: str | Sequence[str] = "flops",
     descending: bool = False,
     limit: int | None = None,
+    repeats: bool = False,
 ) -> pd.DataFrame:
-    """Filter catalog rows, optionally keep the Pareto front, then sort and cut.
+    """Filter catalog rows, count each configuration once, optionally keep the Pareto front, then sort and cut.
 
     ``df_or_catalog`` is a DataFrame from :func:`load` or a catalog path/URI (read with
     :func:`load`). Filters combine with AND:
@@ -407,6 +414,11 @@ def query(
       dropped, since they cannot be shown to fit;
     * ``min_top1`` (percent): ``top1 >= min_top1``.
 
+    Of the trials left, those that repeat a newer trial's configuration (same ``config_fingerprint``:
+    settings and seed; the same sweep run twice) are left out, so each configuration counts once
+    (:mod:`orchestrator.catalog._repeats`); ``repeats=True`` keeps every trial's rows. The result's
+    ``attrs["repeats_dropped"]`` says how many trials were left out.
+
     Then ``pareto=True`` keeps the :func:`pareto_front` of what is left (``per_trial=True``
     takes it per trial and implies ``pareto``), rows are sorted by ``sort`` (a column name or
     several, ties broken by sweep, trial and stitch id; ``descending`` reverses the first key)
@@ -418,6 +430,10 @@ def query(
     df = _frame(df_or_catalog, sort, names["sweep"], names["trial_id"])
     by = _sort_columns(sort, list(df.columns))
     result = df[_mask(df, names, parsed["anchors"], parsed["flops"], parsed["latency"], parsed["top1"])]
+    dropped = 0
+    if not repeats:
+        result = drop_repeats(result)
+        dropped = result.attrs.get("repeats_dropped", 0)
     if (parsed["flops"] is not None or parsed["latency"] is not None) and names["sweep"] is None:
         _refuse_mixed(result, df)  # the stitches within the budget must come from comparable sweeps
     if pareto or per_trial:
@@ -425,7 +441,9 @@ def query(
     result = _sort(result, by, [not descending] + [True] * (len(by) - 1))
     if parsed["limit"] is not None:
         result = result.head(parsed["limit"])
-    return result.reset_index(drop=True)
+    result = result.reset_index(drop=True)
+    result.attrs = {**result.attrs, "repeats_dropped": dropped}
+    return result
 
 
 def _arguments(
