@@ -361,3 +361,27 @@ def test_a_served_front_answers_by_id_and_budget_matches_the_export_and_survives
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_the_readmes_serve_commands_parse():
+    import shlex
+
+    from orchestrator.serve.__main__ import build_parser
+
+    calls = []
+    for readme in (ROOT / "README.md", ROOT / "cluster" / "README.md"):
+        inside, current = False, ""
+        for raw in readme.read_text().splitlines():
+            if raw.strip().startswith("```"):
+                inside, current = not inside, ""
+                continue
+            current += raw.rstrip()
+            if current.endswith("\\"):
+                current = current[:-1] + " "
+                continue
+            line, current = current, ""
+            if inside and line.strip().startswith("python -m orchestrator.serve"):
+                calls.append(shlex.split(line, comments=True)[3:])
+    assert len(calls) >= 4
+    for argv in calls:
+        build_parser().parse_args(argv)
