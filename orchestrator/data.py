@@ -1519,9 +1519,9 @@ def _folder_samples(root: str, split: str) -> Iterator[tuple[str, bytes, int]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m orchestrator.data shard ROOT OUT [--shard-size N]`` | ``index wds:LOCATION``."""
-    import argparse
+    from ._cli import ArgumentParser
 
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.data", description=main.__doc__)
+    parser = ArgumentParser(prog="python -m orchestrator.data", description=main.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     shard = sub.add_parser("shard", help="write an ImageNet-layout folder as WebDataset shards OUT/{train,val}/")
     shard.add_argument("root")

@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 from snnet import SNNetError
 
-from ._cli import cli, format_flops
+from ._cli import ArgumentParser, cli, format_flops
 from ._io import atomic_write
 
 if TYPE_CHECKING:  # torch and the model code load where a stitch is rebuilt: a bad flag is answered without them
@@ -639,7 +639,7 @@ def _export_onnx(program, example: torch.Tensor, path: Path, progress: Callable[
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=PROG,
         description="Export one stitch of the catalog as a standalone torch.export program (.pt2) "
                     "with a JSON model card next to it.",

@@ -34,7 +34,7 @@ from typing import Any
 
 from snnet import SNNetError
 
-from ._cli import cli, format_flops, interrupt_hint, plural
+from ._cli import ArgumentParser, cli, format_flops, interrupt_hint, plural
 
 __all__ = ["RECORD", "check_resume", "completed_result", "epoch_metrics", "main", "read_record", "rerun_plan",
            "rerun_updates", "run_sweep", "summarize_results", "trial_function", "tune_metric", "tune_search_space"]
@@ -996,7 +996,7 @@ def _trials(results) -> list[dict[str, Any]]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m orchestrator.sweep", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m orchestrator.sweep", description=__doc__.splitlines()[0])
     p.add_argument("--space", default="demo", help="shipped space name (see search_spaces/) or a YAML path")
     p.add_argument("--catalog", default="catalog", help="catalog folder or URI (s3://, gs://)")
     p.add_argument("--storage", default="runs", help="Ray Tune/Train storage: folder or URI")

@@ -21,7 +21,7 @@ from typing import Any
 from search_spaces import shipped_spaces
 from snnet import PRESETS, AnchorSpec, SNNetError
 
-from ._cli import cli, did_you_mean, plural
+from ._cli import ArgumentParser, cli, did_you_mean, plural
 from .config import INITS, MODES, TrainConfig
 from .summary import summarize
 
@@ -33,8 +33,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     from snnet.sampling import RULES
 
     d = TrainConfig()
-    p = argparse.ArgumentParser(prog="python -m orchestrator.train", description=__doc__.splitlines()[0],
-                                argument_default=argparse.SUPPRESS)
+    p = ArgumentParser(prog="python -m orchestrator.train", description=__doc__.splitlines()[0],
+                       argument_default=argparse.SUPPRESS)
     p.add_argument("--space", default="demo",
                    help="'demo' (default: the embedded demo, or --anchors and --dataset), a shipped search space "
                         f"({', '.join(shipped_spaces())}) or a YAML path: trains the space's first point")
@@ -102,9 +102,10 @@ def _field_overrides(overrides: list[str]) -> dict[str, Any]:
         if len(keys) == 2 and keys[0] in ("training", "space"):
             keys = keys[1:]
         if len(keys) != 1 or keys[0] not in TrainConfig.model_fields:
-            raise SNNetError(f"--set {text}: without --space a setting is a TrainConfig field "
-                             f"({', '.join(TrainConfig.model_fields)}), got {'.'.join(keys)!r}"
-                             f"{did_you_mean('.'.join(keys), TrainConfig.model_fields)}.")
+            fields = TrainConfig.model_fields
+            hint = did_you_mean(keys[-1], fields) or f" (fields: {', '.join(fields)})"
+            raise SNNetError(f"--set {text}: without --space a setting is a TrainConfig field, and "
+                             f"{'.'.join(keys)!r} is none{hint}.")
         out[keys[0]] = value
     return out
 
@@ -200,10 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         _check_reachable(address)  # a cluster that does not answer fails in seconds, before models are built
     config = config_from_args(args)  # torch-free: a bad setting is answered before torch and timm load
-    from .run import prepare, run_training
+    from .run import preflight, prepare, run_training
 
     prepared = prepare(config)
     config, space = prepared
+    preflight(config, args.address)  # refuse a worker count the machine cannot hold before announcing it
     print(f"[snnet] {len(space)} stitches over {', '.join(space.anchor_names)}; sweep {config.sweep}, "
           f"trial {config.trial_id}; starting {plural(config.workers, 'Ray Train worker')}", flush=True)
     hint = f"interrupted; resume this run with:\n  {resume_command(argv, config)}"

@@ -15,16 +15,21 @@ conventions:
   innermost :func:`interrupt_hint` block the interrupt came through, else ``on_interrupt``;
 - a reader that went away (``| head``) ends the command quietly with exit 0.
 
+:class:`ArgumentParser` is argparse's parser with the same ``error:`` paragraph for a mistake in
+the command line itself (an unknown flag gets the closest known one), exit 2, no usage dump.
+
 :func:`format_flops` is the one way FLOPs are written for people, :func:`render_table` the one
 way a text table is aligned.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import difflib
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TextIO
@@ -33,6 +38,7 @@ from ._errors import SNNetError
 
 __all__ = [
     "FLOPS_UNITS",
+    "ArgumentParser",
     "cli",
     "did_you_mean",
     "flops_unit",
@@ -133,6 +139,42 @@ def cli(
     return wrap
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, whose errors follow :func:`run_cli`'s form: one paragraph
+    ``error: <what>; see <prog> --help`` on stderr and exit 2, instead of the usage dump.
+
+    An unknown flag names the closest known one of the command (or of its sub-command):
+    ``error: unrecognized argument --epocs (did you mean '--epochs'?); see python -m orchestrator.train --help``.
+    Sub-commands (``add_subparsers``) are made of this class too.
+    """
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            parser = self._chosen(parsed)
+            parser.error(parser._unrecognized(extra))
+        return parsed
+
+    def _chosen(self, parsed: argparse.Namespace) -> ArgumentParser:
+        """The sub-command's parser the arguments went to (this one without sub-commands)."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and action.dest is not argparse.SUPPRESS:
+                sub = action.choices.get(getattr(parsed, action.dest, None) or "")
+                if isinstance(sub, ArgumentParser):
+                    return sub._chosen(parsed)
+        return self
+
+    def _unrecognized(self, extra: Sequence[str]) -> str:
+        # "--epocs 1": the flag is the mistake, its value only follows it
+        flags = [e.split("=", 1)[0] for e in extra if e.startswith("--") or (e[:1] == "-" and e[1:2].isalpha())]
+        known = [o for action in self._actions for o in action.option_strings]
+        words = [f"{f}{did_you_mean(f, known)}" for f in flags] if flags else list(extra)
+        return f"unrecognized argument{'s' * (len(words) > 1)} {', '.join(words)}"
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+
 # -- FLOPs and tables ----------------------------------------------------------------------------
 
 
@@ -142,9 +184,20 @@ def plural(count: int, noun: str) -> str:
 
 
 def did_you_mean(word: object, options: object) -> str:
-    """``" (did you mean 'x'?)"`` for the closest of ``options`` to ``word``, or ``""``."""
-    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    """``" (did you mean 'x'?)"`` for the closest of ``options`` to ``word``; when none is close,
+    the (at most three) options with ``word`` as one part of their name, those ending in it first:
+    ``lr`` -> ``" (did you mean 'anchor_lr', 'stitch_lr' or 'min_lr'?)"``; else ``""``."""
+    names = [str(o) for o in options]
+    bare = {n.lstrip("-"): n for n in reversed(names)}  # flags compare without their dashes
+    close = [bare[c] for c in difflib.get_close_matches(str(word).lstrip("-"), list(bare), n=1, cutoff=0.6)]
+    if not close:
+        part = str(word).strip("-").lower()
+        parts = {n: re.split(r"[-_.\s]+", n.strip("-").lower()) for n in names}
+        close = sorted((n for n in names if part and part in parts[n]), key=lambda n: parts[n][-1] != part)[:3]
+    if not close:
+        return ""
+    quoted = [repr(c) for c in close]
+    return f" (did you mean {' or '.join([', '.join(quoted[:-1]), quoted[-1]] if len(quoted) > 1 else quoted)}?)"
 
 
 def flops_unit(largest: float, *, units: Sequence[str] = ("G", "M"), at_least: float = 1.0) -> tuple[float, str]:

@@ -9,7 +9,18 @@ import sys
 
 import pytest
 
-from orchestrator._cli import cli, flops_unit, format_flops, interrupt_hint, plural, render_table, run_cli, write_stdout
+from orchestrator._cli import (
+    ArgumentParser,
+    cli,
+    did_you_mean,
+    flops_unit,
+    format_flops,
+    interrupt_hint,
+    plural,
+    render_table,
+    run_cli,
+    write_stdout,
+)
 from orchestrator._io import atomic_write
 from snnet import SNNetError
 
@@ -21,6 +32,47 @@ def test_one_home_for_the_helpers():
 
     for name in orchestrator._cli.__all__:
         assert getattr(orchestrator._cli, name) is getattr(snnet.cli, name)
+
+# -- suggestions and the command line's own mistakes ---------------------------------------------
+
+
+def test_did_you_mean_names_the_closest_or_the_names_holding_the_word():
+    fields = ["epochs", "batch_size", "anchor_lr", "stitch_lr", "lr_scale_batch", "min_lr", "seed"]
+    assert did_you_mean("epochz", fields) == " (did you mean 'epochs'?)"
+    assert did_you_mean("lr", fields) == " (did you mean 'anchor_lr', 'stitch_lr' or 'min_lr'?)"  # ending in it first
+    assert did_you_mean("scale", fields) == " (did you mean 'lr_scale_batch'?)"
+    assert did_you_mean("--epocs", ["-h", "--help", "--epochs"]) == " (did you mean '--epochs'?)"
+    assert did_you_mean("--wat", ["--out", "--help"]) == ""  # the dashes alone are no likeness
+    assert did_you_mean("bogus", fields) == ""
+
+
+def _parser(commands: bool) -> ArgumentParser:
+    p = ArgumentParser(prog="python -m tool")
+    p.add_argument("--epochs", type=int)
+    if commands:
+        p.add_subparsers(dest="command").add_parser("query").add_argument("--pareto", action="store_true")
+    return p
+
+
+@pytest.mark.parametrize("commands, argv, message", [
+    (False, ["--epocs", "1"], "error: unrecognized argument --epocs (did you mean '--epochs'?); "
+                              "see python -m tool --help"),
+    (False, ["--epocs=1", "--x"], "error: unrecognized arguments --epocs (did you mean '--epochs'?), --x; "
+                                  "see python -m tool --help"),
+    (False, ["stray"], "error: unrecognized argument stray; see python -m tool --help"),
+    (False, ["--epochs", "x"], "error: argument --epochs: invalid int value: 'x'; see python -m tool --help"),
+    (True, ["query", "--pareot"], "error: unrecognized argument --pareot (did you mean '--pareto'?); "
+                                  "see python -m tool query --help"),  # the sub-command's flags and help
+    (True, ["qurey"], "error: argument command: invalid choice: 'qurey' (choose from 'query'); "
+                      "see python -m tool --help"),
+], ids=["flag", "two-flags", "word", "bad-value", "sub-command-flag", "sub-command"])
+def test_argument_mistakes_are_one_error_line_and_exit_2(capsys, commands, argv, message):
+    with pytest.raises(SystemExit) as info:
+        _parser(commands).parse_args(argv)
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err == message + "\n" and captured.out == ""  # no usage dump
+
 
 # -- FLOPs and tables ----------------------------------------------------------------------------
 

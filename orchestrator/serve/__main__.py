@@ -35,7 +35,7 @@ from typing import Any
 
 from snnet import SNNetError
 
-from .._cli import cli, format_flops
+from .._cli import ArgumentParser, cli, format_flops
 from .policy import POLICIES
 from .source import settings_from_catalog
 
@@ -48,7 +48,7 @@ __all__ = ["build_parser", "main", "resolve", "serve_config"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=PROG,
         description="Serve one trial's stitched supernet on Ray Serve: every stitch of its Pareto front (or those "
                     "named) from one set of weights, chosen per request (stitch id or budget) or by a latency SLO.")

@@ -9,13 +9,13 @@ import time
 from collections.abc import Sequence
 
 from .._errors import SNNetError
-from ..cli import cli, format_flops, render_table, write_stdout
+from ..cli import ArgumentParser, cli, format_flops, render_table, write_stdout
 
 EXAMPLE = "deit_tiny_patch16_224,deit_small_patch16_224,deit_base_patch16_224"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m snnet.space",
         description="Enumerate the stitches of a family of timm anchors with exact FLOPs (fvcore) and params.",
     )
