@@ -64,6 +64,7 @@ from .augment import lr_lambda
 from .config import TrainConfig
 
 __all__ = [
+    "LeastSquaresFit",
     "SupernetRecipe",
     "SupernetStep",
     "TrainCallback",
@@ -73,6 +74,7 @@ __all__ = [
     "evaluate_stitch",
     "initialise",
     "load_callbacks",
+    "ls_line",
     "lr_lambda",
     "step_loss",
     "training_logger",
@@ -255,7 +257,8 @@ def ls_batches(dataset, samples: int, batch_size: int, rank: int, world: int, de
 
 def initialise(net: StitchedSupernet, config: TrainConfig, dataset, rank: int, world: int, device,
                skip_log=None) -> dict[str, float]:
-    """LS-initialise (all-reduced over ranks) or Kaiming-initialise every stitching layer."""
+    """LS-initialise (all-reduced over ranks) or Kaiming-initialise every stitching layer; R^2
+    per layer (a :class:`LeastSquaresFit`, which also counts the images used), ``{}`` for Kaiming."""
     import torch.distributed as dist
 
     if config.init == "kaiming":
@@ -264,12 +267,36 @@ def initialise(net: StitchedSupernet, config: TrainConfig, dataset, rank: int, w
         return {}
     net.eval()
     accs = net.least_squares_accumulators(config.ls_mode)
+    images = 0
     for x in ls_batches(dataset, config.ls_samples, config.eval_batch_size, rank, world, device, skip_log):
         net.accumulate_least_squares(accs, x)
+        images += x.shape[0]
     if dist.is_available() and dist.is_initialized() and world > 1:
         for acc in accs.values():
             acc.all_reduce_()
-    return net.solve_least_squares(accs)
+        total = torch.tensor(float(images), dtype=torch.float64, device=device)
+        dist.all_reduce(total)
+        images = int(total.item())
+    return LeastSquaresFit(net.solve_least_squares(accs), images=images)
+
+
+class LeastSquaresFit(dict):
+    """R^2 per stitching layer (a plain dict to every reader), and :attr:`images`: how many
+    images the fit saw on all ranks together, which is fewer than ``ls_samples`` on a smaller
+    training set or where images were unreadable."""
+
+    def __init__(self, r2: dict[str, float], images: int):
+        super().__init__(r2)
+        self.images = images
+
+
+def ls_line(fit: dict[str, float], config: TrainConfig, seconds: float) -> str:
+    """The log line of an LS init: layers, the images it really used, time, R^2 range."""
+    values = list(fit.values())
+    images = getattr(fit, "images", config.ls_samples)
+    asked = f" (of the {config.ls_samples} ls_samples asks for)" if images != config.ls_samples else ""
+    return (f"least-squares init of {len(values)} stitching layers on {images} images{asked} in {seconds:.1f}s: "
+            f"R^2 min {min(values):.3f}, mean {sum(values) / len(values):.3f}, max {max(values):.3f}")
 
 
 def step_loss(outputs: list[torch.Tensor], target: torch.Tensor, rule: str | SamplingRule | type[SamplingRule],
@@ -474,12 +501,10 @@ class SupernetRecipe:
     def initialise(self) -> dict[str, float]:
         """LS or Kaiming init of every stitching layer; returns R^2 per layer (LS only)."""
         t0 = time.perf_counter()
-        self.r2 = initialise(self.net, self.config, self.train_ds, self.rank, self.world, self.device, self.skips)
+        fit = initialise(self.net, self.config, self.train_ds, self.rank, self.world, self.device, self.skips)
+        self.r2 = dict(fit)  # plain: it travels in the reported metrics
         if self.r2:
-            values = list(self.r2.values())
-            self.log.info(f"least-squares init of {len(values)} stitching layers on {self.config.ls_samples} "
-                          f"images in {time.perf_counter() - t0:.1f}s: R^2 min {min(values):.3f}, "
-                          f"mean {sum(values) / len(values):.3f}, max {max(values):.3f}")
+            self.log.info(ls_line(fit, self.config, time.perf_counter() - t0))
         else:
             self.log.info(f"Kaiming init of {len(self.space.layers)} stitching layers")
         return self.r2

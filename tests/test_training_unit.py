@@ -18,7 +18,16 @@ from torch.utils.data import TensorDataset
 
 from orchestrator.config import TrainConfig
 from orchestrator.data import make_loader
-from orchestrator.recipe import SupernetStep, evaluate_stitch, initialise, lr_lambda, ls_batches, step_loss
+from orchestrator.recipe import (
+    LeastSquaresFit,
+    SupernetStep,
+    evaluate_stitch,
+    initialise,
+    lr_lambda,
+    ls_batches,
+    ls_line,
+    step_loss,
+)
 from orchestrator.run import catalog_rows
 from orchestrator.summary import best_under, interpolation_stats, spearman, summarize
 from snnet import StitchingLayer, least_squares
@@ -237,6 +246,10 @@ def test_ls_init_matches_an_independent_pinv_solution(net):
     r2 = initialise(net, config, ds, 0, 1, CPU)
     assert set(r2) == set(net.space.layers)
     assert all(0.0 < v <= 1.0 for v in r2.values()), r2
+    # The log line says how many images the fit used: the 12 there are, not the 100 asked for.
+    assert r2.images == 12 and " on 12 images (of the 100 ls_samples asks for) in 0.5s: R^2 min" in ls_line(
+        r2, config, 0.5)
+    assert " on 100 images in " in ls_line(LeastSquaresFit(r2, images=100), config, 0.5)
 
     with torch.no_grad():
         acts = net.collect_activations(x)
