@@ -162,7 +162,8 @@ def select_row(
             measured = df["latency_ms"].dropna() if "latency_ms" in df.columns else []
             parts.append(f"--max-latency-ms {max_latency_ms} (" + (
                 f"the fastest measured stitch takes {float(min(measured)):.3g} ms)" if len(measured)
-                else "no stitch here has a measured latency)"))
+                else "no stitch here has a measured latency: `python -m orchestrator.train --latency` measures "
+                     "every stitch's, `--set training.measure_latency=true` a sweep's)"))
         raise SNNetError(f"No stitch with a top-1 accuracy in {where} fits the budget " + " and ".join(parts) + ".")
     import pandas as pd
 

@@ -305,7 +305,8 @@ def broken_catalog(world):
     (["--stitch", "0"], "ambiguous"),
     (["--sweep", "zzz", "--stitch", "0"], "no sweep 'zzz'"),
     (["--max-flops", "1K"], "No stitch with a top-1 accuracy"),
-    (["--sweep", "cnn", "--max-latency-ms", "5"], "no stitch here has a measured latency"),
+    (["--sweep", "cnn", "--max-latency-ms", "5"], "no stitch here has a measured latency: `python -m "
+                                                  "orchestrator.train --latency` measures"),
     (["--max-flops", "lots"], "FLOPs budget"),
     ([], "Say which stitch to export"),
     (["--trial", "t-vit", "--stitch", "1", "--max-flops", "1G"], "not both"),
