@@ -247,6 +247,16 @@ def check_distinct(names: Sequence[str]) -> None:
                          "stitch models of different sizes.")
 
 
+def check_window(kernel_size: int, depths: Sequence[tuple[str, int]]) -> None:
+    """A window of ``kernel_size`` blocks must fit the shallowest of two or more anchors
+    (``depths``: ``(name, units)`` per anchor); cheap enough to ask before any anchor is built."""
+    if len(depths) > 1:
+        name, depth = min(depths, key=lambda d: d[1])
+        if kernel_size > depth:
+            raise SNNetError(f"The window must fit the depth: kernel_size <= {depth} (the depth of {name}), "
+                             f"got kernel_size={kernel_size}.")
+
+
 class StitchSpace:
     """All stitches of a family of anchors under one :class:`SpaceConfig`.
 
@@ -291,13 +301,7 @@ class StitchSpace:
                 "released_deit_head reproduces SN-Net's released DeiT forward and applies to ViT anchors only, "
                 f"got families {sorted({p.family for p in self.profiles})}."
             )
-        k = self.config.kernel_size
-        shallow = min(self.profiles, key=lambda p: p.depth)
-        if len(self.profiles) > 1 and k > shallow.depth:
-            raise SNNetError(
-                f"The window must fit the depth: kernel_size <= {shallow.depth} (the depth of "
-                f"{shallow.name}), got kernel_size={k}."
-            )
+        check_window(self.config.kernel_size, [(p.name, p.depth) for p in self.profiles])
 
     # -- enumeration -----------------------------------------------------------------------
     def pair_cuts(self, front: int, back: int) -> list[tuple[tuple[int, int], str]]:

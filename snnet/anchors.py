@@ -358,6 +358,16 @@ def _accepts_img_size(name: str) -> bool:
     return is_model_in_modules(name, ["vision_transformer", "swin_transformer", "deit"])
 
 
+def anchor_depth(spec: AnchorSpec | str, **kwargs: Any) -> int:
+    """The units (blocks across stages) of ``spec``'s model, from a build on the meta device
+    (no memory, no weights): what a window is checked against before anchors are built."""
+    if isinstance(spec, str):
+        spec = AnchorSpec(spec)
+    check_model_name(spec.name)
+    model = _build(spec.name, _model_kwargs(spec, kwargs), pretrained=False, device="meta")
+    return len(adapter_for(model, spec.name).index)
+
+
 # -- checking a spec without weights -----------------------------------------------------------
 def check_spec(spec: AnchorSpec | str, *, network: bool = True, model: nn.Module | None = None,
                **kwargs: Any) -> list[str]:

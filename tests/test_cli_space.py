@@ -105,3 +105,14 @@ def test_bad_input_is_one_message_and_exit_2(run, args, message):
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+
+
+def test_a_window_deeper_than_the_anchors_fails_before_they_are_built(monkeypatch, capsys):
+    """Depths come from meta-device builds: no anchor (three DeiTs here) is built to learn k=30 cannot fit."""
+    import snnet.supernet
+    from snnet.space.__main__ import main
+
+    monkeypatch.setattr(snnet.supernet, "build_supernet", lambda *a, **k: pytest.fail("the anchors were built"))
+    assert main(["--kernel-size", "30"]) == 2
+    assert capsys.readouterr().err == ("error: The window must fit the depth: kernel_size <= 12 (the depth of "
+                                       "deit_tiny_patch16_224), got kernel_size=30.\n")

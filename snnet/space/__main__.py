@@ -63,10 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     config.validate()
     for name in names:  # before any model is built
         check_model_name(name)
+    from .._space import check_window
+    from ..anchors import anchor_depth
     from ..supernet import build_supernet
 
-    start = time.perf_counter()
     extra = {"img_size": args.image_size} if args.image_size else {}
+    check_window(config.kernel_size, [(n, anchor_depth(n, **extra)) for n in names])  # meta builds: seconds saved
+    start = time.perf_counter()
     space = build_supernet(names, config, **extra).space
     elapsed = time.perf_counter() - start
     if args.format == "jsonl":
