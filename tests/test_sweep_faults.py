@@ -85,4 +85,7 @@ def test_a_finished_trial_survives_a_kill_before_tunes_state_save_and_ctrl_c(loc
     rows = [r for f in sorted(folder.glob("trial-*.parquet")) for r in pq.read_table(f).to_pylist()]
     assert sorted({r["seed"] for r in rows}) == [0, 1]
     assert {r["space_fingerprint"] for r in rows} == {record["space_fingerprint"]}
+    # one experiment across both resumes; one configuration per seed; no device without a latency
+    assert {r["experiment"] for r in rows} == {"exp"} and len({r["config_fingerprint"] for r in rows}) == 2
+    assert {r["device"] for r in rows} == {None} and None not in {r["selection_images"] for r in rows}
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]

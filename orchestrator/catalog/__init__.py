@@ -16,6 +16,7 @@ from ._query import (
     sweeps,
     to_records,
 )
+from ._repeats import drop_repeats
 from ._store import (
     SCHEMA,
     SCHEMA_VERSION,
@@ -39,6 +40,7 @@ __all__ = [
     "catalog_warnings_to_stderr",
     "check",
     "columns_of_version",
+    "drop_repeats",
     "inspect",
     "load",
     "pareto_front",
