@@ -202,7 +202,8 @@ def offline_error(name: str, kind: str, where: str) -> SNNetError:
         f"instead: NAME=PATH in --anchors (orchestrator.train --anchors {name}=/path/to/{name}.safetensors), "
         f"or `checkpoint: /path/to/file` for the anchor in the search-space YAML, or "
         f"AnchorSpec({name!r}, checkpoint='/path/to/file') in Python (.safetensors, or a .pth/.pt state "
-        "dict). Or drop pretrained weights to start from random ones."
+        "dict). Or start from random weights: leave out --pretrained (or `pretrained: true` in the YAML, "
+        "pretrained=True in Python)."
     )
 
 

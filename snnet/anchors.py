@@ -314,7 +314,8 @@ def _note_head_reset(spec: AnchorSpec, model: nn.Module, model_kwargs: dict[str,
     if spec.pretrained:
         hub = _hub_cfg(spec)
         source, wants = _weights.hub_source(hub), model_kwargs.get("num_classes")
-        if source is not None and wants is not None and hub.get("num_classes") not in (None, wants):
+        if source is not None and wants is not None and hub.get("num_classes") not in (None, wants) and (
+                _weights.cached_hub_file(hub) is not None or hub_reachable(*source)):  # else nothing will load
             _reset_note(spec.name, source[1], hub["num_classes"], wants)
 
 

@@ -148,6 +148,20 @@ def test_offline_pretrained_fails_at_once_with_how_to_pass_a_checkpoint(offline,
     message = str(info.value)
     assert "cannot be reached" in message and "timm/resnet18.a1_in1k" in message
     assert "--anchors resnet18=/path/to/" in message and "checkpoint:" in message and "\n" not in message
+    assert "leave out --pretrained" in message  # the flag to drop, by its name
+
+
+def test_unreachable_hub_weights_announce_no_classifier_reset(offline, empty_caches, monkeypatch, caplog):
+    """The driver's build without weights logs the note loading would log, only where loading can happen."""
+    spec = AnchorSpec("resnet18", pretrained=True, kwargs={"num_classes": 5})
+    with caplog.at_level(logging.WARNING, logger="snnet.anchors"):
+        create_anchor(spec, load_weights=False)
+    assert not [r for r in caplog.records if r.name == "snnet.anchors"]
+    monkeypatch.setattr("snnet.anchors.hub_reachable", lambda *a: True)
+    with caplog.at_level(logging.WARNING, logger="snnet.anchors"):
+        create_anchor(spec, load_weights=False)
+    notes = [r.getMessage() for r in caplog.records if r.name == "snnet.anchors"]
+    assert len(notes) == 1 and "reset for 5 classes" in notes[0], notes
 
 
 def test_hf_hub_offline_counts_as_unreachable(monkeypatch, empty_caches, no_timm_download):
