@@ -415,6 +415,45 @@ def test_rayjob_containers_have_requests_limits_and_matching_images(rayjob):
                     assert env.get("value") == "token"
 
 
+def _kuberay_images(path: Path) -> list[tuple[str, str, bool]]:
+    """``(group, image, requests a GPU)`` of every container of a KubeRay manifest's Ray cluster."""
+    with open(path) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    out = []
+    for doc in docs:
+        spec = doc.get("spec") or {}
+        cluster = spec.get("rayClusterSpec") or spec.get("rayClusterConfig")
+        if not cluster:
+            continue
+        groups = [("head", cluster["headGroupSpec"])] + [(g["groupName"], g) for g in cluster["workerGroupSpecs"]]
+        for name, group in groups:
+            for container in _containers(group["template"]):
+                resources = container.get("resources", {})
+                gpu = any("nvidia.com/gpu" in resources.get(kind, {}) for kind in ("requests", "limits"))
+                out.append((name, container["image"], gpu))
+    return out
+
+
+def test_readme_names_the_images_each_node_runs():
+    """cluster/README.md says which image runs where; the configs run exactly those (issue 28, item 7)."""
+    text = " ".join(README.read_text().split())
+    launchers = {yaml.safe_load(path.read_text())["docker"]["image"] for path in LAUNCHERS.values()}
+    kuberay = [i for path in sorted(CLUSTER.glob("kuberay-*.yaml")) for i in _kuberay_images(path)]
+    assert len(launchers) == 1 and kuberay, (launchers, kuberay)
+    heads = {image for group, image, _ in kuberay if group == "head"}
+    workers = {image for group, image, _ in kuberay if group != "head"}
+    for group, image, gpu in kuberay:  # CUDA where a GPU is requested, the plain image on the CPU-only head
+        assert image.endswith("-gpu") == gpu, (group, image)
+    (launcher,), (head,), (worker,) = launchers, heads, workers
+    assert worker == launcher, (worker, launcher)
+    named = set(re.findall(r"`(rayproject/ray[^`]*)`", text))
+    assert named == {launcher, head}, f"cluster/README.md names {named}, the configs run {launcher} and {head}"
+    assert re.search(rf"launcher configs run the image `{re.escape(launcher)}` on every node", text)
+    assert re.search(rf"head pod on `{re.escape(head)}`", text)
+    python = re.search(r"-py3(\d+)", launcher).group(1)
+    assert f"Python (3.{python})" in text and f"Ray ({RAY_VERSION})" in text
+
+
 # ---------------------------------------------------------------------------------------------
 # Everything under cluster/
 # ---------------------------------------------------------------------------------------------
