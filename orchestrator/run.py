@@ -606,6 +606,11 @@ def _storage(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
+def _run_dir(storage: str, name: str) -> str:
+    """The Ray Train run's folder: ``<storage>/<name>`` (a URI keeps its scheme)."""
+    return f"{storage.rstrip('/')}/{name}" if "://" in storage else os.path.join(_storage(storage), name)
+
+
 def run_training(
     config: TrainConfig,
     *,
@@ -628,12 +633,17 @@ def run_training(
     from ray.train.torch import TorchTrainer
 
     from .catalog import CatalogWriter
-    from .training import train_loop_per_worker
+    from .training import remove_unregistered, stored_checkpoints, train_loop_per_worker
 
     ensure_ray(address)
+    name = f"{config.sweep}-{config.trial_id}"
+    # A run started again under its name resumes from its newest checkpoint, registered by Ray or not
+    # (orchestrator.training.latest_state); the checkpoints are listed here, once, for every worker.
+    stored = stored_checkpoints(_run_dir(config.storage_path, name))
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"train": config.model_dump(), "space": space.to_json(), **(fault_injection or {})},
+        train_loop_config={"train": config.model_dump(), "space": space.to_json(), "stored_checkpoints": stored,
+                           **(fault_injection or {})},
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.workers,
             use_gpu=config.use_gpu,
@@ -641,7 +651,7 @@ def run_training(
             placement_strategy=config.placement_strategy,
         ),
         run_config=ray.train.RunConfig(
-            name=f"{config.sweep}-{config.trial_id}",
+            name=name,
             storage_path=_storage(config.storage_path),
             failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
@@ -654,6 +664,8 @@ def run_training(
     result = trainer.fit()
     if result.error:
         raise result.error
+    if stored:  # what an earlier, stopped attempt left that Ray's num_to_keep does not know of
+        remove_unregistered(stored, [c.path for c, _ in result.best_checkpoints or []])
     metrics = result.metrics or {}
     if "results" not in metrics:
         raise RuntimeError(f"training ended without evaluation results (last metrics: {metrics})")
