@@ -68,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..supernet import build_supernet
 
     extra = {"img_size": args.image_size} if args.image_size else {}
-    check_window(config.kernel_size, [(n, anchor_depth(n, **extra)) for n in names])  # meta builds: seconds saved
+    if len(names) > 1:  # the window must fit the shallowest anchor: depths from meta builds, no anchor built yet
+        check_window(config.kernel_size, [(n, anchor_depth(n, **extra)) for n in names])
     start = time.perf_counter()
     space = build_supernet(names, config, **extra).space
     elapsed = time.perf_counter() - start
