@@ -372,7 +372,7 @@ def test_train_space_runs_the_first_point_with_overrides_and_flags():
 
 
 @pytest.mark.parametrize("argv, fragment", [
-    (["--set", "epochz=3"], "got 'epochz' (did you mean 'epochs'?)"),
+    (["--set", "epochz=3"], "'epochz' is none (did you mean 'epochs'?)"),
     (["--space", "deit_ti_s_b", "--set", "training.epochs=-1"], "training.epochs: must be an integer >= 0, got -1"),
     (["--space", "deit_ti_s_b", "--anchors", "resnet18,resnet50"], "names its own anchors"),
 ])
