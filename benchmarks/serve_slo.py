@@ -30,7 +30,8 @@ Printed per policy P: ``serve_P_attainment`` (fraction of requests answered with
 ``serve_P_stitches`` (the mix); and ``serve_slo_attainment``, ``serve_fixed_largest_attainment`` (the
 headline pair), ``serve_slo_ms``, the trace's request count and rates, and the memory figures:
 ``serve_model_bytes`` (tensor bytes one replica holds), ``serve_param_bytes`` (the anchors' and stitching
-layers' parameters), ``serve_exported_bytes`` (the served stitches as separately exported programs).
+layers' parameters), ``serve_exported_bytes`` (the served stitches as separately exported programs),
+``serve_replica_rss_mb`` (the resident memory of the replica that serves them all).
 
 Targets (benchmarks/RESULTS.md): ``serve_slo_attainment >= 0.99`` where ``serve_fixed_largest_attainment <
 0.6``; among policies at 99% attainment, ``slo`` has the highest mean top-1;
@@ -53,6 +54,7 @@ import socket
 import statistics
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -327,6 +329,9 @@ def run() -> dict[str, Any]:
                           logging_config={"enable_access_log": False, "log_level": "WARNING"})
                 url = f"http://127.0.0.1:{port}/"
                 asyncio.run(_replay(url, [0.0, 0.05, 0.1], body, 600))  # warm-up
+                if name == "slo":  # the replica serving every stitch: its resident memory
+                    with urllib.request.urlopen(url + "stitches", timeout=60) as r:
+                        out["serve_replica_rss_mb"] = round(json.loads(r.read())["replicas"][0]["rss_bytes"] / 2**20, 1)
                 log(f"serve_slo: {name}: replaying {len(arrivals)} requests")
                 latencies, answered_top1, served = asyncio.run(_replay(url, arrivals, body, 600))
                 figures = summarize(latencies, answered_top1, slo_ms, duration, served)

@@ -61,6 +61,38 @@ def ray_cluster():
         cluster.shutdown()
 
 
+_QUIET_KEYS = ("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "RAY_COLOR_PREFIX", "RAY_ADDRESS", "NO_COLOR")
+
+
+def run_train_console(root, *args: str):
+    """``python -m orchestrator.train --workers 2`` writing under ``root``, as a new user runs it (none of
+    the suite's quieting environment), stdout and stderr together; a ``CompletedProcess``."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in _QUIET_KEYS}  # the defaults a new user has
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo), env.get("PYTHONPATH")) if p)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.train", "--workers", "2", "--catalog", str(root / "catalog"),
+         "--storage", str(root / "runs"), *args],
+        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800)
+
+
+@pytest.fixture(scope="session")
+def micro_console(ray_cluster, tmp_path_factory):
+    """``(CompletedProcess, root)`` of one micro-demo ``orchestrator.train`` run on the shared cluster: its
+    console (``tests/test_console.py``) and its catalog and checkpoint under ``root`` (``tests/test_serve.py``
+    serves that trial). Trained once per session."""
+    from orchestrator.demo import demo_anchor_specs
+
+    root = tmp_path_factory.mktemp("console")
+    anchors = ",".join(f"{s.name}={s.checkpoint}" for s in demo_anchor_specs(anchors=MICRO_ANCHORS, progress=None))
+    settings = [f"--set={k}={v}" for k, v in MICRO.items()]
+    return run_train_console(root, "--anchors", anchors, *settings, "--address", ray_cluster.address), root
+
+
 @pytest.fixture
 def local_cluster(ray_cluster):
     """The shared cluster, for a test whose drivers join it as subprocesses with ``--address``,

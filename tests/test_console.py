@@ -2,44 +2,23 @@
 
 Marked ``integration``: the CLI runs as a subprocess, stdout and stderr together as a user sees them
 in a redirected log. The micro demo (named by ``--anchors NAME=PATH``) joins the shared cluster with
-``--address``; the whole demo with its own local Ray instance, as a new user runs it, is ``e2e``.
+``--address`` (conftest's session fixture ``micro_console``, whose catalog ``tests/test_serve.py`` serves);
+the whole demo with its own local Ray instance, as a new user runs it, is ``e2e``.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import MICRO, MICRO_ANCHORS
+from conftest import MICRO_ANCHORS
+from conftest import run_train_console as _train
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[1]
 MAX_LINES = 30
-QUIET_KEYS = ("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "RAY_COLOR_PREFIX", "RAY_ADDRESS", "NO_COLOR")
-
-
-def _train(root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in QUIET_KEYS}  # the defaults a new user has
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator.train", "--workers", "2", "--catalog", str(root / "catalog"),
-         "--storage", str(root / "runs"), *args],
-        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800)
-
-
-@pytest.fixture(scope="module")
-def micro_console(ray_cluster, tmp_path_factory):
-    from orchestrator.demo import demo_anchor_specs
-
-    root = tmp_path_factory.mktemp("console")
-    anchors = ",".join(f"{s.name}={s.checkpoint}" for s in demo_anchor_specs(anchors=MICRO_ANCHORS, progress=None))
-    settings = [f"--set={k}={v}" for k, v in MICRO.items()]
-    return _train(root, "--anchors", anchors, *settings, "--address", ray_cluster.address), root
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,11 @@
 """``python -m orchestrator.serve``: checks before Ray, the Serve config and the RayService manifest, a
 replica's model (in-process), and one real Serve application on the shared local Ray cluster.
 
-The trial is made here without Ray, as ``tests/test_export.py`` makes its trials: the first two demo
-anchors with random weights, a checkpoint folder in training's format and the trial's catalog rows,
-with top-1s that rise with FLOPs and wiggle, so the Pareto front holds some stitches and not others.
-A second trial of the same sweep (``t2``) makes ``--trial`` necessary.
+The unit tests' trial is made here without Ray, as ``tests/test_export.py`` makes its trials: the first
+two demo anchors with random weights, a checkpoint folder in training's format and the trial's catalog
+rows, with top-1s that rise with FLOPs and wiggle, so the Pareto front holds some stitches and not others.
+A second trial of the same sweep (``t2``) makes ``--trial`` necessary. The integration test serves the
+micro demo that ``orchestrator.train`` trained for ``tests/test_console.py`` (conftest's ``micro_console``).
 """
 
 from __future__ import annotations
@@ -267,46 +268,58 @@ def _wait_for_start(proc: subprocess.Popen, timeout: float = 240) -> list[str]:
 
 
 @pytest.mark.integration
-def test_a_served_front_answers_by_id_and_budget_matches_the_export_and_survives_bad_requests(
-        world, ray_cluster, tmp_path):
+def test_a_trained_trial_is_served_by_id_and_budget_equal_to_its_export_and_survives_bad_requests(
+        micro_console, ray_cluster, tmp_path):
+    """The user's path: the micro demo trained by ``orchestrator.train`` (conftest's ``micro_console``), then
+    ``orchestrator.serve`` on its catalog (deployed into the shared cluster), requests, Ctrl-C."""
+    from orchestrator.data import DEMO_MEAN, DEMO_STD, demo_datasets
     from orchestrator.export import main as export_main
 
-    rows = world.rows.set_index("stitch_id")
-    served = [world.front[0], world.front[len(world.front) // 2], world.front[-1]]
+    assert micro_console[0].returncode == 0, micro_console[0].stdout[-3000:]
+    catalog = str(micro_console[1] / "catalog")
+    rows = load(catalog)
+    (trial,) = set(rows["trial_id"])
+    rows = rows.set_index("stitch_id")
+    by_flops = sorted((int(i) for i in rows.index), key=lambda i: (rows.loc[i, "flops"], i))
+    served = [by_flops[0], by_flops[len(by_flops) // 2], by_flops[-1]]
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.serve", world.catalog, "--trial", "t1", "--port", str(port),
+        [sys.executable, "-m", "orchestrator.serve", catalog, "--trial", trial, "--port", str(port),
          "--stitches", ",".join(map(str, served)), "--address", ray_cluster.address, "--name", "snnet-test",
          "--max-batch-size", "4"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         began = time.time()
         for sid in served:  # while the replica starts
-            export_main([world.catalog, "--trial", "t1", "--stitch", str(sid), "--out", str(tmp_path / f"{sid}.pt2")])
+            export_main([catalog, "--trial", trial, "--stitch", str(sid), "--out", str(tmp_path / f"{sid}.pt2")])
         started = _wait_for_start(proc)
         assert f"3 stitches [{', '.join(map(str, served))}]" in started[0] and "policy budget" in started[0]
         url = f"http://127.0.0.1:{port}/"
-        x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(5))
-        good = {"images": x.tolist(), "logits": True}
+        # two real validation digits, and one as the PNG file a client would send
+        val = demo_datasets()[1]
+        x = val.images[:2].clone()
+        pixels = ((x[0, 0] * DEMO_STD[0] + DEMO_MEAN[0]) * 255).round().clamp(0, 255).to(torch.uint8)
+        decoded = ((pixels.float() / 255 - DEMO_MEAN[0]) / DEMO_STD[0])[None, None]
 
-        # each served stitch by id: its logits are its exported program's
+        # each served stitch by id: its logits are its exported program's, for tensors and for a PNG
         for sid in served:
             program = torch.export.load(tmp_path / f"{sid}.pt2").module()
-            status, answer = _request(url, {**good, "stitch": sid})
+            status, answer = _request(url, {"images": x.tolist(), "logits": True, "stitch": sid})
             assert status == 200 and answer["stitch"] == sid and answer["flops"] == int(rows.loc[sid, "flops"])
             assert answer["top1"] == pytest.approx(rows.loc[sid, "top1"]) and answer["latency_ms"] > 0
             with torch.no_grad():
-                expected = program(x)
-            assert (torch.tensor(answer["logits"]) - expected).abs().max() <= 1e-4
-            assert len(answer["top5"]) == 2 and len(answer["top5"][0]) == 5
+                assert (torch.tensor(answer["logits"]) - program(x)).abs().max() <= 1e-4
+                status, answer = _request(url, {"image_b64": _png(pixels), "logits": True, "stitch": sid})
+                assert status == 200 and (torch.tensor(answer["logits"]) - program(decoded)[0]).abs().max() <= 1e-4
+            assert len(answer["top5"]) == 5 and answer["top5"][0][0] == int(program(decoded).argmax())
 
         # a budget: the most accurate served stitch within it; no budget: the most accurate served
         mid = served[1]
         status, answer = _request(url, {"image": x[0].tolist(), "max_flops": int(rows.loc[mid, "flops"])})
         under = [s for s in served if rows.loc[s, "flops"] <= rows.loc[mid, "flops"]]
-        assert status == 200 and answer["stitch"] == max(under, key=lambda s: rows.loc[s, "top1"])
+        assert status == 200 and answer["stitch"] == max(under, key=lambda s: (rows.loc[s, "top1"], -s))
         status, answer = _request(url, {"image": x[0].tolist()})
-        assert status == 200 and answer["stitch"] == max(served, key=lambda s: rows.loc[s, "top1"])
+        assert status == 200 and answer["stitch"] == max(served, key=lambda s: (rows.loc[s, "top1"], -s))
 
         # every bad request between good ones: answered with its status, the good ones still answered
         bad = [
@@ -329,8 +342,10 @@ def test_a_served_front_answers_by_id_and_budget_matches_the_export_and_survives
         status, listing = _request(url + "stitches")
         assert status == 200 and [s["stitch"] for s in listing["stitches"]] == served
         assert all(set(s["latency_ms_by_batch"]) == {"1", "2", "4"} for s in listing["stitches"])
+        [replica] = listing["replicas"]
+        assert set(replica["latency_ms_by_batch"]) == {str(s) for s in served} and replica["rss_bytes"] > 0
         status, stats = _request(url + "stats")
-        answered = 3 + 2 + len(bad) + 0
+        answered = 2 * len(served) + 2 + len(bad)
         assert stats["requests"] == answered and stats["errors"] == {"400": 4, "404": 2, "422": 2}
 
         # the Python way: a DeploymentHandle call with the same dict (joined without waiting for free CPUs: the

@@ -201,9 +201,10 @@ def _write_config(path: str, config: dict[str, Any]) -> None:
 def _start_line(info: dict[str, Any], url: str, replicas: int) -> str:
     ids = ", ".join(str(s["stitch"]) for s in info["stitches"])
     slo = f" (SLO {info['slo_ms']:g} ms)" if info["slo_ms"] else ""
+    rss = max(r["rss_bytes"] for r in info["replicas"]) / 2**20
     return (f"serve: {len(info['stitches'])} stitches [{ids}] of trial {info['source']['trial']} from one supernet, "
             f"policy {info['policy']}{slo}, {replicas} replica(s) holding {info['model_bytes'] / 2**20:.1f} MB of "
-            f"weights each, at {url} (GET {url}stitches, GET {url}stats)")
+            f"weights each (resident {rss:.0f} MB), at {url} (GET {url}stitches, GET {url}stats)")
 
 
 def _profile_line(info: dict[str, Any]) -> str:
@@ -259,7 +260,7 @@ def _run(settings: dict[str, Any], args: argparse.Namespace) -> int:
         handle = serve.run(app, name=args.name, route_prefix="/",
                            logging_config={"enable_access_log": False, "log_level": "WARNING"})
         deployed = True
-        info = handle.options(method_name="describe").remote().result()
+        info = handle.options(method_name="describe_all").remote().result()
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
         url = f"http://{host}:{args.port}/"
         print(_start_line(info, url, args.replicas), flush=True)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -58,6 +59,17 @@ class _Item:
     @property
     def n(self) -> int:
         return int(self.images.shape[0])
+
+
+def _rss_bytes() -> int:
+    """This process's resident memory (Linux: /proc/self/statm; elsewhere its peak, from getrusage)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _images_in(items: list[_Item]) -> int:
@@ -90,7 +102,7 @@ class StitchServer:
 
         path = request.url.path.rstrip("/")
         if request.method == "GET" and path.endswith("/stitches"):
-            return JSONResponse(self.describe())
+            return JSONResponse(await self.describe_all())
         if request.method == "GET" and path.endswith("/stats"):
             return JSONResponse(await self.all_stats())
         if request.method != "POST":
@@ -183,15 +195,27 @@ class StitchServer:
     def snapshot(self) -> dict[str, Any]:
         return self.stats.snapshot()
 
-    async def all_stats(self) -> dict[str, Any]:
-        """Every replica's counters merged (this replica's alone when the others cannot be reached)."""
+    def profile(self) -> dict[str, Any]:
+        """This replica's measured latency per stitch and batch size, and its memory."""
+        return {"pid": os.getpid(), "rss_bytes": _rss_bytes(), "model_bytes": self.model.model_bytes,
+                "latency_ms_by_batch": {str(s.stitch_id): s.latency.to_json() for s in self.stitches if s.latency}}
+
+    async def _broadcast(self, method: str) -> list[Any] | None:
+        """``method`` called on every replica of this deployment (None when they cannot be reached)."""
         try:
             context = serve.get_replica_context()
             handle = serve.get_deployment_handle(context.deployment, context.app_name)
-            snapshots = await handle.broadcast("snapshot").results_async()
-        except Exception:  # noqa: BLE001 - stats are best effort; never fail a GET /stats
-            snapshots = [self.snapshot()]
-        return merge_stats(snapshots)
+            return await handle.broadcast(method).results_async()
+        except Exception:  # noqa: BLE001 - introspection is best effort; never fail a GET
+            return None
+
+    async def describe_all(self) -> dict[str, Any]:
+        """:meth:`describe`, with every replica's latency profile and memory under ``replicas``."""
+        return {**self.describe(), "replicas": await self._broadcast("profile") or [self.profile()]}
+
+    async def all_stats(self) -> dict[str, Any]:
+        """Every replica's counters merged (this replica's alone when the others cannot be reached)."""
+        return merge_stats(await self._broadcast("snapshot") or [self.snapshot()])
 
 
 #: The keys of a Serve config's ``args`` that name a trial of a catalog (see :func:`build_app`).
