@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-wait-ms", type=float, default=5.0, metavar="W",
                    help="how long a partial batch waits for more requests (default 5)")
     p.add_argument("--host", default="127.0.0.1", help="HTTP host (default 127.0.0.1; 0.0.0.0 to listen on all)")
-    p.add_argument("--port", type=int, default=8000, metavar="P", help="HTTP port (default 8000)")
+    p.add_argument("--port", type=int, default=8000, metavar="P",
+                   help="HTTP port (default 8000; with --address, where Serve already runs, its own port stays)")
     p.add_argument("--name", default="snnet", metavar="APP", help="Serve application name (default snnet)")
     p.add_argument("--address", metavar="ADDR", help="deploy into the Ray cluster at this address")
     p.add_argument("--detach", action="store_true", help="with --address: deploy, print the URL and exit")
