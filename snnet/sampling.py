@@ -28,6 +28,19 @@ on any number of workers and after a restart from a checkpoint at any step.
     ``r`` the element ``r mod len(bucket)``. Ranks of one step then do about the same work, so
     DDP's all-reduce does not wait for the slowest rank, while each rank's marginal is still
     exactly ``1/N`` for every stitch.
+``scored``
+    Ours (issue 30). Spends steps where the init scores (:mod:`snnet.scores`: ``cka`` by
+    default, or ``kl``, ``ls_r2``, ``init_top1``) say a stitch is promising, but only among
+    stitches of about the same cost: FLOPs buckets of relative ``tolerance`` (default 0.1) keep
+    ``balanced``'s shares, a bucket of ``m`` of the ``N`` stitches is trained ``m/N`` of the
+    steps. Inside a bucket stitch ``i`` gets ``floor / m + (1 - floor) * softmax(z / temperature)_i``,
+    ``z`` the score standardised over the space (negated for ``kl``), so every stitch keeps at
+    least ``floor / N`` of the steps and none is starved (``floor`` 1 is ``balanced``'s marginal).
+    All ranks share the step's bucket and one offset ``u``; rank ``r`` takes the stitch at
+    ``(u + r / W) mod 1`` of the bucket's cumulative probabilities (systematic sampling): each
+    rank's marginal is exactly the probability above, and ranks spread over the bucket in
+    proportion to it. Without scores (``scores=None``) it is ``balanced`` with systematic
+    spreading. The training recipe passes ``scores`` from its init scores.
 
 :func:`make_rule` builds a rule by name (:func:`rule_class` finds its class);
 :meth:`SamplingRule.expected_balance` and
@@ -61,6 +74,7 @@ __all__ = [
     "FlopsBucketRule",
     "SamplingRule",
     "SandwichRule",
+    "ScoredRule",
     "UniformRule",
     "balance_report",
     "flops_buckets",
@@ -285,8 +299,91 @@ class BalancedRule(SamplingRule):
         return [[perm[r % len(perm)]] for r in range(world_size)]
 
 
+class ScoredRule(SamplingRule):
+    """One FLOPs bucket per step for all ranks (as ``balanced``), stitches in it by init score."""
+
+    name = "scored"
+    #: The scores it can draw by (:data:`snnet.scores.SCORES`) and their orientation.
+    SCORES: ClassVar[dict[str, bool]] = {"ls_r2": True, "cka": True, "kl": False, "init_top1": True}
+
+    def __init__(self, flops: Sequence[int], seed: int = 0, *, score: str = "cka", floor: float = 0.5,
+                 temperature: float = 1.0, tolerance: float = 0.1, scores: Sequence[float] | None = None,
+                 **options):
+        super().__init__(flops, seed, **options)
+        if score not in self.SCORES:
+            raise SNNetError(f"scored option score must be one of {', '.join(self.SCORES)}, got {score!r}.")
+        for what, value, ok, must in (("floor", floor, lambda v: 0 <= v <= 1, "in [0, 1]"),
+                                      ("temperature", temperature, lambda v: v > 0, "> 0")):
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                    and ok(value)):
+                raise SNNetError(f"scored option {what} must be a number {must}, got {value!r}.")
+        self.score, self.floor, self.temperature, self.tolerance = score, float(floor), float(temperature), tolerance
+        self.buckets = flops_buckets(self.flops, tolerance=tolerance)
+        self.scores = self._check_scores(scores)
+        z = self._standardised()
+        # per bucket: its stitch ids and their cumulative probabilities within it (last one 1.0)
+        self._cumulative: list[np.ndarray] = []
+        self.probabilities = np.zeros(len(self))
+        for bucket in self.buckets:
+            w = np.exp((z[bucket] - z[bucket].max()) / self.temperature)
+            p = self.floor / len(bucket) + (1 - self.floor) * w / w.sum()
+            self.probabilities[bucket] = p * len(bucket) / len(self)
+            cum = np.cumsum(p)
+            cum[-1] = 1.0
+            self._cumulative.append(cum)
+        self._bucket_of = np.zeros(len(self), dtype=np.int64)
+        for b, bucket in enumerate(self.buckets):
+            self._bucket_of[bucket] = b
+
+    def _check_scores(self, scores: Sequence[float] | None) -> np.ndarray | None:
+        if scores is None:
+            return None
+        try:
+            values = np.array([np.nan if v is None else float(v) for v in scores], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise SNNetError(f"scored option scores must be numbers (or null), one per stitch, "
+                             f"got {scores!r}.") from None
+        if values.shape != (len(self),):
+            raise SNNetError(f"scored option scores must hold one score per stitch ({len(self)}), got {values.size}.")
+        return values
+
+    def _standardised(self) -> np.ndarray:
+        """The scores as z-values over the space, higher better; a missing score counts as the mean."""
+        if self.scores is None:
+            return np.zeros(len(self))
+        v = self.scores if self.SCORES[self.score] else -self.scores
+        known = np.isfinite(v)
+        if not known.any():
+            return np.zeros(len(self))
+        mean, std = v[known].mean(), v[known].std()
+        z = np.where(known, (v - mean) / std if std > 0 else 0.0, 0.0)
+        return z
+
+    def __repr__(self) -> str:
+        return (f"ScoredRule(stitches={len(self)}, seed={self.seed}, score={self.score!r}, floor={self.floor}, "
+                f"scores={'given' if self.scores is not None else 'none'})")
+
+    def _shared(self, step: int) -> tuple[list[int], np.ndarray, float]:
+        """The step's bucket (a uniform stitch picks it: P = size / N), its cumulative
+        probabilities and the shared offset ``u``."""
+        rng = _rng(self.seed, _SHARED, step, 0)
+        b = int(self._bucket_of[rng.integers(len(self))])
+        return self.buckets[b], self._cumulative[b], float(rng.random())
+
+    def _pick(self, bucket: list[int], cum: np.ndarray, u: float, rank: int, world_size: int) -> list[int]:
+        at = (u + rank / world_size) % 1.0
+        return [bucket[min(int(np.searchsorted(cum, at, side="right")), len(bucket) - 1)]]
+
+    def _draw(self, step: int, rank: int, world_size: int) -> list[int]:
+        return self._pick(*self._shared(step), rank, world_size)
+
+    def _draw_all(self, step: int, world_size: int) -> list[list[int]]:
+        shared = self._shared(step)
+        return [self._pick(*shared, r, world_size) for r in range(world_size)]
+
+
 RULES: dict[str, type[SamplingRule]] = {
-    rule.name: rule for rule in (UniformRule, SandwichRule, FlopsBucketRule, BalancedRule)
+    rule.name: rule for rule in (UniformRule, SandwichRule, FlopsBucketRule, BalancedRule, ScoredRule)
 }
 
 
