@@ -120,6 +120,7 @@ def test_write_config_writes_a_serve_config_of_the_trials_front(world, cli_runne
     (["--trial", "t1", "--cpus-per-replica", "4096"], "CPUs, and this machine has"),
     (["--trial", "t1", "--detach"], "--detach needs --address"),
     (["--trial", "t1", "--sweep", "other"], "has no sweep 'other'"),
+    (["--trial", "t1", "--address", "127.0.0.1:9"], "does not answer"),
 ])
 def test_mistakes_are_one_paragraph_and_exit_2_before_ray(world, cli_runner, args, message):
     done = _serve(cli_runner, world.catalog, *args)

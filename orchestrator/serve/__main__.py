@@ -234,13 +234,13 @@ def _run(settings: dict[str, Any], args: argparse.Namespace) -> int:
     from ray import serve
     from ray.serve.config import HTTPOptions
 
+    from ..run import ensure_ray
     from .app import StitchServer
     from .stats import merge_stats
 
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # no INFO line per deployment step
     started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(address=args.address, logging_level="WARNING", configure_logging=True)
+    ensure_ray(args.address)  # a local instance of its own, or the cluster (an error paragraph if it fails)
     if args.address:
         free = ray.cluster_resources()
         need = {"CPU": args.replicas * args.cpus_per_replica, "GPU": args.replicas * args.gpus_per_replica}
@@ -304,6 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with catalog_warnings_to_stderr():
         settings = resolve(args)
+    if args.address and not args.write_config:
+        from ..run import _check_reachable
+
+        _check_reachable(args.address)  # seconds, not minutes, before anything else waits on it
     if not args.address and not args.write_config:
         _check_port(args.host, args.port)
         _check_local_resources(args)
