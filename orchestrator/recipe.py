@@ -81,6 +81,8 @@ __all__ = [
 ]
 
 LOGGER_NAME = "snnet.train"
+#: Images the init scores use under ``scored`` sampling when ``score_images`` is 0.
+SCORED_IMAGES = 256
 
 
 # -- the checkpoint schema -------------------------------------------------------------------------
@@ -119,6 +121,8 @@ class TrainState:
     r2: dict[str, float] = field(default_factory=dict)
     # stitch id -> [top1, top5] on the evaluation split, then top-1 on the selection split when there is one
     evaluated: dict[int, list[float]] = field(default_factory=dict)
+    # str(stitch id) -> its init scores (snnet.scores.StitchScore.to_dict() plus ls_r2), when the run scored
+    init_scores: dict[str, dict[str, Any]] = field(default_factory=dict)
     optimizer: dict[str, Any] | None = None
     scheduler: dict[str, Any] | None = None
 
@@ -400,6 +404,7 @@ class SupernetRecipe:
         self.step = self.epoch = 0
         self.r2: dict[str, float] = {}
         self.evaluated: dict[int, list[float]] = {}
+        self.init_scores: dict[str, dict[str, Any]] = {}  # str(stitch id) -> scores at init (score_images)
         self.latency: dict[str, float] = {}
         self.last_loss = float("nan")  # every report carries the latest epoch's loss (schedulers read it)
         self.early_hv: float | None = None  # ... and, once scored, the latest early-front hypervolume
@@ -442,11 +447,63 @@ class SupernetRecipe:
         self.val_loader = make_loader(self.val_ds, c.eval_batch_size, shuffle=False, seed=c.seed, num_workers=workers,
                                       skip_log=self.whole_skips)
         self.steps_per_epoch = len(self.loader)
-        self.rule = make_rule(c.sampling, [s.flops for s in self.space], seed=c.seed, **c.sampling_options)
+        self._make_rule()
         # timm's mixup/cutmix and label loss; random erasing on the batch where no timm transform erases
         self.mixup = make_mixup(c, self.net.anchors[-1].num_classes)
         self.criterion = make_criterion(c)
         self.erase = None if getattr(full_train, "transform", None) is not None else make_batch_erasing(c, self.device)
+
+    def _make_rule(self) -> None:
+        """The seeded sampling rule; ``scored`` draws by the init scores once they exist."""
+        c = self.config
+        options = dict(c.sampling_options)
+        if c.sampling == "scored" and self.init_scores:
+            name = options.get("score", rule_class("scored").default_options()["score"])
+            options["scores"] = [self.init_scores.get(str(s.stitch_id), {}).get(name) for s in self.space]
+        self.rule = make_rule(c.sampling, [s.flops for s in self.space], seed=c.seed, **options)
+
+    def score_images(self) -> int:
+        """How many images the init scores use: ``score_images``, 256 for ``scored`` sampling when 0."""
+        return self.config.score_images or (SCORED_IMAGES if self.config.sampling == "scored" else 0)
+
+    def score_init(self) -> dict[str, dict[str, Any]]:
+        """Score every stitch at init (:func:`snnet.scores.score_stitches`) on ``score_images`` fixed
+        images of the selection split (of the evaluation split when there is none), spread over the ranks
+        (rank ``r`` takes every ``W``-th stitch) and gathered; each stitch's LS R^2 beside them."""
+        from torch.utils.data import Subset
+
+        from snnet.scores import score_stitches, stitch_r2
+
+        from .data import make_loader
+        from .fidelity import fixed_images
+
+        t0 = time.perf_counter()
+        images = self.selection_ds if self.selection_ds is not None else self.val_ds
+        if isinstance(images, torch.utils.data.IterableDataset):  # shards: their first readable images
+            from itertools import islice
+
+            items = [i for i in islice(iter(images), self.score_images() * 2) if not _unreadable(i)]
+            images = _Items(items[: self.score_images()])
+        else:
+            images = Subset(images, fixed_images(len(images), self.score_images(), self.config.seed).tolist())
+        loader = make_loader(images, self.config.eval_batch_size, shuffle=False, seed=self.config.seed,
+                             skip_log=self.whole_skips)
+        ids = [s.stitch_id for s in self.space][self.rank::self.world]
+        with self.autocast():
+            mine = {str(i): sc.to_dict() for i, sc in score_stitches(self.net, loader, ids, self.device).items()}
+        parts = [mine]
+        if self._distributed():
+            parts = [None] * self.world
+            torch.distributed.all_gather_object(parts, mine)
+        r2 = stitch_r2(self.space, self.r2)
+        scores = {str(s.stitch_id): {**next(p[str(s.stitch_id)] for p in parts if str(s.stitch_id) in p),
+                                     "ls_r2": r2[s.stitch_id]} for s in self.space}
+        cka = [v["cka"] for v in scores.values() if v["cka"] is not None]
+        kl = [v["kl"] for v in scores.values()]
+        self.log.info(f"init scores of {len(scores)} stitches on {next(iter(scores.values()))['images']} images in "
+                      f"{time.perf_counter() - t0:.1f}s: CKA min {min(cka, default=float('nan')):.3f}, "
+                      f"KL max {max(kl):.3f}")
+        return scores
 
     def flops_ref(self) -> float:
         """The hypervolume's reference FLOPs: ``hv_flops_ref``, else the largest anchor's."""
@@ -507,6 +564,9 @@ class SupernetRecipe:
             self.log.info(ls_line(fit, self.config, time.perf_counter() - t0))
         else:
             self.log.info(f"Kaiming init of {len(self.space.layers)} stitching layers")
+        if self.score_images():
+            self.init_scores = self.score_init()
+            self._make_rule()
         return self.r2
 
     # -- checkpoints -----------------------------------------------------------------------------
@@ -518,6 +578,7 @@ class SupernetRecipe:
             optimizer=self.optimizer.state_dict() if with_optimizer else None,
             scheduler=self.scheduler.state_dict() if with_optimizer else None,
             step=self.step, epoch=self.epoch, r2=dict(self.r2), evaluated=dict(self.evaluated),
+            init_scores=dict(self.init_scores),
             train_config=self.config.model_dump(), space=self.space.to_json(),
         )
 
@@ -535,6 +596,8 @@ class SupernetRecipe:
             self.scheduler.load_state_dict(state.scheduler)
         self.step, self.epoch = state.step, state.epoch
         self.r2, self.evaluated = dict(state.r2), dict(state.evaluated)
+        self.init_scores = dict(state.init_scores)
+        self._make_rule()
         self.resumed = True
         self.log.info(f"resuming from checkpoint: epoch {self.epoch}, step {self.step}, "
                       f"{len(self.evaluated)} stitches evaluated")
@@ -700,7 +763,7 @@ class SupernetRecipe:
         """The last report: ``results`` (evaluation split: ``{id: [top1, top5]}``), ``results_selection``
         (``{id: top1}`` on the selection split, empty without one), ``hv_selection`` (its hypervolume with
         :func:`orchestrator.objectives.hypervolume`; ``None`` without one), ``flops_ref``, ``train_images``
-        and ``selection_images`` (this run's counts), R^2, steps, latency and device."""
+        and ``selection_images`` (this run's counts), R^2, the init scores, steps, latency and device."""
         from .objectives import hypervolume
 
         selection = self.selection_results()
@@ -712,7 +775,8 @@ class SupernetRecipe:
                 "results_selection": {str(k): v for k, v in selection.items()}, "hv_selection": hv,
                 "flops_ref": self.flops_ref(), "train_images": _size(self.train_ds),
                 "selection_images": _size(self.selection_ds) if self.selection_ds is not None else 0,
-                "r2": self.r2, "steps": self.step, "latency": self.latency, "device": device_name(self.device)}
+                "r2": self.r2, "init_scores": self.init_scores, "steps": self.step, "latency": self.latency,
+                "device": device_name(self.device)}
 
     def _evaluate_round(self, todo: list[int], start: int) -> None:
         """Rank ``r`` evaluates ``todo[start + r]``; every rank learns every result."""

@@ -673,7 +673,7 @@ def run_training(
     rows = catalog_rows(config, space, metrics["results"], metrics.get("r2", {}), checkpoint,
                         latency=metrics.get("latency") or {}, device=metrics.get("device"), weights=weights,
                         selection=metrics.get("results_selection") or {},
-                        selection_images=metrics.get("selection_images"))
+                        selection_images=metrics.get("selection_images"), scores=metrics.get("init_scores"))
     path = CatalogWriter(config.catalog, config.sweep).write_trial(config.trial_id, rows)
     return TrainResult(config, space, rows, path, checkpoint, metrics.get("r2", {}), metrics.get("loss"),
                        metrics.get("train_images"), metrics.get("hv_selection"))
@@ -683,14 +683,17 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
                  r2: dict[str, float], checkpoint: str, *, latency: dict[str, float] | None = None,
                  device: str | None = None, weights: dict[str, str] | None = None,
                  selection: dict[str, float] | None = None, selection_images: int | None = None,
-                 experiment: str | None = None) -> list[dict[str, Any]]:
+                 experiment: str | None = None,
+                 scores: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One catalog row per stitch; ``weights`` (anchor name -> source) fills the ``weights``
     column: ``name=source`` of each anchor on the stitch's path, joined by ``; ``; ``selection``
     (stitch id -> top-1 on the held-out selection split) fills ``top1_selection`` (null without one)
     and ``selection_images`` the split's size (0: none; None: not told). ``device`` (where the run
     measured) is stored only beside a measured latency. ``experiment`` names the run (default: Ray's run name
     ``<sweep>-<trial_id>``, which a resumed run keeps; a sweep gives its Tune experiment's name);
-    ``config_fingerprint`` identifies the configuration (:func:`orchestrator.fingerprint.config_fingerprint`)."""
+    ``config_fingerprint`` identifies the configuration (:func:`orchestrator.fingerprint.config_fingerprint`).
+    ``scores`` (stitch id -> :meth:`snnet.scores.StitchScore.to_dict`) fills the init-score columns
+    ``init_cka``, ``init_kl``, ``init_top1`` and ``score_images`` (null without them)."""
     from .fingerprint import config_fingerprint
 
     version = code_version()
@@ -701,6 +704,7 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
         top1, top5 = results[str(stitch.stitch_id)]
         layer_r2 = [r2[k] for k in stitch.layers if k in r2]
         latency_ms = (latency or {}).get(str(stitch.stitch_id))
+        score = (scores or {}).get(str(stitch.stitch_id)) or {}
         rows.append({
             "stitch_id": stitch.stitch_id,
             "anchors": list(space.names(stitch)),
@@ -723,6 +727,10 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
             "checkpoint": checkpoint,
             "layers": list(stitch.layers),
             "ls_r2": min(layer_r2) if layer_r2 else None,
+            "init_cka": score.get("cka"),
+            "init_kl": score.get("kl"),
+            "init_top1": score.get("init_top1"),
+            "score_images": score.get("images"),
             "init": config.init,
             "mode": config.mode,
             "epochs": config.epochs,

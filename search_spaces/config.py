@@ -93,6 +93,9 @@ class TrainConfig(BaseModel):
     early_stitches: Int(0) = 8  # after each epoch: the anchors plus this many stitches over the FLOPs range (0: off)
     early_images: Int(1) = 512  # ... scored on this many fixed images of the selection split
     data_fraction: Kind("float", above=0, maximum=1).annotated() = 1.0  # train on this seeded, stratified fraction
+    # init scores of every stitch (snnet.scores: CKA and KL against its back anchor, top-1) after the stitching
+    # layers' init, on this many fixed selection images, into the catalog (0: none; 'scored' sampling then uses 256)
+    score_images: Int(0) = 0
     # FLOPs of the hypervolume's reference point; null: the largest anchor's (a sweep sets its families' largest)
     hv_flops_ref: Kind("float", above=0, nullable=True, text="be a number > 0 or null").annotated() = None
     # fault tolerance

@@ -60,7 +60,8 @@ class StitchScore:
     images: int
 
     def to_dict(self) -> dict[str, float | int | None]:
-        return asdict(self)
+        """Plain values; an undefined score (``nan``: CKA of constant activations) is ``None``."""
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in asdict(self).items()}
 
 
 def _centred(gram: torch.Tensor) -> torch.Tensor:

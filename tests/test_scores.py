@@ -150,3 +150,63 @@ def test_scored_rejects_bad_options():
         ScoredRule(FLOPS, temperature=0)
     with pytest.raises(SNNetError, match="one score per stitch \\(8\\), got 3"):
         ScoredRule(FLOPS, scores=[1, 2, 3])
+
+
+# -- in the training recipe and the catalog -------------------------------------------------------------
+def test_a_scored_run_scores_at_init_and_the_catalog_keeps_them(tmp_path):
+    """Epoch 0, in this process: the init scores cover every stitch, the anchors score CKA 1 and KL 0,
+    each stitch's init top-1 is its top-1 on the (whole) selection split, the rule draws by them and a
+    resumed recipe gets them back from the checkpoint; the catalog stores them (schema 8) and reads a
+    schema-7 file with nulls."""
+    import pyarrow.parquet as pq
+    from torch.utils.data import Subset
+
+    from orchestrator import demo  # noqa: F401 - registers the demo anchors with timm
+    from orchestrator.catalog import CatalogWriter, load
+    from orchestrator.config import TrainConfig
+    from orchestrator.data import get_datasets
+    from orchestrator.recipe import SupernetRecipe, TrainState, Worker
+    from orchestrator.run import catalog_rows
+    from snnet import AnchorSpec, StitchSpace, create_anchor, profile_anchor
+
+    names = ["snnet_demo_vit_tiny", "snnet_demo_vit_small"]
+    config = TrainConfig(anchors=[AnchorSpec(n) for n in names], epochs=0, workers=1, kernel_size=1, ls_samples=64,
+                         eval_batch_size=100, sampling="scored", selection_fraction=0.1, early_stitches=0, seed=2)
+    space = StitchSpace([profile_anchor(create_anchor(AnchorSpec(n))) for n in names], config.space_config())
+    train, val = get_datasets("demo")
+    torch.manual_seed(0)
+    states = []
+    recipe = SupernetRecipe(config, space, Worker(report=lambda m, s: states.append((m, s))),
+                            datasets=(Subset(train, range(300)), Subset(val, range(50))))
+    recipe.run()
+    final, state = states[-1]
+    scores = final["init_scores"]
+    assert sorted(map(int, scores)) == [s.stitch_id for s in space] and recipe.score_images() == 256
+    assert final["selection_images"] == 28  # 10% of 300, stratified by class
+    assert all(v["images"] == 28 for v in scores.values())  # the whole selection split
+    for s in space:
+        got = scores[str(s.stitch_id)]
+        assert got["init_top1"] == pytest.approx(final["results_selection"][str(s.stitch_id)])
+        assert (got["cka"], got["kl"], got["ls_r2"]) == ((1.0, 0.0, 1.0) if s.is_anchor else
+                                                         (got["cka"], got["kl"], got["ls_r2"]))
+        assert 0.0 < got["ls_r2"] <= 1.0
+    assert list(recipe.rule.scores) == [scores[str(s.stitch_id)]["cka"] for s in space]
+
+    again = SupernetRecipe(config, space, datasets=(Subset(train, range(300)), Subset(val, range(50))))
+    again.setup(load_weights=False)
+    again.load(TrainState.from_dict(state.to_dict()))
+    assert again.init_scores == scores
+    np.testing.assert_array_equal(again.rule.probabilities, recipe.rule.probabilities)
+
+    root = tmp_path / "catalog"
+    rows = catalog_rows(config, space, final["results"], final["r2"], "", scores=scores)
+    path = CatalogWriter(root, "s").write_trial("t", rows)
+    df = load(root).sort_values("stitch_id")
+    assert list(df["init_cka"]) == pytest.approx([scores[str(i)]["cka"] for i in df["stitch_id"]])
+    assert list(df["init_top1"]) == pytest.approx([scores[str(i)]["init_top1"] for i in df["stitch_id"]])
+    assert (df["score_images"] == 28).all() and str(df["score_images"].dtype) == "Int64"
+    old = pq.read_table(path).drop_columns(["init_cka", "init_kl", "init_top1", "score_images"])
+    pq.write_table(old.replace_schema_metadata({b"snnet.catalog.schema_version": b"7"}), path,
+                   write_page_checksum=True)
+    df = load(root)
+    assert df["init_cka"].isna().all() and df["score_images"].isna().all() and len(df) == len(space)

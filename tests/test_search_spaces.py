@@ -274,7 +274,7 @@ MALFORMED = [
      "training.anchor_lr: a log range needs `low > 0`"),
     ("range-key", edited(training={"stitch_lr": {"low": 1e-3, "hi": 1e-2}}), "training.stitch_lr.hi: unknown key"),
     ("rule", edited(training={"sampling": ["uniform", "sandwhich"]}),
-     "training.sampling[1]: must be one of uniform, sandwich, flops-bucket, balanced, got 'sandwhich' "
+     "training.sampling[1]: must be one of uniform, sandwich, flops-bucket, balanced, scored, got 'sandwhich' "
      "(did you mean 'sandwich'?)"),
     ("rule-options",
      edited(training={"sampling": "sandwich", "sampling_options": {"sandwich": {"num_randm": 1}}}),
@@ -348,7 +348,8 @@ searcher:
     message = str(err.value)
     assert f"Invalid search space {path}: 3 problems:" in message
     assert "space.kernel_size[1]: must be an integer >= 1, got 0 (line 7)" in message
-    assert "training.sampling: must be one of uniform, sandwich, flops-bucket, balanced, got 'unifrom'" in message
+    assert ("training.sampling: must be one of uniform, sandwich, flops-bucket, balanced, scored, "
+            "got 'unifrom'") in message
     assert "searcher.num_samples: must be an integer >= 1, got 0 (line 11)" in message
 
 

@@ -66,7 +66,7 @@ def test_validate_lists_many_problems():
         "warmup_fraction must lie in [0, 1), got 1.0",
         "init must be one of ls, kaiming, got 'orthogonal'",
         "ls_mode must be 'joint' or 'average', got 'median'",
-        "sampling must be one of uniform, sandwich, flops-bucket, balanced, got 'nope'",
+        "sampling must be one of uniform, sandwich, flops-bucket, balanced, scored, got 'nope'",
         "image_size must be an integer >= 1, got 0",
         "anchors must name at least two models to stitch, got ['resnet18']",
     ):

@@ -49,12 +49,14 @@ __all__ = [
 
 #: 2 added latency_batch_size; 3 added top1_selection and space_fingerprint; 4 added weights; 5 added
 #: preset and released_deit_head; 6 added the fidelity knobs data_fraction and image_size; 7 added
-#: experiment, config_fingerprint and selection_images (and pandas metadata: integer columns read as integers).
-SCHEMA_VERSION = "7"
+#: experiment, config_fingerprint and selection_images (and pandas metadata: integer columns read as integers);
+#: 8 added the init scores init_cka, init_kl, init_top1 and score_images (issue 30).
+SCHEMA_VERSION = "8"
 VERSION_KEY = b"snnet.catalog.schema_version"
 _ADDED_IN = {"latency_batch_size": 2, "top1_selection": 3, "space_fingerprint": 3, "weights": 4, "preset": 5,
              "released_deit_head": 5, "data_fraction": 6, "image_size": 6, "experiment": 7,
-             "config_fingerprint": 7, "selection_images": 7}
+             "config_fingerprint": 7, "selection_images": 7, "init_cka": 8, "init_kl": 8, "init_top1": 8,
+             "score_images": 8}
 
 #: Columns stored in each trial file (``sweep`` is the Hive partition, added on read).
 SCHEMA = pa.schema(
@@ -112,6 +114,13 @@ SCHEMA = pa.schema(
         pa.field("config_fingerprint", pa.string()),
         # images in the selection split that top1_selection was measured on (0: the trial had none)
         pa.field("selection_images", pa.int64()),
+        # scores at initialisation, before joint training (snnet.scores), on score_images fixed selection
+        # images: linear CKA and KL(back || stitch) against the back anchor, and the stitch's own top-1;
+        # null where the trial computed none (score_images 0) or was written before schema 8
+        pa.field("init_cka", pa.float64()),
+        pa.field("init_kl", pa.float64()),
+        pa.field("init_top1", pa.float64()),
+        pa.field("score_images", pa.int64()),
     ],
     metadata={"snnet.catalog.schema_version": SCHEMA_VERSION},
 )
