@@ -48,6 +48,9 @@ META_FINGERPRINT, META_CODE, META_EXPERIMENT, META_RESULT = (
     "snnet.space_fingerprint", "snnet.code_version", "snnet.experiment", "snnet.sweep_result")
 #: Test-only: when set (to anything) on the driver, each trial kills the driver right after its catalog write.
 KILL_AFTER_WRITE_ENV = "SNNET_TEST_KILL_DRIVER_AFTER_CATALOG_WRITE"
+#: Test-only: JSON of ``run_training``'s ``fault_injection`` (``{"pid_dir": DIR, "hold_at_step": N}``), set on
+#: the driver, for every trial's training workers (on a cluster too: it travels in the trials' context).
+TRAIN_FAULTS_ENV = "SNNET_TEST_TRAIN_FAULTS"
 #: Config key of a trial's seed when the space repeats configurations over ``searcher.seeds``.
 SEED_KEY = "training__seed"
 #: Config key of a re-run's source trial (``--rerun-best``): the trial whose settings it re-runs.
@@ -310,7 +313,7 @@ def _train_trial(ctx: dict[str, Any], train, search, trial_id: str):
         staged = train.model_copy(update={"catalog": staging})
         # the driver's anchor profiles, weight checks and dataset counts: nothing is built or opened again
         prepared = prepare(staged, progress=print, known=ctx.get("known"))
-        result = run_training(staged, prepared=prepared, callbacks=[callback])
+        result = run_training(staged, prepared=prepared, callbacks=[callback], fault_injection=ctx.get("train_faults"))
     return result, {int(k): v for k, v in (_read_json(history) or {}).items()}
 
 
@@ -916,7 +919,8 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "
                sweep=search.name, catalog=catalog, storage=storage, experiment=experiment, flops_ref=flops_ref,
                code_version=record["code_version"],
                rerun=(rerun or {}).get("trials"), rerun_source_sweep=(rerun or {}).get("source_sweep"),
-               kill_driver_after_write=os.getpid() if os.environ.get(KILL_AFTER_WRITE_ENV) else None)
+               kill_driver_after_write=os.getpid() if os.environ.get(KILL_AFTER_WRITE_ENV) else None,
+               train_faults=json.loads(os.environ[TRAIN_FAULTS_ENV]) if os.environ.get(TRAIN_FAULTS_ENV) else None)
     # A trial only waits on its nested TorchTrainer: it holds no CPU (a bundle may not be empty,
     # so it asks for a little memory), leaving every core to the training workers.
     trainable = tune.with_resources(tune.with_parameters(trial_function, ctx=ctx), {"cpu": 0, "memory": 2**26})

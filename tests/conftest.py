@@ -379,3 +379,22 @@ def assert_resumed_run_left_checkpoints_clean(storage, checkpoint: str, worker_t
     assert len(glob.glob(os.path.join(str(storage), "**", "state.pt"), recursive=True)) == 2  # no stray copy
     assert checkpoint_files_in(worker_tmp) == [], os.listdir(worker_tmp)
     assert (worker_tmp / "snnet-probe-rank0").read_text().split() == [str(last_step), "0"]
+
+
+def uninterrupted_results(settings: dict, root) -> dict[int, list[float]]:
+    """``{stitch_id: [top1, top5]}`` of a trial's recorded settings trained in one go by the same recipe,
+    in this process without Ray, on one thread as the Ray worker (the sum order of a float op follows it)."""
+    import torch
+
+    from orchestrator.config import TrainConfig
+    from orchestrator.recipe import SupernetRecipe
+    from orchestrator.run import prepare
+
+    config, space = prepare(TrainConfig.model_validate({**settings, "catalog": str(root / "reference")}),
+                            progress=None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return {k: list(v[:2]) for k, v in SupernetRecipe(config, space).run().items()}
+    finally:
+        torch.set_num_threads(threads)
