@@ -116,3 +116,32 @@ def test_a_window_deeper_than_the_anchors_fails_before_they_are_built(monkeypatc
     assert main(["--kernel-size", "30"]) == 2
     assert capsys.readouterr().err == ("error: The window must fit the depth: kernel_size <= 12 (the depth of "
                                        "deit_tiny_patch16_224), got kernel_size=30.\n")
+
+
+def test_score_prints_init_scores_of_every_stitch(run, tmp_path):
+    """``--score --dataset DIR``: LS init on some images of a class folder, scores on the others; the
+    anchors score CKA 1 and KL 0; a user's mistake is one paragraph before any model is built."""
+    from PIL import Image
+
+    rng = __import__("numpy").random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "val" / c).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray((rng.random((40, 40, 3)) * 255).astype("uint8")).save(tmp_path / "val" / c / f"{i}.png")
+    args = ("--anchors", "deit_tiny_patch16_224,deit_small_patch16_224", "--image-size", "32", "--kernel-size", "1")
+    proc = run(*args, "--score", "--dataset", str(tmp_path), "--ls-samples", "8", "--score-images", "100",
+               "--format", "jsonl")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == 14 and all(r["images"] == 16 for r in rows)  # 24 images, 8 of them for LS
+    for r in rows:
+        assert {"ls_r2", "cka", "kl", "init_top1"} <= set(r) and 0 <= r["init_top1"] <= 100
+        if len(r["anchors"]) == 1:
+            assert (r["ls_r2"], r["cka"], r["kl"]) == (1.0, pytest.approx(1.0), 0.0)
+        else:
+            assert 0 < r["ls_r2"] <= 1 and r["cka"] < 1 and r["kl"] > 0
+    for bad, message in ((("--score",), "--score needs --dataset DIR"),
+                         (("--score", "--dataset", str(tmp_path / "nope")), "is not a folder"),
+                         (("--dataset", str(tmp_path)), "add --score")):
+        proc = run(*args, *bad)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr

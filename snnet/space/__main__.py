@@ -31,13 +31,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "(default: this project's spaces, which are wider for Swin and ResNet)")
     parser.add_argument("--image-size", type=int, default=None, help="input resolution (default: each model's own)")
     parser.add_argument("--format", default="table", choices=["jsonl", "table"])
+    score = parser.add_argument_group("init scores: LS-initialise the stitching layers, then score each stitch")
+    score.add_argument("--score", action="store_true",
+                       help="add ls_r2, cka, kl and init_top1 of every stitch (snnet.scores); needs --dataset")
+    score.add_argument("--dataset", default=None, metavar="DIR",
+                       help="image folder with one subfolder per class (or DIR/val) for --score")
+    score.add_argument("--pretrained", action="store_true", help="load timm's pretrained weights (default: random)")
+    score.add_argument("--score-images", type=int, default=256, help="images the scores use (default 256)")
+    score.add_argument("--ls-samples", type=int, default=100, help="images of the LS init (default 100, as the paper)")
+    score.add_argument("--seed", type=int, default=0, help="which images go to LS init and to the scores")
     return parser.parse_args(argv)
 
 
-def _table(space) -> str:
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _table(space, scores=None) -> str:
     rows = [(s.stitch_id, " > ".join(space.names(s)), " ".join(f"[{j},{k}]" for j, k in s.cuts) or "-",
              format_flops(s.flops, "G", label=False), f"{s.params / 1e6:.2f}") for s in space]
-    return render_table(rows, header=("id", "anchors", "cuts", "GFLOPs", "params(M)"), right=lambda i: i >= 3)
+    header = ("id", "anchors", "cuts", "GFLOPs", "params(M)")
+    if scores is not None:
+        rows = [(*row, *(_fmt(scores[s.stitch_id][k], f) for k, f in SCORE_FORMATS))
+                for row, s in zip(rows, space)]
+        header = (*header, *(k for k, _ in SCORE_FORMATS))
+    return render_table(rows, header=header, right=lambda i: i >= 3)
+
+
+SCORE_FORMATS = (("ls_r2", ".3f"), ("cka", ".3f"), ("kl", ".4f"), ("init_top1", ".1f"))
 
 
 @cli()
@@ -61,6 +82,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         preset=args.preset,
     )
     config.validate()
+    if args.score and not args.dataset:
+        raise SNNetError("--score needs --dataset DIR: an image folder (one subfolder per class) to score on.")
+    if args.dataset and not args.score:
+        raise SNNetError("--dataset is read only with --score (init scores of every stitch); add --score.")
+    if args.score and (args.score_images < 1 or args.ls_samples < 1):
+        raise SNNetError(f"--score-images and --ls-samples must be >= 1, got {args.score_images} and "
+                         f"{args.ls_samples}.")
+    if args.score:
+        from ._score import image_folder
+
+        image_folder(args.dataset)  # before any model is built
     for name in names:  # before any model is built
         check_model_name(name)
     from .._space import check_window
@@ -71,12 +103,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(names) > 1:  # the window must fit the shallowest anchor: depths from meta builds, no anchor built yet
         check_window(config.kernel_size, [(n, anchor_depth(n, **extra)) for n in names])
     start = time.perf_counter()
-    space = build_supernet(names, config, **extra).space
+    from ..anchors import AnchorSpec
+
+    net = build_supernet([AnchorSpec(n, pretrained=args.pretrained) for n in names], config, **extra)
+    space = net.space
     elapsed = time.perf_counter() - start
+    scores = None
+    if args.score:
+        from ._score import score_space
+
+        scores = score_space(net, args.dataset, images=args.score_images, ls_samples=args.ls_samples, seed=args.seed)
     if args.format == "jsonl":
-        text = "".join(json.dumps(space.record(s)) + "\n" for s in space)
+        text = "".join(json.dumps({**space.record(s), **(scores[s.stitch_id] if scores else {})}) + "\n"
+                       for s in space)
     else:
-        text = _table(space) + "\n"
+        text = _table(space, scores) + "\n"
     if not write_stdout(text):  # e.g. piped into `head`
         return 0
     print(
