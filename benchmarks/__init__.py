@@ -13,12 +13,16 @@ with a ``run()`` returning a ``dict`` (or yielding ``(name, value)`` pairs) of f
 ``gpu_train``      supernet vs plain DeiT-B training throughput (CUDA only).
 ``serve_slo``      one served supernet under a bursty load: the ``slo`` policy against fixed stitches
                    (SLO attainment, mean top-1, p99, memory); starts a local Ray Serve (minutes).
+``stitch_ranking`` init scores (LS R^2, CKA, KL, top-1 at init) and baselines against the demo's
+                   top-1 after joint training and its residual over the FLOPs interpolation
+                   (Spearman, Kendall, bootstrap intervals; trains 6 demo supernets, minutes).
 
 Sizes can be shrunk with environment variables (see each module and ``RESULTS.md``);
 ``SNNET_BENCH_TINY=1`` switches every benchmark to tiny settings for smoke tests.
 The latest full run is kept in ``benchmarks/RESULTS.md``.
 """
 
-BENCHMARKS: tuple[str, ...] = ("space_flops", "ddp_balance", "step_overhead", "ls_init", "gpu_train", "serve_slo")
+BENCHMARKS: tuple[str, ...] = ("space_flops", "ddp_balance", "step_overhead", "ls_init", "gpu_train", "serve_slo",
+                               "stitch_ranking")
 
 __all__ = ["BENCHMARKS"]

@@ -199,3 +199,24 @@ def test_serve_slo_uses_the_released_deit_accuracies_and_serves_front_points():
     top1 = [10.0, 30.0, 20.0, 40.0, 45.0]
     assert _front(flops, top1, 8) == [0, 1, 3, 4]
     assert _front(flops, top1, 2) == [0, 4]
+
+
+def test_stitch_ranking_statistics_on_planted_rows():
+    """The residual is top-1 minus the trained anchors' line; a predictor equal to a target ranks it at 1
+    with the interval [1, 1]; a reversed one at -1."""
+    import numpy as np
+
+    from benchmarks.stitch_ranking import _table, correlations
+
+    def row(i, anchors, flops, top1, cka):
+        return {"stitch_id": i, "anchors": anchors, "flops": flops, "params": flops, "top1": top1, "ls_r2": cka,
+                "init_cka": cka, "init_kl": 1 - cka, "init_top1": top1 - 5}
+
+    rows = [row(0, ["a"], 10, 50.0, 1.0), row(1, ["b"], 30, 70.0, 1.0)]
+    rows += [row(2 + i, ["a", "b"], 15 + 3 * i, 55.0 + 3 * i + (-1) ** i, 0.5 + 0.1 * (-1) ** i) for i in range(4)]
+    table = _table(rows)
+    np.testing.assert_allclose(table["residual"], [1, -1, 1, -1])  # the line is 50 + (flops - 10)
+    np.testing.assert_allclose(table["interp"], [50.0, 53.0, 56.0, 59.0])  # the anchors' init top-1 (45, 65)
+    rho, tau, lo, hi, _ = correlations([table, table], "cka", "residual", boot=50)
+    assert (rho, tau, lo, hi) == (1.0, 1.0, 1.0, 1.0)
+    assert correlations([table], "kl", "residual", boot=0)[0] == 1.0  # -kl: lower divergence ranks higher

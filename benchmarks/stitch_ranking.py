@@ -1,0 +1,181 @@
+"""How well do scores at initialisation rank stitches by their accuracy after joint training? (issue 30)
+
+On the embedded demo (the three pretrained demo ViTs on the digits, both kernel sizes of
+``search_spaces/demo.yaml``: 35 and 51 stitches), for each kernel size and seed: one joint
+training run of the supernet in this process (:class:`orchestrator.recipe.SupernetRecipe`, one
+worker, ``uniform`` sampling), which after least-squares init scores every stitch
+(:mod:`snnet.scores`, on ``score_images`` fixed images of the selection split) and after
+training evaluates every stitch on the evaluation split (1080 digits). Every run's rows go into a
+stitch catalog (``SNNET_BENCH_RANKING_CATALOG``, default a temporary folder).
+
+Predictors, each known before training: the init scores ``ls_r2``, ``cka``, ``-kl``,
+``init_top1``; the baselines ``flops``, ``params`` and ``interp`` (the anchors' top-1 at init on
+the same images, linearly interpolated by FLOPs: what the paper calls "nearly predictable").
+Targets, over the stitched networks (the anchors themselves are not predicted): ``top1`` after
+training, and ``residual`` = top-1 minus the trained anchors' top-1 interpolated by FLOPs (what
+decides the front among stitches of similar cost). For each (kernel size, predictor, target):
+Spearman and Kendall correlation per seed, averaged over the seeds, with a 95% bootstrap interval
+(``B`` resamples of the stitches with replacement, the same resample for every seed of a space;
+percentile interval). ``all`` averages over both spaces and all seeds.
+
+Figures: ``stitch_ranking_k{2,3,all}_{predictor}_{target}_{spearman,kendall}`` and ``..._lo``,
+``..._hi`` for the Spearman interval, plus ``stitch_ranking_best_residual`` (the init score with
+the highest mean Spearman against the residual) and the runs' seconds.
+
+Settings: ``SNNET_BENCH_RANKING_EPOCHS`` (default 3, as demo.yaml), ``..._SEEDS`` (3),
+``..._KERNELS`` (``2,3``), ``..._IMAGES`` (score images, 256), ``..._SELECTION`` (the selection
+fraction, default 0.15: about 210 held-out digits), ``..._BOOT`` (1000), ``..._RULES``
+(``uniform``; more rules, e.g. ``uniform,scored,balanced,sandwich``, train the same spaces and seeds
+under each rule into the catalog, for ``python -m orchestrator.catalog compare CATALOG --by sampling``;
+the rankings use the ``uniform`` runs). ``SNNET_BENCH_TINY=1``: 1 epoch, 1 seed, kernel 2, 64 images.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+from ._common import env_int, log, threads, tiny
+
+__all__ = ["PREDICTORS", "TARGETS", "correlations", "run"]
+
+PREDICTORS = ("ls_r2", "cka", "kl", "init_top1", "flops", "params", "interp")
+INIT_SCORES = ("ls_r2", "cka", "kl", "init_top1")
+TARGETS = ("top1", "residual")
+
+
+def _env_list(name: str, default: str) -> list[str]:
+    return [v.strip() for v in os.environ.get(name, default).split(",") if v.strip()]
+
+
+def _train(kernel_size: int, seed: int, rule: str, epochs: int, images: int, selection: float, catalog: str):
+    """One in-process run; returns its catalog rows (one per stitch)."""
+    import torch
+
+    from orchestrator.catalog import CatalogWriter
+    from orchestrator.config import TrainConfig
+    from orchestrator.demo import demo_anchor_specs
+    from orchestrator.recipe import SupernetRecipe
+    from orchestrator.run import catalog_rows
+    from snnet import StitchSpace, create_anchor, profile_anchor
+
+    specs = demo_anchor_specs(progress=None)
+    config = TrainConfig(anchors=specs, kernel_size=kernel_size, epochs=epochs, workers=1, sampling=rule,
+                         score_images=images, selection_fraction=selection, early_stitches=0, seed=seed,
+                         sweep="ranking", trial_id=f"k{kernel_size}-{rule}-s{seed}")
+    space = StitchSpace([profile_anchor(create_anchor(s)) for s in specs], config.space_config())
+    torch.manual_seed(seed)
+    reports = []
+    recipe = SupernetRecipe(config, space, worker=None)
+    recipe.worker.report = lambda metrics, state: reports.append(metrics)
+    recipe.run()
+    final = reports[-1]
+    rows = catalog_rows(config, space, final["results"], final["r2"], "", scores=final["init_scores"],
+                        selection=final["results_selection"], selection_images=final["selection_images"])
+    CatalogWriter(catalog, "ranking").write_trial(config.trial_id, rows)
+    return rows
+
+
+def _interp(flops: np.ndarray, anchor_flops: np.ndarray, anchor_top1: np.ndarray) -> np.ndarray:
+    order = np.argsort(anchor_flops)
+    return np.interp(flops, anchor_flops[order], anchor_top1[order])
+
+
+def _table(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Predictors and targets of the stitched rows of one run, in stitch-id order."""
+    rows = sorted(rows, key=lambda r: r["stitch_id"])
+    anchors = [r for r in rows if len(r["anchors"]) == 1]
+    stitched = [r for r in rows if len(r["anchors"]) > 1]
+    flops = np.array([r["flops"] for r in stitched], dtype=float)
+    a_flops = np.array([r["flops"] for r in anchors], dtype=float)
+    col = {
+        "ls_r2": [r["ls_r2"] for r in stitched], "cka": [r["init_cka"] for r in stitched],
+        "kl": [-r["init_kl"] for r in stitched], "init_top1": [r["init_top1"] for r in stitched],
+        "flops": flops, "params": [r["params"] for r in stitched],
+        "interp": _interp(flops, a_flops, np.array([r["init_top1"] for r in anchors], dtype=float)),
+        "top1": [r["top1"] for r in stitched],
+    }
+    col["residual"] = np.asarray(col["top1"], dtype=float) - _interp(
+        flops, a_flops, np.array([r["top1"] for r in anchors], dtype=float))
+    return {k: np.asarray(v, dtype=float) for k, v in col.items()}
+
+
+def correlations(runs: list[dict[str, np.ndarray]], predictor: str, target: str, boot: int, seed: int = 0):
+    """Spearman and Kendall of ``predictor`` against ``target``, averaged over ``runs`` (one space's seeds,
+    stitches in the same order), and the 95% bootstrap interval of the Spearman mean."""
+    from scipy.stats import kendalltau, spearmanr
+
+    def mean_rho(idx, kind=spearmanr):
+        with warnings.catch_warnings():  # a resample of tied values has no rank correlation: nan, left out
+            warnings.simplefilter("ignore")
+            values = [kind(r[predictor][idx], r[target][idx])[0] for r in runs]
+        values = [v for v in values if np.isfinite(v)]
+        return float(np.mean(values)) if values else float("nan")
+
+    n = len(runs[0][target])
+    full = np.arange(n)
+    rng = np.random.default_rng(seed)
+    samples = [mean_rho(rng.integers(0, n, n)) for _ in range(boot)]
+    samples = [s for s in samples if np.isfinite(s)]
+    lo, hi = (np.percentile(samples, [2.5, 97.5]) if samples else (float("nan"), float("nan")))
+    return mean_rho(full), mean_rho(full, kendalltau), float(lo), float(hi), samples
+
+
+def run():
+    import torch
+
+    torch.set_num_threads(threads())
+    epochs = env_int("SNNET_BENCH_RANKING_EPOCHS", 3, 1)
+    seeds = env_int("SNNET_BENCH_RANKING_SEEDS", 3, 1)
+    kernels = [int(k) for k in _env_list("SNNET_BENCH_RANKING_KERNELS", "2" if tiny() else "2,3")]
+    images = env_int("SNNET_BENCH_RANKING_IMAGES", 256, 64)
+    boot = env_int("SNNET_BENCH_RANKING_BOOT", 1000, 50)
+    selection = float(os.environ.get("SNNET_BENCH_RANKING_SELECTION", "0.15"))
+    rules = _env_list("SNNET_BENCH_RANKING_RULES", "uniform")
+    if "uniform" not in rules:
+        rules.insert(0, "uniform")
+    catalog = os.environ.get("SNNET_BENCH_RANKING_CATALOG") or tempfile.mkdtemp(prefix="stitch-ranking-")
+    yield "stitch_ranking_settings", (f"epochs={epochs} seeds={seeds} kernels={kernels} score_images={images} "
+                                      f"selection_fraction={selection} boot={boot} rules={','.join(rules)}")
+    yield "stitch_ranking_catalog", catalog
+    tables: dict[int, list[dict[str, np.ndarray]]] = {k: [] for k in kernels}
+    started = time.perf_counter()
+    for k in kernels:
+        for rule in rules:
+            for seed in range(seeds):
+                t0 = time.perf_counter()
+                rows = _train(k, seed, rule, epochs, images, selection, catalog)
+                seconds = time.perf_counter() - t0
+                log(f"stitch_ranking: k={k} {rule} seed {seed}: {len(rows)} stitches in {seconds:.0f}s")
+                if rule == "uniform":
+                    tables[k].append(_table(rows))
+    yield "stitch_ranking_train_seconds", round(time.perf_counter() - started, 1)
+    best, best_rho = None, -np.inf
+    for target in TARGETS:
+        for predictor in PREDICTORS:
+            pooled = []
+            for k in kernels:
+                rho, tau, lo, hi, samples = correlations(tables[k], predictor, target, boot, seed=k)
+                pooled.append(samples)
+                name = f"stitch_ranking_k{k}_{predictor}_{target}"
+                yield f"{name}_spearman", round(rho, 3)
+                yield f"{name}_spearman_lo", round(lo, 3)
+                yield f"{name}_spearman_hi", round(hi, 3)
+                yield f"{name}_kendall", round(tau, 3)
+            if len(kernels) > 1:  # both spaces, every seed: the mean of the spaces' means, resampled jointly
+                rho = float(np.mean([correlations(tables[k], predictor, target, 0)[0] for k in kernels]))
+                joint = np.mean([np.asarray(s[: min(map(len, pooled))]) for s in pooled], axis=0)
+                lo, hi = np.percentile(joint, [2.5, 97.5])
+                yield f"stitch_ranking_kall_{predictor}_{target}_spearman", round(rho, 3)
+                yield f"stitch_ranking_kall_{predictor}_{target}_spearman_lo", round(float(lo), 3)
+                yield f"stitch_ranking_kall_{predictor}_{target}_spearman_hi", round(float(hi), 3)
+            if target == "residual" and predictor in INIT_SCORES:
+                mean = float(np.mean([correlations(tables[k], predictor, target, 0)[0] for k in kernels]))
+                if mean > best_rho:
+                    best, best_rho = predictor, mean
+    yield "stitch_ranking_best_residual", best
+    yield "stitch_ranking_seconds", round(time.perf_counter() - started, 1)
