@@ -25,11 +25,13 @@ from typing import Any
 from snnet import AnchorProfile, AnchorSpec, SNNetError, StitchSpace, create_anchor, profile_anchor
 from snnet.anchors import Anchor, check_model_name
 
+from ._locations import check_outside_ray_runtime, default_storage, ray_runtime_folder  # noqa: F401 - re-exported
 from ._worker_hook import _quiet_cleaner_hook, quiet_train_worker  # noqa: F401 - re-exported
 from .config import TrainConfig
 
 __all__ = ["TrainResult", "Prepared", "prepare", "DatasetFacts", "Known", "anchor_key", "dataset_key", "preflight",
            "worker_resources", "run_training", "ensure_ray", "check_storage", "check_writable", "check_resources",
+           "default_storage", "check_outside_ray_runtime",
            "check_batch", "check_weights", "quiet_ray", "code_version"]
 
 
@@ -155,9 +157,11 @@ class _quiet_token_notice:
 
 
 def check_storage(path: str) -> None:
-    """Ray's run storage must be a URI or a folder that exists or can be made (not below a file)."""
+    """Ray's run storage must be a URI or a folder that exists or can be made (not below a file), and
+    not inside Ray's runtime folder (:func:`check_outside_ray_runtime`)."""
     if "://" in path:
         return
+    check_outside_ray_runtime(path)
     current = _nearest_existing(os.path.abspath(path))
     if os.path.exists(current) and not os.path.isdir(current):
         where = "is a file" if current == os.path.abspath(path) else f"lies below the file {current!r}"
@@ -523,6 +527,8 @@ def _settled(config: TrainConfig, progress: Callable[[str], None], probed: set[s
     locations = {f"catalog:{config.catalog}|{config.sweep}", f"storage:{config.storage_path}"}
     if probed is not None and locations <= probed:
         return config  # written to by this driver already (and the sweep name checked by its CatalogWriter)
+    check_outside_ray_runtime(config.catalog, "The catalog", "--catalog")  # before a probe writes there
+    check_outside_ray_runtime(config.storage_path)
     check_writable(config.catalog, "The catalog", "--catalog")
     check_writable(config.storage_path, "Ray's run storage", "--storage")
     CatalogWriter(config.catalog, config.sweep)  # a folder or URI, not a file

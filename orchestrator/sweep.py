@@ -738,15 +738,22 @@ def _load_search(space: str, overrides: Sequence[str], num_samples: int | None, 
     return search
 
 
-def _check_locations(search, catalog: str, storage: str) -> tuple[str, str]:
+def _check_locations(search, catalog: str, storage: str | None) -> tuple[str, str]:
     """Probe the catalog and storage (a probe file written and removed); absolute paths for local ones.
+    No ``storage``: ``runs`` beside the catalog (:func:`orchestrator.run.default_storage`). Neither may lie
+    in Ray's runtime folder, where ``ray job submit --working-dir`` runs the driver (relative paths land there).
     The catalog is probed before a writer resolves it: a bucket that cannot be reached is one paragraph
     (``check_writable``), as for ``--storage`` and ``orchestrator.train``, not pyarrow's OSError."""
     from .catalog import CatalogWriter
-    from .run import check_storage, check_writable
+    from .run import check_outside_ray_runtime, check_storage, check_writable
 
+    check_outside_ray_runtime(catalog, "The catalog", "--catalog")  # lost with a `ray job submit` package
     check_writable(catalog)  # a catalog nobody can write fails now, not after training
     CatalogWriter(catalog, search.name)  # a folder or URI, not a file
+    if storage is None:
+        from .run import default_storage
+
+        storage = default_storage(catalog)
     check_storage(storage)
     check_writable(storage, "Ray's run storage", "--storage")
     storage = storage if "://" in storage else os.path.abspath(storage)
@@ -861,7 +868,7 @@ def _new_tuner(search, trainable, experiment: str, storage: str, concurrent: int
     return tuner
 
 
-def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "runs",
+def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str | None = None,
               num_samples: int | None = None, resume: bool = False, name: str | None = None,
               address: str | None = None, max_concurrent_trials: int | None = None,
               overrides: Sequence[str] = (), accept_changed_space: bool = False,
@@ -870,6 +877,7 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str = "
     """Run (or resume) a sweep; returns a summary dict (experiment path, trials, catalog, and
     ``objectives``, ``pareto``, ``early_hv_spearman``: see :func:`summarize_results`).
 
+    ``storage``: Ray's run storage; ``None``: ``runs`` beside the catalog (:func:`orchestrator.run.default_storage`).
     ``overrides``: ``dotted.path=value`` settings of the space (``training.epochs=1``), as ``--set``.
     ``accept_changed_space``: let ``resume`` continue with a space that differs from the one the
     sweep started with. ``resume_command``: the command line Ctrl-C prints to continue.
@@ -1003,7 +1011,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = ArgumentParser(prog="python -m orchestrator.sweep", description=__doc__.splitlines()[0])
     p.add_argument("--space", default="demo", help="shipped space name (see search_spaces/) or a YAML path")
     p.add_argument("--catalog", default="catalog", help="catalog folder or URI (s3://, gs://)")
-    p.add_argument("--storage", default="runs", help="Ray Tune/Train storage: folder or URI")
+    p.add_argument("--storage", default=None,
+                   help="Ray Tune/Train storage (the experiment, every trial's checkpoints): folder or URI; "
+                        "default: runs beside the catalog, in the same folder or bucket")
     p.add_argument("--num-samples", type=int, default=None, help="override the space's number of trials")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                    help="override a setting of the space by its dotted path (training.epochs=1, dataset=/data/x, "

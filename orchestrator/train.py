@@ -74,8 +74,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sweep", help="catalog partition to write into; default: the space's name and the start time "
                                    "(demo-20260101-120000), so each run has its own")
     p.add_argument("--trial-id")
-    p.add_argument("--storage", dest="storage_path", help=f"Ray run storage (checkpoints): folder or URI; "
-                                                          f"default {d.storage_path!r}")
+    p.add_argument("--storage", dest="storage_path", help="Ray run storage (checkpoints): folder or URI; "
+                                                          "default: runs beside the catalog, in the same folder or "
+                                                          "bucket")
     p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or local)")
     return p.parse_args(argv)
 
@@ -111,7 +112,17 @@ def _field_overrides(overrides: list[str]) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The run's TrainConfig: the embedded demo or a space's first point, then --set, then the flags."""
+    """The run's TrainConfig: the embedded demo or a space's first point, then --set, then the flags. Without
+    ``--storage`` (or ``--set storage_path=...``) Ray's run storage is ``runs`` beside the catalog."""
+    from ._locations import default_storage
+
+    config = _config_from_args(args)
+    given = "storage_path" in vars(args) or any(
+        text.partition("=")[0].strip().rsplit(".", 1)[-1] == "storage_path" for text in args.overrides)
+    return config if given else config.model_copy(update={"storage_path": default_storage(config.catalog)})
+
+
+def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     flags = {k: v for k, v in vars(args).items() if k in TrainConfig.model_fields and k not in ("anchors", "teacher")}
     if args.teacher:
         flags["teacher"] = _spec(args.teacher, args.pretrained, args.num_classes)
