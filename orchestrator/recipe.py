@@ -123,6 +123,9 @@ class TrainState:
     evaluated: dict[int, list[float]] = field(default_factory=dict)
     # str(stitch id) -> its init scores (snnet.scores.StitchScore.to_dict() plus ls_r2), when the run scored
     init_scores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # str(epoch) -> that epoch's early-front hypervolume: a run resumed from a checkpoint whose reports Ray
+    # never saw (a stop before its controller's next poll) still knows every epoch's
+    early_hv: dict[str, float] = field(default_factory=dict)
     optimizer: dict[str, Any] | None = None
     scheduler: dict[str, Any] | None = None
 
@@ -408,6 +411,7 @@ class SupernetRecipe:
         self.latency: dict[str, float] = {}
         self.last_loss = float("nan")  # every report carries the latest epoch's loss (schedulers read it)
         self.early_hv: float | None = None  # ... and, once scored, the latest early-front hypervolume
+        self.early_history: dict[str, float] = {}  # str(epoch) -> early_hv, across resumes (TrainState.early_hv)
         self.resumed = False
         self.model: nn.Module | None = None  # the (DDP-wrapped) step module, made when training starts
         self.teacher: nn.Module | None = None  # DeiT-style hard-label teacher, made when training starts
@@ -578,7 +582,7 @@ class SupernetRecipe:
             optimizer=self.optimizer.state_dict() if with_optimizer else None,
             scheduler=self.scheduler.state_dict() if with_optimizer else None,
             step=self.step, epoch=self.epoch, r2=dict(self.r2), evaluated=dict(self.evaluated),
-            init_scores=dict(self.init_scores),
+            init_scores=dict(self.init_scores), early_hv=dict(self.early_history),
             train_config=self.config.model_dump(), space=self.space.to_json(),
         )
 
@@ -597,6 +601,7 @@ class SupernetRecipe:
         self.step, self.epoch = state.step, state.epoch
         self.r2, self.evaluated = dict(state.r2), dict(state.evaluated)
         self.init_scores = dict(state.init_scores)
+        self.early_history = {str(k): float(v) for k, v in state.early_hv.items()}
         self._make_rule()
         self.resumed = True
         self.log.info(f"resuming from checkpoint: epoch {self.epoch}, step {self.step}, "
@@ -702,6 +707,7 @@ class SupernetRecipe:
             self.net.anchors.eval()
         flops = {s.stitch_id: s.flops for s in self.space}
         self.early_hv = float(hypervolume([(flops[i], top1) for i, top1 in scores.items()], self.flops_ref()))
+        self.early_history[str(self.epoch)] = self.early_hv
         return scores
 
     def _evaluate_ids(self, ids: list[int], loader) -> dict[int, float]:
@@ -775,7 +781,8 @@ class SupernetRecipe:
                 "results_selection": {str(k): v for k, v in selection.items()}, "hv_selection": hv,
                 "flops_ref": self.flops_ref(), "train_images": _size(self.train_ds),
                 "selection_images": _size(self.selection_ds) if self.selection_ds is not None else 0,
-                "r2": self.r2, "init_scores": self.init_scores, "steps": self.step, "latency": self.latency,
+                "r2": self.r2, "init_scores": self.init_scores, "early_hv_history": dict(self.early_history),
+                "steps": self.step, "latency": self.latency,
                 "device": device_name(self.device)}
 
     def _evaluate_round(self, todo: list[int], start: int) -> None:

@@ -46,6 +46,7 @@ class TrainResult:
     loss: float | None = None  # the last training epoch's mean loss (None without training)
     train_images: int | None = None  # images trained on per epoch (after the selection split and data_fraction)
     hv_selection: float | None = None  # the whole space's hypervolume on the selection split (None without one)
+    early_hv: dict[int, float] | None = None  # epoch -> its early-front hypervolume, across resumes (None: not scored)
 
 
 @functools.lru_cache(maxsize=1)
@@ -682,7 +683,8 @@ def run_training(
                         selection_images=metrics.get("selection_images"), scores=metrics.get("init_scores"))
     path = CatalogWriter(config.catalog, config.sweep).write_trial(config.trial_id, rows)
     return TrainResult(config, space, rows, path, checkpoint, metrics.get("r2", {}), metrics.get("loss"),
-                       metrics.get("train_images"), metrics.get("hv_selection"))
+                       metrics.get("train_images"), metrics.get("hv_selection"),
+                       {int(k): float(v) for k, v in (metrics.get("early_hv_history") or {}).items()} or None)
 
 
 def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, list[float]],

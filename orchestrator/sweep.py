@@ -314,7 +314,10 @@ def _train_trial(ctx: dict[str, Any], train, search, trial_id: str):
         # the driver's anchor profiles, weight checks and dataset counts: nothing is built or opened again
         prepared = prepare(staged, progress=print, known=ctx.get("known"))
         result = run_training(staged, prepared=prepared, callbacks=[callback], fault_injection=ctx.get("train_faults"))
-    return result, {int(k): v for k, v in (_read_json(history) or {}).items()}
+    # the run's own record first: epochs whose reports Ray never saw (a resume from a checkpoint it had not
+    # registered) are missing from the callback's file
+    return result, {**(getattr(result, "early_hv", None) or {}),
+                    **{int(k): v for k, v in (_read_json(history) or {}).items()}}
 
 
 def _train_images(train, result, known=None) -> float:

@@ -381,9 +381,10 @@ def assert_resumed_run_left_checkpoints_clean(storage, checkpoint: str, worker_t
     assert (worker_tmp / "snnet-probe-rank0").read_text().split() == [str(last_step), "0"]
 
 
-def uninterrupted_results(settings: dict, root) -> dict[int, list[float]]:
-    """``{stitch_id: [top1, top5]}`` of a trial's recorded settings trained in one go by the same recipe,
-    in this process without Ray, on one thread as the Ray worker (the sum order of a float op follows it)."""
+def uninterrupted_run(settings: dict, root):
+    """The :class:`~orchestrator.recipe.SupernetRecipe` of a trial's recorded settings, trained and evaluated
+    in one go in this process without Ray, on one thread as the Ray worker (the sum order of a float op
+    follows it): ``results()`` and ``early_history`` are an uninterrupted run's."""
     import torch
 
     from orchestrator.config import TrainConfig
@@ -395,6 +396,13 @@ def uninterrupted_results(settings: dict, root) -> dict[int, list[float]]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return {k: list(v[:2]) for k, v in SupernetRecipe(config, space).run().items()}
+        recipe = SupernetRecipe(config, space)
+        recipe.run()
+        return recipe
     finally:
         torch.set_num_threads(threads)
+
+
+def uninterrupted_results(settings: dict, root) -> dict[int, list[float]]:
+    """``{stitch_id: [top1, top5]}`` of :func:`uninterrupted_run`."""
+    return {k: list(v) for k, v in uninterrupted_run(settings, root).results().items()}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import MICRO, ONE_WORKER, QUICK, demo_space, micro_config, training_images, uninterrupted_results
+from conftest import MICRO, ONE_WORKER, QUICK, demo_space, micro_config, training_images, uninterrupted_run
 
 from orchestrator.sweep import TRAIN_FAULTS_ENV
 
@@ -90,9 +90,11 @@ def test_a_finished_trial_survives_a_kill_before_tunes_state_save_and_ctrl_c(loc
     assert _gone(worker)
     (run,) = [p for p in storage.glob("faultdemo-*") if done.name[6:-8] not in p.name]  # <sweep>-<trial id>
     (checkpoint,) = [p for p in run.glob("checkpoint_*") if p.is_dir()]
-    # Ray's controller registers a checkpoint when it next polls (every 2 s): a stop before that left the
-    # run without this file, which the hold above made unlikely; the same state on disk, for certain.
+    # Ray's controller registers a checkpoint when it next polls (every 2 s), and only then does the sweep's
+    # epoch callback record the epoch's early front: a stop before that left the run without this file and
+    # the trial's epoch history without epoch 1, which the hold above made unlikely; that state, for certain.
     (run / "checkpoint_manager_snapshot.json").unlink(missing_ok=True)
+    (storage / "exp" / "snnet-epochs" / f"{run.name.split('-', 1)[1]}.json").unlink(missing_ok=True)
     text = log.read_text()
     assert f"interrupted: 1 trial finished ({done.name[6:-8]})" in text, text[-4000:]
     command = next(line.split("continue with:", 1)[1] for line in text.splitlines() if "continue with:" in line)
@@ -121,8 +123,11 @@ def test_a_finished_trial_survives_a_kill_before_tunes_state_save_and_ctrl_c(loc
     # the resumed trial's rows are those of its settings trained without a stop
     (second_file,) = [f for f in folder.glob("trial-*.parquet") if f != done]
     recorded = json.loads((settings / f"{second_file.stem[6:]}.json").read_text())["config"]
+    reference = uninterrupted_run(recorded, tmp_path)
     assert {r["stitch_id"]: [r["top1"], r["top5"]] for r in pq.read_table(second_file).to_pylist()} == \
-        uninterrupted_results(recorded, tmp_path)
+        {k: list(v) for k, v in reference.results().items()}
+    result = json.loads(pq.read_schema(second_file).metadata[b"snnet.sweep_result"])
+    assert result["early_hv_epoch1"] == reference.early_history["1"]  # from the checkpoint, not Ray's reports
 
 
 def _gone(pid: int) -> bool:
