@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-size", type=int, default=8, metavar="B", help="images per batch (default 8)")
     p.add_argument("--batch-wait-ms", type=float, default=5.0, metavar="W",
                    help="how long a partial batch waits for more requests (default 5)")
-    p.add_argument("--host", default="127.0.0.1", help="HTTP host (default 127.0.0.1; 0.0.0.0 to listen on all)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="the address the HTTP proxy listens on (default 127.0.0.1: this machine only; the "
+                        "unspecified IPv4 or IPv6 address listens on every interface: put authentication in front)")
     p.add_argument("--port", type=int, default=8000, metavar="P",
                    help="HTTP port (default 8000; with --address, where Serve already runs, its own port stays)")
     p.add_argument("--name", default="snnet", metavar="APP", help="Serve application name (default snnet)")
@@ -199,6 +201,16 @@ def _write_config(path: str, config: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _unspecified(host: str) -> bool:
+    """Whether ``host`` is the any-interface address (then the URL printed is this machine's loopback)."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
 def _start_line(info: dict[str, Any], url: str, replicas: int) -> str:
     ids = ", ".join(str(s["stitch"]) for s in info["stitches"])
     slo = f" (SLO {info['slo_ms']:g} ms)" if info["slo_ms"] else ""
@@ -262,7 +274,7 @@ def _run(settings: dict[str, Any], args: argparse.Namespace) -> int:
                            logging_config={"enable_access_log": False, "log_level": "WARNING"})
         deployed = True
         info = handle.options(method_name="describe_all").remote().result()
-        host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        host = "127.0.0.1" if _unspecified(args.host) else args.host
         url = f"http://{host}:{args.port}/"
         print(_start_line(info, url, args.replicas), flush=True)
         print(_profile_line(info), flush=True)
