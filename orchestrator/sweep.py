@@ -141,10 +141,12 @@ def _searcher(search, metrics: list[str], modes: list[str]):
     algorithm, seeds = search.searcher.algorithm, search.searcher.seeds
     if _searcher_free(search) or (algorithm == "random" and seeds is None):
         return None  # Tune's BasicVariantGenerator (a fixed space: one trial per seed, nothing to search)
+    import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     from ._optuna import make_sampler
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" line per sweep
     sampler = make_sampler(algorithm, search.searcher.seed)
     if len(metrics) == 1:
         optuna_search = OptunaSearch(metric=metrics[0], mode=modes[0], sampler=sampler)
@@ -337,6 +339,7 @@ def _trial_report(ctx: dict[str, Any], train, search, config: dict[str, Any], re
                   trial_id: str) -> dict[str, Any]:
     """What a finished trial reports to Tune and stores in its catalog file's metadata."""
     from .objectives import objective_values, split_values
+    from .summary import anchor_changes
     from .sweep_schedulers import EARLY_METRIC, FINAL_KEY
 
     values = objective_values(result.rows, ctx["flops_ref"], epochs=train.epochs,
@@ -353,6 +356,7 @@ def _trial_report(ctx: dict[str, Any], train, search, config: dict[str, Any], re
         "early_hv_epoch1": epochs.get(1),
         "family": ctx["rerun"][source]["family"] if source else train_family(search, config),
         "num_stitches": len(result.rows),
+        "anchors_kept": anchor_changes(result.rows),  # each anchor's top-1 before -> after joint training
         FINAL_KEY: f"{ctx['catalog'].rstrip('/')}/sweep={ctx['sweep']}/trial-{trial_id}.parquet",
         "checkpoint": result.checkpoint,
         "seed": train.seed,
@@ -829,6 +833,46 @@ def tune_metric(metrics: Sequence[str], modes: Sequence[str], *, searcher: bool,
     return {"metric": metrics[0], "mode": modes[0]}
 
 
+def _short_config(config: dict[str, Any]) -> str:
+    """A trial's searched settings as ``kernel_size=3, sampling=uniform`` (Tune's ``space__``/``training__``
+    prefixes left out)."""
+    return ", ".join(f"{k.split('__')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('__')[-1]}={v}"
+                     for k, v in sorted(config.items())) or "the space's settings"
+
+
+def trial_lines(progress, objectives: Sequence[str], total: int | None = None):
+    """A Tune callback that prints one line when a trial starts, finishes or fails (``progress``);
+    ``total``: the trials the sweep runs, when known."""
+    from ray import tune
+
+    class TrialLines(tune.Callback):
+        def __init__(self) -> None:
+            self.started: dict[str, float] = {}
+            self.done = 0
+
+        def on_trial_start(self, iteration, trials, trial, **info) -> None:
+            self.started[trial.trial_id] = time.perf_counter()
+            count = f"{len(trials)} of {total}" if total else f"{len(trials)} so far"
+            progress(f"[snnet] trial {trial.trial_id} started ({count}): {_short_config(trial.config)}")
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            self.done += 1
+            result = trial.last_result or {}
+            took = time.perf_counter() - self.started.get(trial.trial_id, time.perf_counter())
+            values = ", ".join(f"{m} {result[m]:.4g}" for m in objectives if isinstance(result.get(m), (int, float)))
+            best = result.get("best_top1")
+            progress(f"[snnet] trial {trial.trial_id} done in {took:.0f}s ({self.done} finished): "
+                     + (values or "no objective reported")
+                     + (f", best top-1 {best:.1f}%" if isinstance(best, (int, float)) else "")
+                     + (f", {result['num_stitches']} stitches in the catalog" if result.get("num_stitches") else ""))
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            progress(f"[snnet] trial {trial.trial_id} failed ({_short_config(trial.config)}); its error is in "
+                     f"{trial.path}/error.txt; Tune retries it up to the failure limit")
+
+    return TrialLines()
+
+
 def _new_tuner(search, trainable, experiment: str, storage: str, concurrent: int, rerun: dict[str, Any] | None,
                fingerprint: str, progress):
     """A fresh Tuner: Tune's variant generator or Optuna, the scheduler, the trial count."""
@@ -854,8 +898,13 @@ def _new_tuner(search, trainable, experiment: str, storage: str, concurrent: int
             search_alg=search_alg, scheduler=scheduler, num_samples=samples, max_concurrent_trials=concurrent,
             **tune_metric(metrics, modes, searcher=search_alg is not None, scheduler=scheduler is not None),
         ),
+        # verbose=0: the project's own trial lines (trial_lines) instead of Tune's status boxes, which
+        # filled most of the console (181 lines for the demo's 2 trials, "0/2 CPUs" while trials trained,
+        # a TensorBoard hint for a tool that is not installed)
         run_config=tune.RunConfig(name=os.path.basename(experiment.rstrip("/")), storage_path=storage,
-                                  failure_config=tune.FailureConfig(max_failures=1), verbose=1),
+                                  failure_config=tune.FailureConfig(max_failures=1), verbose=0,
+                                  callbacks=[trial_lines(progress, metrics, num_trials(search) if not rerun
+                                                         else len(rerun["trials"]))]),
     )
     if rerun:
         how = f"re-running the {len(rerun['trials'])} best trials of {rerun['source_experiment']}"
@@ -966,6 +1015,9 @@ def _fit(tuner, command: list[str], catalog: str, sweep: str, experiment: str):
     # Ctrl-C reaches us at once (Tune's own handler would stop trials one by one and report them
     # as failed); Tune's experiment state and the catalog are what --resume continues from.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    # Tune's newer console output prints an experiment box, a results path and a TensorBoard hint even at
+    # verbose=0; its classic output prints nothing there, leaving the console to trial_lines
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     with interrupt_hint(hint):
         return tuner.fit()
 
@@ -986,7 +1038,7 @@ def summarize_results(search, results, catalog: str) -> dict[str, Any]:
 #: What the summary keeps of a finished trial's result.
 _SUMMARY_KEYS = ("trial_id", "family", "hypervolume", "train_cost", "best_top1", "num_stitches", "catalog_file",
                  "seed", "objective_split", "hypervolume_selection", "hypervolume_eval", "best_top1_eval",
-                 "early_hv", "early_hv_epoch1", "epoch", "source_trial", "source_sweep")
+                 "early_hv", "early_hv_epoch1", "epoch", "source_trial", "source_sweep", "anchors_kept")
 
 
 def _trials(results) -> list[dict[str, Any]]:

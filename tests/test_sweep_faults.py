@@ -110,6 +110,9 @@ def test_a_finished_trial_survives_a_kill_before_tunes_state_save_and_ctrl_c(loc
     assert f"registered its checkpoint {checkpoint.name}: resuming from it" in text, text[-4000:]
     assert f"resuming from checkpoint: epoch 1, step {steps}, 0 stitches evaluated" in text, text[-4000:]
     assert "least-squares init" not in text and "epoch 1/2" not in text and "epoch 2/2" in text
+    # the console is the project's trial lines, not Tune's status boxes (issue 28, item 7)
+    assert "[snnet] trial " in text and " done in " in text, text[-4000:]
+    assert not [noise for noise in ("Trial status", "TensorBoard", "Logical resource usage") if noise in text]
     assert not checkpoint.exists()  # unknown to Ray's num_to_keep: removed once the trial finished
     assert done.stat().st_mtime_ns == stamp
     assert pq.read_table(done).column("created_at").to_pylist() == created
