@@ -329,24 +329,9 @@ def _pair(members: list[dict], a: list[int], b: list[int], rng: np.random.Genera
     return estimate
 
 
-def compare(
-    df_or_catalog: pd.DataFrame | str | os.PathLike[str],
-    by: str,
-    *,
-    sweep: str | Sequence[str] | None = None,
-    ignore: Sequence[str] = (),
-    confidence: float = 0.95,
-    resamples: int = 2000,
-    seed: int = 0,
-) -> Comparison:
-    """Compare the groups of trials that share a space by the value of column ``by`` (see the module).
-
-    ``df_or_catalog`` is a DataFrame from :func:`~orchestrator.catalog.load` or a catalog
-    path/URI; ``sweep`` keeps only those sweeps; ``ignore`` names setting columns to pool
-    over. Raises SNNetError with one paragraph when ``by`` is not a per-trial column or when
-    no two groups share a space.
-    """
-    import numpy as np
+def _compare_input(df_or_catalog: Any, by: str, sweep: str | Sequence[str] | None,
+                   ignore: Sequence[str]) -> tuple[pd.DataFrame, str, list[str]]:
+    """``(rows, how the catalog is named, ignored columns)`` of :func:`compare`'s arguments, checked."""
     import pandas as pd
 
     from ._query import _names, _require, load
@@ -371,6 +356,29 @@ def compare(
     if df.empty:
         raise SNNetError(f"No comparable trials in {catalog}: it holds no rows"
                          f"{' for sweep ' + ', '.join(wanted) if wanted else ''}.")
+    return df, catalog, ignored
+
+
+def compare(
+    df_or_catalog: pd.DataFrame | str | os.PathLike[str],
+    by: str,
+    *,
+    sweep: str | Sequence[str] | None = None,
+    ignore: Sequence[str] = (),
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> Comparison:
+    """Compare the groups of trials that share a space by the value of column ``by`` (see the module).
+
+    ``df_or_catalog`` is a DataFrame from :func:`~orchestrator.catalog.load` or a catalog
+    path/URI; ``sweep`` keeps only those sweeps; ``ignore`` names setting columns to pool
+    over. Raises SNNetError with one paragraph when ``by`` is not a per-trial column or when
+    no two groups share a space.
+    """
+    import numpy as np
+
+    df, catalog, ignored = _compare_input(df_or_catalog, by, sweep, ignore)
     trials, settings, notes = _trials(df, by, ignored, catalog)
 
     spaces: dict[tuple, list[dict]] = {}
