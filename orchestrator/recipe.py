@@ -126,6 +126,9 @@ class TrainState:
     # str(epoch) -> that epoch's early-front hypervolume: a run resumed from a checkpoint whose reports Ray
     # never saw (a stop before its controller's next poll) still knows every epoch's
     early_hv: dict[str, float] = field(default_factory=dict)
+    # str(anchor's stitch id) -> [top1 on the evaluation split, top1 on the selection split or None], measured
+    # before joint training (empty for epochs 0 and for checkpoints written before issue 28)
+    anchors_before: dict[str, list[float | None]] = field(default_factory=dict)
     optimizer: dict[str, Any] | None = None
     scheduler: dict[str, Any] | None = None
 
@@ -412,6 +415,7 @@ class SupernetRecipe:
         self.last_loss = float("nan")  # every report carries the latest epoch's loss (schedulers read it)
         self.early_hv: float | None = None  # ... and, once scored, the latest early-front hypervolume
         self.early_history: dict[str, float] = {}  # str(epoch) -> early_hv, across resumes (TrainState.early_hv)
+        self.anchors_before: dict[str, list[float | None]] = {}  # the anchors' top-1 before joint training
         self.resumed = False
         self.model: nn.Module | None = None  # the (DDP-wrapped) step module, made when training starts
         self.teacher: nn.Module | None = None  # DeiT-style hard-label teacher, made when training starts
@@ -573,6 +577,24 @@ class SupernetRecipe:
             self._make_rule()
         return self.r2
 
+    def measure_anchors(self) -> dict[str, list[float | None]]:
+        """Each anchor's top-1 before joint training, on the splits the final evaluation uses (the
+        evaluation split, and the selection split when there is one), spread over the ranks; kept in
+        :attr:`anchors_before` (the checkpoint and the final report carry it) so the catalog and the
+        summary show what joint training did to the anchors (issue 28). Nothing for ``epochs`` 0."""
+        if self.config.epochs == 0:
+            return {}
+        t0 = time.perf_counter()
+        ids = [s.stitch_id for s in self.space if s.is_anchor]
+        self.net.eval()
+        evaluation = self._evaluate_ids(ids, self.val_loader)
+        selection = self._evaluate_ids(ids, self.selection_loader) if self.selection_loader is not None else {}
+        self.anchors_before = {str(i): [evaluation[i], selection.get(i)] for i in ids}
+        names = {s.stitch_id: self.space.names(s)[0] for s in self.space if s.is_anchor}
+        self.log.info(f"anchors before joint training ({time.perf_counter() - t0:.1f}s): "
+                      + ", ".join(f"{names[i]} {evaluation[i]:.1f}%" for i in ids))
+        return self.anchors_before
+
     # -- checkpoints -----------------------------------------------------------------------------
 
     def state(self, with_optimizer: bool = True) -> TrainState:
@@ -583,6 +605,7 @@ class SupernetRecipe:
             scheduler=self.scheduler.state_dict() if with_optimizer else None,
             step=self.step, epoch=self.epoch, r2=dict(self.r2), evaluated=dict(self.evaluated),
             init_scores=dict(self.init_scores), early_hv=dict(self.early_history),
+            anchors_before=dict(self.anchors_before),
             train_config=self.config.model_dump(), space=self.space.to_json(),
         )
 
@@ -602,6 +625,7 @@ class SupernetRecipe:
         self.r2, self.evaluated = dict(state.r2), dict(state.evaluated)
         self.init_scores = dict(state.init_scores)
         self.early_history = {str(k): float(v) for k, v in state.early_hv.items()}
+        self.anchors_before = {str(k): list(v) for k, v in state.anchors_before.items()}
         self._make_rule()
         self.resumed = True
         self.log.info(f"resuming from checkpoint: epoch {self.epoch}, step {self.step}, "
@@ -782,6 +806,7 @@ class SupernetRecipe:
                 "flops_ref": self.flops_ref(), "train_images": _size(self.train_ds),
                 "selection_images": _size(self.selection_ds) if self.selection_ds is not None else 0,
                 "r2": self.r2, "init_scores": self.init_scores, "early_hv_history": dict(self.early_history),
+                "anchors_before": dict(self.anchors_before), "eval_images": _size(self.val_ds),
                 "steps": self.step, "latency": self.latency,
                 "device": device_name(self.device)}
 
@@ -841,6 +866,7 @@ class SupernetRecipe:
         self.setup(load_weights=state is None)  # a resumed run's weights all come from ``state``
         if state is None:
             self.initialise()
+            self.measure_anchors()
         self._apply_mode()
         self._build_optimizer()
         if state is not None:

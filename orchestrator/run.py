@@ -680,7 +680,8 @@ def run_training(
     rows = catalog_rows(config, space, metrics["results"], metrics.get("r2", {}), checkpoint,
                         latency=metrics.get("latency") or {}, device=metrics.get("device"), weights=weights,
                         selection=metrics.get("results_selection") or {},
-                        selection_images=metrics.get("selection_images"), scores=metrics.get("init_scores"))
+                        selection_images=metrics.get("selection_images"), scores=metrics.get("init_scores"),
+                        before=metrics.get("anchors_before"), eval_images=metrics.get("eval_images"))
     path = CatalogWriter(config.catalog, config.sweep).write_trial(config.trial_id, rows)
     return TrainResult(config, space, rows, path, checkpoint, metrics.get("r2", {}), metrics.get("loss"),
                        metrics.get("train_images"), metrics.get("hv_selection"),
@@ -692,7 +693,9 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
                  device: str | None = None, weights: dict[str, str] | None = None,
                  selection: dict[str, float] | None = None, selection_images: int | None = None,
                  experiment: str | None = None,
-                 scores: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+                 scores: dict[str, dict[str, Any]] | None = None,
+                 before: dict[str, list[float | None]] | None = None,
+                 eval_images: int | None = None) -> list[dict[str, Any]]:
     """One catalog row per stitch; ``weights`` (anchor name -> source) fills the ``weights``
     column: ``name=source`` of each anchor on the stitch's path, joined by ``; ``; ``selection``
     (stitch id -> top-1 on the held-out selection split) fills ``top1_selection`` (null without one)
@@ -701,7 +704,10 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
     ``<sweep>-<trial_id>``, which a resumed run keeps; a sweep gives its Tune experiment's name);
     ``config_fingerprint`` identifies the configuration (:func:`orchestrator.fingerprint.config_fingerprint`).
     ``scores`` (stitch id -> :meth:`snnet.scores.StitchScore.to_dict`) fills the init-score columns
-    ``init_cka``, ``init_kl``, ``init_top1`` and ``score_images`` (null without them)."""
+    ``init_cka``, ``init_kl``, ``init_top1`` and ``score_images`` (null without them). ``before`` (an anchor's
+    stitch id -> [top-1 on the evaluation split, on the selection split or None] before joint training) fills
+    ``top1_before`` and ``top1_selection_before`` of the anchor rows (null on stitched rows and without it);
+    ``eval_images`` is the evaluation split's size."""
     from .fingerprint import config_fingerprint
 
     version = code_version()
@@ -713,6 +719,7 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
         layer_r2 = [r2[k] for k in stitch.layers if k in r2]
         latency_ms = (latency or {}).get(str(stitch.stitch_id))
         score = (scores or {}).get(str(stitch.stitch_id)) or {}
+        prior = list((before or {}).get(str(stitch.stitch_id)) or []) + [None, None]
         rows.append({
             "stitch_id": stitch.stitch_id,
             "anchors": list(space.names(stitch)),
@@ -728,6 +735,9 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
             "top5": top5,
             "top1_selection": (selection or {}).get(str(stitch.stitch_id)),
             "selection_images": selection_images,
+            "top1_before": prior[0],
+            "top1_selection_before": prior[1],
+            "eval_images": eval_images,
             "latency_ms": latency_ms,
             "latency_batch_size": config.latency_batch_size if latency_ms is not None else None,
             "device": (device or ("cuda" if config.use_gpu else "cpu")) if latency_ms is not None else None,

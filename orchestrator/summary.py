@@ -16,7 +16,7 @@ from snnet import StitchSpace
 from ._cli import format_flops, render_table
 
 __all__ = ["summarize", "spearman", "interpolation_stats", "best_under", "pareto_trials", "rank_trials",
-           "early_hv_spearman", "sweep_report"]
+           "early_hv_spearman", "sweep_report", "anchor_changes", "anchor_noise", "anchor_lines"]
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
@@ -45,6 +45,62 @@ def interpolation_stats(rows: Sequence[dict[str, Any]], slack: float = 1.0) -> t
         total += 1
         inside += min(ends) - slack <= r["top1"] <= max(ends) + slack
     return inside, total
+
+
+#: An anchor's top-1 "dropped" when it fell by more than this many binomial standard errors.
+NOISE_SE = 2.0
+
+
+def anchor_noise(top1: float, images: int) -> float:
+    """The noise band of a top-1 (percent) measured on ``images`` images: :data:`NOISE_SE` binomial
+    standard errors, ``2 * 100 * sqrt(p (1 - p) / n)`` with ``p`` the top-1 before (at least one image's
+    worth, so that 100% or 0% on a small split still has a band)."""
+    import math
+
+    p = min(max(top1 / 100.0, 1.0 / images), 1.0 - 1.0 / images) if images > 1 else 0.5
+    return NOISE_SE * 100.0 * math.sqrt(p * (1.0 - p) / max(images, 1))
+
+
+def anchor_changes(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each anchor's top-1 before and after joint training, per split it was measured on (issue 28).
+
+    One dict per (anchor, split) with ``anchor``, ``split`` (``evaluation`` or ``selection``),
+    ``before``, ``after``, ``images`` (None where the row does not say), ``noise`` (:func:`anchor_noise`;
+    None without ``images``) and ``dropped``: the anchor lost more than ``noise`` points. Anchors
+    measured before nothing (``top1_before`` null: epochs 0, older catalogs) are left out.
+    """
+    out = []
+    for r in sorted((r for r in rows if len(r["anchors"]) == 1), key=lambda r: r["flops"]):
+        for split, after, before, images in (
+                ("evaluation", r.get("top1"), r.get("top1_before"), r.get("eval_images")),
+                ("selection", r.get("top1_selection"), r.get("top1_selection_before"), r.get("selection_images"))):
+            if not (_finite(before) and _finite(after)):
+                continue
+            images = int(images) if _finite(images) and images > 0 else None
+            noise = anchor_noise(before, images) if images else None
+            out.append({"anchor": r["anchors"][0], "split": split, "before": float(before), "after": float(after),
+                        "images": images, "noise": noise,
+                        "dropped": noise is not None and before - after > noise})
+    return out
+
+
+def anchor_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The summary's lines on the anchors' top-1 before -> after joint training; none without a before."""
+    changes = anchor_changes(rows)
+    if not changes:
+        return []
+    lines = [f"anchors kept: top-1 before -> after joint training (a DROP is a fall beyond {NOISE_SE:g} binomial "
+             f"standard errors of the split's images)"]
+    for c in changes:
+        where = f"{c['split']} split" + (f", {c['images']} images" if c["images"] else "")
+        band = f"noise +-{c['noise']:.1f}" if c["noise"] is not None else "noise unknown"
+        lines.append(f"  {c['anchor']}: {c['before']:.1f}% -> {c['after']:.1f}% ({c['after'] - c['before']:+.1f}; "
+                     f"{where}, {band})" + ("  DROP" if c["dropped"] else ""))
+    dropped = sorted({c["anchor"] for c in changes if c["dropped"]})
+    if dropped:
+        lines.append(f"  joint training cost {', '.join(dropped)} more than noise: lower anchor_lr, or sampling that "
+                     f"trains the anchors more often (sandwich), may keep them")
+    return lines
 
 
 def best_under(rows: Sequence[dict[str, Any]], max_flops: float) -> dict[str, Any] | None:
@@ -98,6 +154,7 @@ def summarize(space: StitchSpace, rows: Sequence[dict[str, Any]], r2: dict[str, 
         rho = spearman([r["flops"] for r in stitched], tops)
         lines.append(f"          {inside}/{total} stitches lie between their anchors' top-1 (+-1 point); "
                      f"Spearman(FLOPs, top-1) = {'n/a' if rho is None else f'{rho:.2f}'}")
+    lines += anchor_lines(rows)
     largest = max(r["flops"] for r in rows)
     lines.append("best stitch under a FLOPs budget:")
     table = []
@@ -194,6 +251,22 @@ def _indented(table: str, indent: str = "  ") -> list[str]:
     return [indent + line for line in table.splitlines()]
 
 
+def _kept_lines(ok: Sequence[dict[str, Any]]) -> list[str]:
+    """Whether joint training kept the anchors' top-1 (:func:`anchor_changes`, one list per trial):
+    a count, then each trial with a DROP and its anchors before -> after."""
+    measured = [t for t in ok if t.get("anchors_kept")]
+    if not measured:
+        return []
+    dropped = [t for t in measured if any(c.get("dropped") for c in t["anchors_kept"])]
+    lines = [f"anchors kept their top-1 through joint training (within {NOISE_SE:g} binomial standard errors) in "
+             f"{len(measured) - len(dropped)}/{len(measured)} trials" + (":" if dropped else "")]
+    for t in dropped:
+        lines.append(f"  {t['trial_id']}: " + "; ".join(
+            f"{c['anchor']} {c['before']:.1f}% -> {c['after']:.1f}% ({c['split']})" + (" DROP" if c["dropped"] else "")
+            for c in t["anchors_kept"]))
+    return lines
+
+
 def sweep_report(summary: dict[str, Any]) -> str:
     """The text printed at the end of a sweep, from :func:`orchestrator.sweep.run_sweep`'s summary."""
     trials = summary["trials"]
@@ -215,6 +288,7 @@ def sweep_report(summary: dict[str, Any]) -> str:
                      f"early hv {_number(t.get('early_hv'), '.4f')}  {_settings(t.get('config', {}))}")
     for t in failed:
         lines.append(f"  failed: {t['trial_id']}: {t['error']}")
+    lines += _kept_lines(ok)
     rho = summary.get("early_hv_spearman")
     lines.append(f"early_hv_spearman: {_number(rho, '.3f')}  (epoch-1 early front against the final hypervolume, "
                  f"{sum(_finite(t.get('early_hv_epoch1')) for t in ok)} finished trials with both; n/a below 3)")

@@ -339,6 +339,7 @@ def _trial_report(ctx: dict[str, Any], train, search, config: dict[str, Any], re
                   trial_id: str) -> dict[str, Any]:
     """What a finished trial reports to Tune and stores in its catalog file's metadata."""
     from .objectives import objective_values, split_values
+    from .summary import anchor_changes
     from .sweep_schedulers import EARLY_METRIC, FINAL_KEY
 
     values = objective_values(result.rows, ctx["flops_ref"], epochs=train.epochs,
@@ -355,6 +356,7 @@ def _trial_report(ctx: dict[str, Any], train, search, config: dict[str, Any], re
         "early_hv_epoch1": epochs.get(1),
         "family": ctx["rerun"][source]["family"] if source else train_family(search, config),
         "num_stitches": len(result.rows),
+        "anchors_kept": anchor_changes(result.rows),  # each anchor's top-1 before -> after joint training
         FINAL_KEY: f"{ctx['catalog'].rstrip('/')}/sweep={ctx['sweep']}/trial-{trial_id}.parquet",
         "checkpoint": result.checkpoint,
         "seed": train.seed,
@@ -1036,7 +1038,7 @@ def summarize_results(search, results, catalog: str) -> dict[str, Any]:
 #: What the summary keeps of a finished trial's result.
 _SUMMARY_KEYS = ("trial_id", "family", "hypervolume", "train_cost", "best_top1", "num_stitches", "catalog_file",
                  "seed", "objective_split", "hypervolume_selection", "hypervolume_eval", "best_top1_eval",
-                 "early_hv", "early_hv_epoch1", "epoch", "source_trial", "source_sweep")
+                 "early_hv", "early_hv_epoch1", "epoch", "source_trial", "source_sweep", "anchors_kept")
 
 
 def _trials(results) -> list[dict[str, Any]]:

@@ -109,6 +109,10 @@ def test_a_run_reports_a_checkpoint_schedule_and_every_stitch(setting, full_run)
     assert set(final["r2"]) == set(space.layers) and final["steps"] == 5
     assert results == {int(k): v for k, v in final["results"].items()}
     assert all(0.0 <= t1 <= t5 <= 100.0 for t1, t5 in results.values())
+    # the anchors' top-1 before joint training, on the evaluation and the selection split (issue 28)
+    before = final["anchors_before"]
+    assert sorted(map(int, before)) == [s.stitch_id for s in space if s.is_anchor] and final["eval_images"] == 200
+    assert all(0.0 <= v <= 100.0 for pair in before.values() for v in pair)
     assert recorder.steps == [(t, False) for t in range(5)]
     assert all(s is not None for _, s in reports.calls)  # rank 0 attaches a state to every report
     assert all(s.optimizer is None for m, s in reports.calls if m["phase"] == "eval")
@@ -128,6 +132,7 @@ def test_resuming_from_any_checkpoint_ends_exactly_like_the_uninterrupted_run(se
     resumed, again, more = _run(config, space, data, state=state, callbacks=[recorder])
     assert again == results
     assert more.calls[-1][0]["results"] == reports.calls[-1][0]["results"]
+    assert more.calls[-1][0]["anchors_before"] == reports.calls[-1][0]["anchors_before"]  # kept by the checkpoint
     final, reference = resumed.net.state_dict(), recipe.net.state_dict()
     assert final.keys() == reference.keys()
     assert all(torch.equal(final[k], reference[k]) for k in final)
@@ -143,7 +148,7 @@ def test_checkpoint_file_has_the_schema_export_reads(setting, full_run, tmp_path
     assert os.listdir(tmp_path) == [TrainState.FILE] == ["state.pt"]
     raw = torch.load(path, weights_only=True)
     assert set(raw) == {"model", "optimizer", "scheduler", "step", "epoch", "r2", "evaluated", "train_config",
-                        "space", "init_scores", "early_hv"}
+                        "space", "init_scores", "early_hv", "anchors_before"}
     assert TrainConfig.model_validate(raw["train_config"]) == config
     assert StitchSpace.from_json(raw["space"]).to_json() == space.to_json()
     back = TrainState.read(tmp_path)

@@ -61,7 +61,7 @@ NOT_SETTINGS = frozenset({
     "sweep", "trial_id", "stitch_id", "anchors", "cuts", "layers", "flops", "params", "top1", "top5",
     "top1_selection", "latency_ms", "latency_batch_size", "device", "checkpoint", "created_at", "ls_r2",
     "seed", "code_version", "space_fingerprint", "experiment", "config_fingerprint", "selection_images",
-    "init_cka", "init_kl", "init_top1", "score_images",
+    "init_cka", "init_kl", "init_top1", "score_images", "top1_before", "top1_selection_before", "eval_images",
 })
 #: Setting columns whose null is a value of its own (the default), compared as a group of that name:
 #: a full-fidelity re-run at the family's own resolution is compared with a cheap one at 128 px.

@@ -50,13 +50,14 @@ __all__ = [
 #: 2 added latency_batch_size; 3 added top1_selection and space_fingerprint; 4 added weights; 5 added
 #: preset and released_deit_head; 6 added the fidelity knobs data_fraction and image_size; 7 added
 #: experiment, config_fingerprint and selection_images (and pandas metadata: integer columns read as integers);
-#: 8 added the init scores init_cka, init_kl, init_top1 and score_images (issue 30).
-SCHEMA_VERSION = "8"
+#: 8 added the init scores init_cka, init_kl, init_top1 and score_images (issue 30); 9 added the anchors'
+#: top-1 before joint training, top1_before and top1_selection_before, and eval_images (issue 28).
+SCHEMA_VERSION = "9"
 VERSION_KEY = b"snnet.catalog.schema_version"
 _ADDED_IN = {"latency_batch_size": 2, "top1_selection": 3, "space_fingerprint": 3, "weights": 4, "preset": 5,
              "released_deit_head": 5, "data_fraction": 6, "image_size": 6, "experiment": 7,
              "config_fingerprint": 7, "selection_images": 7, "init_cka": 8, "init_kl": 8, "init_top1": 8,
-             "score_images": 8}
+             "score_images": 8, "top1_before": 9, "top1_selection_before": 9, "eval_images": 9}
 
 #: Columns stored in each trial file (``sweep`` is the Hive partition, added on read).
 SCHEMA = pa.schema(
@@ -121,6 +122,12 @@ SCHEMA = pa.schema(
         pa.field("init_kl", pa.float64()),
         pa.field("init_top1", pa.float64()),
         pa.field("score_images", pa.int64()),
+        # an anchor's top-1 before joint training (the pretrained anchor, on the same images as top1 and
+        # top1_selection after it), so a catalog shows what joint training cost the anchors; null on stitched
+        # rows, for epochs 0 and before schema 9. eval_images: the evaluation split's size (top1's images)
+        pa.field("top1_before", pa.float64()),
+        pa.field("top1_selection_before", pa.float64()),
+        pa.field("eval_images", pa.int64()),
     ],
     metadata={"snnet.catalog.schema_version": SCHEMA_VERSION},
 )
