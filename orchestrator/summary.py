@@ -98,8 +98,8 @@ def anchor_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
                      f"{where}, {band})" + ("  DROP" if c["dropped"] else ""))
     dropped = sorted({c["anchor"] for c in changes if c["dropped"]})
     if dropped:
-        lines.append(f"  joint training cost {', '.join(dropped)} more than noise: lower anchor_lr, or sampling that "
-                     f"trains the anchors more often (sandwich), may keep them")
+        lines.append(f"  joint training cost {', '.join(dropped)} more than noise: the stitches' gradients move the "
+                     f"anchors' shared blocks; an anchor_lr about 10x below pretraining's keeps them (the demo's)")
     return lines
 
 
