@@ -9,7 +9,9 @@ notebooks. Its steps, in the order :meth:`SupernetRecipe.run` takes them:
 2. :meth:`~SupernetRecipe.initialise` (fresh runs only): **least-squares init**, distributed:
    each rank accumulates the normal equations of every stitching layer on its own shard of
    ``ls_samples`` training images, the sums are all-reduced and every rank solves the same
-   system (:mod:`snnet.least_squares`); or Kaiming init, for comparison.
+   system (:mod:`snnet.least_squares`); or Kaiming init, for comparison. Then
+   :meth:`~SupernetRecipe.measure_anchors`: each anchor's top-1 before joint training, on the
+   splits the final evaluation uses, so the report shows what joint training cost the anchors.
 3. :meth:`~SupernetRecipe.train_epoch`: at step ``t`` rank ``r`` trains the stitches
    ``rule.draw(t, r, W)``. All stitches of a step go through one forward of the DDP module,
    so DDP's unused-parameter detection sees the whole step and a rule that trains several
@@ -806,7 +808,7 @@ class SupernetRecipe:
                 "flops_ref": self.flops_ref(), "train_images": _size(self.train_ds),
                 "selection_images": _size(self.selection_ds) if self.selection_ds is not None else 0,
                 "r2": self.r2, "init_scores": self.init_scores, "early_hv_history": dict(self.early_history),
-                "anchors_before": dict(self.anchors_before), "eval_images": _size(self.val_ds),
+                "anchors_before": dict(self.anchors_before), "eval_images": _size(self.val_ds) or None,
                 "steps": self.step, "latency": self.latency,
                 "device": device_name(self.device)}
 
