@@ -840,9 +840,11 @@ def _short_config(config: dict[str, Any]) -> str:
                      for k, v in sorted(config.items())) or "the space's settings"
 
 
-def trial_lines(progress, objectives: Sequence[str], total: int | None = None):
-    """A Tune callback that prints one line when a trial starts, finishes or fails (``progress``);
-    ``total``: the trials the sweep runs, when known."""
+def trial_lines(objectives: Sequence[str], total: int | None = None):
+    """A Tune callback that prints one line to stdout when a trial starts, finishes or fails; ``total``: the
+    trials the sweep runs, when known. Tune pickles it with the experiment: it holds only plain values, and
+    looks ``print`` up when it prints (Ray replaces ``builtins.print`` in a driver, so a reference to the
+    original one taken earlier no longer pickles)."""
     from ray import tune
 
     class TrialLines(tune.Callback):
@@ -853,7 +855,7 @@ def trial_lines(progress, objectives: Sequence[str], total: int | None = None):
         def on_trial_start(self, iteration, trials, trial, **info) -> None:
             self.started[trial.trial_id] = time.perf_counter()
             count = f"{len(trials)} of {total}" if total else f"{len(trials)} so far"
-            progress(f"[snnet] trial {trial.trial_id} started ({count}): {_short_config(trial.config)}")
+            print(f"[snnet] trial {trial.trial_id} started ({count}): {_short_config(trial.config)}", flush=True)
 
         def on_trial_complete(self, iteration, trials, trial, **info) -> None:
             self.done += 1
@@ -861,14 +863,15 @@ def trial_lines(progress, objectives: Sequence[str], total: int | None = None):
             took = time.perf_counter() - self.started.get(trial.trial_id, time.perf_counter())
             values = ", ".join(f"{m} {result[m]:.4g}" for m in objectives if isinstance(result.get(m), (int, float)))
             best = result.get("best_top1")
-            progress(f"[snnet] trial {trial.trial_id} done in {took:.0f}s ({self.done} finished): "
-                     + (values or "no objective reported")
-                     + (f", best top-1 {best:.1f}%" if isinstance(best, (int, float)) else "")
-                     + (f", {result['num_stitches']} stitches in the catalog" if result.get("num_stitches") else ""))
+            print(f"[snnet] trial {trial.trial_id} done in {took:.0f}s ({self.done} finished): "
+                  + (values or "no objective reported")
+                  + (f", best top-1 {best:.1f}%" if isinstance(best, (int, float)) else "")
+                  + (f", {result['num_stitches']} stitches in the catalog" if result.get("num_stitches") else ""),
+                  flush=True)
 
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
-            progress(f"[snnet] trial {trial.trial_id} failed ({_short_config(trial.config)}); its error is in "
-                     f"{trial.path}/error.txt; Tune retries it up to the failure limit")
+            print(f"[snnet] trial {trial.trial_id} failed ({_short_config(trial.config)}); its error is in "
+                  f"{trial.path}/error.txt; Tune retries it up to the failure limit", flush=True)
 
     return TrialLines()
 
@@ -903,7 +906,7 @@ def _new_tuner(search, trainable, experiment: str, storage: str, concurrent: int
         # a TensorBoard hint for a tool that is not installed)
         run_config=tune.RunConfig(name=os.path.basename(experiment.rstrip("/")), storage_path=storage,
                                   failure_config=tune.FailureConfig(max_failures=1), verbose=0,
-                                  callbacks=[trial_lines(progress, metrics, num_trials(search) if not rerun
+                                  callbacks=[trial_lines(list(metrics), num_trials(search) if not rerun
                                                          else len(rerun["trials"]))]),
     )
     if rerun:
