@@ -96,8 +96,7 @@ class StitchServer:
     async def __call__(self, request: Any) -> Any:
         """An HTTP request (Starlette) or, through a DeploymentHandle, the request body as a dict."""
         if isinstance(request, dict):
-            status, body = await self.answer(request)
-            return body
+            return (await self.answer(request))[1]  # an error answer carries its "status" in the dict
         from starlette.responses import JSONResponse
 
         path = request.url.path.rstrip("/")
