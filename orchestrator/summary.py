@@ -85,17 +85,20 @@ def anchor_changes(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def anchor_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """The summary's lines on the anchors' top-1 before -> after joint training; none without a before."""
+    """The summary's lines on the anchors' top-1 before -> after joint training, one per anchor (each split
+    it was measured on, DROP where it fell beyond noise); none without a before."""
     changes = anchor_changes(rows)
     if not changes:
         return []
-    lines = [f"anchors kept: top-1 before -> after joint training (a DROP is a fall beyond {NOISE_SE:g} binomial "
-             f"standard errors of the split's images)"]
-    for c in changes:
-        where = f"{c['split']} split" + (f", {c['images']} images" if c["images"] else "")
-        band = f"noise +-{c['noise']:.1f}" if c["noise"] is not None else "noise unknown"
-        lines.append(f"  {c['anchor']}: {c['before']:.1f}% -> {c['after']:.1f}% ({c['after'] - c['before']:+.1f}; "
-                     f"{where}, {band})" + ("  DROP" if c["dropped"] else ""))
+    lines = [f"anchors kept: top-1 before -> after joint training (DROP: a fall beyond {NOISE_SE:g} binomial "
+             f"standard errors of the split)"]
+    for anchor in dict.fromkeys(c["anchor"] for c in changes):
+        parts = []
+        for c in (c for c in changes if c["anchor"] == anchor):
+            band = f"noise +-{c['noise']:.1f} of {c['images']} images" if c["noise"] is not None else "noise unknown"
+            parts.append(f"{c['split']} {c['before']:.1f}% -> {c['after']:.1f}% ({c['after'] - c['before']:+.1f}, "
+                         f"{band})" + (" DROP" if c["dropped"] else ""))
+        lines.append(f"  {anchor}: " + "; ".join(parts))
     dropped = sorted({c["anchor"] for c in changes if c["dropped"]})
     if dropped:
         lines.append(f"  joint training cost {', '.join(dropped)} more than noise: the stitches' gradients move the "
