@@ -176,7 +176,7 @@ def _make_world(root: Path) -> dict[str, str]:
     (root / "no_families.yaml").write_text("name: nothing\nfamilies: []\n")
     (root / "nsga2.yaml").write_text(_demo_yaml(**{"algorithm: tpe": "algorithm: nsga2"}))
     (root / "low_high.yaml").write_text(
-        _demo_yaml(**{"anchor_lr: 5.0e-5": "anchor_lr: {low: 1.0e-2, high: 1.0e-3, log: true}"}))
+        _demo_yaml(**{"anchor_lr: 3.0e-5": "anchor_lr: {low: 1.0e-2, high: 1.0e-3, log: true}"}))
     # A valid sweep over the same ResNets and images (the demo's would need its pretrained anchors).
     (root / "resnets.yaml").write_text(
         f"name: resnets\ndataset: {images}\nimage_size: 32\n"
