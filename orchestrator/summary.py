@@ -16,7 +16,7 @@ from snnet import StitchSpace
 from ._cli import format_flops, render_table
 
 __all__ = ["summarize", "spearman", "interpolation_stats", "best_under", "pareto_trials", "rank_trials",
-           "early_hv_spearman", "sweep_report", "anchor_changes", "anchor_noise", "anchor_lines"]
+           "early_hv_spearman", "sweep_report", "anchor_changes", "anchor_noise", "anchor_line"]
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
@@ -84,26 +84,33 @@ def anchor_changes(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def anchor_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """The summary's lines on the anchors' top-1 before -> after joint training, one per anchor (each split
-    it was measured on, DROP where it fell beyond noise); none without a before."""
+def anchor_line(rows: Sequence[dict[str, Any]]) -> str | None:
+    """The summary's line under ``anchors:`` (whose top-1 read ``before -> after``): the split, the selection
+    split's before -> after, and which anchors fell beyond noise (DROP); None without a before."""
     changes = anchor_changes(rows)
     if not changes:
-        return []
-    lines = [f"anchors kept: top-1 before -> after joint training (DROP: a fall beyond {NOISE_SE:g} binomial "
-             f"standard errors of the split)"]
-    for anchor in dict.fromkeys(c["anchor"] for c in changes):
-        parts = []
-        for c in (c for c in changes if c["anchor"] == anchor):
-            band = f"noise +-{c['noise']:.1f} of {c['images']} images" if c["noise"] is not None else "noise unknown"
-            parts.append(f"{c['split']} {c['before']:.1f}% -> {c['after']:.1f}% ({c['after'] - c['before']:+.1f}, "
-                         f"{band})" + (" DROP" if c["dropped"] else ""))
-        lines.append(f"  {anchor}: " + "; ".join(parts))
-    dropped = sorted({c["anchor"] for c in changes if c["dropped"]})
-    if dropped:
-        lines.append(f"  joint training cost {', '.join(dropped)} more than noise: the stitches' gradients move the "
-                     f"anchors' shared blocks; an anchor_lr about 10x below pretraining's keeps them (the demo's)")
-    return lines
+        return None
+    evaluation = [c for c in changes if c["split"] == "evaluation"]
+    selection = [c for c in changes if c["split"] == "selection"]
+
+    def images(group: list[dict[str, Any]]) -> str:
+        return f"{group[0]['images']} images" if group and group[0]["images"] else "images unknown"
+
+    text = f"          before -> after joint training, evaluation split ({images(evaluation)})"
+    if selection:
+        text += (f"; selection split ({images(selection)}): "
+                 + ", ".join(f"{c['before']:.1f}% -> {c['after']:.1f}%" for c in selection))
+    dropped = [c for c in changes if c["dropped"]]
+    if not dropped:
+        return text + f"; no anchor fell beyond {NOISE_SE:g} binomial standard errors"
+    return text + f"; DROP beyond {NOISE_SE:g} binomial standard errors: " + ", ".join(
+        f"{c['anchor']} {c['split']} {c['after'] - c['before']:+.1f} (noise +-{c['noise']:.1f})" for c in dropped)
+
+
+def _anchor_cell(row: dict[str, Any]) -> str:
+    before = row.get("top1_before")
+    top1 = f"{before:.1f}% -> {row['top1']:.1f}%" if _finite(before) else f"{row['top1']:.1f}%"
+    return f"{row['anchors'][0]} ({_flops(row['flops'])}, top-1 {top1})"
 
 
 def best_under(rows: Sequence[dict[str, Any]], max_flops: float) -> dict[str, Any] | None:
@@ -141,8 +148,10 @@ def summarize(space: StitchSpace, rows: Sequence[dict[str, Any]], r2: dict[str, 
     anchors = [r for r in rows if len(r["anchors"]) == 1]
     stitched = [r for r in rows if len(r["anchors"]) > 1]
     lines = ["", "== summary " + "=" * 60]
-    lines.append("anchors:  " + "  <  ".join(f"{r['anchors'][0]} ({_flops(r['flops'])}, top-1 {r['top1']:.1f}%)"
-                                         for r in sorted(anchors, key=lambda r: r["flops"])))
+    lines.append("anchors:  " + "  <  ".join(_anchor_cell(r) for r in sorted(anchors, key=lambda r: r["flops"])))
+    kept = anchor_line(rows)
+    if kept:
+        lines.append(kept)
     lrs = _lrs(rows)
     lines.append(f"stitches: {len(rows)} ({len(anchors)} anchors + {len(stitched)} stitched), "
                  f"{len(space.layers)} stitching layers" + (f"; lr {lrs}" if lrs else ""))
@@ -157,7 +166,6 @@ def summarize(space: StitchSpace, rows: Sequence[dict[str, Any]], r2: dict[str, 
         rho = spearman([r["flops"] for r in stitched], tops)
         lines.append(f"          {inside}/{total} stitches lie between their anchors' top-1 (+-1 point); "
                      f"Spearman(FLOPs, top-1) = {'n/a' if rho is None else f'{rho:.2f}'}")
-    lines += anchor_lines(rows)
     largest = max(r["flops"] for r in rows)
     lines.append("best stitch under a FLOPs budget:")
     table = []
