@@ -366,6 +366,15 @@ def checkpoint_files_in(tmp) -> list[str]:
     return sorted(found)
 
 
+def process_gone(pid: int) -> bool:
+    """Whether no process has the id ``pid`` any more (a killed driver's training worker, say)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 def assert_resumed_run_left_checkpoints_clean(storage, checkpoint: str, worker_tmp, last_step: int) -> None:
     """After a run that lost a worker and resumed: Ray keeps ``num_to_keep=2`` whole checkpoints in
     ``storage`` (the run's own ``checkpoint`` among them, no stray ``state.pt``), nothing of ours is left

@@ -17,7 +17,16 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import MICRO, ONE_WORKER, QUICK, demo_space, micro_config, training_images, uninterrupted_run
+from conftest import (
+    MICRO,
+    ONE_WORKER,
+    QUICK,
+    demo_space,
+    micro_config,
+    process_gone,
+    training_images,
+    uninterrupted_run,
+)
 
 from orchestrator.sweep import TRAIN_FAULTS_ENV
 
@@ -85,9 +94,9 @@ def test_a_finished_trial_survives_a_kill_before_tunes_state_save_and_ctrl_c(loc
         second.send_signal(signal.SIGINT)
         assert second.wait(timeout=120) == 130, log.read_text()[-4000:]
     worker, deadline = int(held.read_text()), time.time() + 120
-    while not _gone(worker) and time.time() < deadline:  # Ray ends the job's actors once its driver is gone
+    while not process_gone(worker) and time.time() < deadline:  # Ray ends the job's actors once its driver is gone
         time.sleep(0.2)
-    assert _gone(worker)
+    assert process_gone(worker)
     (run,) = [p for p in storage.glob("faultdemo-*") if done.name[6:-8] not in p.name]  # <sweep>-<trial id>
     (checkpoint,) = [p for p in run.glob("checkpoint_*") if p.is_dir()]
     # Ray's controller registers a checkpoint when it next polls (every 2 s), and only then does the sweep's
@@ -131,11 +140,3 @@ def test_a_finished_trial_survives_a_kill_before_tunes_state_save_and_ctrl_c(loc
         {k: list(v) for k, v in reference.results().items()}
     result = json.loads(pq.read_schema(second_file).metadata[b"snnet.sweep_result"])
     assert result["early_hv_epoch1"] == reference.early_history["1"]  # from the checkpoint, not Ray's reports
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False

@@ -29,6 +29,7 @@ from conftest import (
     ONE_WORKER,
     demo_space,
     micro_config,
+    process_gone,
     training_images,
     uninterrupted_results,
 )
@@ -50,14 +51,6 @@ def _wait_for(condition, what, process=None, log=None, timeout=300):
             assert process.poll() is None, f"the driver ended before {what}:\n" + log.read_text()[-4000:]
         time.sleep(0.2)
     pytest.fail(f"timed out waiting for {what}")
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def test_a_killed_sweep_resumes_its_trial_from_the_checkpoint_ray_never_registered(local_cluster, tmp_path):
@@ -83,7 +76,7 @@ def test_a_killed_sweep_resumes_its_trial_from_the_checkpoint_ray_never_register
         first.send_signal(signal.SIGKILL)
         assert first.wait(timeout=60) == -signal.SIGKILL
     worker = int(held.read_text())
-    _wait_for(lambda: _gone(worker), "the dead driver's training worker to be ended by Ray", timeout=120)
+    _wait_for(lambda: process_gone(worker), "the dead driver's training worker to be ended by Ray", timeout=120)
     (run,) = storage.glob("ckptdemo-*")  # the trial's Ray Train run: <sweep>-<trial id>
     (checkpoint,) = [p for p in run.glob("checkpoint_*") if p.is_dir()]
     (run / "checkpoint_manager_snapshot.json").unlink(missing_ok=True)  # as if stopped before the poll
