@@ -140,29 +140,16 @@ class ServedModel:
 
     def profile(self, sizes: Sequence[int] | None = None, *, log=print) -> list[StitchInfo]:
         """Each served stitch's milliseconds per batch, per batch size, on this replica (warm-up first)."""
+        from snnet.latency import measure_latency
+
         sizes = list(sizes or profile_sizes(self.settings.max_batch_size))
         started = time.perf_counter()
-        gen = torch.Generator().manual_seed(0)
-        x_max = torch.randn((max(sizes), *self.input_size), generator=gen).to(self.device)
         out = []
-        with torch.inference_mode():
-            for info in self.stitches:
-                stitch = self.stitch_of[info.stitch_id]
-                ms = {}
-                for n in sizes:
-                    x = x_max[:n]
-                    for _ in range(self.settings.profile_warmup):
-                        self.net(x, stitch)
-                    times = []
-                    for _ in range(self.settings.profile_repeats):
-                        self._sync()
-                        t0 = time.perf_counter()
-                        self.net(x, stitch)
-                        self._sync()
-                        times.append((time.perf_counter() - t0) * 1000)
-                    times.sort()
-                    ms[n] = times[len(times) // 2]
-                out.append(replace(info, latency=LatencyProfile(ms)))
+        for info in self.stitches:
+            fixed = self.net.fix(self.stitch_of[info.stitch_id])
+            ms = {n: measure_latency(fixed, self.input_size, batch_size=n, warmup=self.settings.profile_warmup,
+                                     repeats=self.settings.profile_repeats, device=self.device) for n in sizes}
+            out.append(replace(info, latency=LatencyProfile(ms)))
         self.profile_s = time.perf_counter() - started
         fast, slow = min(out, key=lambda s: s.latency_ms(1)), max(out, key=lambda s: s.latency_ms(1))
         log(f"serve: measured {len(out)} stitches at batch sizes {', '.join(map(str, sizes))} in "
@@ -170,10 +157,6 @@ class ServedModel:
             f"{fast.stitch_id}) to {slow.latency_ms(1):.3g} ms (stitch {slow.stitch_id}); batch {sizes[-1]} "
             f"{min(s.latency_ms(sizes[-1]) for s in out):.3g}-{max(s.latency_ms(sizes[-1]) for s in out):.3g} ms")
         return out
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
     @property
     def model_bytes(self) -> int:
