@@ -10,11 +10,11 @@ rank's drawn FLOPs. 1.0 means no rank ever waits.
 
 **Measured** (``ddp_balance_<rule>_measured_w2``): two processes
 (``torch.multiprocessing``, spawn) join a gloo process group on 127.0.0.1 and train the
-demo family (:data:`orchestrator.demo.DEMO_ANCHORS`: three 6-block ViTs of width 32/64/96
+demo family (:data:`orchestrator.data.demo_anchors.DEMO_ANCHORS`: three 6-block ViTs of width 32/64/96
 on 16x16x1 images, random weights, 35 stitches) wrapped as
 ``DDP(SupernetStep(supernet), find_unused_parameters=True)``, exactly as the training loop
 does, one thread per process. At step ``t`` rank ``r`` runs the stitches
-``make_rule(rule, flops, 0).draw(t, r, 2)`` (forward, :func:`orchestrator.training.step_loss`,
+``make_rule(rule, flops, 0).draw(t, r, 2)`` (forward, :func:`orchestrator.train.worker.step_loss`,
 backward; no optimizer step, which costs the same on every rank).
 
 * *step time*: barrier, forward + loss + backward (with DDP's all-reduce), barrier: the
@@ -74,8 +74,8 @@ def _worker(rank: int, port: int, steps: int, warmup: int, batch: int, out_path:
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    import orchestrator.demo as demo
-    from orchestrator.training import SupernetStep, step_loss
+    import orchestrator.data.demo_anchors as demo
+    from orchestrator.train.worker import SupernetStep, step_loss
     from snnet import build_supernet
     from snnet.sampling import RULES, make_rule
 

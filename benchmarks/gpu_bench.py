@@ -8,7 +8,7 @@ the part goes on with the next one. Parts:
 ``env``
     GPU name, bf16 dense peak used for MFU, torch / CUDA / timm / Ray / Python versions.
 ``throughput``
-    Training steps (bf16 autocast, :func:`orchestrator.training.step_loss`, AdamW over the
+    Training steps (bf16 autocast, :func:`orchestrator.train.worker.step_loss`, AdamW over the
     supernet's parameter groups, clipping at 1.0 -- what a training worker does) on synthetic
     data resident on the device, batch 128 at 224x224, of the DeiT-Ti/S/B supernet (random
     weights) against plain ``timm`` models:
@@ -117,7 +117,7 @@ class Settings:
         self.eval_batches = _env_int("SNNET_GPU_EVAL_BATCHES", 1 if tiny else 3)
         self.backend = os.environ.get("SNNET_GPU_COMPILE_BACKEND", "inductor")
         if tiny:  # the demo's three 6-block ViTs (widths 32/64/96, 16x16x1, 35 stitches)
-            from orchestrator.demo import DEMO_ANCHORS
+            from orchestrator.data.demo_anchors import DEMO_ANCHORS
 
             self.anchors = tuple(DEMO_ANCHORS)
             self.img = _env_int("SNNET_GPU_IMG", 16)
@@ -204,7 +204,7 @@ class Bench:
         return self.torch.optim.AdamW(net.param_groups(1e-4, 1e-3, 0.05), lr=1e-3)
 
     def supernet_step(self, net, draw: Callable[[int], list[int]], opt):
-        from orchestrator.training import step_loss
+        from orchestrator.train.worker import step_loss
 
         params = [p for p in net.parameters() if p.requires_grad]
         x, y = self.x, self.y
@@ -224,7 +224,7 @@ class Bench:
     def plain(self, name: str):
         import timm
 
-        from orchestrator.training import step_loss
+        from orchestrator.train.worker import step_loss
 
         self.torch.manual_seed(0)
         kwargs = {} if self.s.tiny else {"img_size": self.s.img}

@@ -60,7 +60,7 @@ fi
 if [ -z "$PY" ]; then emit gpu_check "error (no python with torch found)"; exit 1; fi
 
 # -- install: a no-op where the project's imports already work ------------------------------
-have_deps() { "$PY" -c 'import snnet, orchestrator.run, ray, ray.train.torch, timm, fvcore, pyarrow' >/dev/null 2>&1; }
+have_deps() { "$PY" -c 'import snnet, orchestrator.train.launch, ray, ray.train.torch, timm, fvcore, pyarrow' >/dev/null 2>&1; }
 DEPS=missing
 have_deps && DEPS=present
 if [ "$DEPS" = missing ]; then
@@ -91,7 +91,7 @@ EOF
   have_deps && DEPS=installed
 fi
 if [ "$DEPS" != missing ]; then emit install "$DEPS ($(elapsed)s)"; else
-  emit install "error (imports still fail: $("$PY" -c 'import snnet, orchestrator.run, ray, ray.train.torch, timm, fvcore, pyarrow' 2>&1 | tail -1))"
+  emit install "error (imports still fail: $("$PY" -c 'import snnet, orchestrator.train.launch, ray, ray.train.torch, timm, fvcore, pyarrow' 2>&1 | tail -1))"
 fi
 
 if [ "$MODE" = auto ]; then
@@ -164,7 +164,7 @@ train() {  # train TRIAL [--gpu]
 # the demo's tiny anchors: copied from the cache above, else pretrained here once (CPU work)
 part demo_pretrain 180 "$PY" -c "
 import time; t = time.perf_counter()
-from orchestrator.demo import demo_anchor_specs
+from orchestrator.data.demo_anchors import demo_anchor_specs
 specs = demo_anchor_specs(progress=None)
 print('demo_pretrain_s:', round(time.perf_counter() - t, 1))"
 if [ "$MODE" = gpu ]; then

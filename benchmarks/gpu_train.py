@@ -5,7 +5,7 @@ Only where ``torch.cuda.is_available()``; elsewhere the one figure is
 
 **Supernet**: DeiT-S/B (2 anchors, k=2, s=1: 36 stitches, random weights) trained as the
 training loop does on one worker: at step ``t`` the stitch ``make_rule("uniform", flops,
-0).draw(t, 0, 1)``, bf16 autocast, :func:`orchestrator.training.step_loss`, AdamW over
+0).draw(t, 0, 1)``, bf16 autocast, :func:`orchestrator.train.worker.step_loss`, AdamW over
 :meth:`~snnet.StitchedSupernet.param_groups` (anchors and stitching layers), gradient
 clipping at 1.0. **Plain**: ``timm.create_model("deit_base_patch16_224")`` with the same
 batch, bf16 autocast, the same loss, AdamW and clipping. Synthetic 224x224 images and
@@ -54,7 +54,7 @@ def measure(device, anchors=ANCHORS, batch: int = 128, steps: int = 40, warmup: 
     import timm
     import torch
 
-    from orchestrator.training import step_loss
+    from orchestrator.train.worker import step_loss
     from snnet import build_supernet
     from snnet.sampling import make_rule
 

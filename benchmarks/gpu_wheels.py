@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.demo_cache:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from orchestrator.demo import demo_anchor_specs
+        from orchestrator.data.demo_anchors import demo_anchor_specs
 
         for spec in demo_anchor_specs(out / "demo-cache"):
             print(f"demo anchor: {spec.checkpoint}", file=sys.stderr)

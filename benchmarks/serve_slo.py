@@ -158,8 +158,8 @@ def _trial(root: Path, anchors: tuple[str, ...], image_size: int | None, top1: l
     import torch
 
     from orchestrator.catalog import CatalogWriter
-    from orchestrator.config import TrainConfig
-    from orchestrator.run import catalog_rows
+    from orchestrator.train.config import TrainConfig
+    from orchestrator.train.launch import catalog_rows
     from snnet import AnchorSpec, build_supernet
 
     torch.manual_seed(0)
@@ -185,8 +185,8 @@ def _demo_cost_ratio(max_batch: int) -> float:
     """The largest demo stitch's time per batch of ``max_batch`` over the smallest's (random weights)."""
     import torch
 
-    import orchestrator.demo  # noqa: F401 - registers the demo anchors
-    from orchestrator.demo import DEMO_ANCHORS
+    import orchestrator.data.demo_anchors  # noqa: F401 - registers the demo anchors
+    from orchestrator.data.demo_anchors import DEMO_ANCHORS
     from snnet import build_supernet
     from snnet.latency import measure_latency
 
@@ -264,8 +264,8 @@ def run() -> dict[str, Any]:
                                "HTTP path on a CPU; DeiT-Ti/S/B at 224 with random weights instead"))
     with tempfile.TemporaryDirectory(prefix="snnet-serve-slo-") as folder:
         if small:
-            import orchestrator.demo  # noqa: F401
-            from orchestrator.demo import DEMO_ANCHORS
+            import orchestrator.data.demo_anchors  # noqa: F401
+            from orchestrator.data.demo_anchors import DEMO_ANCHORS
 
             catalog, net = _trial(Path(folder), tuple(DEMO_ANCHORS[:2]), None, None)
             top1 = None

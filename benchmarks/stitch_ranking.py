@@ -2,7 +2,7 @@
 
 On the embedded demo (the three pretrained demo ViTs on the digits, both kernel sizes of
 ``search_spaces/demo.yaml``: 35 and 51 stitches), for each kernel size and seed: one joint
-training run of the supernet in this process (:class:`orchestrator.recipe.SupernetRecipe`, one
+training run of the supernet in this process (:class:`orchestrator.train.recipe.SupernetRecipe`, one
 worker, ``uniform`` sampling), which after least-squares init scores every stitch
 (:mod:`snnet.scores`, on ``score_images`` fixed images of the selection split) and after
 training evaluates every stitch on the evaluation split (1080 digits). Every run's rows go into a
@@ -57,10 +57,10 @@ def _train(kernel_size: int, seed: int, rule: str, epochs: int, images: int, sel
     import torch
 
     from orchestrator.catalog import CatalogWriter
-    from orchestrator.config import TrainConfig
-    from orchestrator.demo import demo_anchor_specs
-    from orchestrator.recipe import SupernetRecipe
-    from orchestrator.run import catalog_rows
+    from orchestrator.data.demo_anchors import demo_anchor_specs
+    from orchestrator.train.config import TrainConfig
+    from orchestrator.train.launch import catalog_rows
+    from orchestrator.train.recipe import SupernetRecipe
     from snnet import StitchSpace, create_anchor, profile_anchor
 
     specs = demo_anchor_specs(progress=None)

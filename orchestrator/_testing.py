@@ -11,7 +11,7 @@ import os
 import tempfile
 import time
 
-from .recipe import SupernetRecipe, TrainCallback
+from orchestrator.train.recipe import SupernetRecipe, TrainCallback
 
 __all__ = ["PidFileHold", "TempDirProbe"]
 

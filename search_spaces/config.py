@@ -66,7 +66,7 @@ class TrainConfig(BaseModel):
     grad_clip_mode: OneOf(("norm", "value", "agc")) = "norm"  # timm's dispatch_clip_grad: norm, value or agc (LeViT's)
     optimizer: OneOf(("adamw", "sgd")) = "adamw"
     momentum: Float(0, below=1) = 0.9  # SGD's (Nesterov, as timm's 'sgd')
-    # the paper's augmentation and regularisation, through timm (orchestrator.augment); defaults: off
+    # the paper's augmentation and regularisation, through timm (orchestrator.train.augment); defaults: off
     auto_augment: Kind("str", nullable=True).annotated() = None  # timm's string, e.g. rand-m9-mstd0.5-inc1
     interpolation: OneOf(("bilinear", "bicubic", "random")) = "bicubic"
     # the evaluation crop; null: timm's

@@ -45,7 +45,7 @@ __all__ = ["ALGORITHMS", "AnchorEntry", "Choice", "FloatRange", "Family", "IntRa
 #: Searcher algorithms: Optuna's TPE, NSGA-II (multi-objective), random and grid samplers.
 ALGORITHMS: tuple[str, ...] = ("tpe", "nsga2", "random", "grid")
 #: Trial schedulers acting on the per-epoch early front (``early_hv``): none, ASHA, asynchronous
-#: HyperBand (ASHA's several brackets), or Optuna's MedianPruner (orchestrator.sweep_schedulers).
+#: HyperBand (ASHA's several brackets), or Optuna's MedianPruner (orchestrator.sweep.schedulers).
 SCHEDULERS: tuple[str, ...] = ("none", "asha", "hyperband", "median")
 #: Objectives a trial reports, with the direction each is optimised in.
 OBJECTIVES: dict[str, str] = {"hypervolume": "max", "train_cost": "min", "best_top1": "max"}
@@ -213,7 +213,7 @@ class Family(BaseModel):
     """Anchors of one kind, small to large, that one trial stitches into a supernet.
 
     ``demo=True``: the embedded demo ViTs, which the orchestrator pretrains and caches
-    (``orchestrator.demo.demo_anchor_specs``). ``pretrained`` and ``kwargs`` given on the family
+    (``orchestrator.data.demo_anchors.demo_anchor_specs``). ``pretrained`` and ``kwargs`` given on the family
     are defaults for its anchors.
     """
 
@@ -269,7 +269,8 @@ class Family(BaseModel):
         if self.demo:
             raise SNNetError(
                 f"Family {self.name!r} holds the embedded demo anchors: their weights come from "
-                "orchestrator.demo.demo_anchor_specs(anchors=family.anchor_names()), which pretrains and caches them."
+                "orchestrator.data.demo_anchors.demo_anchor_specs(anchors=family.anchor_names()), which pretrains and "
+                "caches them."
             )
         return [a.spec() for a in self.anchors]
 

@@ -3,7 +3,7 @@
 ``python -m snnet.space`` and every ``python -m orchestrator.*`` command follow one set of
 command-line conventions, written here once. The module lives in ``snnet`` because that is the
 lowest layer with a command and where :class:`~snnet.SNNetError` (the user's-mistake error the
-conventions turn into exit 2) is defined; ``orchestrator._cli`` re-exports it, since imports
+conventions turn into exit 2) is defined; ``orchestrator.cli`` re-exports it, since imports
 only go ``orchestrator -> search_spaces -> snnet``.
 
 :func:`run_cli` (or the :func:`cli` decorator) runs a ``main(argv) -> int`` with these

@@ -47,7 +47,7 @@ def ray_cluster():
     subprocesses join it with ``--address``; in-process tests with :func:`ray_connected`."""
     from ray.cluster_utils import Cluster
 
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # as orchestrator.run.quiet_ray
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # as orchestrator.train.launch.quiet_ray
     # A free port for the node's dashboard agent, not its default: a head started by a test with `ray start`
     # (or a user's own Ray) may want that one, and its job server needs its agent up.
     with socket.socket() as s:
@@ -85,7 +85,7 @@ def micro_console(ray_cluster, tmp_path_factory):
     """``(CompletedProcess, root)`` of one micro-demo ``orchestrator.train`` run on the shared cluster: its
     console (``tests/test_console.py``) and its catalog and checkpoint under ``root`` (``tests/test_serve.py``
     serves that trial). Trained once per session."""
-    from orchestrator.demo import demo_anchor_specs
+    from orchestrator.data.demo_anchors import demo_anchor_specs
 
     root = tmp_path_factory.mktemp("console")
     anchors = ",".join(f"{s.name}={s.checkpoint}" for s in demo_anchor_specs(anchors=MICRO_ANCHORS, progress=None))
@@ -135,7 +135,7 @@ def two_cpus(monkeypatch):
     """This machine has 2 CPUs and no GPU; no cluster to join; Ray must not start."""
     import sys
 
-    import orchestrator.run as run
+    import orchestrator.train.launch as run
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(run, "local_resources", lambda: {"CPU": 2.0, "GPU": 0.0})
@@ -232,8 +232,8 @@ MICRO_STITCHES = 18
 def micro_config(root, **changes):
     """A :class:`TrainConfig` of the micro demo writing under ``root`` (``changes`` on top): the
     pretrained demo anchors by checkpoint, two workers, one evaluation checkpoint at the end."""
-    from orchestrator.config import TrainConfig
-    from orchestrator.demo import demo_anchor_specs
+    from orchestrator.data.demo_anchors import demo_anchor_specs
+    from orchestrator.train.config import TrainConfig
 
     anchors = demo_anchor_specs(anchors=MICRO_ANCHORS, progress=None)
     settings = {"anchors": anchors, "catalog": str(root / "catalog"), "storage_path": str(root / "runs"),
@@ -261,8 +261,8 @@ def paper_paired_stitching(depth, kernel_size, stride):
 
 
 def training_images(prepared) -> int:
-    """Images one epoch trains on, as the driver predicts them (``prepared``: ``orchestrator.run.prepare``'s)."""
-    from orchestrator.run import dataset_key
+    """Images one epoch trains on, as the driver predicts them (``prepared``: ``launch.prepare``'s)."""
+    from orchestrator.train.launch import dataset_key
 
     config = prepared[0]
     return prepared.known.datasets[dataset_key(config)].training_images(config)
@@ -354,8 +354,8 @@ def checkpoint_files_in(tmp) -> list[str]:
     lies, and Ray's local copies of a checkpoint (``checkpoint_tmp_*`` from ``Checkpoint.as_directory``
     and their ``*.del_lock_*`` files). Everything else (the probe file, files Ray or torch write in
     ``TMPDIR`` for themselves) is not a checkpoint and is not counted."""
-    from orchestrator.recipe import TrainState
-    from orchestrator.training import CHECKPOINT_PREFIX
+    from orchestrator.train.recipe import TrainState
+    from orchestrator.train.worker import CHECKPOINT_PREFIX
 
     found = []
     for folder, dirs, files in os.walk(str(tmp)):
@@ -391,14 +391,14 @@ def assert_resumed_run_left_checkpoints_clean(storage, checkpoint: str, worker_t
 
 
 def uninterrupted_run(settings: dict, root):
-    """The :class:`~orchestrator.recipe.SupernetRecipe` of a trial's recorded settings, trained and evaluated
+    """The :class:`~orchestrator.train.recipe.SupernetRecipe` of a trial's recorded settings, trained and evaluated
     in one go in this process without Ray, on one thread as the Ray worker (the sum order of a float op
     follows it): ``results()`` and ``early_history`` are an uninterrupted run's."""
     import torch
 
-    from orchestrator.config import TrainConfig
-    from orchestrator.recipe import SupernetRecipe
-    from orchestrator.run import prepare
+    from orchestrator.train.config import TrainConfig
+    from orchestrator.train.launch import prepare
+    from orchestrator.train.recipe import SupernetRecipe
 
     config, space = prepare(TrainConfig.model_validate({**settings, "catalog": str(root / "reference")}),
                             progress=None)

@@ -155,7 +155,7 @@ def test_prune_keeps_what_is_asked_and_replaces_the_rest():
 
 
 def test_standalone_stitch_binds_a_supernets_own_modules():
-    from orchestrator.demo import DEMO_ANCHORS
+    from orchestrator.data.demo_anchors import DEMO_ANCHORS
     from snnet import build_supernet
     from snnet.export import StandaloneStitch
 

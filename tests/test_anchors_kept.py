@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from orchestrator.catalog import CatalogWriter, read_catalog
-from orchestrator.config import TrainConfig
-from orchestrator.run import catalog_rows
-from orchestrator.summary import anchor_changes, anchor_noise, summarize
+from orchestrator.train.config import TrainConfig
+from orchestrator.train.launch import catalog_rows
+from orchestrator.train.summary import anchor_changes, anchor_noise, summarize
 from snnet import AnchorProfile, StitchSpace
 
 
@@ -92,7 +92,7 @@ def test_the_summary_shows_before_and_after_and_flags_a_drop_beyond_noise(space)
 
 
 def test_the_sweep_report_counts_trials_whose_anchors_dropped(space):
-    from orchestrator.summary import sweep_report
+    from orchestrator.train.summary import sweep_report
 
     kept = anchor_changes(_rows(space, {"snnet_demo_vit_small": [81.0, 80.0]}))
     lost = anchor_changes(_rows(space, {"snnet_demo_vit_small": [86.0, 85.0]}))

@@ -1,4 +1,4 @@
-"""The paper's recipe pieces (orchestrator.augment), each on small tensors, through timm's own parts.
+"""The paper's recipe pieces (orchestrator.train.augment), each on small tensors, through timm's own parts.
 
 What must hold: mixup/cutmix mix images and labels; label smoothing changes the loss; random
 erasing erases (in timm's transform and on a demo batch); RepeatAugSampler repeats each image
@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 import search_spaces
-from orchestrator.augment import (
+from orchestrator.data import _transforms, make_loader
+from orchestrator.train.augment import (
     group_lambdas,
     lr_lambda,
     make_batch_erasing,
@@ -27,8 +28,7 @@ from orchestrator.augment import (
     teacher_problems,
     transform_options,
 )
-from orchestrator.config import TrainConfig
-from orchestrator.data import _transforms, make_loader
+from orchestrator.train.config import TrainConfig
 from snnet import AnchorSpec, SNNetError
 
 
@@ -195,7 +195,7 @@ def test_teacher_any_timm_classifier_with_weights_or_a_clear_error(tmp_path):
     torch.save(model.state_dict(), path)
     spec = AnchorSpec("regnetx_002", checkpoint=str(path), kwargs={"num_classes": 10})
     assert teacher_problems(spec) == []  # a RegNet is no stitchable family, but a fine teacher
-    from orchestrator.augment import create_teacher
+    from orchestrator.train.augment import create_teacher
 
     teacher = create_teacher(spec)
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
@@ -231,7 +231,7 @@ def test_every_paper_space_loads_as_one_fixed_trial_with_the_released_values(nam
 
 
 def test_every_knob_is_reachable_with_set_and_bad_values_say_what_must_hold():
-    from orchestrator.train import config_from_args, parse_args
+    from orchestrator.train.__main__ import config_from_args, parse_args
 
     config = config_from_args(parse_args([
         "--set", "stitch_lr=null", "--set", "mixup=0.8", "--set", "cutmix=1.0", "--set", "optimizer=sgd",

@@ -93,7 +93,7 @@ def test_step_overhead_tiny(tiny):
 
 
 def test_gpu_train_measure_runs_on_cpu():
-    import orchestrator.demo as demo
+    import orchestrator.data.demo_anchors as demo
     from benchmarks import gpu_train
 
     out = gpu_train.measure("cpu", anchors=demo.DEMO_ANCHORS[:2], batch=4, steps=1, warmup=1, img_size=16)
@@ -106,7 +106,7 @@ def test_gpu_train_measure_runs_on_cpu():
 
 @pytest.fixture(scope="module")
 def demo_space():
-    import orchestrator.demo as demo
+    import orchestrator.data.demo_anchors as demo
     from snnet import build_supernet
 
     return build_supernet(list(demo.DEMO_ANCHORS)).space

@@ -1,11 +1,11 @@
 """Built once (issue 9): the driver validates without loading weights, trials reuse what it found,
 each worker builds its supernet once.
 
-The driver's :func:`orchestrator.run.prepare` builds anchors with their random initialisation
+The driver's :func:`orchestrator.train.launch.prepare` builds anchors with their random initialisation
 (FLOPs, parameters and class counts do not depend on the weights' values), checks checkpoints
 from their keys and shapes and derives the weights line from the specs. A sweep's trials get
-the anchors' profiles and the dataset's counts in their context (:class:`orchestrator.run.Known`)
-and build or open nothing to check. A worker's :class:`~orchestrator.recipe.SupernetRecipe`
+the anchors' profiles and the dataset's counts in their context (:class:`orchestrator.train.launch.Known`)
+and build or open nothing to check. A worker's :class:`~orchestrator.train.recipe.SupernetRecipe`
 builds each anchor once and opens the dataset once. All in one process, no Ray, the demo digits
 and the small demo ViTs with checkpoints the tests write.
 """
@@ -18,9 +18,9 @@ import os
 import pytest
 import torch
 
-import orchestrator.run as run
+import orchestrator.train.launch as run
 import snnet.anchors as anchors_module
-from orchestrator.config import TrainConfig
+from orchestrator.train.config import TrainConfig
 from snnet import AnchorSpec, StitchSpace, _weights, create_anchor, profile_anchor
 from snnet.anchors import RANDOM, weights_source
 
@@ -34,7 +34,7 @@ def checkpoints(tmp_path_factory):
     """One safetensors and one .pth checkpoint of the demo anchors, every value :data:`MARK`."""
     from safetensors.torch import save_file
 
-    from orchestrator import demo  # noqa: F401 - registers the demo anchors with timm
+    from orchestrator.data import demo_anchors as demo  # noqa: F401 - registers the demo anchors with timm
 
     folder = tmp_path_factory.mktemp("ckpt")
     paths = {}
@@ -72,7 +72,7 @@ def refuse_loading(monkeypatch):
 
 @pytest.fixture
 def profiled(monkeypatch):
-    """The anchors :func:`orchestrator.run.prepare` profiles, in order."""
+    """The anchors :func:`orchestrator.train.launch.prepare` profiles, in order."""
     seen = []
     real = run.profile_anchor
     monkeypatch.setattr(run, "profile_anchor", lambda anchor: seen.append(anchor) or real(anchor))
@@ -236,7 +236,7 @@ def test_the_drivers_counts_give_the_training_sets_size_of_streamed_shards(tmp_p
 
 def test_the_sweep_passes_the_drivers_findings_to_its_trials(tmp_path, monkeypatch):
     import orchestrator.data as data
-    from orchestrator import sweep
+    from orchestrator.sweep import driver as sweep
 
     search = _small_search(tmp_path)
     ctx, flops_ref = sweep._validate_families(search, str(tmp_path / "c"), str(tmp_path / "r"), lambda m: None)
@@ -252,9 +252,9 @@ def test_the_sweep_passes_the_drivers_findings_to_its_trials(tmp_path, monkeypat
 
 def test_a_demo_family_stitches_its_own_anchors_on_the_driver_and_in_its_trials(tmp_path):
     """A demo family that lists two of the three demo anchors gets those two, not all three."""
-    from orchestrator import sweep
-    from orchestrator.fingerprint import space_fingerprint
+    from orchestrator.sweep import driver as sweep
     from search_spaces import load_space
+    from search_spaces.fingerprint import space_fingerprint
 
     two = ["snnet_demo_vit_tiny", "snnet_demo_vit_small"]
     search = load_space("demo", overrides=["training.epochs=1", f"families.0.anchors=[{', '.join(two)}]"])
@@ -283,8 +283,8 @@ def test_a_worker_builds_each_anchor_once_and_opens_the_dataset_once(tmp_path, c
     from torch.utils.data import Subset
 
     import orchestrator.data as data
-    import orchestrator.recipe as recipe_module
-    from orchestrator.recipe import SupernetRecipe, Worker
+    import orchestrator.train.recipe as recipe_module
+    from orchestrator.train.recipe import SupernetRecipe, Worker
 
     config, space = run.prepare(_config(tmp_path, checkpoints, epochs=1, ls_samples=32, eval_batch_size=100,
                                         batch_size=64, measure_latency=False, early_stitches=0, kernel_size=3,

@@ -1,6 +1,6 @@
 """The Parquet stitch catalog (design brief, section 5): layout, schema, atomic writes, readers.
 
-No Ray: rows come from :func:`orchestrator.run.catalog_rows` over a real (small) stitch space
+No Ray: rows come from :func:`orchestrator.train.launch.catalog_rows` over a real (small) stitch space
 with made-up accuracies; what is tested is how they are stored and read back.
 """
 
@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from orchestrator.catalog import SCHEMA, SCHEMA_VERSION, CatalogWriter, read_catalog, trial_file
-from orchestrator.config import TrainConfig
-from orchestrator.run import catalog_rows
+from orchestrator.train.config import TrainConfig
+from orchestrator.train.launch import catalog_rows
 from snnet import SNNetError
 
 META_KEY = b"snnet.catalog.schema_version"
@@ -75,8 +75,8 @@ def test_catalog_rows_one_row_per_stitch(space):
 
 
 def test_catalog_rows_name_the_experiment_the_configuration_and_the_selection_split(space):
-    from orchestrator.fingerprint import config_fingerprint
-    from orchestrator.run import code_version
+    from orchestrator.train.launch import code_version
+    from search_spaces.fingerprint import config_fingerprint
 
     config = _config(sweep="demo", trial_id="t1")
     results = {str(s.stitch_id): [50.0, 90.0] for s in space}
@@ -105,7 +105,7 @@ def test_catalog_rows_name_the_experiment_the_configuration_and_the_selection_sp
 
 
 def test_code_version_names_the_commit_in_a_checkout():
-    from orchestrator.run import code_version
+    from orchestrator.train.launch import code_version
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__import__("orchestrator").__file__)))
     if not os.path.exists(os.path.join(root, ".git")):

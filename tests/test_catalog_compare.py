@@ -19,7 +19,7 @@ import pytest
 from orchestrator.catalog import CatalogWriter, load
 from orchestrator.catalog.__main__ import main
 from orchestrator.catalog._compare import bootstrap_interval, compare, format_comparison
-from orchestrator.objectives import hypervolume
+from orchestrator.catalog.objectives import hypervolume
 from snnet import SNNetError
 
 

@@ -110,7 +110,7 @@ def test_check_names_each_identical_repeat_in_a_note(catalog, capsys):
 
 
 def test_a_sweep_starting_over_an_experiment_of_its_space_names_it(tmp_path, monkeypatch):
-    from orchestrator import sweep
+    from orchestrator.sweep import driver as sweep
     from search_spaces import load_space
 
     fingerprint = sweep.sweep_record(load_space("demo"))["space_fingerprint"]

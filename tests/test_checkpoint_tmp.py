@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from orchestrator import training
+from orchestrator.train import worker as training
 
 
 def _dead_pid() -> int:

@@ -1,5 +1,5 @@
 """The shared command-line and I/O helpers: exact strings, exit codes, and atomic writes that
-leave nothing behind (``orchestrator._cli``, ``orchestrator._io``)."""
+leave nothing behind (``orchestrator.cli``, ``orchestrator.storage``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from orchestrator._cli import (
+from orchestrator.cli import (
     ArgumentParser,
     cli,
     did_you_mean,
@@ -21,17 +21,17 @@ from orchestrator._cli import (
     run_cli,
     write_stdout,
 )
-from orchestrator._io import atomic_write
+from orchestrator.storage import atomic_write
 from snnet import SNNetError
 
 
 def test_one_home_for_the_helpers():
     """snnet's command and the orchestrator's share one implementation (snnet may not import orchestrator)."""
-    import orchestrator._cli
+    import orchestrator.cli
     import snnet.cli
 
-    for name in orchestrator._cli.__all__:
-        assert getattr(orchestrator._cli, name) is getattr(snnet.cli, name)
+    for name in orchestrator.cli.__all__:
+        assert getattr(orchestrator.cli, name) is getattr(snnet.cli, name)
 
 # -- suggestions and the command line's own mistakes ---------------------------------------------
 
@@ -174,7 +174,7 @@ def test_ctrl_c_exits_130_with_the_hint(capsys):
 def test_broken_pipe_ends_quietly():
     script = (
         "import sys\n"
-        "from orchestrator._cli import run_cli, write_stdout\n"
+        "from orchestrator.cli import run_cli, write_stdout\n"
         "def main(argv):\n"
         "    for i in range(200000):\n"
         "        print('line', i)\n"

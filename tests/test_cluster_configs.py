@@ -335,7 +335,7 @@ def test_rayjob_kind_and_lifecycle(rayjob):
 def test_rayjob_entrypoint_runs_the_sweep(rayjob):
     argv = shlex.split(rayjob["spec"]["entrypoint"])
     assert argv[:3] == ["python", "-m", "orchestrator.sweep"], argv
-    sweep = pytest.importorskip("orchestrator.sweep")
+    sweep = pytest.importorskip("orchestrator.sweep.__main__")
     args = sweep.parse_args(argv[3:])
     assert "://" in args.catalog and "://" in args.storage, "pods share no disk: use bucket URIs"
 
@@ -556,7 +556,7 @@ def test_readme_covers_the_workflow():
 
 
 def test_readme_sweep_commands_parse():
-    sweep = pytest.importorskip("orchestrator.sweep")
+    sweep = pytest.importorskip("orchestrator.sweep.__main__")
     calls = _cli_calls("orchestrator.sweep")
     assert len(calls) >= 3
     for argv in calls:

@@ -1,4 +1,4 @@
-"""Tests of the demo data and anchors (orchestrator.demo) and the folder data path (orchestrator.data)."""
+"""Tests of the demo data and anchors (orchestrator.data.demo_anchors) and the folder data path (orchestrator.data)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator import demo
 from orchestrator.data import (
     DEMO_IMAGE_SIZE,
     demo_datasets,
@@ -21,6 +20,7 @@ from orchestrator.data import (
     make_loader,
     num_classes,
 )
+from orchestrator.data import demo_anchors as demo
 from snnet._errors import SNNetError
 from snnet.anchors import AnchorSpec, create_anchor
 
@@ -274,7 +274,7 @@ def test_checkpoint_path_hash_covers_recipe(tmp_path: Path):
 
 
 def test_demo_anchor_specs_caches_and_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import orchestrator.demo as demo_module
+    import orchestrator.data.demo_anchors as demo_module
 
     lines: list[str] = []
     specs = demo.demo_anchor_specs(tmp_path, lines.append, epochs=1)
@@ -321,7 +321,7 @@ def test_brief_progress_is_one_line_per_anchor_pretrained(tmp_path: Path):
 def test_concurrent_pretraining_trains_once(tmp_path: Path):
     script = textwrap.dedent(
         f"""
-        from orchestrator.demo import demo_anchor_specs
+        from orchestrator.data.demo_anchors import demo_anchor_specs
         demo_anchor_specs({str(tmp_path)!r}, epochs=1, anchors=("snnet_demo_vit_tiny",))
         """
     )

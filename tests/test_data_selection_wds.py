@@ -121,10 +121,10 @@ def test_data_fraction_keeps_a_stable_part_of_the_training_keys_apart_from_the_s
 
 def test_the_recipe_scores_stitches_on_the_held_out_shard_samples(tmp_path: Path):
     """The training recipe takes the shards' split through the same interface as a folder's."""
-    from orchestrator import demo  # noqa: F401 - registers the demo anchors with timm
-    from orchestrator.config import TrainConfig
     from orchestrator.data import DEMO_MEAN, DEMO_STD
-    from orchestrator.recipe import SupernetRecipe, Worker, evaluate_stitch
+    from orchestrator.data import demo_anchors as demo  # noqa: F401 - registers the demo anchors with timm
+    from orchestrator.train.config import TrainConfig
+    from orchestrator.train.recipe import SupernetRecipe, Worker, evaluate_stitch
     from snnet import AnchorSpec, StitchSpace, create_anchor, profile_anchor
 
     shard_sets.cache_clear()

@@ -298,8 +298,8 @@ def test_cli_shards_a_folder_and_indexes_it(tmp_path: Path, capsys: pytest.Captu
 def test_transform_options_are_one_object_for_folders_and_shards(tmp_path: Path):
     from PIL import Image
 
-    from orchestrator.config import TrainConfig
     from orchestrator.data import TransformOptions
+    from orchestrator.train.config import TrainConfig
 
     _write(tmp_path / "wds", [2], [2])
     for split in ("train", "val"):

@@ -1,8 +1,8 @@
 """Export of one stitch as a standalone ``torch.export`` program, and latency measurement.
 
-No Ray: each trial's checkpoint folder is made here the way ``orchestrator.training`` writes it
+No Ray: each trial's checkpoint folder is made here the way ``orchestrator.train.worker`` writes it
 (``state.pt`` with model, step, epoch, r2, evaluated, train_config, space) and its catalog rows
-with :func:`orchestrator.run.catalog_rows` and :class:`CatalogWriter`. Three trials:
+with :func:`orchestrator.train.launch.catalog_rows` and :class:`CatalogWriter`. Three trials:
 
 * ``demo/t-vit``: the three demo ViTs (random weights, 16x16x1), with measured latencies;
 * ``demo/t-lora``: the first two demo ViTs with unmerged LoRA updates in the stitching layers;
@@ -25,12 +25,12 @@ import torch
 from conftest import import_blocker
 from torch import nn
 
-import orchestrator.demo  # registers the demo anchors with timm
+import orchestrator.data.demo_anchors  # registers the demo anchors with timm
 from orchestrator.catalog import CatalogWriter
-from orchestrator.config import TrainConfig
-from orchestrator.demo import DEMO_ANCHORS
+from orchestrator.data.demo_anchors import DEMO_ANCHORS
 from orchestrator.export import ExportResult, _summary, load_state, main, rebuild_supernet, select_row
-from orchestrator.run import catalog_rows
+from orchestrator.train.config import TrainConfig
+from orchestrator.train.launch import catalog_rows
 from snnet import AnchorSpec, SNNetError, build_supernet
 from snnet.export import Pruned, extract_stitch
 from snnet.latency import measure_latency, measure_space_latency
@@ -211,7 +211,7 @@ def test_export_by_budget_writes_program_and_card(world, tmp_path, capsys):
     assert (card["flops"], card["params"]) == (stitch.flops, stitch.params)
     assert card["anchors"] == list(world["vit"].space.names(stitch)) and card["cuts"] == [list(c) for c in stitch.cuts]
     assert card["input"]["shape"] == ["batch", 1, 16, 16] and card["input"]["dynamic_batch"]
-    assert card["input"]["normalization"]["mean"] == list(orchestrator.demo.DEMO_MEAN)
+    assert card["input"]["normalization"]["mean"] == list(orchestrator.data.demo_anchors.DEMO_MEAN)
     assert card["latency_ms"] == pytest.approx(stitch.flops / 1e6) and card["source"]["trial_id"] == "t-vit"
     assert f"stitch {row['stitch_id']}" in shown and "MB" in shown and "top-1" in shown
     # both top-1s on the card, and which one chose; the summary says it too

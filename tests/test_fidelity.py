@@ -1,9 +1,9 @@
-"""The selection split and the early stitch subset (orchestrator.fidelity): exact, seeded answers."""
+"""The selection split and the early stitch subset (orchestrator.data.fidelity): exact, seeded answers."""
 
 import numpy as np
 import pytest
 
-from orchestrator.fidelity import selection_split, stitch_subset
+from orchestrator.data.fidelity import selection_split, stitch_subset
 
 
 def _labels(counts):

@@ -25,8 +25,8 @@ from orchestrator.catalog import (
     read_catalog,
 )
 from orchestrator.catalog.__main__ import main
-from orchestrator.config import TrainConfig
-from orchestrator.run import catalog_rows
+from orchestrator.train.config import TrainConfig
+from orchestrator.train.launch import catalog_rows
 
 VERSION_KEY = b"snnet.catalog.schema_version"
 FIDELITY = ["data_fraction", "image_size"]

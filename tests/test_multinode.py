@@ -56,7 +56,7 @@ def _raylet_pid_of(pid: int) -> int | None:
 
 
 def test_ddp_across_nodes_survives_losing_a_node(three_nodes, tmp_path):
-    from orchestrator.run import prepare, run_training
+    from orchestrator.train.launch import prepare, run_training
 
     cluster, nodes, worker_tmp = three_nodes
     pid_dir = tmp_path / "pids"

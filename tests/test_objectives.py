@@ -2,7 +2,7 @@
 
 import pytest
 
-from orchestrator.objectives import OBJECTIVES, hypervolume, objective_values, train_cost
+from orchestrator.catalog.objectives import OBJECTIVES, hypervolume, objective_values, train_cost
 
 
 def test_hypervolume_of_a_staircase():
@@ -40,7 +40,7 @@ def test_train_cost_and_values():
 def test_hypervolumes_equals_hypervolume_on_every_variant():
     import numpy as np
 
-    from orchestrator.objectives import hypervolumes
+    from orchestrator.catalog.objectives import hypervolumes
 
     rng = np.random.default_rng(0)
     for _ in range(200):

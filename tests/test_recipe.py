@@ -14,8 +14,8 @@ import os
 import pytest
 import torch
 
-from orchestrator.config import TrainConfig
-from orchestrator.recipe import (
+from orchestrator.train.config import TrainConfig
+from orchestrator.train.recipe import (
     SupernetRecipe,
     TrainCallback,
     TrainState,
@@ -57,7 +57,7 @@ class Reports:
 
 @pytest.fixture(scope="module")
 def setting():
-    from orchestrator import demo  # noqa: F401 - registers the demo anchors with timm
+    from orchestrator.data import demo_anchors as demo  # noqa: F401 - registers the demo anchors with timm
 
     torch.manual_seed(0)
     config = TrainConfig(anchors=[AnchorSpec(n) for n in ANCHORS], epochs=1, batch_size=128, ls_samples=64,
@@ -163,7 +163,7 @@ def test_checkpoint_file_has_the_schema_export_reads(setting, full_run, tmp_path
 
 def test_callbacks_load_from_specs_and_the_fault_keys(tmp_path, monkeypatch):
     from orchestrator._testing import PidFileHold
-    from orchestrator.training import CALLBACKS_ENV, callbacks_from
+    from orchestrator.train.worker import CALLBACKS_ENV, callbacks_from
 
     made = load_callbacks(["test_recipe:Recorder", {"target": "test_recipe:Recorder", "tag": "b"}])
     assert [type(c).__name__ for c in made] == ["Recorder", "Recorder"] and made[1].tag == "b"

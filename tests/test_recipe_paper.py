@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-from orchestrator.config import TrainConfig
-from orchestrator.recipe import SupernetRecipe, Worker
+from orchestrator.train.config import TrainConfig
+from orchestrator.train.recipe import SupernetRecipe, Worker
 from snnet import AnchorSpec, StitchSpace, create_anchor, profile_anchor
 
 ANCHORS = ["snnet_demo_vit_tiny", "snnet_demo_vit_small"]
@@ -23,7 +23,7 @@ def test_demo_trains_one_epoch_with_the_full_paper_recipe(tmp_path):
     import timm
     from timm.layers import DropPath
 
-    from orchestrator import demo  # noqa: F401 - registers the demo anchors with timm
+    from orchestrator.data import demo_anchors as demo  # noqa: F401 - registers the demo anchors with timm
     from orchestrator.data import get_datasets
 
     teacher_file = tmp_path / "teacher.pth"

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import MICRO, ONE_WORKER, QUICK, demo_space
 
-from orchestrator.sweep import KILL_AFTER_WRITE_ENV
+from orchestrator.sweep.driver import KILL_AFTER_WRITE_ENV
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Which checkpoint a stopped run resumes from, without Ray running (``orchestrator.training``).
+"""Which checkpoint a stopped run resumes from, without Ray running (``orchestrator.train.worker``).
 
 Ray Train restores a run started again under its name from the checkpoints its controller registered,
 and it registers one only when it next polls the workers: a run stopped between a checkpoint's upload
@@ -12,8 +12,8 @@ import os
 import ray.train
 import torch
 
-from orchestrator.recipe import TrainState
-from orchestrator.training import latest_state, remove_unregistered, stored_checkpoints
+from orchestrator.train.recipe import TrainState
+from orchestrator.train.worker import latest_state, remove_unregistered, stored_checkpoints
 
 
 def _checkpoint(run, stamp, epoch, *, torn=False):

@@ -161,12 +161,12 @@ def test_a_scored_run_scores_at_init_and_the_catalog_keeps_them(tmp_path):
     import pyarrow.parquet as pq
     from torch.utils.data import Subset
 
-    from orchestrator import demo  # noqa: F401 - registers the demo anchors with timm
     from orchestrator.catalog import CatalogWriter, load
-    from orchestrator.config import TrainConfig
+    from orchestrator.data import demo_anchors as demo  # noqa: F401 - registers the demo anchors with timm
     from orchestrator.data import get_datasets
-    from orchestrator.recipe import SupernetRecipe, TrainState, Worker
-    from orchestrator.run import catalog_rows
+    from orchestrator.train.config import TrainConfig
+    from orchestrator.train.launch import catalog_rows
+    from orchestrator.train.recipe import SupernetRecipe, TrainState, Worker
     from snnet import AnchorSpec, StitchSpace, create_anchor, profile_anchor
 
     names = ["snnet_demo_vit_tiny", "snnet_demo_vit_small"]

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import search_spaces
-from orchestrator.config import INITS, MODES, TrainConfig
+from orchestrator.train.config import INITS, MODES, TrainConfig
 from search_spaces import (
     TRAINING_SET_ELSEWHERE,
     Choice,

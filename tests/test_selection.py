@@ -4,7 +4,7 @@
 What must hold: the selection split is disjoint from what is trained and the same on every call;
 ``data_fraction`` shrinks the steps of an epoch exactly as computed from the class counts; every
 epoch's report carries ``epoch`` and ``early_hv`` (the hypervolume of the fixed early subset,
-computed with the sweep's own :func:`orchestrator.objectives.hypervolume`); the final report carries
+computed with the sweep's own :func:`orchestrator.catalog.objectives.hypervolume`); the final report carries
 both splits, and the catalog rows get ``top1_selection``.
 """
 
@@ -15,11 +15,11 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-from orchestrator.config import TrainConfig
+from orchestrator.catalog.objectives import hypervolume
 from orchestrator.data import dataset_labels, get_datasets, split_training_set
-from orchestrator.objectives import hypervolume
-from orchestrator.recipe import SupernetRecipe, Worker
-from orchestrator.run import catalog_rows
+from orchestrator.train.config import TrainConfig
+from orchestrator.train.launch import catalog_rows
+from orchestrator.train.recipe import SupernetRecipe, Worker
 from snnet import AnchorSpec, SNNetError, StitchSpace, create_anchor, profile_anchor
 
 ANCHORS = ["snnet_demo_vit_tiny", "snnet_demo_vit_small"]
@@ -32,7 +32,7 @@ def demo():
 
 @pytest.fixture(scope="module")
 def space():
-    from orchestrator import demo as _  # noqa: F401 - registers the demo anchors with timm
+    from orchestrator.data import demo_anchors as _  # noqa: F401 - registers the demo anchors with timm
 
     config = TrainConfig(anchors=[AnchorSpec(n) for n in ANCHORS])
     return StitchSpace([profile_anchor(create_anchor(AnchorSpec(n))) for n in ANCHORS], config.space_config())
@@ -108,7 +108,7 @@ def test_the_training_settings_take_the_new_knobs():
 
     assert ({"selection_fraction", "early_stitches", "early_images", "data_fraction"}
             <= set(TrainingSection.model_fields))
-    from orchestrator.train import config_from_args, parse_args
+    from orchestrator.train.__main__ import config_from_args, parse_args
 
     config = config_from_args(parse_args(["--set", "selection_fraction=0.1", "--set", "training.early_stitches=4"]))
     assert (config.selection_fraction, config.early_stitches) == (0.1, 4)

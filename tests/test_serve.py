@@ -30,15 +30,15 @@ import pytest
 import torch
 import yaml
 
-import orchestrator.demo  # noqa: F401 - registers the demo anchors with timm
+import orchestrator.data.demo_anchors  # noqa: F401 - registers the demo anchors with timm
 from orchestrator.catalog import CatalogWriter, load, pareto_front
-from orchestrator.config import TrainConfig
-from orchestrator.demo import DEMO_ANCHORS
-from orchestrator.run import catalog_rows
+from orchestrator.data.demo_anchors import DEMO_ANCHORS
 from orchestrator.serve import RequestError
 from orchestrator.serve.__main__ import APP_IMPORT_PATH
 from orchestrator.serve.replica import ServedModel, ServeSettings
 from orchestrator.serve.source import settings_from_catalog
+from orchestrator.train.config import TrainConfig
+from orchestrator.train.launch import catalog_rows
 from snnet import AnchorSpec, build_supernet
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,10 +11,10 @@ from types import SimpleNamespace
 
 import pytest
 
-import orchestrator.sweep as sweep
-from orchestrator import train
+import orchestrator.sweep.driver as sweep
 from orchestrator.export import check_checkpoint_location
-from orchestrator.run import check_outside_ray_runtime, default_storage, ray_runtime_folder
+from orchestrator.train import __main__ as train
+from orchestrator.train.launch import check_outside_ray_runtime, default_storage, ray_runtime_folder
 from snnet import SNNetError
 
 ROOT = Path(__file__).resolve().parents[1]

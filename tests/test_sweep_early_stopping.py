@@ -51,8 +51,8 @@ def local_ray(ray_cluster):
 def test_the_scheduler_stops_the_trial_whose_early_front_is_worse(local_ray, tmp_path, name):
     from ray import tune
 
-    from orchestrator.sweep import summarize_results
-    from orchestrator.sweep_schedulers import make_scheduler
+    from orchestrator.sweep.driver import summarize_results
+    from orchestrator.sweep.schedulers import make_scheduler
 
     tuner = tune.Tuner(
         tune.with_resources(_trainable_factory(EPOCHS), {"cpu": 0.5}),
@@ -79,8 +79,8 @@ def test_hyperband_stops_a_trial_whose_early_front_is_worse(local_ray, tmp_path)
     import numpy as np
     from ray import tune
 
-    from orchestrator.sweep import summarize_results
-    from orchestrator.sweep_schedulers import EARLY_METRIC, make_scheduler
+    from orchestrator.sweep.driver import summarize_results
+    from orchestrator.sweep.schedulers import EARLY_METRIC, make_scheduler
 
     scheduler = make_scheduler("hyperband", EPOCHS)
     assert (scheduler.metric, len(scheduler._brackets)) == (EARLY_METRIC, 3)
@@ -120,7 +120,7 @@ def test_the_sweeps_tuner_runs_every_scheduler_without_an_optuna_searcher(local_
     must not pass metric/mode besides the scheduler's own (Tune refused them with a ValueError)."""
     from ray import tune
 
-    from orchestrator import sweep
+    from orchestrator.sweep import driver as sweep
     from search_spaces import load_space
 
     search = load_space("demo", overrides=[f"searcher.algorithm={algorithm}", f"searcher.scheduler={scheduler}",

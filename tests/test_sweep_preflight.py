@@ -1,6 +1,6 @@
 """What ``orchestrator.sweep`` checks and settles before Ray starts. Unit tests, no Ray instance.
 
-- The Tuner's ``metric``/``mode`` (:func:`orchestrator.sweep.tune_metric`) for every searcher algorithm
+- The Tuner's ``metric``/``mode`` (:func:`orchestrator.sweep.driver.tune_metric`) for every searcher algorithm
   x early-stopping scheduler: Tune accepts them (the checks ``ray.tune.run`` makes before any trial).
 - ``--catalog`` of a bucket that cannot be reached: one paragraph, exit 2.
 - One trial's workers x CPUs x GPUs against this machine when no cluster is given.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.sweep import tune_metric
+from orchestrator.sweep.driver import tune_metric
 from search_spaces import ALGORITHMS, SCHEDULERS
 from snnet import SNNetError
 
@@ -44,8 +44,8 @@ def test_tune_accepts_the_metric_and_mode_of_every_searcher_and_scheduler(algori
     from ray.tune.search import BasicVariantGenerator, SearchGenerator
     from ray.tune.search.util import _set_search_properties_backwards_compatible as searcher_props
 
-    from orchestrator import sweep
-    from orchestrator.objectives import OBJECTIVES
+    from orchestrator.catalog.objectives import OBJECTIVES
+    from orchestrator.sweep import driver as sweep
 
     search = _space(algorithm, scheduler, *_VARIANTS[variant])
     metrics = list(search.searcher.objectives)
@@ -78,8 +78,8 @@ def test_tune_metric_is_given_only_to_the_variant_generator_without_a_scheduler(
 def test_an_unreachable_catalog_bucket_is_one_paragraph_before_ray(tmp_path, monkeypatch, capsys):
     """``--catalog s3://...`` of a bucket that cannot be reached: the write probe's paragraph, as for
     ``--storage`` and ``orchestrator.train``, not pyarrow's ``OSError: When resolving region for bucket``."""
-    import orchestrator.run as run
-    from orchestrator import sweep
+    import orchestrator.train.launch as run
+    from orchestrator.sweep import driver as sweep
 
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setattr(run, "ensure_ray", lambda *a, **k: pytest.fail("Ray must not start"))
@@ -91,7 +91,7 @@ def test_an_unreachable_catalog_bucket_is_one_paragraph_before_ray(tmp_path, mon
 
 
 def test_a_catalog_that_is_a_file_is_still_named_as_one(tmp_path):
-    from orchestrator import sweep
+    from orchestrator.sweep import driver as sweep
 
     (tmp_path / "cat").write_text("x")
     with pytest.raises(SNNetError, match=r"The catalog must be a folder or URI, but '.*cat' is a file\."):
@@ -102,7 +102,7 @@ def test_a_catalog_that_is_a_file_is_still_named_as_one(tmp_path):
 
 
 def test_a_trial_larger_than_this_machine_is_refused_before_ray(two_cpus, tmp_path, monkeypatch, capsys):
-    from orchestrator import sweep
+    from orchestrator.sweep import driver as sweep
 
     monkeypatch.setattr(sweep, "_validate_families", lambda *a, **k: pytest.fail("checked before the families"))
     argv = ["--catalog", str(tmp_path / "cat"), "--storage", str(tmp_path / "runs"),
@@ -116,8 +116,8 @@ def test_a_trial_larger_than_this_machine_is_refused_before_ray(two_cpus, tmp_pa
 
 
 def test_a_trial_that_fits_passes_and_a_cluster_is_not_asked_before_connecting(two_cpus, monkeypatch):
-    import orchestrator.run as run
-    from orchestrator import sweep
+    import orchestrator.train.launch as run
+    from orchestrator.sweep import driver as sweep
 
     sweep._check_trial_resources(_space("tpe", "none"), None)  # the demo's 2 workers x 1 CPU fit
     gpus = _space("tpe", "none", "resources.workers_per_trial=1", "resources.gpus_per_worker=1")
@@ -132,7 +132,7 @@ def test_a_trial_that_fits_passes_and_a_cluster_is_not_asked_before_connecting(t
 
 
 def test_each_rerun_trial_is_checked_with_its_recorded_resources(two_cpus):
-    from orchestrator import sweep
+    from orchestrator.sweep import driver as sweep
     from search_spaces import TrainConfig
 
     plan = {"trials": {"t1": {"config": TrainConfig(workers=2).model_dump(mode="json")},
@@ -145,7 +145,7 @@ def test_each_rerun_trial_is_checked_with_its_recorded_resources(two_cpus):
 
 
 def test_the_other_values_of_a_setting_are_each_choice_and_each_end_of_a_range():
-    from orchestrator.sweep import _other_values
+    from orchestrator.sweep.driver import _other_values
     from search_spaces import Choice, FloatRange, IntRange
 
     assert _other_values(Choice((2, 3, 30)), 2) == [3, 30]
@@ -163,7 +163,7 @@ def test_the_other_values_of_a_setting_are_each_choice_and_each_end_of_a_range()
     ("training.sampling=[uniform, balanced, sandwich]", None),
 ])
 def test_each_searched_value_gets_a_trials_checks_before_ray(tmp_path, override, fault):
-    from orchestrator import sweep
+    from orchestrator.sweep import driver as sweep
     from search_spaces import load_space
 
     search = load_space("demo", overrides=[override])
@@ -177,7 +177,7 @@ def test_each_searched_value_gets_a_trials_checks_before_ray(tmp_path, override,
 
 
 def test_a_window_deeper_than_the_anchors_stops_the_sweep_before_ray(two_cpus, tmp_path, capsys):
-    from orchestrator import sweep
+    from orchestrator.sweep import driver as sweep
 
     argv = ["--catalog", str(tmp_path / "cat"), "--storage", str(tmp_path / "runs"), "--set",
             "space.kernel_size=[2, 30]"]
@@ -190,9 +190,9 @@ def test_a_window_deeper_than_the_anchors_stops_the_sweep_before_ray(two_cpus, t
 def test_the_extra_values_build_no_anchor_open_no_dataset_probe_nothing_and_print_nothing(tmp_path, monkeypatch):
     """Validating every searched value costs no anchor build, dataset read or write probe beyond the
     first point's: the same calls and the same console lines as the first point alone."""
-    import orchestrator.run as run
+    import orchestrator.train.launch as run
     import snnet.anchors as anchors_module
-    from orchestrator import sweep
+    from orchestrator.sweep import driver as sweep
     from search_spaces import load_space
 
     search = load_space("demo", overrides=["space.kernel_size=[2, 3, 4]", "space.stride=[1, 2]",

@@ -8,15 +8,15 @@ import math
 import pytest
 from conftest import DEMO_ANCHORS, demo_space
 
-import orchestrator.sweep as sweep
+import orchestrator.sweep.driver as sweep
 from orchestrator.catalog import CatalogWriter, validate_name
-from orchestrator.fingerprint import (
+from search_spaces import load_space
+from search_spaces.fingerprint import (
     canonical_json,
     changed_fields,
     space_document,
     space_fingerprint,
 )
-from search_spaces import load_space
 from search_spaces.names import validate_name as rule
 from snnet import AnchorSpec, SNNetError
 from snnet.sampling import rule_class
@@ -134,7 +134,7 @@ def test_cli_resume_with_an_edited_space_stops_before_ray(tmp_path, capsys):
 def test_a_sweep_record_holds_fingerprint_code_version_and_space(tmp_path):
     search = _fixed(tmp_path)
     record = sweep.sweep_record(search)
-    from orchestrator.run import code_version
+    from orchestrator.train.launch import code_version
 
     assert record["space_fingerprint"] == space_fingerprint(search) and record["code_version"] == code_version()
     sweep._write_json(str(tmp_path / "e" / sweep.RECORD), record)

@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import pytest
 from conftest import demo_space
 
-import orchestrator.sweep as sweep
+import orchestrator.sweep.driver as sweep
 from orchestrator.catalog import CatalogWriter
-from orchestrator.objectives import hypervolume, objective_values, split_values
-from orchestrator.summary import (
+from orchestrator.catalog.objectives import hypervolume, objective_values, split_values
+from orchestrator.train.summary import (
     early_hv_spearman,
     pareto_trials,
     rank_trials,
@@ -128,7 +128,7 @@ def _result(value, epoch, **extra):
 def test_the_median_pruner_scheduler_stops_a_trial_whose_early_front_is_worse(tmp_path):
     from ray.tune.schedulers import TrialScheduler
 
-    from orchestrator.sweep_schedulers import PrunerScheduler
+    from orchestrator.sweep.schedulers import PrunerScheduler
 
     scheduler = sweep._scheduler(_space(tmp_path, "searcher.scheduler=median"))
     assert isinstance(scheduler, PrunerScheduler) and scheduler.metric == "early_hv"
@@ -153,7 +153,7 @@ def test_the_median_pruner_scheduler_stops_a_trial_whose_early_front_is_worse(tm
 def test_the_searcher_sees_final_results_only_and_a_stopped_trial_as_pruned():
     from ray.tune.search import Searcher
 
-    from orchestrator.sweep_schedulers import FinalResultsOnly
+    from orchestrator.sweep.schedulers import FinalResultsOnly
 
     class Recording(Searcher):
         def __init__(self):
@@ -181,7 +181,7 @@ def test_the_searcher_sees_final_results_only_and_a_stopped_trial_as_pruned():
 def test_tune_saves_and_restores_the_wrapped_optuna_searcher(tmp_path):
     from ray.tune.search import SearchGenerator
 
-    from orchestrator.sweep_schedulers import FinalResultsOnly
+    from orchestrator.sweep.schedulers import FinalResultsOnly
 
     search = _space(tmp_path, "searcher.scheduler=median")
     wrapped = sweep._searcher(search, ["hypervolume"], ["max"])
@@ -203,7 +203,7 @@ def test_epoch_metrics_hold_the_placeholders_and_leave_out_the_stitch_results():
 def test_a_scheduled_searcher_is_wrapped_and_an_unscheduled_one_is_not(tmp_path):
     from ray.tune.search.optuna import OptunaSearch
 
-    from orchestrator.sweep_schedulers import FinalResultsOnly
+    from orchestrator.sweep.schedulers import FinalResultsOnly
 
     plain = sweep._searcher(_space(tmp_path), ["hypervolume"], ["max"])
     assert isinstance(plain, OptunaSearch)

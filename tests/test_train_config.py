@@ -1,6 +1,6 @@
-"""Training settings (orchestrator.config.TrainConfig) and the ``python -m orchestrator.train`` CLI's bad input.
+"""Training settings (orchestrator.train.config.TrainConfig) and the ``python -m orchestrator.train`` CLI's bad input.
 
-No Ray: the CLI cases all fail in :func:`orchestrator.run.prepare`, and each subprocess runs with
+No Ray: the CLI cases all fail in :func:`orchestrator.train.launch.prepare`, and each subprocess runs with
 ``ray.init`` replaced by a guard that aborts, so a regression that reaches Ray fails loudly
 instead of starting a cluster.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import INITS, MODES, TrainConfig
-from orchestrator.train import config_from_args, parse_args
+from orchestrator.train.__main__ import config_from_args, parse_args
+from orchestrator.train.config import INITS, MODES, TrainConfig
 from snnet import SNNetError
 from snnet.anchors import AnchorSpec
 
@@ -280,7 +280,7 @@ def _check_one_error_paragraph(returncode: int, stdout: str, stderr: str, expect
 @pytest.fixture
 def no_ray(monkeypatch):
     """Fail the test if the CLI gets as far as Ray (in this process)."""
-    import orchestrator.run as run
+    import orchestrator.train.launch as run
 
     def boom(*args, **kwargs):
         raise AssertionError("TEST GUARD: the CLI reached Ray")
@@ -292,7 +292,7 @@ def no_ray(monkeypatch):
 @pytest.mark.parametrize("case", CASES)
 def test_cli_bad_input_ends_with_one_error_paragraph_before_ray(case, image_folder, tmp_path, monkeypatch, capsys,
                                                                 no_ray):
-    from orchestrator.train import main
+    from orchestrator.train.__main__ import main
 
     a_file = tmp_path / "catalog.txt"
     a_file.write_text("not a catalog")
@@ -333,7 +333,7 @@ def _prepare_args(image_folder: Path, tmp_path: Path, **kw) -> TrainConfig:
 
 
 def test_prepare_accepts_good_settings_and_names_the_trial(image_folder, tmp_path):
-    from orchestrator.run import prepare
+    from orchestrator.train.launch import prepare
 
     config, space = prepare(_prepare_args(image_folder, tmp_path), progress=None)
     assert len(space) == 18 and space.anchor_names == ("resnet18", "resnet50")
@@ -342,14 +342,14 @@ def test_prepare_accepts_good_settings_and_names_the_trial(image_folder, tmp_pat
 
 
 def test_prepare_rejects_a_bad_trial_id_before_training(image_folder, tmp_path):
-    from orchestrator.run import prepare
+    from orchestrator.train.launch import prepare
 
     with pytest.raises(SNNetError, match="trial name"):
         prepare(_prepare_args(image_folder, tmp_path, trial_id="bad/id"), progress=None)
 
 
 def test_prepare_rejects_a_catalog_below_a_file_before_training(image_folder, tmp_path):
-    from orchestrator.run import prepare
+    from orchestrator.train.launch import prepare
 
     a_file = tmp_path / "notes.txt"
     a_file.write_text("x")
@@ -388,7 +388,7 @@ def test_set_without_a_space_sets_trainconfig_fields():
 
 
 def test_a_fractional_gpu_reaches_ray_as_that_fraction():
-    from orchestrator.run import worker_resources
+    from orchestrator.train.launch import worker_resources
 
     assert worker_resources(TrainConfig(use_gpu=True, gpus_per_worker=0.5, cpus_per_worker=2)) == {"CPU": 2, "GPU": 0.5}
     assert worker_resources(TrainConfig(use_gpu=True)) == {"CPU": 1, "GPU": 1}
@@ -396,7 +396,7 @@ def test_a_fractional_gpu_reaches_ray_as_that_fraction():
 
 
 def test_grid_search_expands_an_integer_range_to_its_grid():
-    from orchestrator.sweep import tune_search_space
+    from orchestrator.sweep.driver import tune_search_space
     from search_spaces import load_space
 
     space = load_space("demo", overrides=["searcher.algorithm=grid", "training.epochs={low: 1, high: 3}"])

@@ -50,8 +50,8 @@ def test_the_micro_demo_trains_on_two_gloo_workers_and_leaves_no_checkpoint_in_t
     """Two epochs, two gloo workers, the 2% selection split held out, a checkpoint per finished stitch."""
     import ray.train
 
-    from orchestrator.objectives import hypervolume
-    from orchestrator.run import prepare, run_training
+    from orchestrator.catalog.objectives import hypervolume
+    from orchestrator.train.launch import prepare, run_training
 
     storage, log = tmp_path / "runs", tmp_path / "reports.jsonl"
 
@@ -115,7 +115,7 @@ def test_the_micro_demo_trains_on_two_gloo_workers_and_leaves_no_checkpoint_in_t
 def test_a_killed_and_resumed_run_keeps_num_to_keep_and_leaves_no_checkpoint_in_the_temp_folder(
         worker_tmp, tmp_path):
     from orchestrator.catalog import read_catalog
-    from orchestrator.run import prepare, run_training
+    from orchestrator.train.launch import prepare, run_training
 
     storage, pid_dir = tmp_path / "runs", tmp_path / "pids"
     pid_dir.mkdir()

@@ -17,8 +17,8 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator.config import TrainConfig
-from orchestrator.run import (
+from orchestrator.train.config import TrainConfig
+from orchestrator.train.launch import (
     PROBE_PREFIX,
     check_batch,
     check_resources,
@@ -98,7 +98,7 @@ def test_gpus_count_too():
 def test_with_an_address_the_cluster_is_asked_after_connecting(monkeypatch):
     import ray
 
-    import orchestrator.run as run
+    import orchestrator.train.launch as run
 
     calls = []
     monkeypatch.setattr(run, "ensure_ray", lambda address=None, **k: calls.append(address))
@@ -152,7 +152,7 @@ def _space():
 
 def test_rows_carry_where_the_weights_came_from_into_the_catalog(tmp_path):
     from orchestrator.catalog import SCHEMA, CatalogWriter, read_catalog
-    from orchestrator.run import catalog_rows
+    from orchestrator.train.launch import catalog_rows
 
     space = _space()
     results = {str(s.stitch_id): [50.0, 90.0] for s in space}
@@ -178,7 +178,7 @@ def _row(i, anchors, flops, top1, **extra):
 
 
 def test_summary_says_na_for_an_undefined_spearman_and_none_fits_for_an_empty_budget():
-    from orchestrator.summary import spearman, summarize
+    from orchestrator.train.summary import spearman, summarize
 
     assert spearman([1, 2, 3], [1, 2, 3]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
@@ -202,7 +202,7 @@ def test_summary_says_na_for_an_undefined_spearman_and_none_fits_for_an_empty_bu
 
 
 def test_each_train_run_gets_its_own_validated_partition():
-    from orchestrator.train import config_from_args, default_sweep, parse_args
+    from orchestrator.train.__main__ import config_from_args, default_sweep, parse_args
 
     when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
     assert default_sweep("deit_ti_s_b", when) == "deit_ti_s_b-20260102-030405"
@@ -214,8 +214,8 @@ def test_each_train_run_gets_its_own_validated_partition():
 
 
 def test_ctrl_c_prints_the_command_that_resumes():
-    from orchestrator._cli import interrupt_hint, run_cli
-    from orchestrator.train import catalog_file, resume_command
+    from orchestrator.cli import interrupt_hint, run_cli
+    from orchestrator.train.__main__ import catalog_file, resume_command
 
     config = TrainConfig(sweep="demo-20260101-000000", trial_id="t-1", catalog="s3://b/cat")
     command = resume_command(["--workers", "2", "--trial-id", "old", "--sweep=old", "--set", "seed=1"], config)
@@ -299,7 +299,7 @@ def test_the_worker_hook_quiets_only_ray_trains_report_logger():
 
     from ray.train.v2._internal.execution import context
 
-    from orchestrator.run import WORKER_SETUP_HOOK, quiet_train_worker
+    from orchestrator.train.launch import WORKER_SETUP_HOOK, quiet_train_worker
 
     assert WORKER_SETUP_HOOK == f"{quiet_train_worker.__module__}.{quiet_train_worker.__name__}"
     logger = logging.getLogger(context.__file__)
@@ -318,7 +318,7 @@ def test_the_worker_hook_keeps_the_cleaners_slow_poll_warning_off_the_console():
 
     from ray.train.v2._internal.execution.controller import placement_group_cleaner
 
-    from orchestrator.run import quiet_train_worker
+    from orchestrator.train.launch import quiet_train_worker
 
     logger = placement_group_cleaner.logger
     before = logger.level
@@ -338,7 +338,7 @@ def test_the_worker_hook_keeps_the_cleaners_gcs_timeout_off_the_console(monkeypa
 
     from ray.exceptions import RpcError
 
-    from orchestrator.run import quiet_train_worker
+    from orchestrator.train.launch import quiet_train_worker
 
     seen = []
     monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(args.exc_type))

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-from orchestrator.config import TrainConfig
 from orchestrator.data import make_loader
-from orchestrator.recipe import (
+from orchestrator.train.config import TrainConfig
+from orchestrator.train.launch import catalog_rows
+from orchestrator.train.recipe import (
     LeastSquaresFit,
     SupernetStep,
     evaluate_stitch,
@@ -28,8 +29,7 @@ from orchestrator.recipe import (
     ls_line,
     step_loss,
 )
-from orchestrator.run import catalog_rows
-from orchestrator.summary import best_under, interpolation_stats, spearman, summarize
+from orchestrator.train.summary import best_under, interpolation_stats, spearman, summarize
 from snnet import StitchingLayer, least_squares
 from snnet.least_squares import to_rows
 

@@ -19,7 +19,7 @@ from orchestrator.data import (
     split_training_set,
     write_shards,
 )
-from orchestrator.recipe import ls_batches
+from orchestrator.train.recipe import ls_batches
 
 GREY = {"image_size": 16, "input_img_mode": "L", "mean": DEMO_MEAN, "std": DEMO_STD}  # what the demo anchors take
 
@@ -103,9 +103,9 @@ def test_a_run_with_ls_init_names_each_bad_image_once(tmp_path: Path, capfd: pyt
     evaluation of every stitch) on a folder with a bad image in each of the training part, the
     selection part and the evaluation split: it finishes, and each file is named exactly once
     although the LS images, training, the early front and 8 evaluations read them. A few seconds."""
-    from orchestrator import demo  # noqa: F401 - registers the demo anchors with timm
-    from orchestrator.config import TrainConfig
-    from orchestrator.recipe import SupernetRecipe, Worker
+    from orchestrator.data import demo_anchors as demo  # noqa: F401 - registers the demo anchors with timm
+    from orchestrator.train.config import TrainConfig
+    from orchestrator.train.recipe import SupernetRecipe, Worker
     from snnet import AnchorSpec, StitchSpace, create_anchor, profile_anchor
 
     root = _write_folder(tmp_path / "imgs", {"train": {"a": 8, "b": 8}, "val": {"a": 3, "b": 3}})

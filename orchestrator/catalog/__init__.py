@@ -1,9 +1,9 @@
 """The Parquet stitch catalog (see :mod:`orchestrator.catalog._store`), its queries, checks and plots."""
 
-from ._inspect import QUARANTINE, Inspection, Problem, check, inspect, quarantine
-from ._names import validate_name
-from ._plot import plot
-from ._query import (
+from orchestrator.catalog._inspect import QUARANTINE, Inspection, Problem, check, inspect, quarantine
+from orchestrator.catalog._names import validate_name
+from orchestrator.catalog._plot import plot
+from orchestrator.catalog._query import (
     CatalogWarning,
     best_under,
     catalog_warnings_to_stderr,
@@ -16,8 +16,8 @@ from ._query import (
     sweeps,
     to_records,
 )
-from ._repeats import drop_repeats
-from ._store import (
+from orchestrator.catalog._repeats import drop_repeats
+from orchestrator.catalog._store import (
     SCHEMA,
     SCHEMA_VERSION,
     CatalogWriter,

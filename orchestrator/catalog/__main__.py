@@ -32,11 +32,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from snnet import SNNetError
-
-from .._cli import ArgumentParser, did_you_mean, flops_unit, format_flops, plural, render_table, run_cli, write_stdout
-from ._names import validate_name
-from ._query import (
+from orchestrator.catalog._names import validate_name
+from orchestrator.catalog._query import (
     LIST_COLUMNS,
     _native,
     catalog_warnings_to_stderr,
@@ -50,6 +47,17 @@ from ._query import (
     sweeps,
     to_records,
 )
+from orchestrator.cli import (
+    ArgumentParser,
+    did_you_mean,
+    flops_unit,
+    format_flops,
+    plural,
+    render_table,
+    run_cli,
+    write_stdout,
+)
+from snnet import SNNetError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -294,7 +302,7 @@ def _repeats_line(result: pd.DataFrame) -> str:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from ._plot import _writable, plot
+    from orchestrator.catalog._plot import _writable, plot
 
     filters = _filters(args)
     check_arguments(**filters)  # before reading anything
@@ -314,7 +322,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
-    from ._inspect import QUARANTINE, check, quarantine
+    from orchestrator.catalog._inspect import QUARANTINE, check, quarantine
 
     if args.sweep is not None:  # a typo would otherwise check nothing and report no problems
         present = sweeps(args.catalog)
@@ -368,7 +376,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from ._compare import compare, format_comparison, parse_options
+    from orchestrator.catalog._compare import compare, format_comparison, parse_options
 
     options = parse_options(confidence=args.confidence, resamples=args.resamples, seed=args.seed)
     sweeps_wanted = [n.strip() for v in args.sweep or [] for n in v.split(",") if n.strip()] or None
@@ -382,7 +390,7 @@ _COMMANDS = {"query": _cmd_query, "plot": _cmd_plot, "check": _cmd_check, "compa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a command; a user's mistake is one ``error:`` paragraph and exit 2 (:func:`orchestrator._cli.run_cli`)."""
+    """Run a command; a user's mistake is one ``error:`` paragraph and exit 2 (:func:`orchestrator.cli.run_cli`)."""
     args = build_parser().parse_args(argv)
     with catalog_warnings_to_stderr():
         return run_cli(lambda _argv: _COMMANDS[args.command](args), argv)

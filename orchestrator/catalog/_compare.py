@@ -24,7 +24,7 @@ For each pair of groups ``(a, b)`` in one space (``b - a``):
   ``a``'s; the statistic is the mean over those stitches (the paper's Figure 13 compares
   sampling rules on the same stitches);
 * **hypervolume difference**: the mean over ``b``'s trials of
-  :func:`orchestrator.objectives.hypervolume` minus that over ``a``'s, each trial's front
+  :func:`orchestrator.catalog.objectives.hypervolume` minus that over ``a``'s, each trial's front
   taken over all its stitches, against ``flops_ref`` = the largest anchor's FLOPs in the
   space (the sweep's objective);
 * **bootstrap intervals**: each resample draws stitches with replacement (the matched ones
@@ -46,9 +46,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.cli import render_table
 from snnet import SNNetError
-
-from .._cli import render_table
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -128,7 +127,7 @@ def bootstrap_interval(samples: np.ndarray, estimate: float, confidence: float) 
 
 def _value(value: Any) -> Any:
     """A hashable, JSON-native cell value (None for missing)."""
-    from ._query import _native
+    from orchestrator.catalog._query import _native
 
     value = _native(value)
     return tuple(value) if isinstance(value, list) else value
@@ -278,7 +277,7 @@ def _pair(members: list[dict], a: list[int], b: list[int], rng: np.random.Genera
     """Point estimates and bootstrap intervals for groups ``a`` and ``b`` (indices into ``members``)."""
     import numpy as np
 
-    from ..objectives import hypervolume, hypervolumes
+    from orchestrator.catalog.objectives import hypervolume, hypervolumes
 
     involved = [members[i] for i in a + b]
     union = sorted({s for t in involved for s in t["stitches"]})
@@ -334,7 +333,7 @@ def _compare_input(df_or_catalog: Any, by: str, sweep: str | Sequence[str] | Non
     """``(rows, how the catalog is named, ignored columns)`` of :func:`compare`'s arguments, checked."""
     import pandas as pd
 
-    from ._query import _names, _require, load
+    from orchestrator.catalog._query import _names, _require, load
 
     catalog = os.fspath(df_or_catalog) if isinstance(df_or_catalog, (str, os.PathLike)) else "the table"
     wanted = _names(sweep, "sweep")

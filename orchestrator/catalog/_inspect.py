@@ -37,10 +37,9 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.catalog._names import validate_name
+from orchestrator.catalog._store import SCHEMA, SCHEMA_VERSION, VERSION_KEY, columns_of_version, parquet_format, resolve
 from snnet import SNNetError
-
-from ._names import validate_name
-from ._store import SCHEMA, SCHEMA_VERSION, VERSION_KEY, columns_of_version, parquet_format, resolve
 
 if TYPE_CHECKING:  # pragma: no cover
     import pyarrow as pa
@@ -356,7 +355,7 @@ def check(catalog: str | os.PathLike[str], sweep: str | None = None) -> Inspecti
     Besides the notes of :func:`inspect`, each trial that repeats the configuration and seed of a
     newer trial (an identical repeat: :mod:`orchestrator.catalog._repeats`) is named in a note of
     kind ``repeat``; its file is kept and is no problem."""
-    from ._repeats import describe, repeats
+    from orchestrator.catalog._repeats import describe, repeats
 
     result = inspect(catalog, sweep, read=True)
     table = result.table

@@ -15,11 +15,10 @@ import math
 import os
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.catalog._query import _path, load, pareto_front
+from orchestrator.catalog._repeats import drop_repeats
+from orchestrator.cli import flops_unit, plural
 from snnet import SNNetError
-
-from .._cli import flops_unit, plural
-from ._query import _path, load, pareto_front
-from ._repeats import drop_repeats
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

@@ -47,14 +47,13 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.catalog._inspect import REQUIRED_COLUMNS, inspect
+from orchestrator.catalog._inspect import dataset_schema as _dataset_schema
+from orchestrator.catalog._inspect import open_catalog as _open
+from orchestrator.catalog._names import validate_name
+from orchestrator.catalog._repeats import drop_repeats
 from snnet import SNNetError
 from snnet.cli import did_you_mean
-
-from ._inspect import REQUIRED_COLUMNS, inspect
-from ._inspect import dataset_schema as _dataset_schema
-from ._inspect import open_catalog as _open
-from ._names import validate_name
-from ._repeats import drop_repeats
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

@@ -3,7 +3,7 @@
 Every trial file records the run that wrote it (``experiment``: a sweep's Tune experiment, kept by
 ``--resume``, or ``orchestrator.train``'s ``<sweep>-<trial_id>``) and the fingerprint of its
 resolved training settings, seed included (``config_fingerprint``,
-:func:`orchestrator.fingerprint.config_fingerprint`). Trials that share a fingerprint are
+:func:`search_spaces.fingerprint.config_fingerprint`). Trials that share a fingerprint are
 **repeats** of one configuration: the same sweep run twice into one catalog, a training command
 run again. The rule:
 
@@ -132,9 +132,8 @@ def earlier_experiments(catalog: str | os.PathLike[str], sweep: str, space_finge
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from orchestrator.catalog._inspect import list_files, open_catalog
     from snnet import SNNetError
-
-    from ._inspect import list_files, open_catalog
 
     try:
         filesystem, base = open_catalog(catalog)

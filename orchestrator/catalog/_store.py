@@ -30,10 +30,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
+from orchestrator.catalog._names import validate_name
+from orchestrator.storage import atomic_write
 from snnet import SNNetError
-
-from .._io import atomic_write
-from ._names import validate_name
 
 __all__ = [
     "SCHEMA",
@@ -110,7 +109,7 @@ SCHEMA = pa.schema(
         # orchestrator.train's Ray run name <sweep>-<trial_id>
         pa.field("experiment", pa.string()),
         # sha256 of the trial's resolved training settings, seed included, names and locations left out
-        # (orchestrator.fingerprint.config_fingerprint): trials that share it are repeats of one
+        # (search_spaces.fingerprint.config_fingerprint): trials that share it are repeats of one
         # configuration, which fronts, budgets and compare count once (the newest trial stands for them)
         pa.field("config_fingerprint", pa.string()),
         # images in the selection split that top1_selection was measured on (0: the trial had none)

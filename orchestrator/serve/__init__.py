@@ -7,7 +7,16 @@ holds the supernet once (:mod:`orchestrator.serve.replica`); which stitch answer
 torch.
 """
 
-from .policy import POLICIES, Budget, LatencyProfile, RequestError, StitchInfo, candidates, choose, parse_budget
+from orchestrator.serve.policy import (
+           POLICIES,
+           Budget,
+           LatencyProfile,
+           RequestError,
+           StitchInfo,
+           candidates,
+           choose,
+           parse_budget,
+)
 
 __all__ = ["POLICIES", "Budget", "LatencyProfile", "RequestError", "StitchInfo", "candidates", "choose",
            "parse_budget"]

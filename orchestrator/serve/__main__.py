@@ -33,11 +33,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from orchestrator.cli import ArgumentParser, cli, format_flops
+from orchestrator.serve.policy import POLICIES
+from orchestrator.serve.source import settings_from_catalog
 from snnet import SNNetError
-
-from .._cli import ArgumentParser, cli, format_flops
-from .policy import POLICIES
-from .source import settings_from_catalog
 
 PROG = "python -m orchestrator.serve"
 APP_IMPORT_PATH = "orchestrator.serve.app:build_app"
@@ -186,7 +185,7 @@ def serve_config(settings: dict[str, Any], args: argparse.Namespace) -> dict[str
 def _write_config(path: str, config: dict[str, Any]) -> None:
     import yaml
 
-    from .._io import atomic_write
+    from orchestrator.storage import atomic_write
 
     header = (f"# Ray Serve config written by `{PROG}`: serve deploy {os.path.basename(path)} (or serve run), or\n"
               "# embed `applications` in a KubeRay RayService's serveConfigV2 (cluster/kuberay-rayservice.yaml).\n"
@@ -246,9 +245,9 @@ def _run(settings: dict[str, Any], args: argparse.Namespace) -> int:
     from ray import serve
     from ray.serve.config import HTTPOptions
 
-    from ..run import ensure_ray
-    from .app import StitchServer
-    from .stats import merge_stats
+    from orchestrator.serve.app import StitchServer
+    from orchestrator.serve.stats import merge_stats
+    from orchestrator.train.launch import ensure_ray
 
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # no INFO line per deployment step
     started_ray = not ray.is_initialized()
@@ -312,12 +311,12 @@ def _run(settings: dict[str, Any], args: argparse.Namespace) -> int:
 @cli()
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ..catalog import catalog_warnings_to_stderr
+    from orchestrator.catalog import catalog_warnings_to_stderr
 
     with catalog_warnings_to_stderr():
         settings = resolve(args)
     if args.address and not args.write_config:
-        from ..run import _check_reachable
+        from orchestrator.train.launch import _check_reachable
 
         _check_reachable(args.address)  # seconds, not minutes, before anything else waits on it
     if not args.address and not args.write_config:

@@ -38,9 +38,9 @@ from typing import Any
 
 from ray import serve
 
-from .policy import RequestError, StitchInfo, candidates, choose, parse_budget
-from .replica import ServedModel, ServeSettings, top5
-from .stats import ReplicaStats, merge_stats
+from orchestrator.serve.policy import RequestError, StitchInfo, candidates, choose, parse_budget
+from orchestrator.serve.replica import ServedModel, ServeSettings, top5
+from orchestrator.serve.stats import ReplicaStats, merge_stats
 
 __all__ = ["BUILDER_ARGS", "StitchServer", "build_app"]
 
@@ -235,7 +235,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     if isinstance(args.get("stitches"), (list, tuple)):
         settings = ServeSettings.from_dict(args)
     else:
-        from .source import settings_from_catalog
+        from orchestrator.serve.source import settings_from_catalog
 
         unknown = sorted(set(args) - set(BUILDER_ARGS))
         if unknown or "catalog" not in args:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .policy import POLICIES, LatencyProfile, RequestError, StitchInfo
+from orchestrator.serve.policy import POLICIES, LatencyProfile, RequestError, StitchInfo
 
 __all__ = ["ServeSettings", "ServedModel", "tensor_bytes", "profile_sizes"]
 
@@ -110,7 +110,7 @@ class ServedModel:
     """The replica's model: the supernet rebuilt once, the served stitches, their measured latencies."""
 
     def __init__(self, settings: ServeSettings, *, profile: bool = True, log=print):
-        from ..export import _stitch_of, load_state, rebuild_supernet
+        from orchestrator.export import _stitch_of, load_state, rebuild_supernet
 
         self.settings = settings
         started = time.perf_counter()
@@ -229,8 +229,8 @@ class ServedModel:
     def transform(self):
         """The evaluation transform the trial's data used (timm's: resize, centre crop, normalise)."""
         if self._transform is None:
-            from ..config import TrainConfig
-            from ..data import DEMO_MEAN, DEMO_STD, TransformOptions
+            from orchestrator.data import DEMO_MEAN, DEMO_STD, TransformOptions
+            from orchestrator.train.config import TrainConfig
 
             config = TrainConfig.model_validate(self.config)
             size = self.input_size[-1]

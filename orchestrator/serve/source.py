@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from orchestrator.serve.replica import ServeSettings
 from snnet import SNNetError, StitchSpace
-
-from .replica import ServeSettings
 
 __all__ = ["check_checkpoint", "pick_policy", "pick_stitches", "settings_from_catalog", "trial_rows"]
 
@@ -21,7 +20,7 @@ STITCH_COLUMNS = ("stitch_id", "anchors", "cuts", "flops", "params", "top1", "to
 
 
 def trial_rows(catalog: str, sweep: str | None = None, trial: str | None = None) -> list[dict[str, Any]]:
-    from ..catalog import load, sweeps, to_records
+    from orchestrator.catalog import load, sweeps, to_records
 
     df = load(catalog, sweep=sweep)
     where = f"the catalog {catalog}" + (f" (sweep {sweep!r})" if sweep else "")
@@ -49,7 +48,7 @@ def trial_rows(catalog: str, sweep: str | None = None, trial: str | None = None)
 def pick_stitches(rows: list[dict[str, Any]], spec: str) -> list[dict[str, Any]]:
     import pandas as pd
 
-    from ..catalog import pareto_front, to_records
+    from orchestrator.catalog import pareto_front, to_records
 
     trial = rows[0]["trial_id"]
     if spec == "all":
@@ -90,7 +89,7 @@ def check_checkpoint(catalog: str, checkpoint: str | None, rows: list[dict[str, 
                      read: bool = True) -> str:
     """The checkpoint to serve: where export would read it (the rows' own inside the catalog's storage, or
     the one the user names), and with ``read``, read and matched with the rows (the trial, each stitch)."""
-    from ..export import _stitch_of, check_checkpoint_location, load_state
+    from orchestrator.export import _stitch_of, check_checkpoint_location, load_state
 
     source = checkpoint or rows[0].get("checkpoint") or ""
     if checkpoint is None and source:

@@ -1,6 +1,6 @@
 """The training recipe of one stitched supernet: initialise, train jointly, evaluate every stitch.
 
-:class:`SupernetRecipe` is what each Ray Train worker runs (:mod:`orchestrator.training`
+:class:`SupernetRecipe` is what each Ray Train worker runs (:mod:`orchestrator.train.worker`
 connects it to Ray); it needs no Ray itself, so it also runs in one process for tests and
 notebooks. Its steps, in the order :meth:`SupernetRecipe.run` takes them:
 
@@ -16,7 +16,7 @@ notebooks. Its steps, in the order :meth:`SupernetRecipe.run` takes them:
    ``rule.draw(t, r, W)``. All stitches of a step go through one forward of the DDP module,
    so DDP's unused-parameter detection sees the whole step and a rule that trains several
    stitches per step (``sandwich``) accumulates gradients and distils in place without
-   ``no_sync``. The recipe's timm parts (:mod:`orchestrator.augment`): mixup/cutmix, label
+   ``no_sync``. The recipe's timm parts (:mod:`orchestrator.train.augment`): mixup/cutmix, label
    smoothing, random erasing, repeated augmentation, drop path; AdamW or SGD with one or two
    (batch-scaled) learning rates, warmup plus cosine decay to ``min_lr``, optional gradient
    clipping, hard distillation from a teacher; bf16 autocast on GPU.
@@ -30,10 +30,10 @@ by the run's seed; stratified for folders and the demo, by a hash of each sample
 training; the final report carries every stitch's top-1 on it (``results_selection``) and its
 hypervolume (``hv_selection``) beside the evaluation split's ``results``. ``data_fraction``
 trains on a seeded, stratified part of what is left. **The early front**: after every epoch the
-fixed subset :func:`orchestrator.fidelity.stitch_subset` (the anchors plus ``early_stitches``
+fixed subset :func:`orchestrator.data.fidelity.stitch_subset` (the anchors plus ``early_stitches``
 over the FLOPs range) is scored on ``early_images`` fixed images of the selection split (of the
 evaluation split when there is none), and its hypervolume
-(:func:`orchestrator.objectives.hypervolume`) goes into the epoch's report as ``early_hv``.
+(:func:`orchestrator.catalog.objectives.hypervolume`) goes into the epoch's report as ``early_hv``.
 
 :meth:`~SupernetRecipe.save` reports a :class:`TrainState` (the checkpoint schema) after every
 epoch, every ``checkpoint_every_steps`` steps and now and then during evaluation;
@@ -58,12 +58,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from orchestrator.cli import plural
+from orchestrator.train.augment import lr_lambda
+from orchestrator.train.config import TrainConfig
 from snnet import StitchedSupernet, StitchSpace, create_anchor
 from snnet.sampling import SamplingRule, balance_report, make_rule, rule_class
-
-from ._cli import plural
-from .augment import lr_lambda
-from .config import TrainConfig
 
 __all__ = [
     "LeastSquaresFit",
@@ -108,7 +107,7 @@ class TrainState:
 
     Written as one ``torch.save`` dict (:attr:`FILE` in a checkpoint folder) whose keys are
     these field names, read back with ``weights_only=True``. ``train_config`` is the run's
-    :class:`~orchestrator.config.TrainConfig` as a plain dict and ``space`` its
+    :class:`~orchestrator.train.config.TrainConfig` as a plain dict and ``space`` its
     :meth:`StitchSpace.to_json`; ``optimizer`` and ``scheduler`` are ``None`` in checkpoints
     taken after training (evaluation needs neither).
     """
@@ -247,8 +246,8 @@ def build_worker_supernet(config: TrainConfig, space: StitchSpace, device: torch
                           load_weights: bool = True) -> StitchedSupernet:
     """The run's supernet on ``device``: each anchor built once, with its weights unless
     ``load_weights`` is False (a resumed run, whose checkpoint holds every weight)."""
-    from . import demo  # noqa: F401 - registers the demo anchors with timm on this process
-    from .augment import anchor_options
+    from orchestrator.data import demo_anchors as demo  # noqa: F401 - registers the demo anchors with timm on this process
+    from orchestrator.train.augment import anchor_options
 
     specs = {s.name: s for s in config.anchors}
     extra = {"img_size": config.image_size} if config.image_size else {}
@@ -261,7 +260,7 @@ def ls_batches(dataset, samples: int, batch_size: int, rank: int, world: int, de
     """This rank's share of the first ``samples`` training images (fixed, seeded subset), read as
     every other reader reads them: :func:`orchestrator.data.calibration_batches` leaves unreadable
     files out and names them once (through ``skip_log``, the run's shared one, when given)."""
-    from .data import calibration_batches
+    from orchestrator.data import calibration_batches
 
     for x in calibration_batches(dataset, samples, batch_size, rank, world, skip_log=skip_log):
         yield x.to(device)
@@ -319,7 +318,7 @@ def step_loss(outputs: list[torch.Tensor], target: torch.Tensor, rule: str | Sam
     The mean cross-entropy of the stitches; a rule that :attr:`~SamplingRule.distils_from_first`
     (``sandwich``) instead sums the first output's cross-entropy and the others' cross-entropy
     against its detached prediction. ``teacher_labels`` (DeiT's hard distillation) average into
-    the label term. ``criterion`` is the label loss (:func:`orchestrator.augment.make_criterion`:
+    the label term. ``criterion`` is the label loss (:func:`orchestrator.train.augment.make_criterion`:
     soft targets under mixup, label smoothing); the teacher and sandwich terms stay plain
     cross-entropy, as DeiT's hard distillation.
     """
@@ -365,7 +364,7 @@ def device_name(device: torch.device) -> str:
 
 
 def _unreadable(item: Any) -> bool:
-    from .data import Unreadable
+    from orchestrator.data import Unreadable
 
     return isinstance(item, Unreadable)
 
@@ -432,8 +431,8 @@ class SupernetRecipe:
     def setup(self, *, load_weights: bool = True) -> None:
         """Build the supernet (once), the data loaders and the sampling rule. ``load_weights=False``
         leaves the anchors' weights unread (a resume: :meth:`load` replaces every one of them)."""
-        from .augment import make_batch_erasing, make_criterion, make_mixup, transform_options
-        from .data import SkipLog, get_datasets, make_loader, split_training_set
+        from orchestrator.data import SkipLog, get_datasets, make_loader, split_training_set
+        from orchestrator.train.augment import make_batch_erasing, make_criterion, make_mixup, transform_options
 
         c = self.config
         self.net = build_worker_supernet(c, self.space, self.device, load_weights=load_weights)
@@ -482,10 +481,9 @@ class SupernetRecipe:
         (rank ``r`` takes every ``W``-th stitch) and gathered; each stitch's LS R^2 beside them."""
         from torch.utils.data import Subset
 
+        from orchestrator.data import make_loader
+        from orchestrator.data.fidelity import fixed_images
         from snnet.scores import score_stitches, stitch_r2
-
-        from .data import make_loader
-        from .fidelity import fixed_images
 
         t0 = time.perf_counter()
         images = self.selection_ds if self.selection_ds is not None else self.val_ds
@@ -523,8 +521,8 @@ class SupernetRecipe:
         """The early front's fixed stitches and images (the same on every rank and every resume)."""
         from torch.utils.data import Subset
 
-        from .data import make_loader
-        from .fidelity import fixed_images, stitch_subset
+        from orchestrator.data import make_loader
+        from orchestrator.data.fidelity import fixed_images, stitch_subset
 
         c = self.config
         self.early_ids: list[int] = []
@@ -557,7 +555,7 @@ class SupernetRecipe:
 
     def _build_optimizer(self) -> None:
         """timm's AdamW or SGD over the anchor and stitch groups (batch-scaled), warmup and cosine to ``min_lr``."""
-        from .augment import group_lambdas, make_optimizer
+        from orchestrator.train.augment import group_lambdas, make_optimizer
 
         c = self.config
         total_steps = max(1, self.steps_per_epoch * c.epochs)
@@ -634,7 +632,7 @@ class SupernetRecipe:
     def _start_training(self) -> None:
         c, space = self.config, self.space
         if c.teacher is not None:
-            from .augment import create_teacher
+            from orchestrator.train.augment import create_teacher
 
             self.teacher = create_teacher(c.teacher, self.device)
         step_module = SupernetStep(self.net)
@@ -717,7 +715,7 @@ class SupernetRecipe:
     def early_front(self) -> dict[int, float]:
         """Score the early front (:meth:`_setup_early_front`) and set :attr:`early_hv`; returns
         ``{stitch_id: top1}`` (empty when ``early_stitches`` is 0). Every rank takes part."""
-        from .objectives import hypervolume
+        from orchestrator.catalog.objectives import hypervolume
 
         if not self.early_ids or self.early_loader is None:
             return {}
@@ -790,9 +788,9 @@ class SupernetRecipe:
     def final_metrics(self) -> dict[str, Any]:
         """The last report: ``results`` (evaluation split: ``{id: [top1, top5]}``), ``results_selection``
         (``{id: top1}`` on the selection split, empty without one), ``hv_selection`` (its hypervolume with
-        :func:`orchestrator.objectives.hypervolume`; ``None`` without one), ``flops_ref``, ``train_images``
+        :func:`orchestrator.catalog.objectives.hypervolume`; ``None`` without one), ``flops_ref``, ``train_images``
         and ``selection_images`` (this run's counts), R^2, the init scores, steps, latency and device."""
-        from .objectives import hypervolume
+        from orchestrator.catalog.objectives import hypervolume
 
         selection = self.selection_results()
         hv = None

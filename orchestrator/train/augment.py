@@ -4,7 +4,7 @@ SN-Net's released runs (Pan, Cai and Zhuang, CVPR 2023) train with DeiT's recipe
 RandAugment and random erasing in the training transform, mixup/cutmix with label smoothing
 folded into soft targets, repeated augmentation, stochastic depth on the anchors, a cosine
 schedule to a floor, and a learning rate scaled by the total batch over 512. Each piece here
-is timm's (no copies), switched by one :class:`~orchestrator.config.TrainConfig` field; the
+is timm's (no copies), switched by one :class:`~orchestrator.train.config.TrainConfig` field; the
 defaults switch them all off, which keeps the demo's light recipe:
 
 ==========================  ==============================================================
@@ -39,7 +39,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .config import TrainConfig
+from orchestrator.train.config import TrainConfig
 
 __all__ = [
     "transform_options",

@@ -18,12 +18,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from orchestrator.cli import ArgumentParser, cli, did_you_mean, plural
+from orchestrator.train.config import INITS, MODES, TrainConfig
+from orchestrator.train.summary import summarize
 from search_spaces import shipped_spaces
 from snnet import PRESETS, AnchorSpec, SNNetError
-
-from ._cli import ArgumentParser, cli, did_you_mean, plural
-from .config import INITS, MODES, TrainConfig
-from .summary import summarize
 
 __all__ = ["main", "parse_args", "config_from_args", "default_sweep", "resume_command", "catalog_file"]
 
@@ -114,7 +113,7 @@ def _field_overrides(overrides: list[str]) -> dict[str, Any]:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The run's TrainConfig: the embedded demo or a space's first point, then --set, then the flags. Without
     ``--storage`` (or ``--set storage_path=...``) Ray's run storage is ``runs`` beside the catalog."""
-    from ._locations import default_storage
+    from orchestrator.storage import default_storage
 
     config = _config_from_args(args)
     given = "storage_path" in vars(args) or any(
@@ -142,7 +141,7 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     point = space.first_point()
     family = space.trial_family(point)
     if family.demo:  # the family's own demo anchors, pretrained and cached (all three only without --space)
-        from .demo import demo_anchor_specs
+        from orchestrator.data.demo_anchors import demo_anchor_specs
 
         anchors = demo_anchor_specs(anchors=family.anchor_names(), brief=True)
     else:
@@ -156,7 +155,7 @@ def default_sweep(stem: str, now: _dt.datetime | None = None) -> str:
     rule's characters), validated by :func:`orchestrator.catalog.validate_name`."""
     import re
 
-    from .catalog import validate_name
+    from orchestrator.catalog import validate_name
 
     now = now or _dt.datetime.now(_dt.timezone.utc)
     clean = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.").replace("..", ".")[:60]
@@ -200,19 +199,19 @@ def _load(name: str, overrides: list[str]):
 
 @cli()
 def main(argv: Sequence[str] | None = None) -> int:
-    """Train; a user's mistake is one ``error:`` paragraph and exit 2 (:func:`orchestrator._cli.run_cli`)."""
+    """Train; a user's mistake is one ``error:`` paragraph and exit 2 (:func:`orchestrator.cli.run_cli`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     start = time.perf_counter()
-    from ._cli import interrupt_hint
+    from orchestrator.cli import interrupt_hint
 
     address = args.address or os.environ.get("RAY_ADDRESS")
     if address:
-        from .run import _check_reachable
+        from orchestrator.train.launch import _check_reachable
 
         _check_reachable(address)  # a cluster that does not answer fails in seconds, before models are built
     config = config_from_args(args)  # torch-free: a bad setting is answered before torch and timm load
-    from .run import preflight, prepare, run_training
+    from orchestrator.train.launch import preflight, prepare, run_training
 
     prepared = prepare(config)
     config, space = prepared

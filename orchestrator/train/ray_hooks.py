@@ -1,9 +1,9 @@
-"""Ray's ``worker_process_setup_hook`` for this project's jobs (:data:`orchestrator.run.WORKER_SETUP_HOOK`).
+"""Ray's ``worker_process_setup_hook`` for this project's jobs (:data:`orchestrator.train.launch.WORKER_SETUP_HOOK`).
 
 Ray runs the hook in *every* worker process of the job as it starts: the Ray Train workers, but
 also Ray Train's controller and helper actors and Ray Tune's trial actors, a handful of fresh
 processes per training run. This module therefore imports nothing beyond the standard library
-(importing :mod:`orchestrator.run` would pull in torch and ``snnet``, importing Ray Train's
+(importing :mod:`orchestrator.train.launch` would pull in torch and ``snnet``, importing Ray Train's
 context module would pull in pandas: seconds of CPU in each of those processes, every run).
 """
 
@@ -74,7 +74,7 @@ def _quiet_cleaner_hook(previous: Callable[[Any], None]) -> Callable[[Any], None
     def hook(args: Any) -> None:
         thread = getattr(args.thread, "name", "")
         if thread == "PlacementGroupCleanerMonitor" and type(args.exc_value).__name__ in _CLEANER_FAULTS:
-            logging.getLogger("orchestrator.run").debug("Ray Train's placement-group cleaner stopped: %s",
+            logging.getLogger("orchestrator.train.launch").debug("Ray Train's placement-group cleaner stopped: %s",
                                                          args.exc_value)
             return
         previous(args)

@@ -4,7 +4,7 @@ Each trial is a Ray Tune *function trainable* that launches a Ray Train ``TorchT
 (the nesting Ray Train V2 supports): it trains one stitched supernet for the trial's
 family, window kernel size k, step s, sampling rule and learning rates, evaluates every
 stitch, writes one Parquet file into the catalog partition ``sweep=<name>``, and reports the
-objectives of :mod:`orchestrator.objectives` (the front's hypervolume; NSGA-II can trade it
+objectives of :mod:`orchestrator.catalog.objectives` (the front's hypervolume; NSGA-II can trade it
 against training cost). With no arguments it runs the embedded demo end to end.
 
 The driver connects to the Ray cluster it is submitted to (``ray job submit``) or starts a
@@ -32,9 +32,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from orchestrator.cli import ArgumentParser, cli, format_flops, interrupt_hint, plural
 from snnet import SNNetError
-
-from ._cli import ArgumentParser, cli, format_flops, interrupt_hint, plural
 
 __all__ = ["RECORD", "check_resume", "completed_result", "epoch_metrics", "main", "read_record", "rerun_plan",
            "rerun_updates", "run_sweep", "summarize_results", "trial_function", "tune_metric", "tune_search_space"]
@@ -127,10 +126,10 @@ def _max_epochs(search) -> int:
 
 def _scheduler(search):
     """The early-stopping scheduler ``searcher.scheduler`` names, acting on ``early_hv``
-    (:mod:`orchestrator.sweep_schedulers`); None for ``none``."""
+    (:mod:`orchestrator.sweep.schedulers`); None for ``none``."""
     if search.searcher.scheduler == "none":
         return None
-    from .sweep_schedulers import make_scheduler
+    from orchestrator.sweep.schedulers import make_scheduler
 
     return make_scheduler(search.searcher.scheduler, _max_epochs(search))
 
@@ -144,7 +143,7 @@ def _searcher(search, metrics: list[str], modes: list[str]):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    from ._optuna import make_sampler
+    from orchestrator.sweep.searchers import make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" line per sweep
     sampler = make_sampler(algorithm, search.searcher.seed)
@@ -155,14 +154,14 @@ def _searcher(search, metrics: list[str], modes: list[str]):
     searcher = _seed_repeater(optuna_search, len(seeds)) if seeds is not None else optuna_search
     if search.searcher.scheduler == "none":
         return searcher
-    from .sweep_schedulers import FinalResultsOnly  # per-epoch placeholders stay away from Optuna
+    from orchestrator.sweep.schedulers import FinalResultsOnly  # per-epoch placeholders stay away from Optuna
 
     return FinalResultsOnly(searcher)
 
 
 def _seed_repeater(searcher, repeat: int):
-    """``searcher`` with each suggestion repeated ``repeat`` times (:class:`orchestrator._repeat.SeedRepeater`)."""
-    from ._repeat import SeedRepeater
+    """``searcher`` with each suggestion repeated ``repeat`` times (:class:`.searchers.SeedRepeater`)."""
+    from orchestrator.sweep.searchers import SeedRepeater
 
     return SeedRepeater(searcher, repeat=repeat, set_index=True)
 
@@ -243,7 +242,7 @@ def completed_result(catalog: str, sweep: str, trial_id: str) -> dict[str, Any] 
     The catalog is the record of completion: a trial's file is written atomically, once, with
     the reported result in its metadata, so a trial found here is never trained again.
     """
-    from .catalog import trial_metadata
+    from orchestrator.catalog import trial_metadata
 
     meta = trial_metadata(catalog, sweep, trial_id)
     if not meta or META_RESULT not in meta:
@@ -263,8 +262,8 @@ def trial_function(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     """
     from ray import tune
 
-    from .catalog import CatalogWriter
-    from .run import code_version
+    from orchestrator.catalog import CatalogWriter
+    from orchestrator.train.launch import code_version
 
     trial_id = tune.get_context().get_trial_id()
     done = completed_result(ctx["catalog"], ctx["sweep"], trial_id)
@@ -304,7 +303,7 @@ def _train_trial(ctx: dict[str, Any], train, search, trial_id: str):
     (``{epoch: early_hv}``, recorded under :data:`TRIAL_EPOCHS` by the epoch callback)."""
     import tempfile
 
-    from .run import prepare, run_training
+    from orchestrator.train.launch import prepare, run_training
 
     history = _join(ctx["experiment"], TRIAL_EPOCHS, f"{trial_id}.json")
     callback = _epoch_reporter(list(search.searcher.objectives), history,
@@ -325,10 +324,10 @@ def _train_trial(ctx: dict[str, Any], train, search, trial_id: str):
 def _train_images(train, result, known=None) -> float:
     """Images one epoch trains on (after the selection split and ``data_fraction``): the run's own
     count, else the training set less the selection split, times ``data_fraction``. The training
-    set's size is the driver's count (``known``, :class:`orchestrator.run.Known`) where it has one."""
+    set's size is the driver's count (``known``, :class:`orchestrator.train.launch.Known`) where it has one."""
     if getattr(result, "train_images", None):
         return result.train_images
-    from .run import DatasetFacts, dataset_key
+    from orchestrator.train.launch import DatasetFacts, dataset_key
 
     facts = (known.datasets if known is not None else {}).get(dataset_key(train)) or DatasetFacts.read(train)
     images = facts.train_size
@@ -338,9 +337,9 @@ def _train_images(train, result, known=None) -> float:
 def _trial_report(ctx: dict[str, Any], train, search, config: dict[str, Any], result, epochs: dict[int, float],
                   trial_id: str) -> dict[str, Any]:
     """What a finished trial reports to Tune and stores in its catalog file's metadata."""
-    from .objectives import objective_values, split_values
-    from .summary import anchor_changes
-    from .sweep_schedulers import EARLY_METRIC, FINAL_KEY
+    from orchestrator.catalog.objectives import objective_values, split_values
+    from orchestrator.sweep.schedulers import EARLY_METRIC, FINAL_KEY
+    from orchestrator.train.summary import anchor_changes
 
     values = objective_values(result.rows, ctx["flops_ref"], epochs=train.epochs,
                               train_images=_train_images(train, result, ctx.get("known")),
@@ -372,9 +371,9 @@ def train_family(search, config: dict[str, Any]) -> str:
 def epoch_metrics(metrics: dict[str, Any], objectives: Sequence[str]) -> dict[str, Any]:
     """One per-epoch report of the nested trainer as Tune receives it: the objectives as 0
     placeholders (Tune checks every result holds the searcher's metric; the searcher never sees
-    them, :class:`orchestrator.sweep_schedulers.FinalResultsOnly`), ``early_hv`` NaN when the
+    them, :class:`orchestrator.sweep.schedulers.FinalResultsOnly`), ``early_hv`` NaN when the
     worker scored no early front (a NaN never stops a trial), the stitch results left out."""
-    from .sweep_schedulers import EARLY_METRIC
+    from orchestrator.sweep.schedulers import EARLY_METRIC
 
     return {**{name: 0.0 for name in objectives}, EARLY_METRIC: float("nan"),
             **{k: v for k, v in metrics.items() if k != "results"}}
@@ -390,7 +389,7 @@ def _epoch_reporter(objectives: list[str], history: str, *, forward: bool):
     import ray.train
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from .sweep_schedulers import EARLY_METRIC, TIME_ATTR
+    from orchestrator.sweep.schedulers import EARLY_METRIC, TIME_ATTR
 
     base = TuneReportCallback if forward else ray.train.UserCallback
 
@@ -448,7 +447,7 @@ def _read_json(path: str) -> Any:
 
 
 def _write_json(path: str, value: Any) -> None:
-    from ._io import atomic_write
+    from orchestrator.storage import atomic_write
 
     data = json.dumps(value, indent=1, sort_keys=True, allow_nan=True).encode()
     fs, where = _fs(path)
@@ -461,8 +460,8 @@ def _write_json(path: str, value: Any) -> None:
 
 def sweep_record(search) -> dict[str, Any]:
     """What a sweep records beside its experiment (:data:`RECORD`)."""
-    from .fingerprint import space_document, space_fingerprint
-    from .run import code_version
+    from orchestrator.train.launch import code_version
+    from search_spaces.fingerprint import space_document, space_fingerprint
 
     return {"sweep": search.name, "space_fingerprint": space_fingerprint(search), "code_version": code_version(),
             "space": space_document(search)}
@@ -478,7 +477,7 @@ def check_resume(record: dict[str, Any] | None, search, *, accept_changed_space:
     Returns True when they differ and the user accepted it; raises one paragraph naming the
     changed dotted fields when they differ and ``accept_changed_space`` is False.
     """
-    from .fingerprint import changed_fields, space_document, space_fingerprint
+    from search_spaces.fingerprint import changed_fields, space_document, space_fingerprint
 
     if record is None or record.get("space_fingerprint") == space_fingerprint(search):
         return False
@@ -498,7 +497,7 @@ def check_resume(record: dict[str, Any] | None, search, *, accept_changed_space:
 
 def finished_trials(catalog: str, sweep: str, experiment: str) -> list[str]:
     """Trial ids of this experiment whose catalog file is complete (for the Ctrl-C summary)."""
-    from .catalog import trial_metadata
+    from orchestrator.catalog import trial_metadata
 
     folder = _join(experiment, TRIAL_SETTINGS)
     fs, where = _fs(folder)
@@ -518,7 +517,7 @@ def finished_trials(catalog: str, sweep: str, experiment: str) -> list[str]:
 def check_experiment_name(name: str, storage: str, *, resume: bool) -> str:
     """``--name`` is one folder name under ``--storage`` (no separators, no ``..``); without
     ``--resume`` it must not exist yet."""
-    from .catalog import validate_name
+    from orchestrator.catalog import validate_name
 
     try:
         validate_name("experiment", name)
@@ -537,11 +536,11 @@ def _validate_families(search, catalog: str, storage: str, progress, started=Non
     """Build every family's space once on the driver, before Ray starts, without loading weights:
     stitchability, model names, checkpoints and data are checked, and the FLOPs reference is fixed.
     With ``values`` each searched setting's other values get a trial's checks too (:func:`_check_values`).
-    What was found (anchor profiles, weight checks, the dataset's counts: :class:`orchestrator.run.Known`)
+    What was found (anchor profiles, weight checks, the dataset's counts: :class:`orchestrator.train.launch.Known`)
     goes into the trials' context as ``known``, so a trial builds no anchor and opens no dataset to check.
     The demo anchors that the demo families of ``search`` (and of ``started``, the space an
     ``--accept-changed-space`` sweep began with) stitch are pretrained or found in the cache here, once."""
-    from .run import Known, prepare
+    from orchestrator.train.launch import Known, prepare
 
     flops_ref = 0.0
     known, probed = Known(), set()
@@ -577,11 +576,11 @@ def _same(a: Any, b: Any) -> bool:
 
 def _check_values(search, family: str, first: dict[str, Any], driver: dict[str, Any], known, probed: set[str]) -> None:
     """Give each searched setting's other values (:func:`_other_values`), one at a time from the family's
-    ``first`` point, the checks a trial's :func:`orchestrator.run.prepare` makes (a window deeper than the
+    ``first`` point, the checks a trial's :func:`orchestrator.train.launch.prepare` makes (a window deeper than the
     anchors, a batch larger than the training set, ...), quietly; ``known`` and ``probed`` (the first
     point's findings) mean no anchor is rebuilt, no dataset reopened, no location probed again. A value
     that fails is one paragraph naming the family and ``setting=value``, before Ray starts."""
-    from .run import prepare
+    from orchestrator.train.launch import prepare
 
     for key, param in search.parameters().items():
         if key == "family":  # every family is validated at its own first point
@@ -607,7 +606,7 @@ def _demo_specs(spaces: Sequence[Any], progress) -> dict[str, Any]:
     names = list(dict.fromkeys(n for s in spaces for f in s.families if f.demo for n in f.anchor_names()))
     if not names:
         return {}
-    from .demo import demo_anchor_specs
+    from orchestrator.data.demo_anchors import demo_anchor_specs
 
     return {spec.name: spec for spec in demo_anchor_specs(anchors=names, progress=progress, brief=True)}
 
@@ -682,12 +681,11 @@ def rerun_plan(search, catalog: str, storage: str, best: int, source: str | None
 
     The source is the experiment ``source`` under ``storage`` (default: the latest of the space's
     sweep); its finished trials (catalog file complete) are ranked by the space's objectives
-    (:func:`orchestrator.summary.rank_trials`) and the first ``best`` keep their recorded settings
+    (:func:`orchestrator.train.summary.rank_trials`) and the first ``best`` keep their recorded settings
     with the ``--set`` overrides applied (:func:`rerun_updates`).
     """
+    from orchestrator.train.summary import rank_trials
     from search_spaces import TrainConfig
-
-    from .summary import rank_trials
 
     if best < 1:
         raise SNNetError(f"--rerun-best must be >= 1, got {best}.")
@@ -718,7 +716,7 @@ def rerun_plan(search, catalog: str, storage: str, best: int, source: str | None
 def rerun_space(search):
     """The re-run sweep's space: the source's, named ``<name>_rerun``, with nothing searched by Tune
     (each trial re-runs a source trial's recorded settings), no seeds and no early stopping."""
-    from .catalog import validate_name
+    from orchestrator.catalog import validate_name
 
     name = validate_name("sweep", search.name + RERUN_SUFFIX)
     searcher = search.searcher.model_copy(update={"scheduler": "none", "seeds": None, "num_samples": 1})
@@ -733,7 +731,7 @@ def _load_search(space: str, overrides: Sequence[str], num_samples: int | None, 
 
     search = load_space(space, overrides=overrides)
     if address or os.environ.get("RAY_ADDRESS"):
-        from .run import _check_reachable
+        from orchestrator.train.launch import _check_reachable
 
         _check_reachable(address or os.environ["RAY_ADDRESS"])
     if max_concurrent_trials is not None and max_concurrent_trials < 1:
@@ -747,18 +745,18 @@ def _load_search(space: str, overrides: Sequence[str], num_samples: int | None, 
 
 def _check_locations(search, catalog: str, storage: str | None) -> tuple[str, str]:
     """Probe the catalog and storage (a probe file written and removed); absolute paths for local ones.
-    No ``storage``: ``runs`` beside the catalog (:func:`orchestrator.run.default_storage`). Neither may lie
+    No ``storage``: ``runs`` beside the catalog (:func:`orchestrator.train.launch.default_storage`). Neither may lie
     in Ray's runtime folder, where ``ray job submit --working-dir`` runs the driver (relative paths land there).
     The catalog is probed before a writer resolves it: a bucket that cannot be reached is one paragraph
     (``check_writable``), as for ``--storage`` and ``orchestrator.train``, not pyarrow's OSError."""
-    from .catalog import CatalogWriter
-    from .run import check_outside_ray_runtime, check_storage, check_writable
+    from orchestrator.catalog import CatalogWriter
+    from orchestrator.train.launch import check_outside_ray_runtime, check_storage, check_writable
 
     check_outside_ray_runtime(catalog, "The catalog", "--catalog")  # lost with a `ray job submit` package
     check_writable(catalog)  # a catalog nobody can write fails now, not after training
     CatalogWriter(catalog, search.name)  # a folder or URI, not a file
     if storage is None:
-        from .run import default_storage
+        from orchestrator.train.launch import default_storage
 
         storage = default_storage(catalog)
     check_storage(storage)
@@ -770,12 +768,11 @@ def _check_locations(search, catalog: str, storage: str | None) -> tuple[str, st
 
 def _check_trial_resources(search, address: str | None, rerun: dict[str, Any] | None = None) -> None:
     """With no cluster to join (no ``--address``, no ``$RAY_ADDRESS``, no connected Ray), one trial's
-    workers x (CPUs, GPUs) must fit this machine, as :func:`orchestrator.run.preflight` checks a
+    workers x (CPUs, GPUs) must fit this machine, as :func:`orchestrator.train.launch.preflight` checks a
     training run; checked before Ray starts. A cluster's resources are checked once connected
     (:func:`_max_concurrent`). ``rerun``: each re-run trial's recorded resources are checked."""
+    from orchestrator.train.launch import check_resources, local_resources
     from search_spaces import TrainConfig
-
-    from .run import check_resources, local_resources
 
     address = address or os.environ.get("RAY_ADDRESS")
     ray = sys.modules.get("ray")
@@ -881,7 +878,7 @@ def _new_tuner(search, trainable, experiment: str, storage: str, concurrent: int
     """A fresh Tuner: Tune's variant generator or Optuna, the scheduler, the trial count."""
     from ray import tune
 
-    from .objectives import OBJECTIVES
+    from orchestrator.catalog.objectives import OBJECTIVES
 
     metrics = list(search.searcher.objectives)
     modes = [OBJECTIVES[m] for m in metrics]
@@ -932,7 +929,8 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str | N
     """Run (or resume) a sweep; returns a summary dict (experiment path, trials, catalog, and
     ``objectives``, ``pareto``, ``early_hv_spearman``: see :func:`summarize_results`).
 
-    ``storage``: Ray's run storage; ``None``: ``runs`` beside the catalog (:func:`orchestrator.run.default_storage`).
+    ``storage``: Ray's run storage; ``None``: ``runs`` beside the catalog
+    (:func:`orchestrator.storage.default_storage`).
     ``overrides``: ``dotted.path=value`` settings of the space (``training.epochs=1``), as ``--set``.
     ``accept_changed_space``: let ``resume`` continue with a space that differs from the one the
     sweep started with. ``resume_command``: the command line Ctrl-C prints to continue.
@@ -949,7 +947,7 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str | N
                                              rerun=rerun_best is not None)
     record = sweep_record(search)
     if not resume:  # a result is counted once: name the experiments of this space the partition holds already
-        from .catalog._repeats import repeat_note
+        from orchestrator.catalog._repeats import repeat_note
 
         note = repeat_note(catalog, search.name, record["space_fingerprint"], exclude=os.path.basename(experiment))
         if note:
@@ -970,7 +968,7 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str | N
                  f"space ({record['space_fingerprint']}, started with {started['space_fingerprint']})")
     else:
         _write_json(_join(experiment, RECORD), record)
-    from .run import ensure_ray  # torch comes with it: a bad space or flag is answered before
+    from orchestrator.train.launch import ensure_ray  # torch comes with it: a bad space or flag is answered before
 
     ensure_ray(address)
 
@@ -1027,8 +1025,8 @@ def _fit(tuner, command: list[str], catalog: str, sweep: str, experiment: str):
 
 def summarize_results(search, results, catalog: str) -> dict[str, Any]:
     """The sweep's summary: each trial (:func:`_trials`), the objectives, the Pareto set of finished
-    trials over them, and ``early_hv_spearman`` (:func:`orchestrator.summary.early_hv_spearman`)."""
-    from .summary import early_hv_spearman, pareto_trials
+    trials over them, and ``early_hv_spearman`` (:func:`orchestrator.train.summary.early_hv_spearman`)."""
+    from orchestrator.train.summary import early_hv_spearman, pareto_trials
 
     trials = _trials(results)
     finished = [t for t in trials if "error" not in t and not t.get("stopped_early")]
@@ -1047,7 +1045,7 @@ _SUMMARY_KEYS = ("trial_id", "family", "hypervolume", "train_cost", "best_top1",
 def _trials(results) -> list[dict[str, Any]]:
     """One summary per trial of Tune's results: its objectives and settings, whether a scheduler
     stopped it early (its last result is a per-epoch one), or its error."""
-    from .sweep_schedulers import FINAL_KEY
+    from orchestrator.sweep.schedulers import FINAL_KEY
 
     trials = []
     for r in results:
@@ -1119,7 +1117,7 @@ def _without_resume(argv: Sequence[str]) -> list[str]:
 
 @cli()
 def main(argv: Sequence[str] | None = None) -> int:
-    """Sweep; a user's mistake is one ``error:`` paragraph and exit 2 (:func:`orchestrator._cli.run_cli`)."""
+    """Sweep; a user's mistake is one ``error:`` paragraph and exit 2 (:func:`orchestrator.cli.run_cli`)."""
     args = parse_args(argv)
     start = time.perf_counter()
     if args.accept_changed_space and not args.resume:
@@ -1133,11 +1131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         max_concurrent_trials=args.max_concurrent_trials, overrides=overrides(args),
                         accept_changed_space=args.accept_changed_space, resume_command=command,
                         rerun_best=args.rerun_best, rerun_from=args.rerun_from)
-    from .summary import sweep_report
+    from orchestrator.train.summary import sweep_report
 
     print(sweep_report(summary))
     try:
-        from .catalog import query
+        from orchestrator.catalog import query
 
         front = query(summary["catalog"], sweep=summary["sweep"], pareto=True)
         if len(front):

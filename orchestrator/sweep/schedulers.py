@@ -1,7 +1,7 @@
 """Early stopping on the early front: the Tune schedulers a sweep's ``searcher.scheduler`` names.
 
 After every epoch a trial reports ``early_hv``, the hypervolume of a fixed, FLOPs-stratified
-subset of its stitches on a fixed part of the selection split (:mod:`orchestrator.fidelity`),
+subset of its stitches on a fixed part of the selection split (:mod:`orchestrator.data.fidelity`),
 with ``epoch``. Training loss says nothing about the front; ``early_hv`` is the front itself,
 cheaply, so every scheduler here stops trials on it (mode max, time attribute ``epoch``):
 

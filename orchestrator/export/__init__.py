@@ -55,10 +55,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.cli import ArgumentParser, cli, format_flops
+from orchestrator.storage import atomic_write
 from snnet import SNNetError
-
-from ._cli import ArgumentParser, cli, format_flops
-from ._io import atomic_write
 
 if TYPE_CHECKING:  # torch and the model code load where a stitch is rebuilt: a bad flag is answered without them
     import torch
@@ -110,8 +109,8 @@ def select_row(
     """The catalog row to export, as a JSON-native dict (raises SNNetError with the reason), with
     ``chosen_by`` (the accuracy column a budget chose on; None for a stitch named by id) and
     ``chosen_note`` (why a budget chose on ``top1`` instead of ``top1_selection``, else None)."""
-    from .catalog import best_under, load, parse_flops, query, sweeps, to_records
-    from .catalog._query import parse_latency
+    from orchestrator.catalog import best_under, load, parse_flops, query, sweeps, to_records
+    from orchestrator.catalog._query import parse_latency
 
     budget = max_flops is not None or max_latency_ms is not None
     if stitch is not None and budget:
@@ -214,7 +213,7 @@ def check_checkpoint_location(checkpoint: str, catalog: str) -> None:
 
 def load_state(checkpoint: str) -> dict[str, Any]:
     """``<checkpoint>/state.pt`` of a Ray checkpoint folder (local path or URI), weights only."""
-    from .training import CHECKPOINT_FILE
+    from orchestrator.train.worker import CHECKPOINT_FILE
 
     if not checkpoint:
         raise SNNetError("This catalog row has no checkpoint: the trial did not keep its trained "
@@ -350,10 +349,9 @@ def rebuild_supernet(state: dict[str, Any]) -> StitchedSupernet:
     of :data:`ANCHOR_OPTIONS` only (no hub download, no anchor checkpoint files, no other kwargs:
     the trained weights of every anchor are in the checkpoint), and then loaded strictly.
     """
+    from orchestrator.data import demo_anchors as demo  # noqa: F401 - registers the demo anchors with timm
     from snnet import AnchorSpec, StitchedSupernet, StitchSpace, create_anchor
     from snnet.anchors import check_model_name
-
-    from . import demo  # noqa: F401 - registers the demo anchors with timm
 
     config = _train_config(state)
     try:
@@ -390,8 +388,8 @@ def rebuild_supernet(state: dict[str, Any]) -> StitchedSupernet:
 
 
 def _train_config(state: dict[str, Any]):
-    """The checkpoint's :class:`~orchestrator.config.TrainConfig` (SNNetError naming the checkpoint if it is bad)."""
-    from .config import TrainConfig
+    """The checkpoint's :class:`~orchestrator.train.config.TrainConfig` (SNNetError naming the checkpoint if bad)."""
+    from orchestrator.train.config import TrainConfig
 
     try:
         return TrainConfig.model_validate(state["train_config"])
@@ -437,7 +435,7 @@ def _normalization(config_dataset: str, anchor) -> dict[str, Any]:
     cfg = getattr(anchor.model, "pretrained_cfg", None) or {}
     pretrained = {"mean": list(cfg["mean"]), "std": list(cfg["std"])} if "mean" in cfg and "std" in cfg else None
     if config_dataset == "demo":
-        from .data import DEMO_MEAN, DEMO_STD
+        from orchestrator.data import DEMO_MEAN, DEMO_STD
 
         used = {"mean": list(DEMO_MEAN), "std": list(DEMO_STD),
                 "source": "orchestrator.data DEMO_MEAN/DEMO_STD (demo digits)"}
@@ -572,7 +570,7 @@ def _card(catalog: str, out: Path, row: dict[str, Any], source: str, state: dict
     """The model card written next to the program (``FILE.json``); see the module docstring."""
     import torch
 
-    from .run import code_version
+    from orchestrator.train.launch import code_version
 
     config = _train_config(state)
     input_size = tuple(net.space.profiles[0].input_size)
@@ -690,9 +688,9 @@ def _summary(result: ExportResult) -> str:
 @cli(exit_codes={ExportError: 1})
 def main(argv: Sequence[str] | None = None) -> int:
     """Export; a user's mistake is one ``error:`` paragraph and exit 2, a failed export exit 1
-    (:func:`orchestrator._cli.run_cli`)."""
+    (:func:`orchestrator.cli.run_cli`)."""
     args = build_parser().parse_args(argv)
-    from .catalog import catalog_warnings_to_stderr
+    from orchestrator.catalog import catalog_warnings_to_stderr
 
     with catalog_warnings_to_stderr():
         result = export_from_catalog(

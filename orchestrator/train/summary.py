@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from orchestrator.cli import format_flops, render_table
 from snnet import StitchSpace
-
-from ._cli import format_flops, render_table
 
 __all__ = ["summarize", "spearman", "interpolation_stats", "best_under", "pareto_trials", "rank_trials",
            "early_hv_spearman", "sweep_report", "anchor_changes", "anchor_noise", "anchor_line"]
@@ -189,7 +188,7 @@ def _finite(value: Any) -> bool:
 
 def _signed(trial: dict[str, Any], objectives: Sequence[str]) -> tuple[float, ...]:
     """The trial's objective values, each signed so that larger is better."""
-    from .objectives import OBJECTIVES
+    from orchestrator.catalog.objectives import OBJECTIVES
 
     return tuple(trial[o] if OBJECTIVES[o] == "max" else -trial[o] for o in objectives)
 
@@ -200,7 +199,7 @@ def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
 
 def pareto_trials(trials: Sequence[dict[str, Any]], objectives: Sequence[str]) -> list[dict[str, Any]]:
     """The trials no other trial dominates over ``objectives`` (each in its direction of
-    :data:`orchestrator.objectives.OBJECTIVES`), in input order: Optuna's ``study.best_trials``.
+    :data:`orchestrator.catalog.objectives.OBJECTIVES`), in input order: Optuna's ``study.best_trials``.
 
     A trial missing an objective, or holding a NaN, takes no part; equal trials are both kept.
     """
@@ -279,7 +278,7 @@ def _kept_lines(ok: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def sweep_report(summary: dict[str, Any]) -> str:
-    """The text printed at the end of a sweep, from :func:`orchestrator.sweep.run_sweep`'s summary."""
+    """The text printed at the end of a sweep, from :func:`orchestrator.sweep.driver.run_sweep`'s summary."""
     trials = summary["trials"]
     ok = [t for t in trials if "error" not in t and not t.get("stopped_early")]
     stopped = [t for t in trials if t.get("stopped_early")]

@@ -168,7 +168,7 @@ def _demo_clean() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tenso
     """
     from importlib.metadata import version
 
-    from ._io import atomic_write
+    from orchestrator.storage import atomic_write
 
     key = f"{DEMO_IMAGE_SIZE}px-val{_DEMO_VAL_FRACTION}-seed{_DEMO_SPLIT_SEED}-sklearn{version('scikit-learn')}"
     path = default_cache_dir() / f"digits-split-{key}.pt"
@@ -465,9 +465,9 @@ class TransformOptions:
 
     @classmethod
     def from_config(cls, config: Any) -> TransformOptions:
-        """The options a :class:`~orchestrator.config.TrainConfig` asks for (its augmentation fields,
-        mapped once by :func:`orchestrator.augment.transform_options`)."""
-        from .augment import transform_options
+        """The options a :class:`~orchestrator.train.config.TrainConfig` asks for (its augmentation fields,
+        mapped once by :func:`orchestrator.train.augment.transform_options`)."""
+        from orchestrator.train.augment import transform_options
 
         return cls(**transform_options(config))
 
@@ -1352,7 +1352,7 @@ def get_datasets(name_or_path: str | os.PathLike[str], image_size: int | None = 
 
     ``image_size`` defaults to 224 for folders and shards. ``options`` (a :class:`TransformOptions`,
     e.g. ``TransformOptions.from_config(config)``) and ``transform`` (its fields by name, such as
-    :func:`orchestrator.augment.transform_options` gives) set timm's transforms for folders and
+    :func:`orchestrator.train.augment.transform_options` gives) set timm's transforms for folders and
     shards; the demo's tensors keep their own fixed recipe and ignore them.
     """
     if isinstance(name_or_path, str) and name_or_path == "demo":
@@ -1424,17 +1424,17 @@ def split_training_set(train: Any, *, selection_fraction: float = 0.0, data_frac
                        eval_transform: Any = None) -> TrainingSplit:
     """Carve the selection split out of ``train`` and keep a fraction of the rest for training.
 
-    The selection split is :func:`orchestrator.fidelity.selection_split` of the training labels
+    The selection split is :func:`orchestrator.data.fidelity.selection_split` of the training labels
     (seeded by ``seed``, stratified), read through ``eval_transform`` (the evaluation split's
     transform: no random crops or erasing); training then uses
-    :func:`orchestrator.fidelity.training_subset` (``data_fraction``) of what is left. The same
+    :func:`orchestrator.data.fidelity.training_subset` (``data_fraction``) of what is left. The same
     labels, fractions and seed give the same split on every rank and every resume. With both knobs
     off, ``train`` itself comes back (no wrapper). Streamed ``wds:`` shards are split by key
     (:func:`_split_stream`).
     """
     from torch.utils.data import Subset
 
-    from .fidelity import selection_split, training_subset
+    from orchestrator.data.fidelity import selection_split, training_subset
 
     labels = dataset_labels(train)
     if labels is None:
@@ -1519,7 +1519,7 @@ def _folder_samples(root: str, split: str) -> Iterator[tuple[str, bytes, int]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m orchestrator.data shard ROOT OUT [--shard-size N]`` | ``index wds:LOCATION``."""
-    from ._cli import ArgumentParser
+    from orchestrator.cli import ArgumentParser
 
     parser = ArgumentParser(prog="python -m orchestrator.data", description=main.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -1530,7 +1530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     index = sub.add_parser("index", help="count the samples of wds: shards once and write _info.json beside them")
     index.add_argument("spec", help="wds:FOLDER_OR_URI or wds:PATTERN-train-{0000..0099}.tar")
     args = parser.parse_args(argv)
-    from ._cli import run_cli
+    from orchestrator.cli import run_cli
 
     def run(_argv: Sequence[str] | None) -> int:  # a user's mistake: one ``error:`` paragraph, exit 2
         if args.command == "shard":

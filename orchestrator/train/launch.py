@@ -22,12 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.storage import check_outside_ray_runtime, default_storage, ray_runtime_folder  # noqa: F401 - re-exported
+from orchestrator.train.config import TrainConfig
+from orchestrator.train.ray_hooks import _quiet_cleaner_hook, quiet_train_worker  # noqa: F401 - re-exported
 from snnet import AnchorProfile, AnchorSpec, SNNetError, StitchSpace, create_anchor, profile_anchor
 from snnet.anchors import Anchor, check_model_name
-
-from ._locations import check_outside_ray_runtime, default_storage, ray_runtime_folder  # noqa: F401 - re-exported
-from ._worker_hook import _quiet_cleaner_hook, quiet_train_worker  # noqa: F401 - re-exported
-from .config import TrainConfig
 
 __all__ = ["TrainResult", "Prepared", "prepare", "DatasetFacts", "Known", "anchor_key", "dataset_key", "preflight",
            "worker_resources", "run_training", "ensure_ray", "check_storage", "check_writable", "check_resources",
@@ -60,7 +59,9 @@ def code_version() -> str:
         base = version("snnet-orchestrator")
     except Exception:  # noqa: BLE001 - running from a source tree that is not installed
         base = "unknown"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    import orchestrator
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(orchestrator.__file__)))
     if not os.path.exists(os.path.join(root, ".git")):  # an installed copy, or a tree shipped without .git
         return base
     import subprocess
@@ -311,7 +312,9 @@ def check_weights(config: TrainConfig, *, models: dict[str, Any] | None = None,
         if key not in checked:
             problems += check_spec(spec, model=(models or {}).get(key), **extra)
     if config.teacher is not None and anchor_key(config.teacher, None) not in checked:
-        from .augment import teacher_problems  # a plain timm classifier, run but never stitched: no family check
+        from orchestrator.train.augment import (
+            teacher_problems,  # a plain timm classifier, run but never stitched: no family check
+        )
 
         problems += teacher_problems(config.teacher)
     if problems:
@@ -374,7 +377,7 @@ class DatasetFacts:
         """Open ``config.dataset``'s training split (the usual errors for a bad dataset) and count."""
         import numpy as np
 
-        from .data import dataset_labels, dataset_size, get_datasets, num_classes
+        from orchestrator.data import dataset_labels, dataset_size, get_datasets, num_classes
 
         train_ds, _ = get_datasets(config.dataset, config.image_size)
         try:
@@ -394,7 +397,7 @@ class DatasetFacts:
         (streamed shards: the training set less :class:`orchestrator.data.KeySplit`'s expected
         held-out count, then the expected ``data_fraction`` of that, as the stream's ``len()``)."""
         if self.class_counts is None:
-            from .data import DATA_SALT, KeySplit
+            from orchestrator.data import DATA_SALT, KeySplit
 
             size = self.train_size
             if config.selection_fraction > 0:
@@ -406,7 +409,7 @@ class DatasetFacts:
             return self.train_size
         import numpy as np
 
-        from .fidelity import selection_split, training_subset
+        from orchestrator.data.fidelity import selection_split, training_subset
 
         labels = np.repeat(np.arange(len(self.class_counts)), self.class_counts)
         rest, _ = selection_split(labels, config.selection_fraction, config.seed)
@@ -507,11 +510,11 @@ def _settled(config: TrainConfig, progress: Callable[[str], None], probed: set[s
                 f"The embedded demo anchors are trained on the 'demo' dataset; dataset {config.dataset!r} "
                 "needs its own anchors (give them with --anchors)."
             )
-        from .demo import demo_anchor_specs
+        from orchestrator.data.demo_anchors import demo_anchor_specs
 
         config = config.model_copy(update={"anchors": demo_anchor_specs(progress=progress, brief=True)})
     else:
-        from . import demo  # noqa: F401 - demo anchors may be named explicitly
+        from orchestrator.data import demo_anchors as demo  # noqa: F401 - demo anchors may be named explicitly
 
     config.space_config().validate()
     for spec in config.anchors:
@@ -521,8 +524,8 @@ def _settled(config: TrainConfig, progress: Callable[[str], None], probed: set[s
     if config.trial_id is None:
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         config = config.model_copy(update={"trial_id": f"{stamp}-{uuid.uuid4().hex[:6]}"})
-    from .catalog import CatalogWriter
-    from .catalog._store import check_name
+    from orchestrator.catalog import CatalogWriter
+    from orchestrator.catalog._store import check_name
 
     check_name("trial", config.trial_id)
     locations = {f"catalog:{config.catalog}|{config.sweep}", f"storage:{config.storage_path}"}
@@ -639,13 +642,13 @@ def run_training(
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from .catalog import CatalogWriter
-    from .training import remove_unregistered, stored_checkpoints, train_loop_per_worker
+    from orchestrator.catalog import CatalogWriter
+    from orchestrator.train.worker import remove_unregistered, stored_checkpoints, train_loop_per_worker
 
     ensure_ray(address)
     name = f"{config.sweep}-{config.trial_id}"
     # A run started again under its name resumes from its newest checkpoint, registered by Ray or not
-    # (orchestrator.training.latest_state); the checkpoints are listed here, once, for every worker.
+    # (orchestrator.train.worker.latest_state); the checkpoints are listed here, once, for every worker.
     stored = stored_checkpoints(_run_dir(config.storage_path, name))
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -702,13 +705,13 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
     and ``selection_images`` the split's size (0: none; None: not told). ``device`` (where the run
     measured) is stored only beside a measured latency. ``experiment`` names the run (default: Ray's run name
     ``<sweep>-<trial_id>``, which a resumed run keeps; a sweep gives its Tune experiment's name);
-    ``config_fingerprint`` identifies the configuration (:func:`orchestrator.fingerprint.config_fingerprint`).
+    ``config_fingerprint`` identifies the configuration (:func:`search_spaces.fingerprint.config_fingerprint`).
     ``scores`` (stitch id -> :meth:`snnet.scores.StitchScore.to_dict`) fills the init-score columns
     ``init_cka``, ``init_kl``, ``init_top1`` and ``score_images`` (null without them). ``before`` (an anchor's
     stitch id -> [top-1 on the evaluation split, on the selection split or None] before joint training) fills
     ``top1_before`` and ``top1_selection_before`` of the anchor rows (null on stitched rows and without it);
     ``eval_images`` is the evaluation split's size."""
-    from .fingerprint import config_fingerprint
+    from search_spaces.fingerprint import config_fingerprint
 
     version = code_version()
     fingerprint = config_fingerprint(config)

@@ -39,11 +39,8 @@ import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
-from snnet.anchors import AnchorSpec
-
-from ._cli import plural
-from ._io import atomic_write
-from .data import (
+from orchestrator.cli import plural
+from orchestrator.data import (
     _DEMO_SPLIT_SEED,
     _DEMO_TRAIN_SEED,
     _DEMO_VAL_COPIES,
@@ -56,6 +53,8 @@ from .data import (
     DEMO_STD,
     default_cache_dir,
 )
+from orchestrator.storage import atomic_write
+from snnet.anchors import AnchorSpec
 
 # A list, not a tuple: timm's register_model appends each entrypoint's name to __all__.
 __all__ = [
@@ -132,7 +131,7 @@ def _create(name: str, pretrained: bool, **kwargs: Any) -> VisionTransformer:
             kwargs["pretrained_cfg_overlay"] = dict(file=str(path))
         else:  # timm would raise "No pretrained weights exist"; never download, fall back instead
             warnings.warn(
-                f"{name}: no pretrained demo weights at {path} (run orchestrator.demo.demo_anchor_specs() "
+                f"{name}: no pretrained demo weights at {path} (run orchestrator.data.demo_anchors.demo_anchor_specs() "
                 "to pretrain them); using random initialisation.",
                 stacklevel=3,
             )
@@ -261,7 +260,7 @@ def pretrain_anchor(
     """
     import timm
 
-    from .data import demo_datasets, demo_train_draw
+    from orchestrator.data import demo_datasets, demo_train_draw
 
     _, val = demo_datasets()
     n = len(demo_train_draw(0)[1])

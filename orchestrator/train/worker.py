@@ -1,10 +1,10 @@
 """Joint training of a stitched supernet on Ray Train: the worker's entry point.
 
 :func:`train_loop_per_worker` runs on every Ray Train worker (DDP over gloo on CPU, nccl on
-GPU, set up by Ray's ``TorchTrainer``). It runs :class:`~orchestrator.recipe.SupernetRecipe`
+GPU, set up by Ray's ``TorchTrainer``). It runs :class:`~orchestrator.train.recipe.SupernetRecipe`
 (least-squares init, joint training, evaluation of every stitch) and connects it to Ray:
 
-- **Checkpoints** (a :class:`~orchestrator.recipe.TrainState` in ``state.pt``) are written to a
+- **Checkpoints** (a :class:`~orchestrator.train.recipe.TrainState` in ``state.pt``) are written to a
   temporary folder that lives only around ``ray.train.report``: Ray copies it to the run's
   storage during the call (synchronous upload, Ray Train's default), so nothing is left in the
   temp folder, and ``CheckpointConfig(num_to_keep=...)`` bounds what storage keeps. After a
@@ -23,7 +23,7 @@ GPU, set up by Ray's ``TorchTrainer``). It runs :class:`~orchestrator.recipe.Sup
   ``num_to_keep`` would have.
 - **DDP**: ``ray.train.torch.prepare_model`` wraps the step module when there are several
   workers (``find_unused_parameters``: a step trains only some stitches).
-- **Test-only callbacks** (:class:`~orchestrator.recipe.TrainCallback`) come from import specs
+- **Test-only callbacks** (:class:`~orchestrator.train.recipe.TrainCallback`) come from import specs
   in the loop config's ``callbacks`` and in ``$SNNET_TRAIN_CALLBACKS`` (comma-separated
   ``package.module:name``); the ``pid_dir``/``hold_at_step`` keys of ``fault_injection`` become
   :class:`orchestrator._testing.PidFileHold`.
@@ -39,10 +39,17 @@ from typing import Any
 
 import torch
 
+from orchestrator.train.config import TrainConfig
+from orchestrator.train.recipe import (
+    SupernetRecipe,
+    SupernetStep,
+    TrainState,
+    Worker,
+    evaluate_stitch,
+    load_callbacks,
+    step_loss,
+)
 from snnet import StitchSpace
-
-from .config import TrainConfig
-from .recipe import SupernetRecipe, SupernetStep, TrainState, Worker, evaluate_stitch, load_callbacks, step_loss
 
 __all__ = ["train_loop_per_worker", "SupernetStep", "evaluate_stitch", "step_loss", "CHECKPOINT_FILE",
            "CALLBACKS_ENV", "report_to_ray", "remove_stale_checkpoints", "stored_checkpoints", "latest_state",

@@ -1,0 +1,1 @@
+"""Search SN-Net's design space with Ray Tune + Optuna."""

@@ -1,0 +1,1 @@
+"""Train one stitched supernet on Ray Train."""
