@@ -28,8 +28,8 @@ from snnet import SNNetError
 if TYPE_CHECKING:
     import pyarrow.fs
 
-__all__ = ["RAY_RUNTIME_RESOURCES", "atomic_write", "check_outside_ray_runtime", "default_storage",
-           "ray_runtime_folder"]
+__all__ = ["RAY_RUNTIME_RESOURCES", "atomic_write", "check_outside_ray_runtime", "default_storage", "filesystem",
+           "is_remote", "join", "local_path", "ray_runtime_folder"]
 
 
 def atomic_write(
@@ -60,17 +60,47 @@ def atomic_write(
     return _write_remote(fs, where, write)
 
 
-def _resolve(path: str, filesystem: Any) -> tuple[Any, str]:
+def is_remote(location: str | os.PathLike[str]) -> bool:
+    """Whether ``location`` is a URI of a filesystem other than the local disk (``s3://``, ``gs://``, ...);
+    a plain path and a ``file://`` URI are local."""
+    location = os.fspath(location)
+    return "://" in location and not location.startswith("file://")
+
+
+def local_path(location: str | os.PathLike[str]) -> str:
+    """The absolute local path of a plain path or ``file://`` URI."""
+    return os.path.abspath(os.fspath(location).removeprefix("file://"))
+
+
+def filesystem(location: str | os.PathLike[str]) -> tuple[pyarrow.fs.FileSystem, str]:
+    """``(pyarrow filesystem, path on it)`` for any location this project reads or writes: a local path or
+    ``file://`` URI (the local disk, absolute path), else a URI pyarrow resolves (``s3://bucket/key``, with
+    query parameters such as ``?endpoint_override=host:port&scheme=http``). The one place a location
+    becomes a filesystem; pyarrow's errors (``ValueError``, ``pyarrow.ArrowException``) propagate."""
+    import pyarrow.fs as pafs  # deferred: the torch-free and pyarrow-free CLI paths import this module
+
+    location = os.fspath(location)
+    if not is_remote(location):
+        return pafs.LocalFileSystem(), local_path(location)
+    return pafs.FileSystem.from_uri(location)
+
+
+def join(base: str, *parts: str) -> str:
+    """``base/part/...``: ``/``-joined for a URI (its scheme kept), ``os.path.join`` for a local path."""
+    return "/".join([base.rstrip("/"), *parts]) if "://" in base else os.path.join(base, *parts)
+
+
+def _resolve(path: str, filesystem_: Any) -> tuple[Any, str]:
     """``(None, local path)`` for the local disk, else ``(pyarrow filesystem, path on it)``."""
-    if filesystem is None and "://" not in path:
+    if filesystem_ is None and "://" not in path:
         return None, path
     import pyarrow.fs as pafs
 
-    if filesystem is None:
-        filesystem, path = pafs.FileSystem.from_uri(path)
-    if isinstance(filesystem, pafs.LocalFileSystem):
+    if filesystem_ is None:
+        filesystem_, path = filesystem(path)
+    if isinstance(filesystem_, pafs.LocalFileSystem):
         return None, path
-    return filesystem, path
+    return filesystem_, path
 
 
 def _write_local(path: str, write: Callable[[Any], None], to_path: bool) -> str:

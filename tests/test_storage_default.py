@@ -124,3 +124,21 @@ def test_the_readmes_job_submit_lines_keep_their_files(readme):
             assert flag in argv, (flag, argv)
             value = argv[argv.index(flag) + 1]
             assert value.startswith(("$PWD/", "/")) or "://" in value, (flag, value, argv)
+
+
+def test_every_location_becomes_a_filesystem_in_one_place(tmp_path, monkeypatch):
+    import os
+
+    import pyarrow.fs as pafs
+
+    from orchestrator.storage import filesystem, is_remote, join, local_path
+
+    monkeypatch.chdir(tmp_path)
+    for location in ("runs", f"file://{tmp_path}/runs", tmp_path / "runs"):
+        fs, path = filesystem(location)
+        assert isinstance(fs, pafs.LocalFileSystem) and path == str(tmp_path / "runs")
+        assert not is_remote(location) and local_path(location) == str(tmp_path / "runs")
+    fs, path = filesystem("mock:///bucket/runs")
+    assert type(fs).__name__ == "_MockFileSystem" and path == "bucket/runs" and is_remote("mock:///bucket/runs")
+    assert join("s3://b/x/", "runs", "t.json") == "s3://b/x/runs/t.json"
+    assert join("a/b", "runs") == os.path.join("a/b", "runs")
