@@ -137,7 +137,7 @@ def test_the_sweeps_tuner_runs_every_scheduler_without_an_optuna_searcher(local_
 
     lines: list[str] = []
     tuner = sweep_tuner.new_tuner(search, tune.with_resources(trainable, {"cpu": 0.5}), str(tmp_path / "exp"),
-                             str(tmp_path), 1, None, "sha256:" + "0" * 64, lines.append)
+                                  str(tmp_path), 1, None, "sha256:" + "0" * 64, lines.append)
     results = tuner.fit()
     assert len(results) == (4 if algorithm == "grid" else 1) and not results.errors
     assert f"scheduler {scheduler} on early_hv" in lines[0]

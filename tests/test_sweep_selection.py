@@ -228,7 +228,7 @@ def _finished_sweep(tmp_path, hypervolumes):
         config = search.trial_config({"space.kernel_size": 2, "training.epochs": 1}, catalog=str(catalog),
                                      trial_id=trial, storage_path=str(storage), anchors=None)
         sweep_records.write_json(str(experiment / sweep_records.TRIAL_SETTINGS / f"{trial}.json"),
-                          {"config": config.model_dump(mode="json"), "space_fingerprint": "fp"})
+                                 {"config": config.model_dump(mode="json"), "space_fingerprint": "fp"})
         if hv is not None:  # None: started, never finished
             result = {"hypervolume": hv, "family": "demo_vit", "catalog_file": "x"}
             CatalogWriter(str(catalog), "seldemo").write_trial(
@@ -240,7 +240,7 @@ def _finished_sweep(tmp_path, hypervolumes):
 def test_rerun_plan_takes_the_best_finished_trials_with_the_overrides(tmp_path):
     search, catalog, storage = _finished_sweep(tmp_path, [0.5, 0.8, None, 0.7])
     plan = sweep_rerun.rerun_plan(search, catalog, storage, 2, None,
-                            ["training.epochs=5", "training.seed=3", "resources.workers_per_trial=1"])
+                                  ["training.epochs=5", "training.seed=3", "resources.workers_per_trial=1"])
     assert plan["source_experiment"] == "seldemo-sweep-20260101-000000" and plan["source_sweep"] == "seldemo"
     assert list(plan["trials"]) == ["t1", "t3"]  # t2 never finished
     for trial in plan["trials"].values():
