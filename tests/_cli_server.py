@@ -24,7 +24,7 @@ import time
 import traceback
 
 PRELOAD = ("torch", "timm", "ray", "ray.train", "ray.tune", "pyarrow.parquet", "snnet", "orchestrator.train.launch",
-           "orchestrator.data.demo_anchors", "orchestrator.sweep", "orchestrator.train", "orchestrator.export",
+           "orchestrator.data.demo_anchors", "orchestrator.sweep.driver", "orchestrator.train", "orchestrator.export",
            "orchestrator.catalog", "search_spaces")
 GUARD_MARK, GUARD_EXIT = "RAY-INIT-CALLED", 99
 

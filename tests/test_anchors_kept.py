@@ -92,7 +92,7 @@ def test_the_summary_shows_before_and_after_and_flags_a_drop_beyond_noise(space)
 
 
 def test_the_sweep_report_counts_trials_whose_anchors_dropped(space):
-    from orchestrator.train.summary import sweep_report
+    from orchestrator.sweep.report import sweep_report
 
     kept = anchor_changes(_rows(space, {"snnet_demo_vit_small": [81.0, 80.0]}))
     lost = anchor_changes(_rows(space, {"snnet_demo_vit_small": [86.0, 85.0]}))

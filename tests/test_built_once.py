@@ -236,37 +236,41 @@ def test_the_drivers_counts_give_the_training_sets_size_of_streamed_shards(tmp_p
 
 def test_the_sweep_passes_the_drivers_findings_to_its_trials(tmp_path, monkeypatch):
     import orchestrator.data as data
-    from orchestrator.sweep import driver as sweep
+    from orchestrator.sweep import preflight as sweep_preflight
+    from orchestrator.sweep import trial as sweep_trial
 
     search = _small_search(tmp_path)
-    ctx, flops_ref = sweep._validate_families(search, str(tmp_path / "c"), str(tmp_path / "r"), lambda m: None)
+    ctx, flops_ref = sweep_preflight.validate_families(search, str(tmp_path / "c"), str(tmp_path / "r"), lambda m: None)
     known = ctx["known"]
     assert flops_ref > 0 and known.datasets["demo|None"].num_classes == 10
     assert len(known.anchors) == len(ctx["demo_specs"]) == len(known.checked)
     assert flops_ref == max(profile.flops for profile, _ in known.anchors.values())
     monkeypatch.setattr(data, "get_datasets", lambda *a, **k: pytest.fail("opened the dataset to count"))
     train = TrainConfig(dataset="demo", selection_fraction=0.1, data_fraction=0.5)
-    images = sweep._train_images(train, object(), known)
+    images = sweep_trial._train_images(train, object(), known)
     assert images == known.datasets["demo|None"].train_size * 0.5 * 0.9
 
 
 def test_a_demo_family_stitches_its_own_anchors_on_the_driver_and_in_its_trials(tmp_path):
     """A demo family that lists two of the three demo anchors gets those two, not all three."""
-    from orchestrator.sweep import driver as sweep
+    from orchestrator.sweep import preflight as sweep_preflight
+    from orchestrator.sweep import space as sweep_space
+    from orchestrator.sweep import trial as sweep_trial
+    from orchestrator.sweep.trial import SweepContext
     from search_spaces import load_space
     from search_spaces.fingerprint import space_fingerprint
 
     two = ["snnet_demo_vit_tiny", "snnet_demo_vit_small"]
     search = load_space("demo", overrides=["training.epochs=1", f"families.0.anchors=[{', '.join(two)}]"])
     lines: list[str] = []
-    ctx, flops_ref = sweep._validate_families(search, str(tmp_path / "c"), str(tmp_path / "r"), lines.append)
+    ctx, flops_ref = sweep_preflight.validate_families(search, str(tmp_path / "c"), str(tmp_path / "r"), lines.append)
     assert list(ctx["demo_specs"]) == two and [json.loads(k)[0] for k in ctx["known"].anchors] == two
     assert flops_ref == max(profile.flops for profile, _ in ctx["known"].anchors.values())
     assert any(line.startswith(f"[snnet] family demo_vit: {', '.join(two)} (") for line in lines), lines
     ctx.update(search=search.model_dump(mode="json"), fingerprint=space_fingerprint(search),
                catalog=str(tmp_path / "c"), storage=str(tmp_path / "r"), experiment=str(tmp_path / "r" / "exp"))
-    point = {sweep._key(k): v for k, v in search.first_point().items()}
-    train, _ = sweep.trial_settings(ctx, point, "t1")
+    point = {sweep_space.config_key(k): v for k, v in search.first_point().items()}
+    train, _ = sweep_trial.trial_settings(SweepContext(**ctx), point, "t1")
     assert train.anchors == [ctx["demo_specs"][name] for name in two]
 
 

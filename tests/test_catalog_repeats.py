@@ -110,10 +110,11 @@ def test_check_names_each_identical_repeat_in_a_note(catalog, capsys):
 
 
 def test_a_sweep_starting_over_an_experiment_of_its_space_names_it(tmp_path, monkeypatch):
-    from orchestrator.sweep import driver as sweep
+    from orchestrator.sweep import driver as sweep_driver
+    from orchestrator.sweep import record as sweep_records
     from search_spaces import load_space
 
-    fingerprint = sweep.sweep_record(load_space("demo"))["space_fingerprint"]
+    fingerprint = sweep_records.sweep_record(load_space("demo"))["space_fingerprint"]
     catalog, storage = tmp_path / "catalog", tmp_path / "runs"
     writer = CatalogWriter(catalog, "demo")
     for trial_id, experiment, space in (("t1", "demo-sweep-20260101-000000", fingerprint),
@@ -132,17 +133,17 @@ def test_a_sweep_starting_over_an_experiment_of_its_space_names_it(tmp_path, mon
     def stop(*args, **kwargs):
         raise Stop
 
-    monkeypatch.setattr(sweep, "_check_trial_resources", stop)  # the note comes before, and before Ray starts
+    monkeypatch.setattr(sweep_driver, "check_trial_resources", stop)  # the note comes before, and before Ray starts
     said: list[str] = []
     with pytest.raises(Stop):
-        sweep.run_sweep("demo", catalog=str(catalog), storage=str(storage), progress=said.append)
+        sweep_driver.run_sweep("demo", catalog=str(catalog), storage=str(storage), progress=said.append)
     (note,) = said
     assert note.startswith("[snnet] note: the catalog partition sweep=demo already holds experiment "
                            "demo-sweep-20260101-000000 (2 trials) of this search space with the same seeds")
     assert "count each configuration and seed once" in note and "--set training.seed=N" in note
     said.clear()
     with pytest.raises(Stop):
-        sweep.run_sweep("demo", catalog=str(tmp_path / "fresh"), storage=str(storage), progress=said.append)
+        sweep_driver.run_sweep("demo", catalog=str(tmp_path / "fresh"), storage=str(storage), progress=said.append)
     assert said == []
 
 

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-import orchestrator.sweep.driver as sweep
+import orchestrator.sweep.__main__ as sweep_cli
+import orchestrator.sweep.preflight as sweep_preflight
 from orchestrator.export import check_checkpoint_location
 from orchestrator.train import __main__ as train
 from orchestrator.train.launch import check_outside_ray_runtime, default_storage, ray_runtime_folder
@@ -51,10 +52,11 @@ def test_train_writes_its_checkpoints_beside_its_catalog(tmp_path):
 
 
 def test_the_sweep_writes_its_experiment_beside_its_catalog(tmp_path):
-    catalog, storage = sweep._check_locations(SimpleNamespace(name="demo"), str(tmp_path / "sub" / "cat"), None)
+    catalog, storage = sweep_preflight.check_locations(SimpleNamespace(name="demo"), str(tmp_path / "sub" / "cat"),
+                                                       None)
     assert (catalog, storage) == (str(tmp_path / "sub" / "cat"), str(tmp_path / "sub" / "runs"))
-    assert sweep.parse_args([]).storage is None
-    _, given = sweep._check_locations(SimpleNamespace(name="demo"), str(tmp_path / "cat"), str(tmp_path / "r"))
+    assert sweep_cli.parse_args([]).storage is None
+    _, given = sweep_preflight.check_locations(SimpleNamespace(name="demo"), str(tmp_path / "cat"), str(tmp_path / "r"))
     assert given == str(tmp_path / "r")
 
 
@@ -91,11 +93,11 @@ def test_a_storage_in_ray_s_runtime_folder_is_refused_with_the_way_out(job_packa
 def test_the_sweep_refuses_relative_paths_under_ray_job_submit_before_ray(job_package, tmp_path, capsys):
     import ray
 
-    code = sweep.main(["--catalog", "catalog"])  # the README's old line: no --storage, a relative catalog
+    code = sweep_cli.main(["--catalog", "catalog"])  # the README's old line: no --storage, a relative catalog
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: The catalog 'catalog'") and "Traceback" not in err
     assert '--catalog "$PWD/catalog"' in err
-    code = sweep.main(["--catalog", str(tmp_path / "catalog"), "--storage", "runs"])
+    code = sweep_cli.main(["--catalog", str(tmp_path / "catalog"), "--storage", "runs"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: Ray's run storage 'runs'") and "--resume" in err
     assert not ray.is_initialized() and not list(Path.cwd().iterdir())  # nothing written in the package

@@ -1,11 +1,11 @@
-"""The sweep's console: one line per trial event (``orchestrator.sweep.driver.trial_lines``), not Tune's status
+"""The sweep's console: one line per trial event (``orchestrator.sweep.tuner.trial_lines``), not Tune's status
 boxes. Unit tests with stand-in trials; ``tests/test_sweep_faults.py`` checks a real sweep's console."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from orchestrator.sweep.driver import trial_lines
+from orchestrator.sweep.tuner import trial_lines
 
 
 def _trial(trial_id: str, **result) -> SimpleNamespace:

@@ -120,12 +120,12 @@ def test_the_sweeps_tuner_runs_every_scheduler_without_an_optuna_searcher(local_
     must not pass metric/mode besides the scheduler's own (Tune refused them with a ValueError)."""
     from ray import tune
 
-    from orchestrator.sweep import driver as sweep
+    from orchestrator.sweep import tuner as sweep_tuner
     from search_spaces import load_space
 
     search = load_space("demo", overrides=[f"searcher.algorithm={algorithm}", f"searcher.scheduler={scheduler}",
                                            f"training.epochs={EPOCHS}", "searcher.num_samples=1"])
-    assert sweep._searcher(search, ["hypervolume"], ["max"]) is None
+    assert sweep_tuner._searcher(search, ["hypervolume"], ["max"]) is None
 
     def trainable(config):
         from ray import tune
@@ -136,8 +136,8 @@ def test_the_sweeps_tuner_runs_every_scheduler_without_an_optuna_searcher(local_
         tune.report({"epoch": EPOCHS, "early_hv": q, "hypervolume": q, "catalog_file": f"trial-{q}.parquet"})
 
     lines: list[str] = []
-    tuner = sweep._new_tuner(search, tune.with_resources(trainable, {"cpu": 0.5}), str(tmp_path / "exp"),
-                             str(tmp_path), 1, None, "sha256:" + "0" * 64, lines.append)
+    tuner = sweep_tuner.new_tuner(search, tune.with_resources(trainable, {"cpu": 0.5}), str(tmp_path / "exp"),
+                                  str(tmp_path), 1, None, "sha256:" + "0" * 64, lines.append)
     results = tuner.fit()
     assert len(results) == (4 if algorithm == "grid" else 1) and not results.errors
     assert f"scheduler {scheduler} on early_hv" in lines[0]

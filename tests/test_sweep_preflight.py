@@ -1,6 +1,6 @@
 """What ``orchestrator.sweep`` checks and settles before Ray starts. Unit tests, no Ray instance.
 
-- The Tuner's ``metric``/``mode`` (:func:`orchestrator.sweep.driver.tune_metric`) for every searcher algorithm
+- The Tuner's ``metric``/``mode`` (:func:`orchestrator.sweep.tuner.tune_metric`) for every searcher algorithm
   x early-stopping scheduler: Tune accepts them (the checks ``ray.tune.run`` makes before any trial).
 - ``--catalog`` of a bucket that cannot be reached: one paragraph, exit 2.
 - One trial's workers x CPUs x GPUs against this machine when no cluster is given.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.sweep.driver import tune_metric
+from orchestrator.sweep.tuner import tune_metric
 from search_spaces import ALGORITHMS, SCHEDULERS
 from snnet import SNNetError
 
@@ -45,18 +45,18 @@ def test_tune_accepts_the_metric_and_mode_of_every_searcher_and_scheduler(algori
     from ray.tune.search.util import _set_search_properties_backwards_compatible as searcher_props
 
     from orchestrator.catalog.objectives import OBJECTIVES
-    from orchestrator.sweep import driver as sweep
+    from orchestrator.sweep import tuner as sweep_tuner
 
     search = _space(algorithm, scheduler, *_VARIANTS[variant])
     metrics = list(search.searcher.objectives)
     modes = [OBJECTIVES[m] for m in metrics]
-    search_alg, scheduler_obj = sweep._searcher(search, metrics, modes), sweep._scheduler(search)
+    search_alg, scheduler_obj = sweep_tuner._searcher(search, metrics, modes), sweep_tuner._scheduler(search)
     kwargs = tune_metric(metrics, modes, searcher=search_alg is not None, scheduler=scheduler_obj is not None)
     metric, mode = kwargs.get("metric"), kwargs.get("mode")
     assert set(kwargs) in (set(), {"metric", "mode"})
     assert scheduler_props((scheduler_obj or FIFOScheduler()).set_search_properties, metric, mode)
     generator = SearchGenerator(search_alg) if search_alg is not None else BasicVariantGenerator()
-    config = sweep.tune_search_space(search)
+    config = sweep_tuner.tune_search_space(search)
     accepted = searcher_props(generator.set_search_properties, metric, mode, config)
     assert accepted or search_alg is None  # the variant generator resolves the space itself
     if search_alg is None and scheduler_obj is None and len(metrics) == 1:  # the results' default metric
@@ -79,11 +79,11 @@ def test_an_unreachable_catalog_bucket_is_one_paragraph_before_ray(tmp_path, mon
     """``--catalog s3://...`` of a bucket that cannot be reached: the write probe's paragraph, as for
     ``--storage`` and ``orchestrator.train``, not pyarrow's ``OSError: When resolving region for bucket``."""
     import orchestrator.train.launch as run
-    from orchestrator.sweep import driver as sweep
+    from orchestrator.sweep import __main__ as sweep_cli
 
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setattr(run, "ensure_ray", lambda *a, **k: pytest.fail("Ray must not start"))
-    assert sweep.main(["--catalog", "s3://nonexistent-bucket-xyz/cat", "--storage", str(tmp_path / "runs")]) == 2
+    assert sweep_cli.main(["--catalog", "s3://nonexistent-bucket-xyz/cat", "--storage", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: The catalog location 's3://nonexistent-bucket-xyz/cat' is not writable (")
     assert err.rstrip().endswith("pass another --catalog; nothing was trained.") and err.count("\n") == 1
@@ -91,23 +91,24 @@ def test_an_unreachable_catalog_bucket_is_one_paragraph_before_ray(tmp_path, mon
 
 
 def test_a_catalog_that_is_a_file_is_still_named_as_one(tmp_path):
-    from orchestrator.sweep import driver as sweep
+    from orchestrator.sweep import preflight as sweep_preflight
 
     (tmp_path / "cat").write_text("x")
     with pytest.raises(SNNetError, match=r"The catalog must be a folder or URI, but '.*cat' is a file\."):
-        sweep._check_locations(_space("tpe", "none"), str(tmp_path / "cat"), str(tmp_path / "runs"))
+        sweep_preflight.check_locations(_space("tpe", "none"), str(tmp_path / "cat"), str(tmp_path / "runs"))
 
 
 # -- one trial's resources against this machine ----------------------------------------------------
 
 
 def test_a_trial_larger_than_this_machine_is_refused_before_ray(two_cpus, tmp_path, monkeypatch, capsys):
-    from orchestrator.sweep import driver as sweep
+    from orchestrator.sweep import __main__ as sweep_cli
+    from orchestrator.sweep import driver as sweep_driver
 
-    monkeypatch.setattr(sweep, "_validate_families", lambda *a, **k: pytest.fail("checked before the families"))
+    monkeypatch.setattr(sweep_driver, "validate_families", lambda *a, **k: pytest.fail("checked before the families"))
     argv = ["--catalog", str(tmp_path / "cat"), "--storage", str(tmp_path / "runs"),
             "--set", "resources.workers_per_trial=8"]
-    assert sweep.main(argv) == 2
+    assert sweep_cli.main(argv) == 2
     assert capsys.readouterr().err == (
         "error: A trial of the sweep needs 8 workers x 1 CPU each (8 CPUs), but this machine (a local Ray instance) "
         "has 2 CPUs and 0 GPUs: pass --set resources.workers_per_trial=2 or fewer, or run on a larger cluster "
@@ -117,35 +118,35 @@ def test_a_trial_larger_than_this_machine_is_refused_before_ray(two_cpus, tmp_pa
 
 def test_a_trial_that_fits_passes_and_a_cluster_is_not_asked_before_connecting(two_cpus, monkeypatch):
     import orchestrator.train.launch as run
-    from orchestrator.sweep import driver as sweep
+    from orchestrator.sweep import preflight as sweep_preflight
 
-    sweep._check_trial_resources(_space("tpe", "none"), None)  # the demo's 2 workers x 1 CPU fit
+    sweep_preflight.check_trial_resources(_space("tpe", "none"), None)  # the demo's 2 workers x 1 CPU fit
     gpus = _space("tpe", "none", "resources.workers_per_trial=1", "resources.gpus_per_worker=1")
     with pytest.raises(SNNetError, match=r"needs 1 workers x 1 CPU and 1 GPU each \(1 CPUs, 1 GPUs\), .* has 2 CPUs "
                                          r"and 0 GPUs: lower resources.workers_per_trial or the CPUs/GPUs per worker"):
-        sweep._check_trial_resources(gpus, None)
+        sweep_preflight.check_trial_resources(gpus, None)
     monkeypatch.setattr(run, "local_resources", lambda: pytest.fail("not this machine: a cluster is given"))
     big = _space("tpe", "none", "resources.workers_per_trial=8")
-    sweep._check_trial_resources(big, "10.0.0.1:6379")
+    sweep_preflight.check_trial_resources(big, "10.0.0.1:6379")
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
-    sweep._check_trial_resources(big, None)
+    sweep_preflight.check_trial_resources(big, None)
 
 
 def test_each_rerun_trial_is_checked_with_its_recorded_resources(two_cpus):
-    from orchestrator.sweep import driver as sweep
+    from orchestrator.sweep import preflight as sweep_preflight
     from search_spaces import TrainConfig
 
     plan = {"trials": {"t1": {"config": TrainConfig(workers=2).model_dump(mode="json")},
                        "t2": {"config": TrainConfig(workers=3).model_dump(mode="json")}}}
     with pytest.raises(SNNetError, match=r"^A trial of the sweep needs 3 workers x 1 CPU each \(3 CPUs\)"):
-        sweep._check_trial_resources(_space("tpe", "none"), None, plan)
+        sweep_preflight.check_trial_resources(_space("tpe", "none"), None, plan)
 
 
 # -- every searched value, before Ray ----------------------------------------------------------------
 
 
 def test_the_other_values_of_a_setting_are_each_choice_and_each_end_of_a_range():
-    from orchestrator.sweep.driver import _other_values
+    from orchestrator.sweep.preflight import _other_values
     from search_spaces import Choice, FloatRange, IntRange
 
     assert _other_values(Choice((2, 3, 30)), 2) == [3, 30]
@@ -163,25 +164,25 @@ def test_the_other_values_of_a_setting_are_each_choice_and_each_end_of_a_range()
     ("training.sampling=[uniform, balanced, sandwich]", None),
 ])
 def test_each_searched_value_gets_a_trials_checks_before_ray(tmp_path, override, fault):
-    from orchestrator.sweep import driver as sweep
+    from orchestrator.sweep import preflight as sweep_preflight
     from search_spaces import load_space
 
     search = load_space("demo", overrides=[override])
     if fault is None:
-        sweep._validate_families(search, str(tmp_path / "c"), str(tmp_path / "r"), lambda m: None)
+        sweep_preflight.validate_families(search, str(tmp_path / "c"), str(tmp_path / "r"), lambda m: None)
         return
     with pytest.raises(SNNetError) as info:
-        sweep._validate_families(search, str(tmp_path / "c"), str(tmp_path / "r"), lambda m: None)
+        sweep_preflight.validate_families(search, str(tmp_path / "c"), str(tmp_path / "r"), lambda m: None)
     message = str(info.value)
     assert message.startswith(f"Search space 'demo', family demo_vit: {fault}") and "\n" not in message
 
 
 def test_a_window_deeper_than_the_anchors_stops_the_sweep_before_ray(two_cpus, tmp_path, capsys):
-    from orchestrator.sweep import driver as sweep
+    from orchestrator.sweep import __main__ as sweep_cli
 
     argv = ["--catalog", str(tmp_path / "cat"), "--storage", str(tmp_path / "runs"), "--set",
             "space.kernel_size=[2, 30]"]
-    assert sweep.main(argv) == 2
+    assert sweep_cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: Search space 'demo', family demo_vit: space.kernel_size=30 cannot run (") and \
         "got kernel_size=30." in err and err.count("\n") == 1
@@ -192,12 +193,13 @@ def test_the_extra_values_build_no_anchor_open_no_dataset_probe_nothing_and_prin
     first point's: the same calls and the same console lines as the first point alone."""
     import orchestrator.train.launch as run
     import snnet.anchors as anchors_module
-    from orchestrator.sweep import driver as sweep
+    from orchestrator.sweep import preflight as sweep_preflight
     from search_spaces import load_space
 
     search = load_space("demo", overrides=["space.kernel_size=[2, 3, 4]", "space.stride=[1, 2]",
                                            "training.anchor_lr={low: 1.0e-4, high: 1.0e-3, log: true}"])
-    sweep._validate_families(search, str(tmp_path / "c"), str(tmp_path / "r"), lambda m: None)  # demo anchors found
+    # demo anchors found
+    sweep_preflight.validate_families(search, str(tmp_path / "c"), str(tmp_path / "r"), lambda m: None)
     calls: list[str] = []
 
     def counting(name):
@@ -218,7 +220,7 @@ def test_the_extra_values_build_no_anchor_open_no_dataset_probe_nothing_and_prin
     for values in (False, True):
         calls.clear()
         lines: list[str] = []
-        sweep._validate_families(search, str(tmp_path / "c"), str(tmp_path / "r"), lines.append, values=values)
+        sweep_preflight.validate_families(search, str(tmp_path / "c"), str(tmp_path / "r"), lines.append, values=values)
         seen[values] = (sorted(calls), lines)
     assert seen[True] == seen[False]
     assert seen[True][0].count("check_writable") == 2 and seen[True][0].count("read") == 1

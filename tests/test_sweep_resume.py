@@ -8,8 +8,14 @@ import math
 import pytest
 from conftest import DEMO_ANCHORS, demo_space
 
-import orchestrator.sweep.driver as sweep
+import orchestrator.sweep.__main__ as sweep_cli
+import orchestrator.sweep.preflight as sweep_preflight
+import orchestrator.sweep.record as sweep_records
+import orchestrator.sweep.space as sweep_space
+import orchestrator.sweep.trial as sweep_trial
+import orchestrator.sweep.tuner as sweep_tuner
 from orchestrator.catalog import CatalogWriter, validate_name
+from orchestrator.sweep.trial import SweepContext
 from search_spaces import load_space
 from search_spaces.fingerprint import (
     canonical_json,
@@ -44,22 +50,22 @@ def test_the_schema_refuses_what_the_catalog_refuses(tmp_path, name):
 @pytest.mark.parametrize("name", ["../../x", "a/b", "..", "a\\b", ""])
 def test_name_must_be_one_folder_under_storage(tmp_path, name):
     with pytest.raises(SNNetError, match="is not a folder name under --storage"):
-        sweep.check_experiment_name(name, str(tmp_path), resume=False)
+        sweep_preflight.check_experiment_name(name, str(tmp_path), resume=False)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_an_existing_name_needs_resume_or_a_new_name(tmp_path):
     (tmp_path / "mine").mkdir()
     with pytest.raises(SNNetError, match=r"exists already.*--resume --name mine.*new --name"):
-        sweep.check_experiment_name("mine", str(tmp_path), resume=False)
-    assert sweep.check_experiment_name("mine", str(tmp_path), resume=True) == "mine"
-    assert sweep.check_experiment_name("other", str(tmp_path), resume=False) == "other"
+        sweep_preflight.check_experiment_name("mine", str(tmp_path), resume=False)
+    assert sweep_preflight.check_experiment_name("mine", str(tmp_path), resume=True) == "mine"
+    assert sweep_preflight.check_experiment_name("other", str(tmp_path), resume=False) == "other"
 
 
 def _cli(capsys, *argv):
     import ray
 
-    code = sweep.main(list(argv))
+    code = sweep_cli.main(list(argv))
     err = capsys.readouterr().err
     assert not ray.is_initialized()  # stopped before Ray started
     return code, err
@@ -106,13 +112,13 @@ def test_changed_fields_names_dotted_paths():
 
 
 def test_resume_with_an_edited_space_names_what_changed(tmp_path):
-    record = sweep.sweep_record(_fixed(tmp_path))
+    record = sweep_records.sweep_record(_fixed(tmp_path))
     edited = _fixed(tmp_path, overrides=["training.epochs=2", "training.anchor_lr=1e-5"])
-    assert sweep.check_resume(record, _fixed(tmp_path), accept_changed_space=False, experiment="E") is False
-    assert sweep.check_resume(None, edited, accept_changed_space=False, experiment="E") is False
+    assert sweep_records.check_resume(record, _fixed(tmp_path), accept_changed_space=False, experiment="E") is False
+    assert sweep_records.check_resume(None, edited, accept_changed_space=False, experiment="E") is False
     with pytest.raises(SNNetError, match=r"training\.epochs, training\.anchor_lr changed.*--accept-changed-space"):
-        sweep.check_resume(record, edited, accept_changed_space=False, experiment="E")
-    assert sweep.check_resume(record, edited, accept_changed_space=True, experiment="E") is True
+        sweep_records.check_resume(record, edited, accept_changed_space=False, experiment="E")
+    assert sweep_records.check_resume(record, edited, accept_changed_space=True, experiment="E") is True
 
 
 def test_cli_resume_with_an_edited_space_stops_before_ray(tmp_path, capsys):
@@ -121,7 +127,7 @@ def test_cli_resume_with_an_edited_space_stops_before_ray(tmp_path, capsys):
     experiment = tmp_path / "runs" / "exp"
     experiment.mkdir(parents=True)
     (experiment / "tuner.pkl").write_bytes(b"")  # what Tuner.can_restore looks for
-    sweep._write_json(str(experiment / sweep.RECORD), sweep.sweep_record(load_space(str(space))))
+    sweep_records.write_json(str(experiment / sweep_records.RECORD), sweep_records.sweep_record(load_space(str(space))))
     base = ["--space", str(space), "--storage", str(tmp_path / "runs"), "--catalog", str(tmp_path / "c"),
             "--name", "exp", "--resume"]
     code, err = _cli(capsys, *base, "--set", "training.epochs=3", "--set", "space.kernel_size=[2,3]")
@@ -133,13 +139,13 @@ def test_cli_resume_with_an_edited_space_stops_before_ray(tmp_path, capsys):
 
 def test_a_sweep_record_holds_fingerprint_code_version_and_space(tmp_path):
     search = _fixed(tmp_path)
-    record = sweep.sweep_record(search)
+    record = sweep_records.sweep_record(search)
     from orchestrator.train.launch import code_version
 
     assert record["space_fingerprint"] == space_fingerprint(search) and record["code_version"] == code_version()
-    sweep._write_json(str(tmp_path / "e" / sweep.RECORD), record)
-    assert sweep.read_record(str(tmp_path / "e")) == record
-    assert sweep.read_record(str(tmp_path / "missing")) is None
+    sweep_records.write_json(str(tmp_path / "e" / sweep_records.RECORD), record)
+    assert sweep_records.read_record(str(tmp_path / "e")) == record
+    assert sweep_records.read_record(str(tmp_path / "missing")) is None
 
 
 # -- the catalog is the record of completion --------------------------------------------------------
@@ -149,16 +155,16 @@ def _row(i):
 
 def test_a_complete_catalog_file_is_a_finished_trial(tmp_path):
     catalog = str(tmp_path / "catalog")
-    assert sweep.completed_result(catalog, "s", "t1") is None  # no file
+    assert sweep_records.completed_result(catalog, "s", "t1") is None  # no file
     CatalogWriter(catalog, "s").write_trial("t1", [_row(0)])  # a file without the sweep's result
-    assert sweep.completed_result(catalog, "s", "t1") is None
+    assert sweep_records.completed_result(catalog, "s", "t1") is None
     result = {"hypervolume": 0.5, "train_cost": math.nan, "num_stitches": 2, "seed": 1}
     CatalogWriter(catalog, "s").write_trial("t2", [_row(0), _row(1)],
-                                            metadata={sweep.META_RESULT: json.dumps(result, allow_nan=True)})
-    done = sweep.completed_result(catalog, "s", "t2")
+                                            metadata={sweep_records.META_RESULT: json.dumps(result, allow_nan=True)})
+    done = sweep_records.completed_result(catalog, "s", "t2")
     assert done["hypervolume"] == 0.5 and done["seed"] == 1 and math.isnan(done["train_cost"])
     (tmp_path / "catalog" / "sweep=s" / "trial-t3.parquet").write_bytes(b"PAR1 torn")  # unreadable: not finished
-    assert sweep.completed_result(catalog, "s", "t3") is None
+    assert sweep_records.completed_result(catalog, "s", "t3") is None
 
 
 def test_a_started_trial_keeps_its_settings_and_an_old_point_falls_back(tmp_path):
@@ -168,12 +174,15 @@ def test_a_started_trial_keeps_its_settings_and_an_old_point_falls_back(tmp_path
            "started_search": old.model_dump(mode="json"), "started_fingerprint": space_fingerprint(old),
            "demo_specs": {n: AnchorSpec(n) for n in DEMO_ANCHORS}, "catalog": str(tmp_path / "c"),
            "storage": str(tmp_path / "r"), "experiment": str(tmp_path / "r" / "exp")}
-    train, fp = sweep.trial_settings(ctx, {"space__kernel_size": 3}, "t1")  # only the old space holds k=3
+    # only the old space holds k=3
+    train, fp = sweep_trial.trial_settings(SweepContext(**ctx), {"space__kernel_size": 3}, "t1")
     assert (train.kernel_size, train.epochs, fp) == (3, 1, space_fingerprint(old))
-    train, fp = sweep.trial_settings(ctx, {"space__kernel_size": 2}, "t2")  # the new space holds it
+    # the new space holds it
+    train, fp = sweep_trial.trial_settings(SweepContext(**ctx), {"space__kernel_size": 2}, "t2")
     assert (train.kernel_size, train.epochs, fp) == (2, 2, space_fingerprint(new))
     ctx["search"], ctx["fingerprint"] = ctx["started_search"], ctx["started_fingerprint"]
-    again, fp = sweep.trial_settings(ctx, {"space__kernel_size": 2}, "t2")  # recorded: unchanged
+    # recorded: unchanged
+    again, fp = sweep_trial.trial_settings(SweepContext(**ctx), {"space__kernel_size": 2}, "t2")
     assert again == train and fp == space_fingerprint(new)
 
 
@@ -183,32 +192,32 @@ def test_a_fixed_space_runs_one_trial_per_seed_without_a_searcher(tmp_path):
 
     search = _fixed(tmp_path)
     assert search.parameters() == {}
-    assert sweep._searcher(search, ["hypervolume"], ["max"]) is None
-    assert sweep.tune_search_space(search) == {sweep.SEED_KEY: tune.grid_search([0, 1, 2])}
-    assert sweep.num_trials(search) == 3
+    assert sweep_tuner._searcher(search, ["hypervolume"], ["max"]) is None
+    assert sweep_tuner.tune_search_space(search) == {sweep_space.SEED_KEY: tune.grid_search([0, 1, 2])}
+    assert sweep_space.num_trials(search) == 3
     single = _fixed(tmp_path, overrides=["searcher.seeds=null"])
-    assert sweep.tune_search_space(single) == {} and sweep.num_trials(single) == 1
-    assert sweep._point_and_seed(search, {sweep.SEED_KEY: 2}) == ({}, 2)
+    assert sweep_tuner.tune_search_space(single) == {} and sweep_space.num_trials(single) == 1
+    assert sweep_trial._point_and_seed(search, {sweep_space.SEED_KEY: 2}) == ({}, 2)
 
 
 def test_seeds_repeat_each_suggestion_and_report_the_mean_of_every_objective(tmp_path):
     search = _fixed(tmp_path, overrides=["space.kernel_size=[2,3]", "searcher.seeds=[5,6]", "searcher.algorithm=nsga2",
                                          "searcher.objectives=[hypervolume,train_cost]"])
-    repeater = sweep._searcher(search, ["hypervolume", "train_cost"], ["max", "min"])
-    repeater.set_search_properties(None, None, sweep.tune_search_space(search))
+    repeater = sweep_tuner._searcher(search, ["hypervolume", "train_cost"], ["max", "min"])
+    repeater.set_search_properties(None, None, sweep_tuner.tune_search_space(search))
     seen = {}
     repeater.searcher.on_trial_complete = lambda tid, result=None, **kw: seen.update({tid: result})
     configs = [repeater.suggest(f"t{i}") for i in range(4)]
     assert configs[0]["space__kernel_size"] == configs[1]["space__kernel_size"]
-    assert [sweep._point_and_seed(search, c)[1] for c in configs] == [5, 6, 5, 6]
+    assert [sweep_trial._point_and_seed(search, c)[1] for c in configs] == [5, 6, 5, 6]
     repeater.on_trial_complete("t0", {"hypervolume": 0.2, "train_cost": 4.0})
     assert seen == {}
     repeater.on_trial_complete("t1", {"hypervolume": 0.4, "train_cost": 2.0})
     assert seen == {"t0": {"hypervolume": pytest.approx(0.3), "train_cost": pytest.approx(3.0)}}
-    assert sweep.num_trials(search) == search.searcher.num_samples * 2
+    assert sweep_space.num_trials(search) == search.searcher.num_samples * 2
     import pickle
 
-    fresh = sweep._searcher(search, ["hypervolume", "train_cost"], ["max", "min"])
+    fresh = sweep_tuner._searcher(search, ["hypervolume", "train_cost"], ["max", "min"])
     assert type(pickle.loads(pickle.dumps(fresh))) is type(repeater)  # Tune pickles it with its state
 
 
@@ -226,7 +235,7 @@ def test_seeds_are_validated(tmp_path):
                                                ("balanced", {})])
 def test_stitches_per_step_is_the_rules_own(rule_name, options):
     expected = rule_class(rule_name).stitches_per_step(**options)
-    assert sweep._stitches_per_step(rule_name, options) == expected
+    assert sweep_trial._stitches_per_step(rule_name, options) == expected
     if rule_name == "sandwich":
         assert expected == 2 + options.get("num_random", 2)
 
@@ -242,12 +251,13 @@ def test_resuming_a_rerun_without_rerun_best_says_how_instead_of_continuing_it_a
     experiment = tmp_path / "runs" / "rr_rerun-sweep-1"
     experiment.mkdir(parents=True)
     (experiment / "tuner.pkl").write_bytes(b"")  # what Tuner.can_restore looks for
-    record = {**sweep.sweep_record(search), "rerun": {"source_sweep": "rr", "trials": {"t0": {}}}}
-    sweep._write_json(str(experiment / sweep.RECORD), record)
+    record = {**sweep_records.sweep_record(search), "rerun": {"source_sweep": "rr", "trials": {"t0": {}}}}
+    sweep_records.write_json(str(experiment / sweep_records.RECORD), record)
 
     with pytest.raises(SNNetError, match=r"is a re-run of rr: resume it with --rerun-best N --resume"):
-        sweep._locate_experiment(search, str(tmp_path / "runs"), "rr_rerun-sweep-1", True, False)
-    located, _ = sweep._locate_experiment(search, str(tmp_path / "runs"), "rr_rerun-sweep-1", True, False, rerun=True)
+        sweep_preflight.locate_experiment(search, str(tmp_path / "runs"), "rr_rerun-sweep-1", True, False)
+    located, _ = sweep_preflight.locate_experiment(search, str(tmp_path / "runs"), "rr_rerun-sweep-1", True, False,
+                                                   rerun=True)
     assert located.endswith("rr_rerun-sweep-1")
 
 
@@ -261,8 +271,8 @@ def test_a_searcher_that_suggested_pickles_and_suggests_again(tmp_path, algorith
     search = _fixed(tmp_path, overrides=["space.kernel_size=[2,3]", f"searcher.algorithm={algorithm}",
                                          f"searcher.objectives=[{','.join(objectives)}]"])
     modes = ["max", "min"][: len(objectives)]
-    searcher = sweep._searcher(search, objectives, modes)
-    searcher.set_search_properties(None, None, sweep.tune_search_space(search))
+    searcher = sweep_tuner._searcher(search, objectives, modes)
+    searcher.set_search_properties(None, None, sweep_tuner.tune_search_space(search))
     for i in range(3):
         assert searcher.suggest(f"t{i}")["space__kernel_size"] in (2, 3)
         searcher.on_trial_complete(f"t{i}", dict(zip(objectives, (0.1 * i, 3.0 - i))))

@@ -11,15 +11,21 @@ from types import SimpleNamespace
 import pytest
 from conftest import demo_space
 
-import orchestrator.sweep.driver as sweep
+import orchestrator.sweep.__main__ as sweep_cli
+import orchestrator.sweep.record as sweep_records
+import orchestrator.sweep.rerun as sweep_rerun
+import orchestrator.sweep.space as sweep_space
+import orchestrator.sweep.trial as sweep_trial
+import orchestrator.sweep.tuner as sweep_tuner
 from orchestrator.catalog import CatalogWriter
 from orchestrator.catalog.objectives import hypervolume, objective_values, split_values
-from orchestrator.train.summary import (
+from orchestrator.sweep.report import (
     early_hv_spearman,
     pareto_trials,
     rank_trials,
     sweep_report,
 )
+from orchestrator.sweep.trial import SweepContext
 from search_spaces import load_space
 from snnet import SNNetError
 
@@ -108,17 +114,17 @@ def test_early_hv_spearman_on_planted_ranks():
 def test_asha_and_hyperband_act_on_the_early_front(tmp_path, name, brackets):
     from ray.tune.schedulers import AsyncHyperBandScheduler
 
-    scheduler = sweep._scheduler(_space(tmp_path, f"searcher.scheduler={name}"))
+    scheduler = sweep_tuner._scheduler(_space(tmp_path, f"searcher.scheduler={name}"))
     assert isinstance(scheduler, AsyncHyperBandScheduler) and len(scheduler._brackets) == brackets
     assert (scheduler.metric, scheduler._metric_op, scheduler._time_attr) == ("early_hv", 1.0, "epoch")
     assert scheduler._max_t == 3  # the most epochs a trial of the space trains
-    assert sweep._scheduler(_space(tmp_path)) is None
+    assert sweep_tuner._scheduler(_space(tmp_path)) is None
 
 
 def test_max_epochs_follows_the_space(tmp_path):
-    assert sweep._max_epochs(_space(tmp_path)) == 3
-    assert sweep._max_epochs(_space(tmp_path, "training.epochs=5")) == 5
-    assert sweep._max_epochs(_space(tmp_path, "training.epochs={low: 2, high: 7}")) == 7
+    assert sweep_space.max_epochs(_space(tmp_path)) == 3
+    assert sweep_space.max_epochs(_space(tmp_path, "training.epochs=5")) == 5
+    assert sweep_space.max_epochs(_space(tmp_path, "training.epochs={low: 2, high: 7}")) == 7
 
 
 def _result(value, epoch, **extra):
@@ -130,7 +136,7 @@ def test_the_median_pruner_scheduler_stops_a_trial_whose_early_front_is_worse(tm
 
     from orchestrator.sweep.schedulers import PrunerScheduler
 
-    scheduler = sweep._scheduler(_space(tmp_path, "searcher.scheduler=median"))
+    scheduler = sweep_tuner._scheduler(_space(tmp_path, "searcher.scheduler=median"))
     assert isinstance(scheduler, PrunerScheduler) and scheduler.metric == "early_hv"
     trials = {name: SimpleNamespace(trial_id=name) for name in "abcd"}
     for name, q in [("a", 0.5), ("b", 0.6)]:  # the first two complete: the pruner waits for them
@@ -172,8 +178,8 @@ def test_the_searcher_sees_final_results_only_and_a_stopped_trial_as_pruned():
     inner = Recording()
     wrapped = FinalResultsOnly(inner)
     assert wrapped.metric == "hypervolume" and wrapped.suggest("t") == {"x": 1}
-    wrapped.on_trial_result("t1", sweep.epoch_metrics({"epoch": 1, "early_hv": 0.3}, ["hypervolume"]))
-    wrapped.on_trial_complete("t1", sweep.epoch_metrics({"epoch": 1, "early_hv": 0.3}, ["hypervolume"]))
+    wrapped.on_trial_result("t1", sweep_trial.epoch_metrics({"epoch": 1, "early_hv": 0.3}, ["hypervolume"]))
+    wrapped.on_trial_complete("t1", sweep_trial.epoch_metrics({"epoch": 1, "early_hv": 0.3}, ["hypervolume"]))
     wrapped.on_trial_complete("t2", {"hypervolume": 0.7, "catalog_file": "f"})
     assert inner.results == [] and inner.completed == {"t1": None, "t2": {"hypervolume": 0.7, "catalog_file": "f"}}
 
@@ -184,20 +190,20 @@ def test_tune_saves_and_restores_the_wrapped_optuna_searcher(tmp_path):
     from orchestrator.sweep.schedulers import FinalResultsOnly
 
     search = _space(tmp_path, "searcher.scheduler=median")
-    wrapped = sweep._searcher(search, ["hypervolume"], ["max"])
-    wrapped.set_search_properties(None, None, sweep.tune_search_space(search))
+    wrapped = sweep_tuner._searcher(search, ["hypervolume"], ["max"])
+    wrapped.set_search_properties(None, None, sweep_tuner.tune_search_space(search))
     assert wrapped.suggest("t0")
     SearchGenerator(wrapped).save_to_dir(str(tmp_path), session_str="s")  # what Tune does at each state save
-    fresh = sweep._searcher(search, ["hypervolume"], ["max"])
+    fresh = sweep_tuner._searcher(search, ["hypervolume"], ["max"])
     SearchGenerator(fresh).restore_from_dir(str(tmp_path))
     assert isinstance(fresh, FinalResultsOnly) and "t0" in fresh.searcher._ot_trials
 
 
 def test_epoch_metrics_hold_the_placeholders_and_leave_out_the_stitch_results():
-    m = sweep.epoch_metrics({"epoch": 2, "loss": 1.5, "results": {"0": [1, 2]}}, ["hypervolume", "train_cost"])
+    m = sweep_trial.epoch_metrics({"epoch": 2, "loss": 1.5, "results": {"0": [1, 2]}}, ["hypervolume", "train_cost"])
     assert m["hypervolume"] == 0.0 and m["train_cost"] == 0.0 and math.isnan(m["early_hv"])
     assert m["epoch"] == 2 and "results" not in m and "catalog_file" not in m
-    assert sweep.epoch_metrics({"epoch": 1, "early_hv": 0.25}, ["hypervolume"])["early_hv"] == 0.25
+    assert sweep_trial.epoch_metrics({"epoch": 1, "early_hv": 0.25}, ["hypervolume"])["early_hv"] == 0.25
 
 
 def test_a_scheduled_searcher_is_wrapped_and_an_unscheduled_one_is_not(tmp_path):
@@ -205,9 +211,9 @@ def test_a_scheduled_searcher_is_wrapped_and_an_unscheduled_one_is_not(tmp_path)
 
     from orchestrator.sweep.schedulers import FinalResultsOnly
 
-    plain = sweep._searcher(_space(tmp_path), ["hypervolume"], ["max"])
+    plain = sweep_tuner._searcher(_space(tmp_path), ["hypervolume"], ["max"])
     assert isinstance(plain, OptunaSearch)
-    wrapped = sweep._searcher(_space(tmp_path, "searcher.scheduler=asha"), ["hypervolume"], ["max"])
+    wrapped = sweep_tuner._searcher(_space(tmp_path, "searcher.scheduler=asha"), ["hypervolume"], ["max"])
     assert isinstance(wrapped, FinalResultsOnly) and isinstance(wrapped.searcher, OptunaSearch)
 
 
@@ -221,61 +227,62 @@ def _finished_sweep(tmp_path, hypervolumes):
         trial = f"t{i}"
         config = search.trial_config({"space.kernel_size": 2, "training.epochs": 1}, catalog=str(catalog),
                                      trial_id=trial, storage_path=str(storage), anchors=None)
-        sweep._write_json(str(experiment / sweep.TRIAL_SETTINGS / f"{trial}.json"),
-                          {"config": config.model_dump(mode="json"), "space_fingerprint": "fp"})
+        sweep_records.write_json(str(experiment / sweep_records.TRIAL_SETTINGS / f"{trial}.json"),
+                                 {"config": config.model_dump(mode="json"), "space_fingerprint": "fp"})
         if hv is not None:  # None: started, never finished
             result = {"hypervolume": hv, "family": "demo_vit", "catalog_file": "x"}
             CatalogWriter(str(catalog), "seldemo").write_trial(
                 trial, [{"stitch_id": 0, "anchors": ["a"], "cuts": [], "flops": 1, "params": 1, "top1": 1.0}],
-                metadata={sweep.META_RESULT: json.dumps(result)})
+                metadata={sweep_records.META_RESULT: json.dumps(result)})
     return search, str(catalog), str(storage)
 
 
 def test_rerun_plan_takes_the_best_finished_trials_with_the_overrides(tmp_path):
     search, catalog, storage = _finished_sweep(tmp_path, [0.5, 0.8, None, 0.7])
-    plan = sweep.rerun_plan(search, catalog, storage, 2, None,
-                            ["training.epochs=5", "training.seed=3", "resources.workers_per_trial=1"])
+    plan = sweep_rerun.rerun_plan(search, catalog, storage, 2, None,
+                                  ["training.epochs=5", "training.seed=3", "resources.workers_per_trial=1"])
     assert plan["source_experiment"] == "seldemo-sweep-20260101-000000" and plan["source_sweep"] == "seldemo"
     assert list(plan["trials"]) == ["t1", "t3"]  # t2 never finished
     for trial in plan["trials"].values():
         assert (trial["config"]["epochs"], trial["config"]["seed"], trial["config"]["workers"]) == (5, 3, 1)
         assert trial["config"]["kernel_size"] == 2 and trial["family"] == "demo_vit"
-    assert list(sweep.rerun_plan(search, catalog, storage, 9, None, [])["trials"]) == ["t1", "t3", "t0"]
-    named = sweep.rerun_plan(search, catalog, storage, 1, "seldemo-sweep-20260101-000000", [])
+    assert list(sweep_rerun.rerun_plan(search, catalog, storage, 9, None, [])["trials"]) == ["t1", "t3", "t0"]
+    named = sweep_rerun.rerun_plan(search, catalog, storage, 1, "seldemo-sweep-20260101-000000", [])
     assert list(named["trials"]) == ["t1"]
 
 
 def test_rerun_refuses_what_it_cannot_do(tmp_path):
     search, catalog, storage = _finished_sweep(tmp_path, [0.5])
     with pytest.raises(SNNetError, match="cannot apply: a re-run takes training"):
-        sweep.rerun_plan(search, catalog, storage, 1, None, ["space.kernel_size=3"])
+        sweep_rerun.rerun_plan(search, catalog, storage, 1, None, ["space.kernel_size=3"])
     with pytest.raises(SNNetError, match="--rerun-best must be >= 1"):
-        sweep.rerun_plan(search, catalog, storage, 0, None, [])
+        sweep_rerun.rerun_plan(search, catalog, storage, 0, None, [])
     with pytest.raises(SNNetError, match="Nothing to re-run: no sweep 'seldemo'"):
-        sweep.rerun_plan(search, catalog, str(tmp_path / "elsewhere"), 1, None, [])
+        sweep_rerun.rerun_plan(search, catalog, str(tmp_path / "elsewhere"), 1, None, [])
     with pytest.raises(SNNetError, match="epochs"):
-        sweep.rerun_plan(search, catalog, storage, 1, None, ["training.epochs=-1"])
-    assert sweep.rerun_updates(["dataset=demo", "resources.gpus_per_worker=0.5", "searcher.num_samples=3"]) == {
+        sweep_rerun.rerun_plan(search, catalog, storage, 1, None, ["training.epochs=-1"])
+    assert sweep_rerun.rerun_updates(["dataset=demo", "resources.gpus_per_worker=0.5", "searcher.num_samples=3"]) == {
         "dataset": "demo", "gpus_per_worker": 0.5, "use_gpu": True}
-    rerun = sweep.rerun_space(search)
+    rerun = sweep_rerun.rerun_space(search)
     assert rerun.name == "seldemo_rerun" and rerun.searcher.scheduler == "none" and rerun.searcher.seeds is None
 
 
 def test_a_rerun_trial_takes_its_source_settings_and_records_the_link(tmp_path):
     search, catalog, storage = _finished_sweep(tmp_path, [0.5, 0.8])
-    plan = sweep.rerun_plan(search, catalog, storage, 1, None, ["training.epochs=4"])
+    plan = sweep_rerun.rerun_plan(search, catalog, storage, 1, None, ["training.epochs=4"])
     ctx = {"search": None, "fingerprint": "new", "rerun": plan["trials"], "catalog": catalog, "storage": storage,
            "sweep": "seldemo_rerun", "experiment": str(tmp_path / "runs" / "rerun-exp")}
-    train, fingerprint = sweep.trial_settings(ctx, {sweep.RERUN_KEY: "t1"}, "r0")
+    train, fingerprint = sweep_trial.trial_settings(SweepContext(**ctx), {sweep_space.RERUN_KEY: "t1"}, "r0")
     assert (train.epochs, train.trial_id, train.sweep, fingerprint) == (4, "r0", "seldemo_rerun", "new")
-    recorded = json.loads((tmp_path / "runs" / "rerun-exp" / sweep.TRIAL_SETTINGS / "r0.json").read_text())
+    recorded = json.loads((tmp_path / "runs" / "rerun-exp" / sweep_records.TRIAL_SETTINGS / "r0.json").read_text())
     assert recorded["source_trial"] == "t1"
-    again, _ = sweep.trial_settings({**ctx, "rerun": {}}, {sweep.RERUN_KEY: "t1"}, "r0")  # resumed: as recorded
+    again, _ = sweep_trial.trial_settings(SweepContext(**{**ctx, "rerun": {}}), {sweep_space.RERUN_KEY: "t1"},
+                                          "r0")  # resumed: as recorded
     assert again == train
 
 
 def test_cli_rerun_from_needs_rerun_best(capsys):
-    assert sweep.main(["--rerun-from", "x"]) == 2
+    assert sweep_cli.main(["--rerun-from", "x"]) == 2
     assert "--rerun-from only applies with --rerun-best" in capsys.readouterr().err
 
 

@@ -396,7 +396,7 @@ def test_a_fractional_gpu_reaches_ray_as_that_fraction():
 
 
 def test_grid_search_expands_an_integer_range_to_its_grid():
-    from orchestrator.sweep.driver import tune_search_space
+    from orchestrator.sweep.tuner import tune_search_space
     from search_spaces import load_space
 
     space = load_space("demo", overrides=["searcher.algorithm=grid", "training.epochs={low: 1, high: 3}"])

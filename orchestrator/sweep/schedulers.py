@@ -24,8 +24,8 @@ Every searched trial also reports its objectives per epoch as placeholders (Tune
 result holds the searcher's metric); :class:`FinalResultsOnly` keeps them from the searcher, and a
 trial the scheduler stopped reaches the searcher as pruned, never as a trial of hypervolume 0.
 
-A module of its own, importing Ray Tune at the top, so its classes pickle by reference with the
-Tuner's state, which ``--resume`` reads back.
+A module of its own, importing Ray Tune and Optuna at the top, so its classes pickle by reference with
+the Tuner's state, which ``--resume`` reads back.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import optuna
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
@@ -92,8 +93,6 @@ class PrunerScheduler(FIFOScheduler):
 
     def _ensure_study(self) -> Any:
         if self._study is None:
-            import optuna
-
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             pruner = self._pruner or optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS)
             self._study = optuna.create_study(direction="maximize" if self._mode == "max" else "minimize",
@@ -121,8 +120,6 @@ class PrunerScheduler(FIFOScheduler):
         self._last[trial.trial_id] = point[0]
         if not ot_trial.should_prune():
             return TrialScheduler.CONTINUE
-        import optuna
-
         self._last.pop(trial.trial_id, None)
         study.tell(self._live.pop(trial.trial_id), state=optuna.trial.TrialState.PRUNED)
         self.stopped.append(trial.trial_id)
@@ -132,8 +129,6 @@ class PrunerScheduler(FIFOScheduler):
         ot_trial = self._live.pop(trial.trial_id, None)
         if ot_trial is None:
             return
-        import optuna
-
         point = self._value(result or {})
         last = point[0] if point else self._last.get(trial.trial_id)
         self._last.pop(trial.trial_id, None)
@@ -145,8 +140,6 @@ class PrunerScheduler(FIFOScheduler):
     def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
         ot_trial = self._live.pop(trial.trial_id, None)
         if ot_trial is not None:
-            import optuna
-
             self._study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
 
     def debug_string(self) -> str:
