@@ -2,25 +2,16 @@
 
 from orchestrator.catalog._inspect import QUARANTINE, Inspection, Problem, check, inspect, quarantine
 from orchestrator.catalog._names import validate_name
+from orchestrator.catalog._parse import parse_flops, parse_latency
 from orchestrator.catalog._plot import plot
-from orchestrator.catalog._query import (
-    CatalogWarning,
-    best_under,
-    catalog_warnings_to_stderr,
-    load,
-    pareto_front,
-    parse_flops,
-    parse_latency,
-    query,
-    scan,
-    sweeps,
-    to_records,
-)
+from orchestrator.catalog._query import best_under, pareto_front, query
+from orchestrator.catalog._read import CatalogWarning, catalog_warnings_to_stderr, load, scan, sweeps, to_records
 from orchestrator.catalog._repeats import drop_repeats
 from orchestrator.catalog._store import (
     SCHEMA,
     SCHEMA_VERSION,
     CatalogWriter,
+    catalog_row,
     columns_of_version,
     read_catalog,
     resolve,
@@ -37,6 +28,7 @@ __all__ = [
     "Inspection",
     "Problem",
     "best_under",
+    "catalog_row",
     "catalog_warnings_to_stderr",
     "check",
     "columns_of_version",

@@ -62,25 +62,26 @@ def export_from_catalog(
         check_checkpoint_location(row["checkpoint"], catalog)
     # torch and the model code load only here, after the checks above: a wrong --out, flag, catalog or row is
     # answered without torch's seconds of import (the package's one deferred import)
-    from orchestrator.export import _program, checkpoint
+    from orchestrator.export._program import export_onnx, model_card, save_program, verified_program
+    from orchestrator.export.checkpoint import load_state, rebuild_supernet, stitch_of
 
     source = checkpoint if checkpoint is not None else row["checkpoint"]
     progress(f"exporting stitch {row['stitch_id']} of trial {row['trial_id']} (sweep {row['sweep']}) "
              f"from {source}")
-    state = checkpoint.load_state(source)
-    net = checkpoint.rebuild_supernet(state)
-    chosen = checkpoint.stitch_of(net.space, row)
-    program, example, dynamic = _program.verified_program(net, chosen)
+    state = load_state(source)
+    net = rebuild_supernet(state)
+    chosen = stitch_of(net.space, row)
+    program, example, dynamic = verified_program(net, chosen)
 
     card_path = out.with_suffix(".json")
     done: dict[str, Any] = {}
 
     def save(staged: str) -> None:  # the program is renamed into place only after its card is written
-        _program.save_program(program, staged)
-        card = _program.model_card(catalog, out, row, source, state, net, chosen, dynamic, os.path.getsize(staged))
+        save_program(program, staged)
+        card = model_card(catalog, out, row, source, state, net, chosen, dynamic, os.path.getsize(staged))
         if onnx:
             try:  # None: no onnx package
-                done["onnx"] = _program.export_onnx(program, example, out.with_suffix(".onnx"), progress)
+                done["onnx"] = export_onnx(program, example, out.with_suffix(".onnx"), progress)
             except Exception as e:  # noqa: BLE001 - ONNX support varies by operator and version
                 done["onnx_error"] = ExportError(f"ONNX export failed ({type(e).__name__}: {e}); the .pt2 program "
                                                  "and its card were written and are unaffected.")
