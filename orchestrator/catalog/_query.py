@@ -27,7 +27,6 @@ identical ``(flops, top1)`` do not dominate each other, so when such a pair is o
 without ``top1`` are never on the front.
 """
 
-
 from __future__ import annotations
 
 import math
