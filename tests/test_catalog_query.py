@@ -34,7 +34,7 @@ from orchestrator.catalog import (
     sweeps,
 )
 from orchestrator.catalog.__main__ import main
-from orchestrator.catalog._query import parse_latency, parse_top1
+from orchestrator.catalog._parse import parse_latency, parse_top1
 from snnet import SNNetError
 
 ANCHORS = {  # name: (flops, params, top1), roughly DeiT-Ti/S/B
@@ -486,7 +486,7 @@ def test_cli_more_user_errors(catalog, tmp_path, capsys):
 
 def test_cli_checks_every_argument_before_reading_the_catalog(catalog, capsys, monkeypatch):
     """A mistake in --sort, --limit, --anchors, ... fails at once, not after reading a large catalog."""
-    import orchestrator.catalog._query as query_module
+    import orchestrator.catalog._read as query_module
 
     def no_read(*args, **kwargs):
         raise AssertionError("the catalog was read before the arguments were checked")

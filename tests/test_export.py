@@ -28,7 +28,9 @@ from torch import nn
 import orchestrator.data.demo_anchors  # registers the demo anchors with timm
 from orchestrator.catalog import CatalogWriter
 from orchestrator.data.demo_anchors import DEMO_ANCHORS
-from orchestrator.export import ExportResult, _summary, load_state, main, rebuild_supernet, select_row
+from orchestrator.export import ExportResult, select_row
+from orchestrator.export.__main__ import _summary, main
+from orchestrator.export.checkpoint import load_state, rebuild_supernet
 from orchestrator.train.config import TrainConfig
 from orchestrator.train.launch import catalog_rows
 from snnet import AnchorSpec, SNNetError, build_supernet
@@ -488,7 +490,7 @@ def _no_model_work(monkeypatch):
     def refuse(*_a, **_k):
         raise AssertionError("the checkpoint was read before --out was checked")
 
-    monkeypatch.setattr("orchestrator.export.load_state", refuse)
+    monkeypatch.setattr("orchestrator.export.checkpoint.load_state", refuse)
 
 
 def test_an_out_that_cannot_be_written_is_refused_before_any_model_work(world, tmp_path, capsys, monkeypatch):
@@ -517,7 +519,7 @@ def test_a_failed_write_leaves_no_program_without_its_card(world, tmp_path, caps
     import errno
     import os
 
-    import orchestrator.export as export
+    import orchestrator.export._from_catalog as export
 
     out = tmp_path / "deploy" / "x.pt2"
     if fails == "card":

@@ -274,7 +274,7 @@ def test_a_trained_trial_is_served_by_id_and_budget_equal_to_its_export_and_surv
     """The user's path: the micro demo trained by ``orchestrator.train`` (conftest's ``micro_console``), then
     ``orchestrator.serve`` on its catalog (deployed into the shared cluster), requests, Ctrl-C."""
     from orchestrator.data import DEMO_MEAN, DEMO_STD, demo_datasets
-    from orchestrator.export import main as export_main
+    from orchestrator.export.__main__ import main as export_main
 
     assert micro_console[0].returncode == 0, micro_console[0].stdout[-3000:]
     catalog = str(micro_console[1] / "catalog")

@@ -1,26 +1,25 @@
-"""The Parquet stitch catalog (see :mod:`orchestrator.catalog._store`), its queries, checks and plots."""
+"""The Parquet stitch catalog: one file per trial, one row per stitch; its queries, checks and plots.
+
+Writing: :class:`CatalogWriter`, a row built from :data:`SCHEMA` by :func:`catalog_row` (``_store``). Reading
+and querying: :func:`load`, :func:`query`, :func:`pareto_front`, :func:`best_under` (``_read``, ``_query``;
+budgets parsed by ``_parse``). Damaged files: :func:`check`, :func:`quarantine` (``_inspect``); repeats of one
+configuration: :func:`drop_repeats` (``_repeats``); :func:`plot` (``_plot``); ``compare`` (``_compare``); what a
+sweep optimises: :mod:`orchestrator.catalog.objectives`. ``python -m orchestrator.catalog`` is the command line;
+none of it imports torch.
+"""
 
 from orchestrator.catalog._inspect import QUARANTINE, Inspection, Problem, check, inspect, quarantine
 from orchestrator.catalog._names import validate_name
+from orchestrator.catalog._parse import parse_flops, parse_latency
 from orchestrator.catalog._plot import plot
-from orchestrator.catalog._query import (
-    CatalogWarning,
-    best_under,
-    catalog_warnings_to_stderr,
-    load,
-    pareto_front,
-    parse_flops,
-    parse_latency,
-    query,
-    scan,
-    sweeps,
-    to_records,
-)
-from orchestrator.catalog._repeats import drop_repeats
+from orchestrator.catalog._query import best_under, pareto_front, query
+from orchestrator.catalog._read import CatalogWarning, catalog_warnings_to_stderr, load, scan, sweeps, to_records
+from orchestrator.catalog._repeats import drop_repeats, repeat_note
 from orchestrator.catalog._store import (
     SCHEMA,
     SCHEMA_VERSION,
     CatalogWriter,
+    catalog_row,
     columns_of_version,
     read_catalog,
     resolve,
@@ -37,6 +36,7 @@ __all__ = [
     "Inspection",
     "Problem",
     "best_under",
+    "catalog_row",
     "catalog_warnings_to_stderr",
     "check",
     "columns_of_version",
@@ -50,6 +50,7 @@ __all__ = [
     "quarantine",
     "query",
     "read_catalog",
+    "repeat_note",
     "resolve",
     "scan",
     "sweeps",

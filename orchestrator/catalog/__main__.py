@@ -30,19 +30,22 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import pandas as pd
+import pyarrow as pa
+
+from orchestrator.catalog._compare import compare, format_comparison, parse_options
+from orchestrator.catalog._inspect import QUARANTINE, check, quarantine
 from orchestrator.catalog._names import validate_name
-from orchestrator.catalog._query import (
+from orchestrator.catalog._parse import parse_flops, parse_latency, parse_top1
+from orchestrator.catalog._plot import plot, plot_path
+from orchestrator.catalog._query import check_arguments, query
+from orchestrator.catalog._read import (
     LIST_COLUMNS,
-    _native,
     catalog_warnings_to_stderr,
-    check_arguments,
     load,
-    parse_flops,
-    parse_latency,
-    parse_top1,
-    query,
+    native_value,
     scan,
     sweeps,
     to_records,
@@ -58,9 +61,6 @@ from orchestrator.cli import (
     write_stdout,
 )
 from snnet import SNNetError
-
-if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
 
 __all__ = ["build_parser", "format_csv", "format_json", "format_table", "main"]
 
@@ -155,8 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cell(value: Any, fmt: str = "{}") -> str:
-    import pandas as pd
-
     if value is None or (not isinstance(value, (list, tuple)) and pd.isna(value)):
         return "-"
     return fmt.format(value)
@@ -195,13 +193,11 @@ def format_table(df: pd.DataFrame) -> str:
 
 def _jsonable_frame(df: pd.DataFrame) -> pd.DataFrame:
     """A copy with list columns as JSON strings and timestamps in ISO 8601 (for CSV)."""
-    import pandas as pd
-
     out = df.copy()
     for column in out.columns:
         series = out[column]
         if column in LIST_COLUMNS or series.map(lambda v: isinstance(v, (list, tuple))).any():
-            out[column] = [None if v is None else json.dumps(v) for v in map(_native, series)]
+            out[column] = [None if v is None else json.dumps(v) for v in map(native_value, series)]
         elif isinstance(series.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(series):
             out[column] = [None if pd.isna(v) else v.isoformat() for v in series]
     return out
@@ -302,11 +298,9 @@ def _repeats_line(result: pd.DataFrame) -> str:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from orchestrator.catalog._plot import _writable, plot
-
     filters = _filters(args)
     check_arguments(**filters)  # before reading anything
-    args.out = _writable(args.out)
+    args.out = plot_path(args.out)
     df = _load(args.catalog, filters)
     result = query(df, **filters, repeats=args.repeats)
     if result.empty:
@@ -320,10 +314,6 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    import pyarrow as pa
-
-    from orchestrator.catalog._inspect import QUARANTINE, check, quarantine
-
     if args.sweep is not None:  # a typo would otherwise check nothing and report no problems
         present = sweeps(args.catalog)
         if validate_name("sweep", args.sweep) not in present:
@@ -376,8 +366,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from orchestrator.catalog._compare import compare, format_comparison, parse_options
-
     options = parse_options(confidence=args.confidence, resamples=args.resamples, seed=args.seed)
     sweeps_wanted = [n.strip() for v in args.sweep or [] for n in v.split(",") if n.strip()] or None
     ignore = [n.strip() for v in args.ignore or [] for n in v.split(",") if n.strip()]

@@ -39,29 +39,31 @@ and of training seeds explains; one trial per group can only speak to the stitch
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
+import pandas as pd
+
+from orchestrator.catalog._parse import name_list
+from orchestrator.catalog._query import require_columns
+from orchestrator.catalog._read import load, native_value
+from orchestrator.catalog._store import SCHEMA, SETTING_COLUMNS
+from orchestrator.catalog.objectives import hypervolume, hypervolumes
 from orchestrator.cli import render_table
 from snnet import SNNetError
 
-if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
-    import pandas as pd
-
 __all__ = ["Comparison", "bootstrap_interval", "compare", "format_comparison", "parse_options"]
 
-#: Columns that never define a space: per-stitch outcomes, identities and bookkeeping.
-NOT_SETTINGS = frozenset({
-    "sweep", "trial_id", "stitch_id", "anchors", "cuts", "layers", "flops", "params", "top1", "top5",
-    "top1_selection", "latency_ms", "latency_batch_size", "device", "checkpoint", "created_at", "ls_r2",
-    "seed", "code_version", "space_fingerprint", "experiment", "config_fingerprint", "selection_images",
-    "init_cka", "init_kl", "init_top1", "score_images", "top1_before", "top1_selection_before", "eval_images",
-})
+#: Columns that never define a space: per-stitch outcomes, identities and bookkeeping (every column but the
+#: settings; a column this reader does not know counts as a setting).
+NOT_SETTINGS = frozenset({"sweep", *SCHEMA.names}) - SETTING_COLUMNS
 #: Setting columns whose null is a value of its own (the default), compared as a group of that name:
 #: a full-fidelity re-run at the family's own resolution is compared with a cheap one at 128 px.
 NULL_GROUPS = {"image_size": "default"}
@@ -108,8 +110,7 @@ def parse_options(confidence: Any = 0.95, resamples: Any = 2000, seed: Any = 0) 
 
 def bootstrap_interval(samples: np.ndarray, estimate: float, confidence: float) -> tuple[float, float]:
     """Efron's bias-corrected percentile interval of bootstrap ``samples`` around ``estimate``."""
-    import numpy as np
-    from scipy.stats import norm
+    from scipy.stats import norm  # half a second to import: only `compare` needs it, not the catalog's other commands
 
     samples = np.asarray(samples, dtype=float)
     n = samples.size
@@ -127,9 +128,7 @@ def bootstrap_interval(samples: np.ndarray, estimate: float, confidence: float) 
 
 def _value(value: Any) -> Any:
     """A hashable, JSON-native cell value (None for missing)."""
-    from orchestrator.catalog._query import _native
-
-    value = _native(value)
+    value = native_value(value)
     return tuple(value) if isinstance(value, list) else value
 
 
@@ -275,10 +274,6 @@ def _chunks(resamples: int, width: int) -> list[slice]:
 def _pair(members: list[dict], a: list[int], b: list[int], rng: np.random.Generator,
           resamples: int, confidence: float) -> dict[str, Any]:
     """Point estimates and bootstrap intervals for groups ``a`` and ``b`` (indices into ``members``)."""
-    import numpy as np
-
-    from orchestrator.catalog.objectives import hypervolume, hypervolumes
-
     involved = [members[i] for i in a + b]
     union = sorted({s for t in involved for s in t["stitches"]})
     flops = np.array([next(t["stitches"][s][0] for t in involved if s in t["stitches"]) for s in union])
@@ -331,20 +326,16 @@ def _pair(members: list[dict], a: list[int], b: list[int], rng: np.random.Genera
 def _compare_input(df_or_catalog: Any, by: str, sweep: str | Sequence[str] | None,
                    ignore: Sequence[str]) -> tuple[pd.DataFrame, str, list[str]]:
     """``(rows, how the catalog is named, ignored columns)`` of :func:`compare`'s arguments, checked."""
-    import pandas as pd
-
-    from orchestrator.catalog._query import _names, _require, load
-
     catalog = os.fspath(df_or_catalog) if isinstance(df_or_catalog, (str, os.PathLike)) else "the table"
-    wanted = _names(sweep, "sweep")
-    ignored = _names(list(ignore), "ignore") if ignore else []
+    wanted = name_list(sweep, "sweep")
+    ignored = name_list(list(ignore), "ignore") if ignore else []
     if isinstance(df_or_catalog, pd.DataFrame):
         df = df_or_catalog
     else:
         df = load(df_or_catalog, sweep=wanted[0] if wanted and len(wanted) == 1 else None)
     if wanted is not None and "sweep" in df.columns:
         df = df[df["sweep"].isin(wanted)]
-    _require(df, ("trial_id", "anchors", "cuts", "flops", "top1"), "compare")
+    require_columns(df, ("trial_id", "anchors", "cuts", "flops", "top1"), "compare")
     if by not in df.columns:
         raise SNNetError(f"Cannot compare by {by!r}: the catalog has no such column. Compare by a per-trial "
                          f"column such as sampling, kernel_size, stride, init, mode, epochs, anchor_lr, "
@@ -375,8 +366,6 @@ def compare(
     over. Raises SNNetError with one paragraph when ``by`` is not a per-trial column or when
     no two groups share a space.
     """
-    import numpy as np
-
     df, catalog, ignored = _compare_input(df_or_catalog, by, sweep, ignore)
     trials, settings, notes = _trials(df, by, ignored, catalog)
 
@@ -440,9 +429,6 @@ def format_comparison(result: Comparison, fmt: str = "table") -> str:
                            "pairs": [{c: r[c] for c in columns} for r in result.rows], "notes": result.notes},
                           indent=1) + "\n"
     if fmt == "csv":
-        import csv
-        import io
-
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)

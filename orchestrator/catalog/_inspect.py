@@ -35,14 +35,25 @@ import datetime as _dt
 import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from orchestrator.catalog._names import validate_name
-from orchestrator.catalog._store import SCHEMA, SCHEMA_VERSION, VERSION_KEY, columns_of_version, parquet_format, resolve
-from snnet import SNNetError
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pyarrow.types as patypes
+from pyarrow import fs as pafs
 
-if TYPE_CHECKING:  # pragma: no cover
-    import pyarrow as pa
+from orchestrator.catalog._repeats import describe, repeats
+from orchestrator.catalog._store import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    VERSION_KEY,
+    columns_of_version,
+    list_files,
+    open_catalog,
+    parquet_format,
+)
 
 __all__ = ["QUARANTINE", "REQUIRED_COLUMNS", "Inspection", "Problem", "check", "inspect", "quarantine"]
 
@@ -51,16 +62,11 @@ REQUIRED_COLUMNS = ("trial_id", "stitch_id", "anchors", "cuts", "flops", "params
 #: The folder under the catalog root that holds quarantined files.
 QUARANTINE = "_quarantine"
 _SUFFIX = ".quarantined"
-_HINT = (
-    "A catalog is the folder or URI given as --catalog to training and sweeps; it holds "
-    "sweep=<name>/trial-<id>.parquet files."
-)
 
 
 @dataclass(frozen=True)
 class Problem:
     """One file and why it is left out (or, for a note, read with a caveat)."""
-
     path: str  # as the catalog's filesystem names it
     kind: str  # "unreadable" | "columns" | "layout" | "duplicate" | "newer-schema" | "repeat"
     reason: str
@@ -69,7 +75,6 @@ class Problem:
 @dataclass
 class Inspection:
     """What :func:`inspect` found: files read, files left out, notes, and the rows read."""
-
     catalog: str
     base: str
     filesystem: Any
@@ -91,46 +96,20 @@ class Inspection:
         return path
 
 
-def open_catalog(catalog: str | os.PathLike[str]) -> tuple[Any, str]:
-    """The filesystem and base path of a catalog that must be an existing folder."""
-    import pyarrow as pa
-    from pyarrow import fs as pafs
-
-    shown = os.fspath(catalog)
-    try:
-        filesystem, base = resolve(shown)
-        info = filesystem.get_file_info(base)
-    except (pa.ArrowException, OSError, ValueError) as e:
-        raise SNNetError(f"{shown!r} is not a stitch catalog: pyarrow cannot open it ({e}). {_HINT}") from None
-    if info.type != pafs.FileType.Directory:
-        kind = "a file" if info.type == pafs.FileType.File else "missing"
-        raise SNNetError(f"{shown!r} is not a stitch catalog: it is {kind}, not a folder. {_HINT}")
-    base = base.rstrip("/") or "/"
-    folder = base.rsplit("/", 1)[-1]
-    if folder.startswith("sweep="):  # every file in it would lie outside a sweep= folder
-        root = shown.rstrip("/")[: -len(folder)].rstrip("/") or "."
-        raise SNNetError(f"{shown!r} is one sweep's folder of a catalog, not a catalog: give the catalog "
-                         f"itself, {root!r}, and --sweep {folder[len('sweep='):]} (sweep= in Python) to "
-                         "read only this sweep.")
-    return filesystem, base
-
-
 def _castable(have: pa.DataType, want: pa.DataType) -> bool:
     """Whether a file column of type ``have`` reads safely as the catalog type ``want``."""
-    import pyarrow.types as t
-
-    if have == want or t.is_null(have):
+    if have == want or patypes.is_null(have):
         return True
-    if t.is_integer(want):
-        return t.is_integer(have)
-    if t.is_floating(want):
-        return t.is_integer(have) or t.is_floating(have)
-    if t.is_string(want) or t.is_large_string(want):
-        return t.is_string(have) or t.is_large_string(have)
-    if t.is_timestamp(want):
-        return t.is_timestamp(have) or t.is_date(have)
-    if t.is_list(want):
-        return (t.is_list(have) or t.is_large_list(have)) and _castable(have.value_type, want.value_type)
+    if patypes.is_integer(want):
+        return patypes.is_integer(have)
+    if patypes.is_floating(want):
+        return patypes.is_integer(have) or patypes.is_floating(have)
+    if patypes.is_string(want) or patypes.is_large_string(want):
+        return patypes.is_string(have) or patypes.is_large_string(have)
+    if patypes.is_timestamp(want):
+        return patypes.is_timestamp(have) or patypes.is_date(have)
+    if patypes.is_list(want):
+        return (patypes.is_list(have) or patypes.is_large_list(have)) and _castable(have.value_type, want.value_type)
     return False
 
 
@@ -141,9 +120,6 @@ def check_file(filesystem: Any, path: str) -> Problem | None:
 
 def _check_footer(filesystem: Any, path: str) -> tuple[Problem | None, Any]:
     """:func:`check_file`'s answer and the file's Parquet metadata (None when unreadable)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     try:
         with filesystem.open_input_file(path) as handle:
             footer = pq.ParquetFile(handle)
@@ -178,34 +154,6 @@ def _check_schema(path: str, schema: pa.Schema) -> Problem | None:
     return None
 
 
-def list_files(filesystem: Any, base: str, sweep: str | Sequence[str] | None = None) -> tuple[list[str], int]:
-    """The catalog's trial files (sorted) and the number of other, non-Parquet files.
-
-    ``sweep`` (one name or several) lists only the files under those ``sweep=<name>/`` folders.
-    """
-    from pyarrow import fs as pafs
-
-    if sweep is None:
-        starts = [base]
-    else:
-        names = [sweep] if isinstance(sweep, str) else list(sweep)
-        starts = [f"{base}/sweep={validate_name('sweep', name)}" for name in dict.fromkeys(names)]
-    infos = [info for start in starts
-             for info in filesystem.get_file_info(pafs.FileSelector(start, recursive=True, allow_not_found=True))]
-    files, strays = [], 0
-    for info in sorted(infos, key=lambda i: i.path):
-        if info.type != pafs.FileType.File:
-            continue
-        relative = info.path[len(base):].lstrip("/")
-        if any(part.startswith((".", "_")) for part in relative.split("/")):
-            continue  # temporary files of writers in flight, _SUCCESS markers, the quarantine
-        if not info.base_name.endswith(".parquet"):
-            strays += 1
-            continue
-        files.append(info.path)
-    return files, strays
-
-
 def misplaced(base: str, path: str) -> Problem | None:
     """Why a trial file outside the layout ``sweep=<name>/...`` is not read (None: it is in place).
 
@@ -236,16 +184,12 @@ def _may_hold(metadata: Any, trials: Collection[str]) -> bool:
 
 
 def dataset_schema() -> pa.Schema:
-    import pyarrow as pa
 
     return SCHEMA.append(pa.field("sweep", pa.string()))
 
 
 def _read(filesystem: Any, base: str, files: Sequence[str]) -> tuple[list[pa.Table], list[Problem]]:
     """Each file's rows (sweep from the Hive partition), checksums verified; files that fail."""
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-
     schema = dataset_schema()
     if not files:
         return [], []
@@ -313,9 +257,6 @@ def inspect(catalog: str | os.PathLike[str], sweep: str | Sequence[str] | None =
     footer statistics show it holds none of them is passed over, and the table keeps only
     those trials' rows. A catalog path that is missing or a file raises SNNetError.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     filesystem, base = open_catalog(catalog)
     files, strays = list_files(filesystem, base, sweep)
     result = Inspection(os.fspath(catalog), base, filesystem, files=[], strays=strays)
@@ -355,8 +296,6 @@ def check(catalog: str | os.PathLike[str], sweep: str | None = None) -> Inspecti
     Besides the notes of :func:`inspect`, each trial that repeats the configuration and seed of a
     newer trial (an identical repeat: :mod:`orchestrator.catalog._repeats`) is named in a note of
     kind ``repeat``; its file is kept and is no problem."""
-    from orchestrator.catalog._repeats import describe, repeats
-
     result = inspect(catalog, sweep, read=True)
     table = result.table
     if table is not None and table.num_rows:
@@ -376,8 +315,6 @@ def quarantine(inspection: Inspection, problems: Sequence[Problem] | None = None
     ``.quarantined`` (``-2``, ``-3``, ... when that name is taken); a ``.txt`` beside it records
     where it came from, why and when. Works on any pyarrow filesystem (local, ``s3://``, ...).
     """
-    from pyarrow import fs as pafs
-
     filesystem, base = inspection.filesystem, inspection.base
     moved = []
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -7,23 +7,26 @@ draws every stitch as a dot coloured by trial (or by sampling rule or sweep), th
 reachable within each FLOPs budget. The FLOPs axis is in GFLOPs or MFLOPs and logarithmic
 when the FLOPs span more than 10x. Matplotlib draws with its Agg canvas directly (no
 ``pyplot``), so calling this from a notebook neither opens windows nor switches its backend.
+
+Matplotlib is imported inside the functions that draw, the one deferral here: ``import
+orchestrator.catalog`` and ``python -m orchestrator.catalog query`` start without its import time.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from orchestrator.catalog._query import _path, load, pareto_front
+import pandas as pd
+
+from orchestrator.catalog._query import anchor_path, pareto_front
+from orchestrator.catalog._read import load
 from orchestrator.catalog._repeats import drop_repeats
 from orchestrator.cli import flops_unit, plural
 from snnet import SNNetError
 
-if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
-
-__all__ = ["COLOR_BY", "plot"]
+__all__ = ["COLOR_BY", "plot", "plot_path"]
 
 #: What the colours can distinguish.
 COLOR_BY = ("trial", "sampling", "sweep")
@@ -42,8 +45,6 @@ def _minor_label(value: float, _pos: Any = None) -> str:
 
 def _groups(df: pd.DataFrame, color_by: str) -> list[str]:
     """The colour label of every row."""
-    import pandas as pd
-
     def text(v: Any, missing: str) -> str:
         return missing if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v)
 
@@ -105,7 +106,7 @@ def plot(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    out = _writable(out)
+    out = plot_path(out)
     df, catalog = _plottable(df, color_by, sweep, catalog)
     rows = df[df["top1"].notna() & df["flops"].notna()]
     if rows.empty:
@@ -114,7 +115,7 @@ def plot(
     top1 = [float(t) for t in rows["top1"]]
     scale, prefix = flops_unit(max(flops), units=("G", "M", "K"))
     x = [f / scale for f in flops]
-    is_anchor = [len(_path(a)) == 1 for a in rows["anchors"]]
+    is_anchor = [len(anchor_path(a)) == 1 for a in rows["anchors"]]
 
     fig = Figure(figsize=_SIZE, dpi=_DPI, layout="constrained")
     FigureCanvasAgg(fig)
@@ -144,8 +145,6 @@ def _plottable(
 ) -> tuple[pd.DataFrame, str | os.PathLike[str] | None]:
     """The table to plot (read from the catalog when ``df`` names one) and the catalog the title
     names; a missing column or a wrong ``color_by`` raises SNNetError."""
-    import pandas as pd
-
     if color_by not in COLOR_BY:
         raise SNNetError(f"--color-by / color_by must be one of {', '.join(COLOR_BY)}, got {color_by!r}.")
     if not isinstance(df, pd.DataFrame):
@@ -158,7 +157,7 @@ def _plottable(
     return df, catalog
 
 
-def _writable(out: str | os.PathLike[str]) -> str:
+def plot_path(out: str | os.PathLike[str]) -> str:
     """The file the plot goes to: ``out``, with ``.png`` added when it names no format (as matplotlib
     would add it, so the name returned is the file written); a folder, an empty name or a missing
     folder raises SNNetError before anything is read."""
@@ -226,7 +225,7 @@ def _name_anchors(ax: Any, rows: pd.DataFrame, x: list[float], top1: list[float]
     best: dict[str, int] = {}
     for i, a in enumerate(rows["anchors"]):
         if is_anchor[i]:
-            name = _path(a)[0]
+            name = anchor_path(a)[0]
             if name not in best or top1[i] > top1[best[name]]:
                 best[name] = i
     left, right = (min(x), max(x))

@@ -25,10 +25,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from orchestrator.catalog._store import list_files, open_catalog
+from snnet import SNNetError
 
 __all__ = ["REPEAT_KEY", "Repeat", "describe", "drop_repeats", "earlier_experiments", "repeat_note", "repeats"]
 
@@ -49,8 +53,6 @@ class Repeat:
 def _trials(df: pd.DataFrame) -> pd.DataFrame:
     """One row per fingerprinted trial: its keys, fingerprint, time (latest ``created_at``), experiment
     and code version, oldest first (ties by sweep and trial id)."""
-    import pandas as pd
-
     keys = [c for c in _TRIAL if c in df.columns]
     extra = [c for c in ("experiment", "code_version") if c in df.columns]
     rows = df[df[REPEAT_KEY].notna()]
@@ -76,8 +78,6 @@ def drop_repeats(df: pd.DataFrame) -> pd.DataFrame:
     stands for its configuration. The index is kept; ``df.attrs["repeats_dropped"]`` holds the number
     of trials left out (0 when none).
     """
-    import pandas as pd
-
     if not _applies(df):
         out = df.copy() if len(df) else df
         out.attrs = {**df.attrs, "repeats_dropped": 0}
@@ -129,12 +129,6 @@ def earlier_experiments(catalog: str | os.PathLike[str], sweep: str, space_finge
     (read from each trial file's footer: ``snnet.experiment``, ``snnet.space_fingerprint``), with
     their count of finished trials; ``exclude`` (this run's experiment) is left out. An unreadable
     or missing catalog gives ``{}``: this is a note, never an obstacle."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from orchestrator.catalog._inspect import list_files, open_catalog
-    from snnet import SNNetError
-
     try:
         filesystem, base = open_catalog(catalog)
         files, _ = list_files(filesystem, base, sweep)

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import collections
 import datetime as _dt
+import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+import pyarrow.types as patypes
 from pyarrow import fs as pafs
 
 from orchestrator.catalog._names import validate_name
@@ -37,14 +40,23 @@ from snnet import SNNetError
 __all__ = [
     "SCHEMA",
     "SCHEMA_VERSION",
+    "SETTING_COLUMNS",
     "VERSION_KEY",
     "CatalogWriter",
+    "catalog_row",
     "columns_of_version",
+    "list_files",
+    "open_catalog",
     "read_catalog",
     "resolve",
     "trial_file",
     "trial_metadata",
 ]
+
+_HINT = (
+    "A catalog is the folder or URI given as --catalog to training and sweeps; it holds "
+    "sweep=<name>/trial-<id>.parquet files."
+)
 
 #: 2 added latency_batch_size; 3 added top1_selection and space_fingerprint; 4 added weights; 5 added
 #: preset and released_deit_head; 6 added the fidelity knobs data_fraction and image_size; 7 added
@@ -137,18 +149,22 @@ def _pandas_metadata(schema: pa.Schema) -> bytes:
     ``pandas.read_parquet`` (and ``Table.to_pandas``) then read them as integers with ``<NA>``, not as
     float64 where a column holds nulls. Columns it does not name (``stitch_id``, ``flops``, ``params``:
     never null) are read as usual, as numpy integers."""
-    import json
-
-    import pyarrow.types as t
-
     columns = [{"name": f.name, "field_name": f.name, "pandas_type": str(f.type),
                 "numpy_type": str(f.type).capitalize(), "metadata": None}
-               for f in schema if t.is_integer(f.type) and f.nullable]
+               for f in schema if patypes.is_integer(f.type) and f.nullable]
     return json.dumps({"index_columns": [], "column_indexes": [], "columns": columns, "attributes": {},
                        "creator": {"library": "snnet-orchestrator"}, "pandas_version": "2.0.0"}).encode()
 
 
 SCHEMA = SCHEMA.with_metadata({**SCHEMA.metadata, b"pandas": _pandas_metadata(SCHEMA)})
+_COLUMNS = frozenset(SCHEMA.names)
+
+#: The columns that say how a trial was configured; the others are the stitch's identity, its outcomes and
+#: bookkeeping. ``compare`` groups trials into spaces by these (:mod:`orchestrator.catalog._compare`).
+SETTING_COLUMNS = frozenset({
+    "kernel_size", "stride", "sampling", "dataset", "init", "mode", "epochs", "anchor_lr", "stitch_lr", "workers",
+    "weights", "preset", "released_deit_head", "data_fraction", "image_size",
+})
 
 
 def resolve(root: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
@@ -157,6 +173,67 @@ def resolve(root: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
     if "://" in root:
         return pafs.FileSystem.from_uri(root)
     return pafs.LocalFileSystem(), os.path.abspath(root)
+
+
+def open_catalog(catalog: str | os.PathLike[str]) -> tuple[Any, str]:
+    """The filesystem and base path of a catalog that must be an existing folder."""
+    shown = os.fspath(catalog)
+    try:
+        filesystem, base = resolve(shown)
+        info = filesystem.get_file_info(base)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise SNNetError(f"{shown!r} is not a stitch catalog: pyarrow cannot open it ({e}). {_HINT}") from None
+    if info.type != pafs.FileType.Directory:
+        kind = "a file" if info.type == pafs.FileType.File else "missing"
+        raise SNNetError(f"{shown!r} is not a stitch catalog: it is {kind}, not a folder. {_HINT}")
+    base = base.rstrip("/") or "/"
+    folder = base.rsplit("/", 1)[-1]
+    if folder.startswith("sweep="):  # every file in it would lie outside a sweep= folder
+        root = shown.rstrip("/")[: -len(folder)].rstrip("/") or "."
+        raise SNNetError(f"{shown!r} is one sweep's folder of a catalog, not a catalog: give the catalog "
+                         f"itself, {root!r}, and --sweep {folder[len('sweep='):]} (sweep= in Python) to "
+                         "read only this sweep.")
+    return filesystem, base
+
+
+def list_files(filesystem: Any, base: str, sweep: str | Sequence[str] | None = None) -> tuple[list[str], int]:
+    """The catalog's trial files (sorted) and the number of other, non-Parquet files.
+
+    ``sweep`` (one name or several) lists only the files under those ``sweep=<name>/`` folders.
+    """
+    if sweep is None:
+        starts = [base]
+    else:
+        names = [sweep] if isinstance(sweep, str) else list(sweep)
+        starts = [f"{base}/sweep={validate_name('sweep', name)}" for name in dict.fromkeys(names)]
+    infos = [info for start in starts
+             for info in filesystem.get_file_info(pafs.FileSelector(start, recursive=True, allow_not_found=True))]
+    files, strays = [], 0
+    for info in sorted(infos, key=lambda i: i.path):
+        if info.type != pafs.FileType.File:
+            continue
+        relative = info.path[len(base):].lstrip("/")
+        if any(part.startswith((".", "_")) for part in relative.split("/")):
+            continue  # temporary files of writers in flight, _SUCCESS markers, the quarantine
+        if not info.base_name.endswith(".parquet"):
+            strays += 1
+            continue
+        files.append(info.path)
+    return files, strays
+
+
+def catalog_row(**columns: Any) -> dict[str, Any]:
+    """One full catalog row: every column of :data:`SCHEMA`, in its order, with None for those not given.
+
+    The one place a row is built from the schema (``orchestrator.train`` builds its rows with it, and
+    :meth:`CatalogWriter.write_trial` completes the rows it is given with it). A key the schema lacks
+    raises ValueError naming it: a typo such as ``top_1`` would otherwise be dropped silently.
+    """
+    unknown = sorted(k for k in columns if k not in _COLUMNS)
+    if unknown:
+        raise ValueError(f"catalog rows have columns not in the schema: {unknown} "
+                         f"(its columns: {', '.join(SCHEMA.names)})")
+    return {name: columns.get(name) for name in SCHEMA.names}
 
 
 def columns_of_version(version: int) -> list[str]:
@@ -205,14 +282,14 @@ class CatalogWriter:
         check_name("trial", trial_id)
         now = _dt.datetime.now(_dt.timezone.utc)
         rows = list(rows)
-        unknown = sorted({k for row in rows for k in row} - set(SCHEMA.names))
+        unknown = sorted({k for row in rows for k in row} - _COLUMNS)
         if unknown:  # a typo such as "top_1" would otherwise be dropped silently
             raise ValueError(f"catalog rows have columns not in the schema: {unknown}")
         counts = collections.Counter(row.get("stitch_id") for row in rows)
         repeated = sorted((i for i, n in counts.items() if n > 1), key=str)
         if repeated:  # readers would report the file as damaged
             raise ValueError(f"catalog rows of trial {trial_id!r} repeat stitch_id {repeated}")
-        records = [{**{"created_at": now}, **row, "trial_id": trial_id} for row in rows]
+        records = [catalog_row(**{"created_at": now, **row, "trial_id": trial_id}) for row in rows]
         extra = {str(k).encode(): str(v).encode() for k, v in (metadata or {}).items()}
         extra.pop(VERSION_KEY, None)
         schema = SCHEMA.with_metadata({**extra, **SCHEMA.metadata}) if extra else SCHEMA
@@ -231,8 +308,6 @@ def read_catalog(root: str | os.PathLike[str], sweep: str | None = None) -> pa.T
     Strict: a damaged file raises. :func:`orchestrator.catalog.load` skips damaged files with
     a warning instead, and ``python -m orchestrator.catalog check`` lists them.
     """
-    import pyarrow.dataset as ds
-
     filesystem, base = resolve(root)
     info = filesystem.get_file_info(base)
     if info.type != pafs.FileType.Directory:
@@ -253,8 +328,6 @@ def read_catalog(root: str | os.PathLike[str], sweep: str | None = None) -> pa.T
 
 def parquet_format() -> Any:
     """pyarrow.dataset's Parquet format with page checksum verification switched on."""
-    import pyarrow.dataset as ds
-
     options = ds.ParquetFragmentScanOptions(page_checksum_verification=True)
     return ds.ParquetFileFormat(default_fragment_scan_options=options)
 

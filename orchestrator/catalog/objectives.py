@@ -30,6 +30,8 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
+
 from search_spaces import OBJECTIVES  # name -> "max" | "min": one definition, shared with the schema
 
 __all__ = ["OBJECTIVES", "SELECTION", "EVALUATION", "accuracy_column", "hypervolume", "hypervolumes", "train_cost",
@@ -59,8 +61,6 @@ def hypervolumes(flops: Sequence[float], top1: Any, flops_ref: float) -> Any:
     point out of that set. A point left out adds nothing, exactly as a point at top-1 0 does,
     so each set's area is a cumulative maximum over the points sorted by FLOPs.
     """
-    import numpy as np
-
     if flops_ref <= 0:
         raise ValueError(f"flops_ref must be > 0, got {flops_ref}")
     x = np.asarray(flops, dtype=float) / flops_ref

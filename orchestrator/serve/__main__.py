@@ -23,6 +23,7 @@ down and exits 130.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import math
 import os
@@ -33,9 +34,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+import yaml
+
+from orchestrator.catalog import catalog_warnings_to_stderr
 from orchestrator.cli import ArgumentParser, cli, format_flops
 from orchestrator.serve.policy import POLICIES
 from orchestrator.serve.source import settings_from_catalog
+from orchestrator.serve.stats import merge_stats
+from orchestrator.storage import atomic_write
 from snnet import SNNetError
 
 PROG = "python -m orchestrator.serve"
@@ -129,8 +136,6 @@ def _check_local_resources(args: argparse.Namespace) -> None:
                          f"machine has {cpus}; lower --replicas or --cpus-per-replica, or deploy into a cluster "
                          "with --address.")
     if args.gpus_per_replica:
-        import torch
-
         gpus = torch.cuda.device_count()
         if args.replicas * args.gpus_per_replica > gpus:
             raise SNNetError(f"{args.replicas} replica(s) x {args.gpus_per_replica:g} GPUs asked for, and this "
@@ -183,10 +188,6 @@ def serve_config(settings: dict[str, Any], args: argparse.Namespace) -> dict[str
 
 
 def _write_config(path: str, config: dict[str, Any]) -> None:
-    import yaml
-
-    from orchestrator.storage import atomic_write
-
     header = (f"# Ray Serve config written by `{PROG}`: serve deploy {os.path.basename(path)} (or serve run), or\n"
               "# embed `applications` in a KubeRay RayService's serveConfigV2 (cluster/kuberay-rayservice.yaml).\n"
               "# Every node must import orchestrator (install the project in the image or a runtime_env) and\n"
@@ -202,8 +203,6 @@ def _write_config(path: str, config: dict[str, Any]) -> None:
 
 def _unspecified(host: str) -> bool:
     """Whether ``host`` is the any-interface address (then the URL printed is this machine's loopback)."""
-    import ipaddress
-
     try:
         return ipaddress.ip_address(host).is_unspecified
     except ValueError:
@@ -241,12 +240,13 @@ def _traffic_line(stats: dict[str, Any], previous: int, window_s: float) -> str:
 
 
 def _run(settings: dict[str, Any], args: argparse.Namespace) -> int:
+    # Ray (and the application, which imports Ray Serve) load only here, once everything was checked: a mistake,
+    # or --write-config, is answered without Ray's seconds of import
     import ray
     from ray import serve
     from ray.serve.config import HTTPOptions
 
     from orchestrator.serve.app import StitchServer
-    from orchestrator.serve.stats import merge_stats
     from orchestrator.train.launch import ensure_ray
 
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # no INFO line per deployment step
@@ -311,8 +311,6 @@ def _run(settings: dict[str, Any], args: argparse.Namespace) -> int:
 @cli()
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from orchestrator.catalog import catalog_warnings_to_stderr
-
     with catalog_warnings_to_stderr():
         settings = resolve(args)
     if args.address and not args.write_config:

@@ -36,10 +36,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from ray import serve
+from starlette.responses import JSONResponse
 
 from orchestrator.serve.policy import RequestError, StitchInfo, candidates, choose, parse_budget
 from orchestrator.serve.replica import ServedModel, ServeSettings, top5
+from orchestrator.serve.source import settings_from_catalog
 from orchestrator.serve.stats import ReplicaStats, merge_stats
 
 __all__ = ["BUILDER_ARGS", "StitchServer", "build_app"]
@@ -97,8 +100,6 @@ class StitchServer:
         """An HTTP request (Starlette) or, through a DeploymentHandle, the request body as a dict."""
         if isinstance(request, dict):
             return (await self.answer(request))[1]  # an error answer carries its "status" in the dict
-        from starlette.responses import JSONResponse
-
         path = request.url.path.rstrip("/")
         if request.method == "GET" and path.endswith("/stitches"):
             return JSONResponse(await self.describe_all())
@@ -164,8 +165,6 @@ class StitchServer:
         return [(chosen[i], outputs[i]) for i in range(len(items))]
 
     def _forward(self, items: list[_Item], groups: dict[int, list[int]]) -> list[Any]:
-        import torch
-
         out: list[Any] = [None] * len(items)
         for stitch_id, members in groups.items():
             x = torch.cat([items[i].images for i in members])
@@ -235,8 +234,6 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     if isinstance(args.get("stitches"), (list, tuple)):
         settings = ServeSettings.from_dict(args)
     else:
-        from orchestrator.serve.source import settings_from_catalog
-
         unknown = sorted(set(args) - set(BUILDER_ARGS))
         if unknown or "catalog" not in args:
             raise ValueError(f"orchestrator.serve.app:build_app args take {', '.join(BUILDER_ARGS)}, 'catalog' "

@@ -2,8 +2,8 @@
 served stitches' catalog rows and measured latencies; decoding a request's images; running a batch.
 
 The supernet is rebuilt from the trial's checkpoint exactly as ``orchestrator.export`` rebuilds it
-(:func:`~orchestrator.export.load_state`, :func:`~orchestrator.export.rebuild_supernet`: weights only,
-anchors from allow-listed timm options, LoRA merged), so a served stitch computes what its exported
+(:func:`~orchestrator.export.checkpoint.load_state`, :func:`~orchestrator.export.checkpoint.rebuild_supernet`:
+weights only, anchors from allow-listed timm options, LoRA merged), so a served stitch computes what its exported
 program computes. Every stitch runs through ``StitchedSupernet.forward(x, stitch)``, which holds no
 per-call state: switching stitch between batches copies no weight, and concurrent batches for
 different stitches cannot disturb each other.
@@ -110,7 +110,8 @@ class ServedModel:
     """The replica's model: the supernet rebuilt once, the served stitches, their measured latencies."""
 
     def __init__(self, settings: ServeSettings, *, profile: bool = True, log=print):
-        from orchestrator.export import _stitch_of, load_state, rebuild_supernet
+        # timm and the model code load with the replica's model, not with `python -m orchestrator.serve`'s start
+        from orchestrator.export.checkpoint import load_state, rebuild_supernet, stitch_of
 
         self.settings = settings
         started = time.perf_counter()
@@ -122,7 +123,7 @@ class ServedModel:
         space = self.net.space
         self.stitch_of: dict[int, Any] = {}
         for row in settings.stitches:  # the checkpoint must hold each served row's stitch, as export checks
-            self.stitch_of[int(row["stitch_id"])] = _stitch_of(space, row)
+            self.stitch_of[int(row["stitch_id"])] = stitch_of(space, row)
         profile0 = space.profiles[0]
         self.input_size = tuple(int(v) for v in profile0.input_size)
         self.num_classes = int(space.profiles[-1].num_classes)

@@ -10,6 +10,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import pandas as pd
+
+from orchestrator.catalog import load, pareto_front, sweeps, to_records
+from orchestrator.export import check_checkpoint_location
 from orchestrator.serve.replica import ServeSettings
 from snnet import SNNetError, StitchSpace
 
@@ -20,8 +24,6 @@ STITCH_COLUMNS = ("stitch_id", "anchors", "cuts", "flops", "params", "top1", "to
 
 
 def trial_rows(catalog: str, sweep: str | None = None, trial: str | None = None) -> list[dict[str, Any]]:
-    from orchestrator.catalog import load, sweeps, to_records
-
     df = load(catalog, sweep=sweep)
     where = f"the catalog {catalog}" + (f" (sweep {sweep!r})" if sweep else "")
     if df.empty:
@@ -46,10 +48,6 @@ def trial_rows(catalog: str, sweep: str | None = None, trial: str | None = None)
 
 
 def pick_stitches(rows: list[dict[str, Any]], spec: str) -> list[dict[str, Any]]:
-    import pandas as pd
-
-    from orchestrator.catalog import pareto_front, to_records
-
     trial = rows[0]["trial_id"]
     if spec == "all":
         return rows
@@ -89,7 +87,8 @@ def check_checkpoint(catalog: str, checkpoint: str | None, rows: list[dict[str, 
                      read: bool = True) -> str:
     """The checkpoint to serve: where export would read it (the rows' own inside the catalog's storage, or
     the one the user names), and with ``read``, read and matched with the rows (the trial, each stitch)."""
-    from orchestrator.export import _stitch_of, check_checkpoint_location, load_state
+    # the checkpoint's reader loads timm and the model code (seconds): only here, once the flags are checked
+    from orchestrator.export.checkpoint import load_state, stitch_of
 
     source = checkpoint or rows[0].get("checkpoint") or ""
     if checkpoint is None and source:
@@ -111,7 +110,7 @@ def check_checkpoint(catalog: str, checkpoint: str | None, rows: list[dict[str, 
     if mismatch:
         raise SNNetError(f"The checkpoint {source!r} belongs to another trial: its " + ", ".join(mismatch) + ".")
     for r in chosen:
-        stitch = _stitch_of(space, r)
+        stitch = stitch_of(space, r)
         if (stitch.flops, stitch.params) != (int(r["flops"]), int(r["params"])):
             raise SNNetError(f"The checkpoint {source!r} holds stitch {r['stitch_id']} with {stitch.flops:,} FLOPs and "
                              f"{stitch.params:,} params, the catalog row says {int(r['flops']):,} and "
