@@ -20,7 +20,7 @@ from typing import Any
 
 from ray import tune
 
-from orchestrator.catalog._repeats import repeat_note
+from orchestrator.catalog import repeat_note
 from orchestrator.cli import interrupt_hint, plural
 from orchestrator.sweep.preflight import (
     check_locations,
