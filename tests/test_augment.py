@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 import search_spaces
-from orchestrator.data import _transforms, make_loader
+from orchestrator.data import make_loader
+from orchestrator.data.transforms import _transforms
 from orchestrator.train.augment import (
     group_lambdas,
     lr_lambda,

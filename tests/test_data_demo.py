@@ -50,7 +50,7 @@ def test_demo_datasets_shapes_split_and_normalisation():
 
 
 def test_demo_split_is_disjoint_and_deterministic():
-    from orchestrator.data import _demo_tensors
+    from orchestrator.data.demo import _demo_tensors
 
     train, val = demo_datasets()
     _demo_tensors.cache_clear()  # rebuild from scratch, not from the cache
@@ -66,7 +66,7 @@ def test_demo_split_is_disjoint_and_deterministic():
 def test_the_clean_split_is_cached_and_read_back_without_scikit_learn(tmp_path, monkeypatch):
     from conftest import import_blocker
 
-    from orchestrator import data
+    from orchestrator.data import demo as data
 
     monkeypatch.setenv("SNNET_CACHE", str(tmp_path))
     made = data._demo_split()  # scikit-learn's digits and stratified split
@@ -77,7 +77,7 @@ def test_the_clean_split_is_cached_and_read_back_without_scikit_learn(tmp_path, 
         # A fresh process reads the file back and never imports scikit-learn.
         out = tmp_path / "read.pt"
         script = import_blocker("sklearn", "scipy") + (
-            f"import torch; from orchestrator.data import _demo_clean; torch.save(_demo_clean(), {str(out)!r})")
+            f"import torch; from orchestrator.data.demo import _demo_clean; torch.save(_demo_clean(), {str(out)!r})")
         done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
         assert done.returncode == 0, done.stderr[-2000:]
@@ -341,7 +341,7 @@ def test_concurrent_pretraining_trains_once(tmp_path: Path):
 
 
 def test_demo_distortion_is_seeded_and_changes_the_digits():
-    from orchestrator.data import _demo_clean, demo_train_draw
+    from orchestrator.data.demo import _demo_clean, demo_train_draw
 
     clean = _demo_clean()[0]
     a, labels = demo_train_draw(5)

@@ -162,7 +162,7 @@ def test_unreadable_samples_are_dropped_and_reported_once(tmp_path: Path):
 
 
 def test_index_file_gives_sizes_without_a_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import orchestrator.data as data
+    import orchestrator.data.shards as data
 
     _write(tmp_path, [3, 3], [2])
     spec = f"wds:{tmp_path}"
@@ -248,7 +248,7 @@ def s3_server(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_shards_in_object_storage(tmp_path: Path, s3_server, monkeypatch: pytest.MonkeyPatch):
-    import orchestrator.data as data
+    import orchestrator.data.shards as data
 
     client, port = s3_server
     client.create_bucket(Bucket="imagenet")
@@ -278,7 +278,7 @@ def test_shards_in_object_storage(tmp_path: Path, s3_server, monkeypatch: pytest
 def test_cli_shards_a_folder_and_indexes_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     from PIL import Image
 
-    from orchestrator.data import main
+    from orchestrator.data.__main__ import main
 
     for split, n in (("train", 5), ("val", 2)):
         for cls in ("a", "b"):

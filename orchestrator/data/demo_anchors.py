@@ -35,23 +35,26 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from orchestrator.cli import plural
-from orchestrator.data import (
-    _DEMO_SPLIT_SEED,
-    _DEMO_TRAIN_SEED,
-    _DEMO_VAL_COPIES,
-    _DEMO_VAL_FRACTION,
-    _DEMO_VAL_SEED,
+from orchestrator.data.demo import (
     DEMO_DISTORTION,
     DEMO_IMAGE_SIZE,
     DEMO_MEAN,
     DEMO_NUM_CLASSES,
+    DEMO_SPLIT_SEED,
     DEMO_STD,
+    DEMO_TRAIN_SEED,
+    DEMO_VAL_COPIES,
+    DEMO_VAL_FRACTION,
+    DEMO_VAL_SEED,
     default_cache_dir,
+    demo_datasets,
+    demo_train_draw,
 )
 from orchestrator.storage import atomic_write
 from snnet.anchors import AnchorSpec
@@ -171,7 +174,7 @@ class PretrainRecipe:
     """How a demo anchor is pretrained; every field is part of the cache key.
 
     Each epoch sees a fresh random distortion of the 1437 training digits
-    (:func:`orchestrator.data.demo_train_draw`), so the wider anchors do not memorise the
+    (:func:`orchestrator.data.demo.demo_train_draw`), so the wider anchors do not memorise the
     small training set and the family orders by capacity: on the default recipe tiny, small
     and base reach roughly 50, 75 and 85% top-1 on the distorted validation images.
     """
@@ -199,12 +202,12 @@ def _cache_key(name: str, recipe: PretrainRecipe) -> str:
                 "image_size": DEMO_IMAGE_SIZE,
                 "mean": DEMO_MEAN,
                 "std": DEMO_STD,
-                "val_fraction": _DEMO_VAL_FRACTION,
-                "split_seed": _DEMO_SPLIT_SEED,
+                "val_fraction": DEMO_VAL_FRACTION,
+                "split_seed": DEMO_SPLIT_SEED,
                 "distortion": DEMO_DISTORTION,
-                "train_seed": _DEMO_TRAIN_SEED,
-                "val_seed": _DEMO_VAL_SEED,
-                "val_copies": _DEMO_VAL_COPIES,
+                "train_seed": DEMO_TRAIN_SEED,
+                "val_seed": DEMO_VAL_SEED,
+                "val_copies": DEMO_VAL_COPIES,
             },
         },
         sort_keys=True,
@@ -258,10 +261,6 @@ def pretrain_anchor(
     Returns its state dict and its top-1 accuracy (percent) on the demo val split. The
     caller's global RNG state and thread count are left as they were.
     """
-    import timm
-
-    from orchestrator.data import demo_datasets, demo_train_draw
-
     _, val = demo_datasets()
     n = len(demo_train_draw(0)[1])
     steps_per_epoch = max(n // recipe.batch_size, 1)
