@@ -303,7 +303,8 @@ def _train_trial(ctx: dict[str, Any], train, search, trial_id: str):
     (``{epoch: early_hv}``, recorded under :data:`TRIAL_EPOCHS` by the epoch callback)."""
     import tempfile
 
-    from orchestrator.train.launch import prepare, run_training
+    from orchestrator.train.launch import run_training
+    from orchestrator.train.prepare import prepare
 
     history = _join(ctx["experiment"], TRIAL_EPOCHS, f"{trial_id}.json")
     callback = _epoch_reporter(list(search.searcher.objectives), history,
@@ -324,10 +325,10 @@ def _train_trial(ctx: dict[str, Any], train, search, trial_id: str):
 def _train_images(train, result, known=None) -> float:
     """Images one epoch trains on (after the selection split and ``data_fraction``): the run's own
     count, else the training set less the selection split, times ``data_fraction``. The training
-    set's size is the driver's count (``known``, :class:`orchestrator.train.launch.Known`) where it has one."""
+    set's size is the driver's count (``known``, :class:`orchestrator.train.prepare.Known`) where it has one."""
     if getattr(result, "train_images", None):
         return result.train_images
-    from orchestrator.train.launch import DatasetFacts, dataset_key
+    from orchestrator.train.prepare import DatasetFacts, dataset_key
 
     facts = (known.datasets if known is not None else {}).get(dataset_key(train)) or DatasetFacts.read(train)
     images = facts.train_size
@@ -536,11 +537,11 @@ def _validate_families(search, catalog: str, storage: str, progress, started=Non
     """Build every family's space once on the driver, before Ray starts, without loading weights:
     stitchability, model names, checkpoints and data are checked, and the FLOPs reference is fixed.
     With ``values`` each searched setting's other values get a trial's checks too (:func:`_check_values`).
-    What was found (anchor profiles, weight checks, the dataset's counts: :class:`orchestrator.train.launch.Known`)
+    What was found (anchor profiles, weight checks, the dataset's counts: :class:`orchestrator.train.prepare.Known`)
     goes into the trials' context as ``known``, so a trial builds no anchor and opens no dataset to check.
     The demo anchors that the demo families of ``search`` (and of ``started``, the space an
     ``--accept-changed-space`` sweep began with) stitch are pretrained or found in the cache here, once."""
-    from orchestrator.train.launch import Known, prepare
+    from orchestrator.train.prepare import Known, prepare
 
     flops_ref = 0.0
     known, probed = Known(), set()
@@ -550,7 +551,7 @@ def _validate_families(search, catalog: str, storage: str, progress, started=Non
         driver = {"catalog": catalog, "storage_path": storage, "anchors": family_anchors(family, demo_specs)}
         prepared = prepare(search.trial_config(first, **driver), progress=progress, known=known, probed=probed)
         known.update(prepared.known)
-        space = prepared[1]
+        space = prepared.space
         flops_ref = max(flops_ref, max(p.flops for p in space.profiles))
         progress(f"[snnet] family {family.name}: {', '.join(space.anchor_names)} "
                  f"({len(space)} stitches at the first k/s choice)")
@@ -576,11 +577,11 @@ def _same(a: Any, b: Any) -> bool:
 
 def _check_values(search, family: str, first: dict[str, Any], driver: dict[str, Any], known, probed: set[str]) -> None:
     """Give each searched setting's other values (:func:`_other_values`), one at a time from the family's
-    ``first`` point, the checks a trial's :func:`orchestrator.train.launch.prepare` makes (a window deeper than the
+    ``first`` point, the checks a trial's :func:`orchestrator.train.prepare.prepare` makes (a window deeper than the
     anchors, a batch larger than the training set, ...), quietly; ``known`` and ``probed`` (the first
     point's findings) mean no anchor is rebuilt, no dataset reopened, no location probed again. A value
     that fails is one paragraph naming the family and ``setting=value``, before Ray starts."""
-    from orchestrator.train.launch import prepare
+    from orchestrator.train.prepare import prepare
 
     for key, param in search.parameters().items():
         if key == "family":  # every family is validated at its own first point
@@ -731,9 +732,9 @@ def _load_search(space: str, overrides: Sequence[str], num_samples: int | None, 
 
     search = load_space(space, overrides=overrides)
     if address or os.environ.get("RAY_ADDRESS"):
-        from orchestrator.train.launch import _check_reachable
+        from orchestrator.train.cluster import check_reachable
 
-        _check_reachable(address or os.environ["RAY_ADDRESS"])
+        check_reachable(address or os.environ["RAY_ADDRESS"])
     if max_concurrent_trials is not None and max_concurrent_trials < 1:
         raise SNNetError(f"--max-concurrent-trials must be >= 1, got {max_concurrent_trials}.")
     if num_samples is not None:
@@ -745,18 +746,19 @@ def _load_search(space: str, overrides: Sequence[str], num_samples: int | None, 
 
 def _check_locations(search, catalog: str, storage: str | None) -> tuple[str, str]:
     """Probe the catalog and storage (a probe file written and removed); absolute paths for local ones.
-    No ``storage``: ``runs`` beside the catalog (:func:`orchestrator.train.launch.default_storage`). Neither may lie
+    No ``storage``: ``runs`` beside the catalog (:func:`orchestrator.storage.default_storage`). Neither may lie
     in Ray's runtime folder, where ``ray job submit --working-dir`` runs the driver (relative paths land there).
     The catalog is probed before a writer resolves it: a bucket that cannot be reached is one paragraph
     (``check_writable``), as for ``--storage`` and ``orchestrator.train``, not pyarrow's OSError."""
     from orchestrator.catalog import CatalogWriter
-    from orchestrator.train.launch import check_outside_ray_runtime, check_storage, check_writable
+    from orchestrator.storage import check_outside_ray_runtime
+    from orchestrator.train.checks import check_storage, check_writable
 
     check_outside_ray_runtime(catalog, "The catalog", "--catalog")  # lost with a `ray job submit` package
     check_writable(catalog)  # a catalog nobody can write fails now, not after training
     CatalogWriter(catalog, search.name)  # a folder or URI, not a file
     if storage is None:
-        from orchestrator.train.launch import default_storage
+        from orchestrator.storage import default_storage
 
         storage = default_storage(catalog)
     check_storage(storage)
@@ -768,10 +770,10 @@ def _check_locations(search, catalog: str, storage: str | None) -> tuple[str, st
 
 def _check_trial_resources(search, address: str | None, rerun: dict[str, Any] | None = None) -> None:
     """With no cluster to join (no ``--address``, no ``$RAY_ADDRESS``, no connected Ray), one trial's
-    workers x (CPUs, GPUs) must fit this machine, as :func:`orchestrator.train.launch.preflight` checks a
+    workers x (CPUs, GPUs) must fit this machine, as :func:`orchestrator.train.cluster.preflight` checks a
     training run; checked before Ray starts. A cluster's resources are checked once connected
     (:func:`_max_concurrent`). ``rerun``: each re-run trial's recorded resources are checked."""
-    from orchestrator.train.launch import check_resources, local_resources
+    from orchestrator.train.cluster import check_resources, local_resources
     from search_spaces import TrainConfig
 
     address = address or os.environ.get("RAY_ADDRESS")
@@ -968,7 +970,7 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str | N
                  f"space ({record['space_fingerprint']}, started with {started['space_fingerprint']})")
     else:
         _write_json(_join(experiment, RECORD), record)
-    from orchestrator.train.launch import ensure_ray  # torch comes with it: a bad space or flag is answered before
+    from orchestrator.train.cluster import ensure_ray  # torch comes with it: a bad space or flag is answered before
 
     ensure_ray(address)
 

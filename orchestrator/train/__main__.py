@@ -207,11 +207,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     address = args.address or os.environ.get("RAY_ADDRESS")
     if address:
-        from orchestrator.train.launch import _check_reachable
+        from orchestrator.train.cluster import check_reachable
 
-        _check_reachable(address)  # a cluster that does not answer fails in seconds, before models are built
+        check_reachable(address)  # a cluster that does not answer fails in seconds, before models are built
     config = config_from_args(args)  # torch-free: a bad setting is answered before torch and timm load
-    from orchestrator.train.launch import preflight, prepare, run_training
+    from orchestrator.train.cluster import preflight
+    from orchestrator.train.launch import run_training
+    from orchestrator.train.prepare import prepare
 
     prepared = prepare(config)
     config, space = prepared
