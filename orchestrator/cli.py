@@ -25,7 +25,7 @@ SHARED_FLAGS = {
                                                 "the catalog, in the same folder or bucket"},
 }
 
-__all__ = [*__all__, "SHARED_FLAGS", "shared_flags"]  # noqa: F405 - snnet.cli's names, and these
+# Not in __all__ (tests/test_cli_io_helpers.py: __all__ is snnet.cli's, re-exported): imported by name.
 
 
 def shared_flags(*names: str, helps: dict[str, str] | None = None, **defaults):

@@ -15,11 +15,11 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+import snnet.anchors as anchors  # by module: tests replace anchors.check_spec to count the checks
 from orchestrator.storage import check_outside_ray_runtime
 from orchestrator.train.config import TrainConfig
 from orchestrator.train.teacher import teacher_problems
 from snnet import AnchorSpec, SNNetError
-from snnet.anchors import RANDOM, check_spec
 
 __all__ = ["PROBE_PREFIX", "check_storage", "check_writable", "check_batch", "check_weights", "weights_line",
            "anchor_key"]
@@ -137,7 +137,7 @@ def check_weights(config: TrainConfig, *, models: dict[str, Any] | None = None,
     for spec in config.anchors or []:
         key = anchor_key(spec, config.image_size)
         if key not in checked:
-            problems += check_spec(spec, model=(models or {}).get(key), **extra)
+            problems += anchors.check_spec(spec, model=(models or {}).get(key), **extra)
     if config.teacher is not None and anchor_key(config.teacher, None) not in checked:
         problems += teacher_problems(config.teacher)  # a plain timm classifier, never stitched: no family check
     if problems:
@@ -147,7 +147,7 @@ def check_weights(config: TrainConfig, *, models: dict[str, Any] | None = None,
 def weights_line(weights: dict[str, str]) -> list[str]:
     """Console lines saying where each anchor's weights came from (a warning for random ones)."""
     lines = ["[snnet] weights: " + ", ".join(f"{name} <- {source}" for name, source in weights.items())]
-    random_ones = [name for name, source in weights.items() if source == RANDOM]
+    random_ones = [name for name, source in weights.items() if source == anchors.RANDOM]
     if random_ones:
         lines.append(f"warning: {', '.join(random_ones)} start from random weights (no --pretrained and no "
                      "NAME=PATH checkpoint): stitching assumes trained anchors, so expect low accuracy.")
