@@ -55,8 +55,6 @@ class DatasetFacts:
     @classmethod
     def read(cls, config: TrainConfig) -> DatasetFacts:
         """Open ``config.dataset``'s training split (the usual errors for a bad dataset) and count."""
-        import numpy as np
-
         train_ds, _ = data.get_datasets(config.dataset, config.image_size)
         try:
             labels = data.dataset_labels(train_ds)
