@@ -26,7 +26,7 @@ __all__ = ["PROBE_PREFIX", "check_storage", "check_writable", "check_batch", "ch
 
 def check_storage(path: str) -> None:
     """Ray's run storage must be a URI or a folder that exists or can be made (not below a file), and
-    not inside Ray's runtime folder (:func:`check_outside_ray_runtime`)."""
+    not inside Ray's runtime folder (:func:`orchestrator.storage.check_outside_ray_runtime`)."""
     if "://" in path:
         return
     check_outside_ray_runtime(path)
@@ -130,7 +130,7 @@ def check_weights(config: TrainConfig, *, models: dict[str, Any] | None = None,
 
     ``models``: :func:`anchor_key` -> the timm model already built without weights for that
     spec, read instead of a meta build. ``checked``: keys of specs a driver checked already
-    (:attr:`Known.checked`), skipped.
+    (:attr:`orchestrator.train.prepare.Known.checked`), skipped.
     """
     extra = {"img_size": config.image_size} if config.image_size else {}
     problems = []

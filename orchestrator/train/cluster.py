@@ -165,7 +165,7 @@ def check_resources(config: TrainConfig, available: dict[str, float], where: str
 
 
 def preflight(config: TrainConfig, address: str | None = None) -> None:
-    """The cluster check of :func:`run_training`, before any resource is requested: with no
+    """The cluster check of :func:`~orchestrator.train.launch.run_training`, before any resource is requested: with no
     address (and no ``$RAY_ADDRESS``, no connected Ray) against this machine's CPUs and GPUs,
     without starting Ray; otherwise connects and checks ``ray.cluster_resources()``."""
     address = address or os.environ.get("RAY_ADDRESS")

@@ -36,6 +36,9 @@ __all__ = ["TrainResult", "run_training", "record_run", "catalog_rows", "code_ve
 
 @dataclass
 class TrainResult:
+    """One finished run: its settled config and stitch space, one catalog row per stitch
+    (:func:`catalog_rows`), its last checkpoint and what the workers reported."""
+
     config: TrainConfig
     space: StitchSpace
     rows: list[dict[str, Any]]

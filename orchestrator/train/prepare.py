@@ -138,7 +138,7 @@ def prepare(config: TrainConfig, progress: Callable[[str], None] = print, *, kno
     :class:`SNNetError`: settings, model names and weights (:func:`check_weights`), the dataset
     and its class count, the batch size against the training set (:func:`check_batch`), the
     catalog and the run storage (written to, :func:`check_writable`). The cluster's resources
-    are checked by :func:`preflight` (the sweep checks its own). Prints where each anchor's
+    are checked by :func:`~orchestrator.train.cluster.preflight` (the sweep checks its own). Prints where each anchor's
     weights came from.
 
     No weights are loaded: anchors are built with their random initialisation

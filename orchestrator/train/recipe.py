@@ -106,7 +106,7 @@ class SupernetRecipe(RecipeEvaluation):
         config: the run's settings.
         space: its stitch space (the driver built and checked it).
         worker: this worker's rank, device and reporting; default one CPU worker, no reports.
-        callbacks: :class:`TrainCallback` hooks.
+        callbacks: :class:`~orchestrator.train.state.TrainCallback` hooks.
         datasets: ``(train, val)`` to use instead of ``get_datasets(config.dataset, ...)``.
     """
 
