@@ -75,7 +75,7 @@ def _worker(rank: int, port: int, steps: int, warmup: int, batch: int, out_path:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     import orchestrator.data.demo_anchors as demo
-    from orchestrator.train.worker import SupernetStep, step_loss
+    from orchestrator.train.steps import SupernetStep, step_loss
     from snnet import build_supernet
     from snnet.sampling import RULES, make_rule
 

@@ -204,7 +204,7 @@ class Bench:
         return self.torch.optim.AdamW(net.param_groups(1e-4, 1e-3, 0.05), lr=1e-3)
 
     def supernet_step(self, net, draw: Callable[[int], list[int]], opt):
-        from orchestrator.train.worker import step_loss
+        from orchestrator.train.steps import step_loss
 
         params = [p for p in net.parameters() if p.requires_grad]
         x, y = self.x, self.y
@@ -224,7 +224,7 @@ class Bench:
     def plain(self, name: str):
         import timm
 
-        from orchestrator.train.worker import step_loss
+        from orchestrator.train.steps import step_loss
 
         self.torch.manual_seed(0)
         kwargs = {} if self.s.tiny else {"img_size": self.s.img}

@@ -54,7 +54,7 @@ def measure(device, anchors=ANCHORS, batch: int = 128, steps: int = 40, warmup: 
     import timm
     import torch
 
-    from orchestrator.train.worker import step_loss
+    from orchestrator.train.steps import step_loss
     from snnet import build_supernet
     from snnet.sampling import make_rule
 

@@ -11,7 +11,8 @@ import os
 import tempfile
 import time
 
-from orchestrator.train.recipe import SupernetRecipe, TrainCallback
+from orchestrator.train.recipe import SupernetRecipe
+from orchestrator.train.state import TrainCallback
 
 __all__ = ["PidFileHold", "TempDirProbe"]
 

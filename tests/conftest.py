@@ -135,7 +135,7 @@ def two_cpus(monkeypatch):
     """This machine has 2 CPUs and no GPU; no cluster to join; Ray must not start."""
     import sys
 
-    import orchestrator.train.launch as run
+    import orchestrator.train.cluster as run
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(run, "local_resources", lambda: {"CPU": 2.0, "GPU": 0.0})
@@ -262,7 +262,7 @@ def paper_paired_stitching(depth, kernel_size, stride):
 
 def training_images(prepared) -> int:
     """Images one epoch trains on, as the driver predicts them (``prepared``: ``launch.prepare``'s)."""
-    from orchestrator.train.launch import dataset_key
+    from orchestrator.train.prepare import dataset_key
 
     config = prepared[0]
     return prepared.known.datasets[dataset_key(config)].training_images(config)
@@ -354,7 +354,7 @@ def checkpoint_files_in(tmp) -> list[str]:
     lies, and Ray's local copies of a checkpoint (``checkpoint_tmp_*`` from ``Checkpoint.as_directory``
     and their ``*.del_lock_*`` files). Everything else (the probe file, files Ray or torch write in
     ``TMPDIR`` for themselves) is not a checkpoint and is not counted."""
-    from orchestrator.train.recipe import TrainState
+    from orchestrator.train.state import TrainState
     from orchestrator.train.worker import CHECKPOINT_PREFIX
 
     found = []
@@ -397,7 +397,7 @@ def uninterrupted_run(settings: dict, root):
     import torch
 
     from orchestrator.train.config import TrainConfig
-    from orchestrator.train.launch import prepare
+    from orchestrator.train.prepare import prepare
     from orchestrator.train.recipe import SupernetRecipe
 
     config, space = prepare(TrainConfig.model_validate({**settings, "catalog": str(root / "reference")}),

@@ -18,18 +18,10 @@ from torch.utils.data import TensorDataset
 import search_spaces
 from orchestrator.data import make_loader
 from orchestrator.data.transforms import _transforms
-from orchestrator.train.augment import (
-    group_lambdas,
-    lr_lambda,
-    make_batch_erasing,
-    make_criterion,
-    make_mixup,
-    make_optimizer,
-    scaled_lrs,
-    teacher_problems,
-    transform_options,
-)
+from orchestrator.train.augment import make_batch_erasing, make_criterion, make_mixup, transform_options
 from orchestrator.train.config import TrainConfig
+from orchestrator.train.optim import group_lambdas, lr_lambda, make_optimizer, scaled_lrs
+from orchestrator.train.teacher import teacher_problems
 from snnet import AnchorSpec, SNNetError
 
 
@@ -196,7 +188,7 @@ def test_teacher_any_timm_classifier_with_weights_or_a_clear_error(tmp_path):
     torch.save(model.state_dict(), path)
     spec = AnchorSpec("regnetx_002", checkpoint=str(path), kwargs={"num_classes": 10})
     assert teacher_problems(spec) == []  # a RegNet is no stitchable family, but a fine teacher
-    from orchestrator.train.augment import create_teacher
+    from orchestrator.train.teacher import create_teacher
 
     teacher = create_teacher(spec)
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())

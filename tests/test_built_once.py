@@ -18,7 +18,7 @@ import os
 import pytest
 import torch
 
-import orchestrator.train.launch as run
+import orchestrator.train.prepare as run
 import snnet.anchors as anchors_module
 from orchestrator.train.config import TrainConfig
 from snnet import AnchorSpec, StitchSpace, _weights, create_anchor, profile_anchor
@@ -288,7 +288,8 @@ def test_a_worker_builds_each_anchor_once_and_opens_the_dataset_once(tmp_path, c
 
     import orchestrator.data as data
     import orchestrator.train.recipe as recipe_module
-    from orchestrator.train.recipe import SupernetRecipe, Worker
+    from orchestrator.train.recipe import SupernetRecipe
+    from orchestrator.train.state import Worker
 
     config, space = run.prepare(_config(tmp_path, checkpoints, epochs=1, ls_samples=32, eval_batch_size=100,
                                         batch_size=64, measure_latency=False, early_stitches=0, kernel_size=3,

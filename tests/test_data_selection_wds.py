@@ -124,7 +124,9 @@ def test_the_recipe_scores_stitches_on_the_held_out_shard_samples(tmp_path: Path
     from orchestrator.data import DEMO_MEAN, DEMO_STD
     from orchestrator.data import demo_anchors as demo  # noqa: F401 - registers the demo anchors with timm
     from orchestrator.train.config import TrainConfig
-    from orchestrator.train.recipe import SupernetRecipe, Worker, evaluate_stitch
+    from orchestrator.train.evaluate import evaluate_stitch
+    from orchestrator.train.recipe import SupernetRecipe
+    from orchestrator.train.state import Worker
     from snnet import AnchorSpec, StitchSpace, create_anchor, profile_anchor
 
     shard_sets.cache_clear()

@@ -56,7 +56,8 @@ def _raylet_pid_of(pid: int) -> int | None:
 
 
 def test_ddp_across_nodes_survives_losing_a_node(three_nodes, tmp_path):
-    from orchestrator.train.launch import prepare, run_training
+    from orchestrator.train.launch import record_run, run_training
+    from orchestrator.train.prepare import prepare
 
     cluster, nodes, worker_tmp = three_nodes
     pid_dir = tmp_path / "pids"
@@ -70,8 +71,9 @@ def test_ddp_across_nodes_survives_losing_a_node(three_nodes, tmp_path):
 
     def train():
         try:
-            outcome["result"] = run_training(prepared[0], prepared=prepared,
+            outcome["result"] = run_training(prepared.config, prepared=prepared,
                                              fault_injection={"pid_dir": str(pid_dir), "hold_at_step": 7})
+            record_run(outcome["result"])  # the trial's catalog file
         except BaseException as e:  # noqa: BLE001 - reported below
             outcome["error"] = e
 

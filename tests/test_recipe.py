@@ -15,15 +15,8 @@ import pytest
 import torch
 
 from orchestrator.train.config import TrainConfig
-from orchestrator.train.recipe import (
-    SupernetRecipe,
-    TrainCallback,
-    TrainState,
-    Worker,
-    _RankZeroFilter,
-    load_callbacks,
-    training_logger,
-)
+from orchestrator.train.recipe import SupernetRecipe
+from orchestrator.train.state import TrainCallback, TrainState, Worker, _RankZeroFilter, load_callbacks, training_logger
 from snnet import AnchorSpec, StitchSpace, create_anchor, profile_anchor
 
 ANCHORS = ["snnet_demo_vit_tiny", "snnet_demo_vit_small"]

@@ -13,7 +13,8 @@ import torch
 from torch.utils.data import Subset
 
 from orchestrator.train.config import TrainConfig
-from orchestrator.train.recipe import SupernetRecipe, Worker
+from orchestrator.train.recipe import SupernetRecipe
+from orchestrator.train.state import Worker
 from snnet import AnchorSpec, StitchSpace, create_anchor, profile_anchor
 
 ANCHORS = ["snnet_demo_vit_tiny", "snnet_demo_vit_small"]

@@ -12,7 +12,7 @@ import os
 import ray.train
 import torch
 
-from orchestrator.train.recipe import TrainState
+from orchestrator.train.state import TrainState
 from orchestrator.train.worker import latest_state, remove_unregistered, stored_checkpoints
 
 

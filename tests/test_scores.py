@@ -166,7 +166,8 @@ def test_a_scored_run_scores_at_init_and_the_catalog_keeps_them(tmp_path):
     from orchestrator.data import get_datasets
     from orchestrator.train.config import TrainConfig
     from orchestrator.train.launch import catalog_rows
-    from orchestrator.train.recipe import SupernetRecipe, TrainState, Worker
+    from orchestrator.train.recipe import SupernetRecipe
+    from orchestrator.train.state import TrainState, Worker
     from snnet import AnchorSpec, StitchSpace, create_anchor, profile_anchor
 
     names = ["snnet_demo_vit_tiny", "snnet_demo_vit_small"]

@@ -19,7 +19,8 @@ from orchestrator.catalog.objectives import hypervolume
 from orchestrator.data import dataset_labels, get_datasets, split_training_set
 from orchestrator.train.config import TrainConfig
 from orchestrator.train.launch import catalog_rows
-from orchestrator.train.recipe import SupernetRecipe, Worker
+from orchestrator.train.recipe import SupernetRecipe
+from orchestrator.train.state import Worker
 from snnet import AnchorSpec, SNNetError, StitchSpace, create_anchor, profile_anchor
 
 ANCHORS = ["snnet_demo_vit_tiny", "snnet_demo_vit_small"]

@@ -14,8 +14,8 @@ import pytest
 import orchestrator.sweep.__main__ as sweep_cli
 import orchestrator.sweep.preflight as sweep_preflight
 from orchestrator.export import check_checkpoint_location
+from orchestrator.storage import check_outside_ray_runtime, default_storage, ray_runtime_folder
 from orchestrator.train import __main__ as train
-from orchestrator.train.launch import check_outside_ray_runtime, default_storage, ray_runtime_folder
 from snnet import SNNetError
 
 ROOT = Path(__file__).resolve().parents[1]

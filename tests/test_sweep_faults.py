@@ -79,7 +79,7 @@ def test_a_finished_trial_survives_a_kill_before_tunes_state_save_and_ctrl_c(loc
 
     # 2. --resume skips the finished trial; Ctrl-C while the second holds at epoch 2's first step, its epoch-1
     # checkpoint uploaded, exits 130 with the command.
-    from orchestrator.train.launch import prepare
+    from orchestrator.train.prepare import prepare
 
     steps = training_images(prepare(micro_config(tmp_path, workers=1, **QUICK), progress=None)) // QUICK["batch_size"]
     pids = tmp_path / "pids"

@@ -78,7 +78,7 @@ def test_tune_metric_is_given_only_to_the_variant_generator_without_a_scheduler(
 def test_an_unreachable_catalog_bucket_is_one_paragraph_before_ray(tmp_path, monkeypatch, capsys):
     """``--catalog s3://...`` of a bucket that cannot be reached: the write probe's paragraph, as for
     ``--storage`` and ``orchestrator.train``, not pyarrow's ``OSError: When resolving region for bucket``."""
-    import orchestrator.train.launch as run
+    import orchestrator.train.cluster as run
     from orchestrator.sweep import __main__ as sweep_cli
 
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
@@ -117,7 +117,7 @@ def test_a_trial_larger_than_this_machine_is_refused_before_ray(two_cpus, tmp_pa
 
 
 def test_a_trial_that_fits_passes_and_a_cluster_is_not_asked_before_connecting(two_cpus, monkeypatch):
-    import orchestrator.train.launch as run
+    import orchestrator.train.cluster as run
     from orchestrator.sweep import preflight as sweep_preflight
 
     sweep_preflight.check_trial_resources(_space("tpe", "none"), None)  # the demo's 2 workers x 1 CPU fit
@@ -191,7 +191,7 @@ def test_a_window_deeper_than_the_anchors_stops_the_sweep_before_ray(two_cpus, t
 def test_the_extra_values_build_no_anchor_open_no_dataset_probe_nothing_and_print_nothing(tmp_path, monkeypatch):
     """Validating every searched value costs no anchor build, dataset read or write probe beyond the
     first point's: the same calls and the same console lines as the first point alone."""
-    import orchestrator.train.launch as run
+    import orchestrator.train.prepare as run
     import snnet.anchors as anchors_module
     from orchestrator.sweep import preflight as sweep_preflight
     from search_spaces import load_space

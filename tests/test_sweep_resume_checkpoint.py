@@ -54,7 +54,7 @@ def _wait_for(condition, what, process=None, log=None, timeout=300):
 
 
 def test_a_killed_sweep_resumes_its_trial_from_the_checkpoint_ray_never_registered(local_cluster, tmp_path):
-    from orchestrator.train.launch import prepare
+    from orchestrator.train.prepare import prepare
 
     steps = training_images(prepare(micro_config(tmp_path, workers=1), progress=None)) // MICRO["batch_size"]
     (tmp_path / "space.yaml").write_text(SPACE)

@@ -333,7 +333,7 @@ def _prepare_args(image_folder: Path, tmp_path: Path, **kw) -> TrainConfig:
 
 
 def test_prepare_accepts_good_settings_and_names_the_trial(image_folder, tmp_path):
-    from orchestrator.train.launch import prepare
+    from orchestrator.train.prepare import prepare
 
     config, space = prepare(_prepare_args(image_folder, tmp_path), progress=None)
     assert len(space) == 18 and space.anchor_names == ("resnet18", "resnet50")
@@ -342,14 +342,14 @@ def test_prepare_accepts_good_settings_and_names_the_trial(image_folder, tmp_pat
 
 
 def test_prepare_rejects_a_bad_trial_id_before_training(image_folder, tmp_path):
-    from orchestrator.train.launch import prepare
+    from orchestrator.train.prepare import prepare
 
     with pytest.raises(SNNetError, match="trial name"):
         prepare(_prepare_args(image_folder, tmp_path, trial_id="bad/id"), progress=None)
 
 
 def test_prepare_rejects_a_catalog_below_a_file_before_training(image_folder, tmp_path):
-    from orchestrator.train.launch import prepare
+    from orchestrator.train.prepare import prepare
 
     a_file = tmp_path / "notes.txt"
     a_file.write_text("x")
@@ -388,7 +388,7 @@ def test_set_without_a_space_sets_trainconfig_fields():
 
 
 def test_a_fractional_gpu_reaches_ray_as_that_fraction():
-    from orchestrator.train.launch import worker_resources
+    from orchestrator.train.cluster import worker_resources
 
     assert worker_resources(TrainConfig(use_gpu=True, gpus_per_worker=0.5, cpus_per_worker=2)) == {"CPU": 2, "GPU": 0.5}
     assert worker_resources(TrainConfig(use_gpu=True)) == {"CPU": 1, "GPU": 1}

@@ -51,7 +51,8 @@ def test_the_micro_demo_trains_on_two_gloo_workers_and_leaves_no_checkpoint_in_t
     import ray.train
 
     from orchestrator.catalog.objectives import hypervolume
-    from orchestrator.train.launch import prepare, run_training
+    from orchestrator.train.launch import record_run, run_training
+    from orchestrator.train.prepare import prepare
 
     storage, log = tmp_path / "runs", tmp_path / "reports.jsonl"
 
@@ -64,7 +65,8 @@ def test_the_micro_demo_trains_on_two_gloo_workers_and_leaves_no_checkpoint_in_t
     prepared = prepare(config, progress=lambda m: None)
     space = prepared[1]
     assert checkpoint_folders_in(worker_tmp) == [] and stored_checkpoints(storage) == []
-    result = run_training(prepared[0], prepared=prepared, progress=lambda m: None, callbacks=[Recorder()])
+    result = run_training(prepared.config, prepared=prepared, progress=lambda m: None, callbacks=[Recorder()])
+    record_run(result)  # the trial's catalog file
 
     # The catalog: one row per stitch.
     table = pq.read_table(result.catalog_file)
@@ -115,7 +117,8 @@ def test_the_micro_demo_trains_on_two_gloo_workers_and_leaves_no_checkpoint_in_t
 def test_a_killed_and_resumed_run_keeps_num_to_keep_and_leaves_no_checkpoint_in_the_temp_folder(
         worker_tmp, tmp_path):
     from orchestrator.catalog import read_catalog
-    from orchestrator.train.launch import prepare, run_training
+    from orchestrator.train.launch import record_run, run_training
+    from orchestrator.train.prepare import prepare
 
     storage, pid_dir = tmp_path / "runs", tmp_path / "pids"
     pid_dir.mkdir()
@@ -129,9 +132,10 @@ def test_a_killed_and_resumed_run_keeps_num_to_keep_and_leaves_no_checkpoint_in_
 
     def train():
         try:
-            outcome["result"] = run_training(prepared[0], prepared=prepared, progress=lambda m: None,
+            outcome["result"] = run_training(prepared.config, prepared=prepared, progress=lambda m: None,
                                              fault_injection={"pid_dir": str(pid_dir), "hold_at_step": 7,
                                                               "hold_seconds": 600})
+            record_run(outcome["result"])  # the trial's catalog file
         except BaseException as e:  # noqa: BLE001 - reported by the assertion below
             outcome["error"] = e
 

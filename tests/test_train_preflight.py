@@ -17,17 +17,9 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
+from orchestrator.train.checks import PROBE_PREFIX, check_batch, check_weights, check_writable, weights_line
+from orchestrator.train.cluster import check_resources, preflight, quiet_ray
 from orchestrator.train.config import TrainConfig
-from orchestrator.train.launch import (
-    PROBE_PREFIX,
-    check_batch,
-    check_resources,
-    check_weights,
-    check_writable,
-    preflight,
-    quiet_ray,
-    weights_line,
-)
 from snnet import SNNetError
 from snnet.anchors import AnchorSpec
 
@@ -98,7 +90,7 @@ def test_gpus_count_too():
 def test_with_an_address_the_cluster_is_asked_after_connecting(monkeypatch):
     import ray
 
-    import orchestrator.train.launch as run
+    import orchestrator.train.cluster as run
 
     calls = []
     monkeypatch.setattr(run, "ensure_ray", lambda address=None, **k: calls.append(address))
@@ -299,7 +291,8 @@ def test_the_worker_hook_quiets_only_ray_trains_report_logger():
 
     from ray.train.v2._internal.execution import context
 
-    from orchestrator.train.launch import WORKER_SETUP_HOOK, quiet_train_worker
+    from orchestrator.train.cluster import WORKER_SETUP_HOOK
+    from orchestrator.train.ray_hooks import quiet_train_worker
 
     assert WORKER_SETUP_HOOK == f"{quiet_train_worker.__module__}.{quiet_train_worker.__name__}"
     logger = logging.getLogger(context.__file__)
@@ -318,7 +311,7 @@ def test_the_worker_hook_keeps_the_cleaners_slow_poll_warning_off_the_console():
 
     from ray.train.v2._internal.execution.controller import placement_group_cleaner
 
-    from orchestrator.train.launch import quiet_train_worker
+    from orchestrator.train.ray_hooks import quiet_train_worker
 
     logger = placement_group_cleaner.logger
     before = logger.level
@@ -338,7 +331,7 @@ def test_the_worker_hook_keeps_the_cleaners_gcs_timeout_off_the_console(monkeypa
 
     from ray.exceptions import RpcError
 
-    from orchestrator.train.launch import quiet_train_worker
+    from orchestrator.train.ray_hooks import quiet_train_worker
 
     seen = []
     monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(args.exc_type))

@@ -18,17 +18,10 @@ from torch.utils.data import TensorDataset
 
 from orchestrator.data import make_loader
 from orchestrator.train.config import TrainConfig
+from orchestrator.train.evaluate import evaluate_stitch
 from orchestrator.train.launch import catalog_rows
-from orchestrator.train.recipe import (
-    LeastSquaresFit,
-    SupernetStep,
-    evaluate_stitch,
-    initialise,
-    lr_lambda,
-    ls_batches,
-    ls_line,
-    step_loss,
-)
+from orchestrator.train.optim import lr_lambda
+from orchestrator.train.steps import LeastSquaresFit, SupernetStep, initialise, ls_batches, ls_line, step_loss
 from orchestrator.train.summary import best_under, interpolation_stats, spearman, summarize
 from snnet import StitchingLayer, least_squares
 from snnet.least_squares import to_rows

@@ -19,7 +19,7 @@ from orchestrator.data import (
     split_training_set,
     write_shards,
 )
-from orchestrator.train.recipe import ls_batches
+from orchestrator.train.steps import ls_batches
 
 GREY = {"image_size": 16, "input_img_mode": "L", "mean": DEMO_MEAN, "std": DEMO_STD}  # what the demo anchors take
 
@@ -105,7 +105,8 @@ def test_a_run_with_ls_init_names_each_bad_image_once(tmp_path: Path, capfd: pyt
     although the LS images, training, the early front and 8 evaluations read them. A few seconds."""
     from orchestrator.data import demo_anchors as demo  # noqa: F401 - registers the demo anchors with timm
     from orchestrator.train.config import TrainConfig
-    from orchestrator.train.recipe import SupernetRecipe, Worker
+    from orchestrator.train.recipe import SupernetRecipe
+    from orchestrator.train.state import Worker
     from snnet import AnchorSpec, StitchSpace, create_anchor, profile_anchor
 
     root = _write_folder(tmp_path / "imgs", {"train": {"a": 8, "b": 8}, "val": {"a": 3, "b": 3}})

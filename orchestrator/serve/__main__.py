@@ -247,7 +247,7 @@ def _run(settings: dict[str, Any], args: argparse.Namespace) -> int:
     from ray.serve.config import HTTPOptions
 
     from orchestrator.serve.app import StitchServer
-    from orchestrator.train.launch import ensure_ray
+    from orchestrator.train.cluster import ensure_ray
 
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # no INFO line per deployment step
     started_ray = not ray.is_initialized()
@@ -314,9 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with catalog_warnings_to_stderr():
         settings = resolve(args)
     if args.address and not args.write_config:
-        from orchestrator.train.launch import _check_reachable
+        from orchestrator.train.cluster import check_reachable
 
-        _check_reachable(args.address)  # seconds, not minutes, before anything else waits on it
+        check_reachable(args.address)  # seconds, not minutes, before anything else waits on it
     if not args.address and not args.write_config:
         _check_port(args.host, args.port)
         _check_local_resources(args)

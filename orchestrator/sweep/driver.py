@@ -36,8 +36,7 @@ from orchestrator.sweep.schedulers import FINAL_KEY
 from orchestrator.sweep.space import RERUN_KEY, SEED_KEY, dotted_path, load_search
 from orchestrator.sweep.trial import SweepContext, trial_function
 from orchestrator.sweep.tuner import new_tuner
-from orchestrator.train import launch  # called through the module: a test's replacement of launch.ensure_ray applies
-from orchestrator.train.launch import _check_reachable
+from orchestrator.train import cluster  # called through the module: a test's replacement of cluster.ensure_ray applies
 from search_spaces import SearchSpace
 from snnet import SNNetError
 
@@ -73,7 +72,7 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str | N
     if search is None:
         search = load_search(space, overrides, num_samples, max_concurrent_trials)
     if address or os.environ.get("RAY_ADDRESS"):
-        _check_reachable(address or os.environ["RAY_ADDRESS"])
+        cluster.check_reachable(address or os.environ["RAY_ADDRESS"])
     source = search
     catalog, storage = check_locations(search, catalog, storage)
     if rerun_best is not None:
@@ -101,7 +100,7 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str | N
                  f"space ({record['space_fingerprint']}, started with {started['space_fingerprint']})")
     else:
         write_json(join(experiment, RECORD), record)
-    launch.ensure_ray(address)
+    cluster.ensure_ray(address)
 
     context = SweepContext(
         catalog=catalog, storage=storage, experiment=experiment, sweep=search.name,

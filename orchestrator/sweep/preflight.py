@@ -21,9 +21,10 @@ from ray import tune
 
 from orchestrator.catalog import CatalogWriter, validate_name
 from orchestrator.data.demo_anchors import demo_anchor_specs
+from orchestrator.storage import check_outside_ray_runtime, default_storage
 from orchestrator.sweep.record import check_resume, exists, join, latest_experiment, read_record
 from orchestrator.sweep.trial import family_anchors
-from orchestrator.train import launch  # called through the module: a test's replacement of launch's functions applies
+from orchestrator.train import checks, cluster, prepare  # called through the modules: a test's replacement applies
 from search_spaces import Choice, SearchSpace, TrainConfig
 from snnet import AnchorSpec, SNNetError
 
@@ -37,13 +38,13 @@ def check_locations(search: SearchSpace, catalog: str, storage: str | None) -> t
     in Ray's runtime folder, where ``ray job submit --working-dir`` runs the driver (relative paths land there).
     The catalog is probed before a writer resolves it: a bucket that cannot be reached is one paragraph
     (``check_writable``), as for ``--storage`` and ``orchestrator.train``, not pyarrow's OSError."""
-    launch.check_outside_ray_runtime(catalog, "The catalog", "--catalog")  # lost with a `ray job submit` package
-    launch.check_writable(catalog)  # a catalog nobody can write fails now, not after training
+    check_outside_ray_runtime(catalog, "The catalog", "--catalog")  # lost with a `ray job submit` package
+    checks.check_writable(catalog)  # a catalog nobody can write fails now, not after training
     CatalogWriter(catalog, search.name)  # a folder or URI, not a file
     if storage is None:
-        storage = launch.default_storage(catalog)
-    launch.check_storage(storage)
-    launch.check_writable(storage, "Ray's run storage", "--storage")
+        storage = default_storage(catalog)
+    checks.check_storage(storage)
+    checks.check_writable(storage, "Ray's run storage", "--storage")
     storage = storage if "://" in storage else os.path.abspath(storage)
     catalog = catalog if "://" in catalog else os.path.abspath(catalog)
     return catalog, storage
@@ -51,7 +52,7 @@ def check_locations(search: SearchSpace, catalog: str, storage: str | None) -> t
 
 def check_trial_resources(search: SearchSpace, address: str | None, rerun: dict[str, Any] | None = None) -> None:
     """With no cluster to join (no ``--address``, no ``$RAY_ADDRESS``, no connected Ray), one trial's
-    workers x (CPUs, GPUs) must fit this machine, as :func:`orchestrator.train.launch.preflight` checks a
+    workers x (CPUs, GPUs) must fit this machine, as :func:`orchestrator.train.cluster.preflight` checks a
     training run; checked before Ray starts. A cluster's resources are checked once connected
     (:func:`max_concurrent`). ``rerun``: each re-run trial's recorded resources are checked."""
     address = address or os.environ.get("RAY_ADDRESS")
@@ -63,9 +64,9 @@ def check_trial_resources(search: SearchSpace, address: str | None, rerun: dict[
         res = search.resources
         configs = [TrainConfig(workers=res.workers_per_trial, cpus_per_worker=res.cpus_per_worker,
                                use_gpu=res.gpus_per_worker > 0, gpus_per_worker=res.gpus_per_worker)]
-    available = launch.local_resources()
+    available = cluster.local_resources()
     for config in configs:
-        launch.check_resources(config, available, "this machine (a local Ray instance)", what="A trial of the sweep",
+        cluster.check_resources(config, available, "this machine (a local Ray instance)", what="A trial of the sweep",
                         workers="--set resources.workers_per_trial={n}", lower="resources.workers_per_trial")
 
 
@@ -75,19 +76,19 @@ def validate_families(search: SearchSpace, catalog: str, storage: str, progress:
     stitchability, model names, checkpoints and data are checked, and the FLOPs reference is fixed.
     With ``values`` each searched setting's other values get a trial's checks too (:func:`_check_values`).
     Returns the FLOPs reference and what was found: ``known`` (anchor profiles, weight checks, the dataset's
-    counts: :class:`orchestrator.train.launch.Known`) and ``demo_specs``, for the trials' context, so a trial
+    counts: :class:`orchestrator.train.prepare.Known`) and ``demo_specs``, for the trials' context, so a trial
     builds no anchor and opens no dataset to check. The demo anchors that the demo families of ``search``
     (and of ``started``, the space an ``--accept-changed-space`` sweep began with) stitch are pretrained or
     found in the cache here, once."""
     flops_ref = 0.0
-    known, probed = launch.Known(), set()
+    known, probed = prepare.Known(), set()
     specs = demo_specs([search] + ([started] if started is not None else []), progress)
     for family in search.families:
         first = search.first_point(family.name)
         driver = {"catalog": catalog, "storage_path": storage, "anchors": family_anchors(family, specs)}
-        prepared = launch.prepare(search.trial_config(first, **driver), progress=progress, known=known, probed=probed)
+        prepared = prepare.prepare(search.trial_config(first, **driver), progress=progress, known=known, probed=probed)
         known.update(prepared.known)
-        space = prepared[1]
+        space = prepared.space
         flops_ref = max(flops_ref, max(p.flops for p in space.profiles))
         progress(f"[snnet] family {family.name}: {', '.join(space.anchor_names)} "
                  f"({len(space)} stitches at the first k/s choice)")
@@ -110,9 +111,9 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _check_values(search: SearchSpace, family: str, first: dict[str, Any], driver: dict[str, Any],
-                  known: launch.Known, probed: set[str]) -> None:
+                  known: prepare.Known, probed: set[str]) -> None:
     """Give each searched setting's other values (:func:`_other_values`), one at a time from the family's
-    ``first`` point, the checks a trial's :func:`orchestrator.train.launch.prepare` makes (a window deeper than the
+    ``first`` point, the checks a trial's :func:`orchestrator.train.prepare.prepare` makes (a window deeper than the
     anchors, a batch larger than the training set, ...), quietly; ``known`` and ``probed`` (the first
     point's findings) mean no anchor is rebuilt, no dataset reopened, no location probed again. A value
     that fails is one paragraph naming the family and ``setting=value``, before Ray starts."""
@@ -122,7 +123,7 @@ def _check_values(search: SearchSpace, family: str, first: dict[str, Any], drive
         for value in _other_values(param, first[key]):
             try:
                 config = search.trial_config({**first, key: value}, **driver)
-                known.update(launch.prepare(config, progress=None, known=known, probed=probed).known)
+                known.update(prepare.prepare(config, progress=None, known=known, probed=probed).known)
             except SNNetError as e:
                 raise SNNetError(f"Search space {search.name!r}, family {family}: {key}={_shown(value)} cannot run "
                                  f"(checked with every other searched setting at its first value): {e}") from None

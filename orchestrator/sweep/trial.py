@@ -41,7 +41,8 @@ from orchestrator.sweep.record import (
 )
 from orchestrator.sweep.schedulers import EARLY_METRIC, FINAL_KEY, TIME_ATTR
 from orchestrator.sweep.space import RERUN_KEY, SEED_KEY, dotted_path
-from orchestrator.train.launch import DatasetFacts, Known, code_version, dataset_key, prepare, run_training
+from orchestrator.train.launch import code_version, run_training
+from orchestrator.train.prepare import DatasetFacts, Known, dataset_key, prepare
 from orchestrator.train.summary import anchor_changes
 from search_spaces import SearchSpace, TrainConfig
 from snnet import AnchorSpec, SNNetError
@@ -215,7 +216,7 @@ def _train_trial(context: SweepContext, train: TrainConfig, search: SearchSpace,
 def _train_images(train: TrainConfig, result, known: Known | None = None) -> float:
     """Images one epoch trains on (after the selection split and ``data_fraction``): the run's own
     count, else the training set less the selection split, times ``data_fraction``. The training
-    set's size is the driver's count (``known``, :class:`orchestrator.train.launch.Known`) where it has one."""
+    set's size is the driver's count (``known``, :class:`orchestrator.train.prepare.Known`) where it has one."""
     if getattr(result, "train_images", None):
         return result.train_images
     facts = (known.datasets if known is not None else {}).get(dataset_key(train)) or DatasetFacts.read(train)

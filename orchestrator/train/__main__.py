@@ -12,71 +12,83 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import os
+import re
+import shlex
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from orchestrator.cli import ArgumentParser, cli, did_you_mean, plural
+from orchestrator.catalog import validate_name
+from orchestrator.cli import ArgumentParser, cli, did_you_mean, interrupt_hint, plural, shared_flags
+from orchestrator.storage import default_storage
+from orchestrator.train.cluster import check_reachable, preflight
 from orchestrator.train.config import INITS, MODES, TrainConfig
 from orchestrator.train.summary import summarize
-from search_spaces import shipped_spaces
+from search_spaces import load_space, shipped_spaces
+from search_spaces.loader import parse
+from search_spaces.schema import TRAINING_SET_ELSEWHERE
 from snnet import PRESETS, AnchorSpec, SNNetError
+from snnet.sampling import RULES
 
-__all__ = ["main", "parse_args", "config_from_args", "default_sweep", "resume_command", "catalog_file"]
+__all__ = ["main", "parse_args", "config_from_args", "default_sweep", "resume_command", "catalog_file", "FLAGS"]
+
+_D = TrainConfig()
+#: The everyday flags, each one :class:`TrainConfig` field: ``(flag, field, add_argument keywords)``. Every
+#: field, these included, is also ``--set training.FIELD=VALUE``; a flag given wins over ``--set`` and the space.
+FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("--dataset", "dataset", {"help": f"'demo' or an ImageNet-layout folder (train/, val/); default {_D.dataset!r}"}),
+    ("--image-size", "image_size", {"type": int}),
+    ("--kernel-size", "kernel_size", {"type": int}),
+    ("--stride", "stride", {"type": int}),
+    ("--preset", "preset", {"choices": PRESETS, "help": "'paper': the stitch space of SN-Net's released code for "
+                            "the anchors' family (window and direction fixed by it); default: this project's wider "
+                            "space"}),
+    ("--epochs", "epochs", {"type": int, "help": f"0: initialise and evaluate only; default {_D.epochs}"}),
+    ("--batch-size", "batch_size", {"type": int, "help": f"per worker; default {_D.batch_size}"}),
+    ("--anchor-lr", "anchor_lr", {"type": float}),
+    ("--stitch-lr", "stitch_lr", {"type": float}),
+    ("--weight-decay", "weight_decay", {"type": float}),
+    ("--mode", "mode", {"choices": MODES}),
+    ("--lora-rank", "lora_rank", {"type": int}),
+    ("--init", "init", {"choices": INITS}),
+    ("--ls-samples", "ls_samples", {"type": int}),
+    ("--sampling", "sampling", {"choices": sorted(RULES)}),
+    ("--seed", "seed", {"type": int}),
+    ("--workers", "workers", {"type": int, "help": f"default {_D.workers}"}),
+    ("--gpu", "use_gpu", {"action": "store_true", "help": "one GPU per worker (nccl, bf16 autocast)"}),
+    ("--checkpoint-every", "checkpoint_every_steps", {"type": int, "metavar": "STEPS"}),
+    ("--max-failures", "max_failures", {"type": int}),
+    ("--latency", "measure_latency", {"action": "store_true",
+                                      "help": "measure every stitch's latency (median, after warm-up)"}),
+    ("--latency-batch-size", "latency_batch_size", {"type": int}),
+    ("--trial-id", "trial_id", {}),
+)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Flags left out stay out of the namespace, so only what the user gave overrides a space."""
-    from snnet.sampling import RULES
-
-    d = TrainConfig()
+    shared = shared_flags(
+        "space", "set", "catalog", "sweep", "storage", "address",
+        space="demo", catalog=argparse.SUPPRESS, sweep=argparse.SUPPRESS, storage=argparse.SUPPRESS,
+        helps={"space": "'demo' (default: the embedded demo, or --anchors and --dataset), a shipped search space "
+                        f"({', '.join(shipped_spaces())}) or a YAML path: trains the space's first point",
+               "set": "override a setting: a dotted path into the space (training.epochs=1, dataset=/data/x, "
+                      "resources.workers_per_trial=1); training.FIELD (or FIELD without --space) sets any "
+                      "TrainConfig field; repeatable",
+               "catalog": f"catalog folder or URI (s3://, gs://); default {_D.catalog!r}",
+               "sweep": "catalog partition to write into; default: the space's name and the start time "
+                        "(demo-20260101-120000), so each run has its own"})
     p = ArgumentParser(prog="python -m orchestrator.train", description=__doc__.splitlines()[0],
-                       argument_default=argparse.SUPPRESS)
-    p.add_argument("--space", default="demo",
-                   help="'demo' (default: the embedded demo, or --anchors and --dataset), a shipped search space "
-                        f"({', '.join(shipped_spaces())}) or a YAML path: trains the space's first point")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
-                   help="override a setting: a dotted path into the space (training.epochs=1, dataset=/data/x, "
-                        "resources.workers_per_trial=1), or a TrainConfig field without --space; repeatable")
+                       argument_default=argparse.SUPPRESS, parents=[shared])
     p.add_argument("--anchors", default=None,
                    help="comma-separated timm names; NAME=PATH loads a local checkpoint for NAME")
     p.add_argument("--pretrained", action="store_true", default=False, help="load timm hub weights for the anchors")
     p.add_argument("--num-classes", type=int, default=None, help="classifier size of the anchors")
-    p.add_argument("--dataset", help=f"'demo' or an ImageNet-layout folder (train/, val/); default {d.dataset!r}")
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--kernel-size", type=int)
-    p.add_argument("--stride", type=int)
-    p.add_argument("--preset", choices=PRESETS, help="'paper': the stitch space of SN-Net's released code for "
-                   "the anchors' family (window and direction fixed by it); default: this project's wider space")
-    p.add_argument("--epochs", type=int, help=f"0: initialise and evaluate only; default {d.epochs}")
-    p.add_argument("--batch-size", type=int, help=f"per worker; default {d.batch_size}")
-    p.add_argument("--anchor-lr", type=float)
-    p.add_argument("--stitch-lr", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--mode", choices=MODES)
-    p.add_argument("--lora-rank", type=int)
-    p.add_argument("--init", choices=INITS)
-    p.add_argument("--ls-samples", type=int)
-    p.add_argument("--sampling", choices=sorted(RULES))
-    p.add_argument("--seed", type=int)
     p.add_argument("--teacher", default=None, help="timm name (NAME=PATH for a checkpoint) for hard distillation")
-    p.add_argument("--workers", type=int, help=f"default {d.workers}")
-    p.add_argument("--gpu", dest="use_gpu", action="store_true", help="one GPU per worker (nccl, bf16 autocast)")
-    p.add_argument("--checkpoint-every", dest="checkpoint_every_steps", type=int, metavar="STEPS")
-    p.add_argument("--max-failures", type=int)
-    p.add_argument("--latency", dest="measure_latency", action="store_true",
-                   help="measure every stitch's latency (median, after warm-up)")
-    p.add_argument("--latency-batch-size", type=int)
-    p.add_argument("--catalog", help=f"catalog folder or URI (s3://, gs://); default {d.catalog!r}")
-    p.add_argument("--sweep", help="catalog partition to write into; default: the space's name and the start time "
-                                   "(demo-20260101-120000), so each run has its own")
-    p.add_argument("--trial-id")
-    p.add_argument("--storage", dest="storage_path", help="Ray run storage (checkpoints): folder or URI; "
-                                                          "default: runs beside the catalog, in the same folder or "
-                                                          "bucket")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or local)")
+    for flag, field, keywords in FLAGS:
+        p.add_argument(flag, dest=field, **keywords)
     return p.parse_args(argv)
 
 
@@ -94,8 +106,6 @@ def _with_flags(spec: AnchorSpec, pretrained: bool, num_classes: int | None) -> 
 
 def _field_overrides(overrides: list[str]) -> dict[str, Any]:
     """``--set`` without a search space: TrainConfig fields, optionally under ``training.`` or ``space.``."""
-    from search_spaces.loader import parse
-
     out = {}
     for text in overrides:
         keys, value = parse(text)
@@ -110,11 +120,23 @@ def _field_overrides(overrides: list[str]) -> dict[str, Any]:
     return out
 
 
+def _space_overrides(overrides: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """``--set`` with a search space: ``(the dotted paths into the space, TrainConfig fields)``. A
+    ``training.FIELD`` that a space sets elsewhere (``workers``, ``catalog``, ``kernel_size``, ...: see
+    :data:`search_spaces.schema.TRAINING_SET_ELSEWHERE`) is a field of the run, as without ``--space``."""
+    paths, fields = [], {}
+    for text in overrides:
+        keys, value = parse(text)
+        if len(keys) == 2 and keys[0] == "training" and keys[1] in TRAINING_SET_ELSEWHERE:
+            fields[keys[1]] = value
+        else:
+            paths.append(text)
+    return paths, fields
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The run's TrainConfig: the embedded demo or a space's first point, then --set, then the flags. Without
     ``--storage`` (or ``--set storage_path=...``) Ray's run storage is ``runs`` beside the catalog."""
-    from orchestrator.storage import default_storage
-
     config = _config_from_args(args)
     given = "storage_path" in vars(args) or any(
         text.partition("=")[0].strip().rsplit(".", 1)[-1] == "storage_path" for text in args.overrides)
@@ -137,26 +159,26 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
         return TrainConfig(**merged)
     if args.anchors is not None:
         raise SNNetError(f"--space {args.space!r} names its own anchors: leave out --anchors (or use --space demo).")
-    space = _load(args.space, args.overrides)
+    paths, fields = _space_overrides(args.overrides)
+    space = _load(args.space, paths)
     point = space.first_point()
     family = space.trial_family(point)
-    if family.demo:  # the family's own demo anchors, pretrained and cached (all three only without --space)
-        from orchestrator.data.demo_anchors import demo_anchor_specs
+    if "anchors" in fields:
+        anchors = fields.pop("anchors")
+    elif family.demo:  # the family's own demo anchors, pretrained and cached (all three only without --space)
+        from orchestrator.data.demo_anchors import demo_anchor_specs  # torch: only for a demo family's anchors
 
         anchors = demo_anchor_specs(anchors=family.anchor_names(), brief=True)
     else:
         anchors = [_with_flags(a, args.pretrained, args.num_classes) for a in family.anchor_specs()]
-    flags.setdefault("sweep", default_sweep(space.name))
-    return space.trial_config(point, anchors=anchors, **flags)
+    settings = {**fields, **flags}
+    settings.setdefault("sweep", default_sweep(space.name))
+    return space.trial_config(point, anchors=anchors, **settings)
 
 
 def default_sweep(stem: str, now: _dt.datetime | None = None) -> str:
     """Each run's own catalog partition: ``<stem>-<UTC time stamp>`` (``stem`` cut to the sweep-name
     rule's characters), validated by :func:`orchestrator.catalog.validate_name`."""
-    import re
-
-    from orchestrator.catalog import validate_name
-
     now = now or _dt.datetime.now(_dt.timezone.utc)
     clean = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.").replace("..", ".")[:60]
     if not clean or not clean[0].isalpha():
@@ -166,8 +188,6 @@ def default_sweep(stem: str, now: _dt.datetime | None = None) -> str:
 
 def resume_command(argv: Sequence[str], config: TrainConfig) -> str:
     """The command that resumes this run: the same arguments with its sweep and trial id."""
-    import shlex
-
     keep, skip = [], False
     for arg in argv:
         if skip:
@@ -189,8 +209,6 @@ def catalog_file(config: TrainConfig) -> str:
 
 
 def _load(name: str, overrides: list[str]):
-    from search_spaces import load_space
-
     if name not in shipped_spaces() and not name.endswith((".yaml", ".yml")) and "/" not in name:
         raise SNNetError(f"--space {name!r}: only 'demo' is built in as flags; other spaces are the shipped ones "
                          f"({', '.join(shipped_spaces())}) or a YAML path; or give anchors with --anchors.")
@@ -203,28 +221,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     start = time.perf_counter()
-    from orchestrator.cli import interrupt_hint
-
     address = args.address or os.environ.get("RAY_ADDRESS")
     if address:
-        from orchestrator.train.launch import _check_reachable
-
-        _check_reachable(address)  # a cluster that does not answer fails in seconds, before models are built
+        check_reachable(address)  # a cluster that does not answer fails in seconds, before models are built
     config = config_from_args(args)  # torch-free: a bad setting is answered before torch and timm load
-    from orchestrator.train.launch import preflight, prepare, run_training
+    # Deferred (as the demo anchors above): the training stack (torch, timm, snnet's models) loads only
+    # once the settings have resolved, so `--help` and a bad flag or setting answer at once.
+    from orchestrator.train.launch import record_run, run_training
+    from orchestrator.train.prepare import prepare
 
     prepared = prepare(config)
-    config, space = prepared
+    config, space = prepared.config, prepared.space
     preflight(config, args.address)  # refuse a worker count the machine cannot hold before announcing it
     print(f"[snnet] {len(space)} stitches over {', '.join(space.anchor_names)}; sweep {config.sweep}, "
           f"trial {config.trial_id}; starting {plural(config.workers, 'Ray Train worker')}", flush=True)
     hint = f"interrupted; resume this run with:\n  {resume_command(argv, config)}"
     with interrupt_hint(hint):
         result = run_training(config, prepared=prepared, address=args.address)
+    record_run(result)
     print(summarize(result.space, result.rows, r2=result.r2))
     print(f"catalog rows: {catalog_file(config)}\ncheckpoint:   {result.checkpoint} "
           f"({time.perf_counter() - start:.0f}s in all)")
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

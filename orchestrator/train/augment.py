@@ -1,4 +1,4 @@
-"""The paper's training recipe, built from timm's own parts and a :class:`TrainConfig`.
+"""The paper's augmentation and regularisation, built from timm's own parts and a :class:`TrainConfig`.
 
 SN-Net's released runs (Pan, Cai and Zhuang, CVPR 2023) train with DeiT's recipe: timm's
 RandAugment and random erasing in the training transform, mixup/cutmix with label smoothing
@@ -23,21 +23,23 @@ setting                     timm part
 ``aug_repeats``             :class:`timm.data.distributed_sampler.RepeatAugSampler`
                             (:func:`orchestrator.data.make_loader`'s ``repeats``)
 ``drop_path_rate``          ``timm.create_model(..., drop_path_rate=)`` of every anchor
-``optimizer``,              :func:`timm.optim.create_optimizer_v2` over the supernet's
-``momentum``, learning      anchor/stitch groups (:func:`make_optimizer`); ``stitch_lr:
-rates, ``lr_scale_batch``   null`` gives both groups ``anchor_lr``
-``min_lr``                  the cosine floor of :func:`lr_lambda`
+                            (:func:`anchor_options`)
 ==========================  ==============================================================
+
+The optimizer and its schedule are :mod:`orchestrator.train.optim`'s, the distillation
+teacher :mod:`orchestrator.train.teacher`'s.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from timm.data import Mixup
+from timm.data.random_erasing import RandomErasing
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
 from orchestrator.train.config import TrainConfig
 
@@ -46,11 +48,7 @@ __all__ = [
     "make_batch_erasing",
     "make_mixup",
     "make_criterion",
-    "scaled_lrs",
-    "make_optimizer",
-    "lr_lambda",
     "anchor_options",
-    "group_lambdas",
     "mixup_active",
 ]
 
@@ -67,8 +65,6 @@ def make_batch_erasing(config: TrainConfig,
     own), for data without a timm transform (the demo); ``None`` when ``random_erasing`` is 0."""
     if config.random_erasing <= 0:
         return None
-    from timm.data.random_erasing import RandomErasing
-
     return RandomErasing(probability=config.random_erasing, mode=config.random_erasing_mode, device=str(device))
 
 
@@ -80,8 +76,6 @@ def make_mixup(config: TrainConfig, num_classes: int) -> Any | None:
     """timm's :class:`~timm.data.Mixup` (label smoothing folded into its targets), or ``None`` when off."""
     if not mixup_active(config):
         return None
-    from timm.data import Mixup
-
     return Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, prob=config.mixup_prob,
                  switch_prob=config.mixup_switch_prob, mode="batch", label_smoothing=config.label_smoothing,
                  num_classes=num_classes)
@@ -90,8 +84,6 @@ def make_mixup(config: TrainConfig, num_classes: int) -> Any | None:
 def make_criterion(config: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The label loss: timm's soft-target cross-entropy under mixup, its label-smoothing
     cross-entropy with ``label_smoothing`` alone, plain cross-entropy otherwise (as DeiT's main)."""
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-
     if mixup_active(config):
         return SoftTargetCrossEntropy()
     if config.label_smoothing > 0:
@@ -99,107 +91,6 @@ def make_criterion(config: TrainConfig) -> Callable[[torch.Tensor, torch.Tensor]
     return F.cross_entropy
 
 
-def scaled_lrs(config: TrainConfig, world: int) -> tuple[float, float, float]:
-    """``(anchor_lr, stitch_lr, scale)`` after the paper's batch scaling (lr x total batch /
-    ``lr_scale_batch``); ``stitch_lr: null`` gives the stitching layers ``anchor_lr``."""
-    scale = config.batch_size * world / config.lr_scale_batch if config.lr_scale_batch else 1.0
-    stitch = config.stitch_lr if config.stitch_lr is not None else config.anchor_lr
-    return config.anchor_lr * scale, stitch * scale, scale
-
-
-def make_optimizer(net: Any, config: TrainConfig, world: int) -> torch.optim.Optimizer:
-    """timm's optimizer (``adamw`` or ``sgd`` with Nesterov momentum) over the supernet's groups:
-    anchors and stitching layers, each with and without weight decay."""
-    from timm.optim import create_optimizer_v2
-
-    anchor_lr, stitch_lr, _ = scaled_lrs(config, world)
-    groups = net.param_groups(anchor_lr, stitch_lr, config.weight_decay)
-    kwargs: dict[str, Any] = {"momentum": config.momentum} if config.optimizer == "sgd" else {}
-    return create_optimizer_v2(groups, opt=config.optimizer, lr=stitch_lr, weight_decay=config.weight_decay,
-                               **kwargs)
-
-
-def lr_lambda(total_steps: int, warmup_fraction: float, floor: float = 0.0) -> Callable[[int], float]:
-    """Linear warmup over ``warmup_fraction`` of the steps, then cosine decay from 1 to ``floor``
-    (a fraction of the group's base rate)."""
-    warmup = int(total_steps * warmup_fraction)
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
-def group_lambdas(optimizer: torch.optim.Optimizer, total_steps: int,
-                  config: TrainConfig) -> list[Callable[[int], float]]:
-    """One schedule per parameter group: each decays to ``min_lr`` (absolute), never rises to it."""
-    out = []
-    for group in optimizer.param_groups:
-        base = group.get("initial_lr", group["lr"])
-        floor = min(1.0, config.min_lr / base) if base > 0 else 0.0
-        out.append(lr_lambda(total_steps, config.warmup_fraction, floor))
-    return out
-
-
 def anchor_options(config: TrainConfig) -> dict[str, Any]:
     """Extra ``timm.create_model`` kwargs of every anchor (``drop_path_rate`` when set)."""
     return {"drop_path_rate": config.drop_path_rate} if config.drop_path_rate is not None else {}
-
-
-
-# -- the distillation teacher: any timm classifier, not only a stitchable family ------------------
-
-_NO_TEACHER_WEIGHTS = ("teacher {name!r} has neither hub weights (pretrained: true) nor a local checkpoint; "
-                       "a teacher with random weights teaches nothing: set one of them, or drop the teacher.")
-
-
-def teacher_problems(spec: Any, **kwargs: Any) -> list[str]:
-    """Every problem of a teacher found without loading weights (:func:`snnet.anchors.check_spec`
-    less its stitchable-family check: a teacher such as ``regnety_160`` is only run, never
-    stitched); a teacher without weights is a problem. An empty list when it is sound."""
-    import timm
-
-    from snnet.anchors import AnchorSpec, UnsupportedFamilyError, _model_kwargs, adapter_for, check_spec
-
-    if isinstance(spec, str):
-        spec = AnchorSpec(spec, pretrained=True)
-    try:  # one meta build, shared with check_spec
-        model = timm.create_model(spec.name, pretrained=False, device="meta", **_model_kwargs(spec, kwargs))
-    except Exception:  # noqa: BLE001 - an unknown name or bad kwargs: check_spec builds again and says so
-        model = None
-    problems = check_spec(spec, model=model, **kwargs)
-    if model is not None:
-        try:
-            adapter_for(model, spec.name)
-        except UnsupportedFamilyError as e:
-            problems = [p for p in problems if p != str(e)]
-    if not spec.pretrained and not spec.checkpoint:
-        problems.append(_NO_TEACHER_WEIGHTS.format(name=spec.name))
-    return problems
-
-
-def create_teacher(spec: Any, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """The teacher as a plain timm model in eval mode, frozen: hub weights where reachable (or
-    cached), a local checkpoint otherwise (``spec.checkpoint`` wins), an :class:`SNNetError`
-    saying what to do when neither loads."""
-    from snnet import SNNetError
-    from snnet.anchors import AnchorSpec, _build, _build_pretrained, _load_file, _model_kwargs, check_model_name
-
-    if isinstance(spec, str):
-        spec = AnchorSpec(spec, pretrained=True)
-    check_model_name(spec.name)
-    model_kwargs = _model_kwargs(spec, {})
-    if spec.checkpoint:
-        model = _build(spec.name, model_kwargs, pretrained=False)
-        _load_file(model, spec, model_kwargs)
-    elif spec.pretrained:
-        model, _ = _build_pretrained(spec, model_kwargs)
-    else:
-        raise SNNetError(_NO_TEACHER_WEIGHTS.format(name=spec.name))
-    model = model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model

@@ -1,10 +1,15 @@
-"""Ray's ``worker_process_setup_hook`` for this project's jobs (:data:`orchestrator.train.launch.WORKER_SETUP_HOOK`).
+"""Ray's ``worker_process_setup_hook`` for this project's jobs (:data:`orchestrator.train.cluster.WORKER_SETUP_HOOK`).
 
 Ray runs the hook in *every* worker process of the job as it starts: the Ray Train workers, but
 also Ray Train's controller and helper actors and Ray Tune's trial actors, a handful of fresh
 processes per training run. This module therefore imports nothing beyond the standard library
 (importing :mod:`orchestrator.train.launch` would pull in torch and ``snnet``, importing Ray Train's
 context module would pull in pandas: seconds of CPU in each of those processes, every run).
+
+This is the project's one place that names Ray Train's private ``ray.train.v2._internal`` modules
+(the report logger's file, the placement-group cleaner's logger and thread): Ray offers no public
+hook to quiet them, so their names are kept here, as data, and a Ray version without them only
+leaves its lines unquieted.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["quiet_train_worker"]
+__all__ = ["quiet_train_worker", "quiet_cleaner_hook"]
 
 #: Ray Train's report path logs under a logger named by its file (``logging.getLogger(__file__)``).
 _REPORT_LOGGER_MODULE = ("train", "v2", "_internal", "execution", "context.py")
@@ -46,7 +51,7 @@ def quiet_train_worker() -> None:
     logging.getLogger("timm").setLevel(logging.WARNING)
     logging.getLogger(_CLEANER_LOGGER).setLevel(logging.ERROR)  # a slow poll is not the user's news
     if not getattr(threading.excepthook, "_snnet", False):
-        threading.excepthook = _quiet_cleaner_hook(threading.excepthook)
+        threading.excepthook = quiet_cleaner_hook(threading.excepthook)
     ray = sys.modules.get("ray")
     if ray is None:
         try:
@@ -58,7 +63,7 @@ def quiet_train_worker() -> None:
         logging.getLogger(path).setLevel(logging.WARNING)
 
 
-def _quiet_cleaner_hook(previous: Callable[[Any], None]) -> Callable[[Any], None]:
+def quiet_cleaner_hook(previous: Callable[[Any], None]) -> Callable[[Any], None]:
     """``threading.excepthook`` that turns one known Ray Train fault into one log record.
 
     Ray Train's detached ``PlacementGroupCleaner`` polls the controller's state from a thread
@@ -75,7 +80,7 @@ def _quiet_cleaner_hook(previous: Callable[[Any], None]) -> Callable[[Any], None
         thread = getattr(args.thread, "name", "")
         if thread == "PlacementGroupCleanerMonitor" and type(args.exc_value).__name__ in _CLEANER_FAULTS:
             logging.getLogger("orchestrator.train.launch").debug("Ray Train's placement-group cleaner stopped: %s",
-                                                         args.exc_value)
+                                                                 args.exc_value)
             return
         previous(args)
 

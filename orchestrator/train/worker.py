@@ -4,7 +4,7 @@
 GPU, set up by Ray's ``TorchTrainer``). It runs :class:`~orchestrator.train.recipe.SupernetRecipe`
 (least-squares init, joint training, evaluation of every stitch) and connects it to Ray:
 
-- **Checkpoints** (a :class:`~orchestrator.train.recipe.TrainState` in ``state.pt``) are written to a
+- **Checkpoints** (a :class:`~orchestrator.train.state.TrainState` in ``state.pt``) are written to a
   temporary folder that lives only around ``ray.train.report``: Ray copies it to the run's
   storage during the call (synchronous upload, Ray Train's default), so nothing is left in the
   temp folder, and ``CheckpointConfig(num_to_keep=...)`` bounds what storage keeps. After a
@@ -23,10 +23,13 @@ GPU, set up by Ray's ``TorchTrainer``). It runs :class:`~orchestrator.train.reci
   ``num_to_keep`` would have.
 - **DDP**: ``ray.train.torch.prepare_model`` wraps the step module when there are several
   workers (``find_unused_parameters``: a step trains only some stitches).
-- **Test-only callbacks** (:class:`~orchestrator.train.recipe.TrainCallback`) come from import specs
+- **Test-only callbacks** (:class:`~orchestrator.train.state.TrainCallback`) come from import specs
   in the loop config's ``callbacks`` and in ``$SNNET_TRAIN_CALLBACKS`` (comma-separated
   ``package.module:name``); the ``pid_dir``/``hold_at_step`` keys of ``fault_injection`` become
   :class:`orchestrator._testing.PidFileHold`.
+
+Ray is imported inside the functions that run on a worker: the driver imports this module for
+:func:`stored_checkpoints` and :func:`remove_unregistered`, and so do tests that never start Ray.
 """
 
 from __future__ import annotations
@@ -38,20 +41,14 @@ import tempfile
 from typing import Any
 
 import torch
+from pyarrow import fs as pafs
 
 from orchestrator.train.config import TrainConfig
-from orchestrator.train.recipe import (
-    SupernetRecipe,
-    SupernetStep,
-    TrainState,
-    Worker,
-    evaluate_stitch,
-    load_callbacks,
-    step_loss,
-)
+from orchestrator.train.recipe import SupernetRecipe
+from orchestrator.train.state import TrainState, Worker, load_callbacks
 from snnet import StitchSpace
 
-__all__ = ["train_loop_per_worker", "SupernetStep", "evaluate_stitch", "step_loss", "CHECKPOINT_FILE",
+__all__ = ["train_loop_per_worker", "CHECKPOINT_FILE",
            "CALLBACKS_ENV", "report_to_ray", "remove_stale_checkpoints", "stored_checkpoints", "latest_state",
            "remove_unregistered"]
 
@@ -115,8 +112,6 @@ RAY_CHECKPOINT_PREFIX = "checkpoint_"
 
 def _run_fs(run_dir: str):
     """(pyarrow filesystem, path) of a run folder: a local path or a URI pyarrow reaches."""
-    from pyarrow import fs as pafs
-
     if "://" in run_dir and not run_dir.startswith("file://"):
         return pafs.FileSystem.from_uri(run_dir)
     return pafs.LocalFileSystem(), os.path.abspath(run_dir.removeprefix("file://"))
@@ -126,8 +121,6 @@ def stored_checkpoints(run_dir: str) -> list[str]:
     """The checkpoint folders in the Ray Train run folder ``run_dir`` (``<storage>/<run name>``, local
     or a URI), newest first, whether or not Ray's checkpoint manager registered them; ``[]`` when the
     folder does not exist or cannot be listed."""
-    from pyarrow import fs as pafs
-
     try:
         fs, path = _run_fs(run_dir)
         infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
