@@ -379,7 +379,7 @@ def assert_resumed_run_left_checkpoints_clean(storage, checkpoint: str, worker_t
     """After a run that lost a worker and resumed: Ray keeps ``num_to_keep=2`` whole checkpoints in
     ``storage`` (the run's own ``checkpoint`` among them, no stray ``state.pt``), nothing of ours is left
     in the workers' temp folder by either attempt, and the resumed rank 0 used that folder (its
-    :class:`orchestrator._testing.TempDirProbe` file: ``last_step``, no checkpoint folder seen)."""
+    :class:`_hooks.TempDirProbe` file: ``last_step``, no checkpoint folder seen)."""
     import glob
 
     stored = stored_checkpoints(storage)
@@ -415,3 +415,14 @@ def uninterrupted_run(settings: dict, root):
 def uninterrupted_results(settings: dict, root) -> dict[int, list[float]]:
     """``{stitch_id: [top1, top5]}`` of :func:`uninterrupted_run`."""
     return {k: list(v) for k, v in uninterrupted_run(settings, root).results().items()}
+
+
+def with_hooks(args: list[str], **hooks) -> list[str]:
+    """``[python, -m, orchestrator.sweep, *flags]`` as ``tests/_hooked_sweep.py`` with ``hooks`` on every trial
+    (``kill_driver_after_write=True``; ``pid_dir=DIR, hold_at_step=N, hold_seconds=S``)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    assert args[1:3] == ["-m", "orchestrator.sweep"], args
+    return [sys.executable, str(Path(__file__).with_name("_hooked_sweep.py")), json.dumps(hooks), *args[3:]]

@@ -9,6 +9,7 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
+from _hooks import PidFileHold, TempDirProbe, by_value
 from conftest import (
     MICRO_STITCHES,
     assert_resumed_run_left_checkpoints_clean,
@@ -32,7 +33,8 @@ def three_nodes(tmp_path_factory):
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     nodes = [cluster.add_node(num_cpus=1) for _ in range(3)]
     cluster.wait_for_nodes()
-    env = {"TMPDIR": str(tmp), "SNNET_TRAIN_CALLBACKS": "orchestrator._testing:TempDirProbe"}
+    env = {"TMPDIR": str(tmp)}
+    by_value()  # the test gives the workers _hooks' probes as objects
     ray.init(address=cluster.address, runtime_env={"env_vars": env})
     try:
         yield cluster, nodes, tmp
@@ -72,7 +74,7 @@ def test_ddp_across_nodes_survives_losing_a_node(three_nodes, tmp_path):
     def train():
         try:
             outcome["result"] = run_training(prepared.config, prepared=prepared,
-                                             fault_injection={"pid_dir": str(pid_dir), "hold_at_step": 7})
+                                             worker_callbacks=[TempDirProbe(), PidFileHold(str(pid_dir), 7)])
             record_run(outcome["result"])  # the trial's catalog file
         except BaseException as e:  # noqa: BLE001 - reported below
             outcome["error"] = e

@@ -155,15 +155,16 @@ def test_checkpoint_file_has_the_schema_export_reads(setting, full_run, tmp_path
 
 
 def test_callbacks_load_from_specs_and_the_fault_keys(tmp_path, monkeypatch):
-    from orchestrator._testing import PidFileHold
-    from orchestrator.train.worker import CALLBACKS_ENV, callbacks_from
+    from _hooks import PidFileHold
+
+    from orchestrator.train.worker import callbacks_from
 
     made = load_callbacks(["test_recipe:Recorder", {"target": "test_recipe:Recorder", "tag": "b"}])
     assert [type(c).__name__ for c in made] == ["Recorder", "Recorder"] and made[1].tag == "b"
     with pytest.raises(ValueError, match="package.module:name"):
         load_callbacks(["no_colon"])
-    monkeypatch.setenv(CALLBACKS_ENV, "test_recipe:Recorder, ")
-    found = callbacks_from({"pid_dir": str(tmp_path), "hold_at_step": 2, "train": {}, "space": ""})
+    found = callbacks_from({"callbacks": ["test_recipe:Recorder", PidFileHold(str(tmp_path), 2)], "train": {},
+                            "space": ""})
     assert [type(c) for c in found] == [Recorder, PidFileHold]
     hold = found[1]
 

@@ -20,9 +20,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import MICRO, ONE_WORKER, QUICK, demo_space
-
-from orchestrator.sweep.driver import KILL_AFTER_WRITE_ENV
+from conftest import MICRO, ONE_WORKER, QUICK, demo_space, with_hooks
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +61,8 @@ def test_a_killed_rerun_resumes_without_missing_or_duplicate_rows(local_cluster,
 
     # 2. The re-run's driver dies right after its first trial's catalog write.
     log = tmp_path / "rerun.log"
-    assert _run(args + RERUN, {**env, KILL_AFTER_WRITE_ENV: "1"}, log) == -signal.SIGKILL, log.read_text()[-4000:]
+    hooked = with_hooks(args + RERUN, kill_driver_after_write=True)
+    assert _run(hooked, env, log) == -signal.SIGKILL, log.read_text()[-4000:]
     first = _trial_files(rerun_folder)
     assert len(first) == 1, log.read_text()[-4000:]
     (done_id, done), = first.items()

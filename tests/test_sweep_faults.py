@@ -26,9 +26,8 @@ from conftest import (
     process_gone,
     training_images,
     uninterrupted_run,
+    with_hooks,
 )
-
-from orchestrator.sweep.driver import TRAIN_FAULTS_ENV
 
 pytestmark = pytest.mark.integration
 
@@ -61,8 +60,8 @@ def test_a_finished_trial_survives_a_kill_before_tunes_state_save_and_ctrl_c(loc
     # 1. The trial kills the driver right after its catalog write: Tune never hears it finished.
     log = tmp_path / "first.log"
     with open(log, "w") as out:
-        first = subprocess.Popen(args, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-                                 env={**env, "SNNET_TEST_KILL_DRIVER_AFTER_CATALOG_WRITE": "1"})
+        first = subprocess.Popen(with_hooks(args, kill_driver_after_write=True), cwd=tmp_path, stdout=out,
+                                 stderr=subprocess.STDOUT, env=env)
         assert first.wait(timeout=900) == -signal.SIGKILL, log.read_text()[-4000:]
     files = list(folder.glob("trial-*.parquet"))
     assert len(files) == 1, log.read_text()[-4000:]
@@ -87,9 +86,8 @@ def test_a_finished_trial_survives_a_kill_before_tunes_state_save_and_ctrl_c(loc
     held = pids / f"rank0-step{steps}.pid"
     log = tmp_path / "second.log"
     with open(log, "w") as out:
-        faults = json.dumps({"pid_dir": str(pids), "hold_at_step": steps, "hold_seconds": 300})
-        second = subprocess.Popen(args + ["--resume"], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-                                  env={**env, TRAIN_FAULTS_ENV: faults})
+        hooked = with_hooks(args + ["--resume"], pid_dir=str(pids), hold_at_step=steps, hold_seconds=300)
+        second = subprocess.Popen(hooked, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=env)
         _wait_for(lambda: held.exists() and held.read_text().strip(), second, log, "the second trial's epoch 1")
         second.send_signal(signal.SIGINT)
         assert second.wait(timeout=120) == 130, log.read_text()[-4000:]

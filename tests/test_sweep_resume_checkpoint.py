@@ -32,9 +32,8 @@ from conftest import (
     process_gone,
     training_images,
     uninterrupted_results,
+    with_hooks,
 )
-
-from orchestrator.sweep.driver import TRAIN_FAULTS_ENV
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -69,9 +68,8 @@ def test_a_killed_sweep_resumes_its_trial_from_the_checkpoint_ray_never_register
     # 1. The worker holds at epoch 2's first step, its epoch-1 checkpoint uploaded; the driver is killed there.
     log = tmp_path / "first.log"
     with open(log, "w") as out:
-        faults = json.dumps({"pid_dir": str(pids), "hold_at_step": steps, "hold_seconds": 300})
-        first = subprocess.Popen(args, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-                                 env={**env, TRAIN_FAULTS_ENV: faults})
+        hooked = with_hooks(args, pid_dir=str(pids), hold_at_step=steps, hold_seconds=300)
+        first = subprocess.Popen(hooked, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=env)
         _wait_for(lambda: held.exists() and held.read_text().strip(), "the hold after epoch 1", first, log)
         first.send_signal(signal.SIGKILL)
         assert first.wait(timeout=60) == -signal.SIGKILL
@@ -85,8 +83,8 @@ def test_a_killed_sweep_resumes_its_trial_from_the_checkpoint_ray_never_register
     # 2. --resume: the trial goes on at the step after its checkpoint, without least-squares init.
     for path in pids.iterdir():
         path.unlink()
-    resumed = subprocess.run(args + ["--resume"], cwd=tmp_path, env={**env, TRAIN_FAULTS_ENV: json.dumps(
-        {"pid_dir": str(pids)})}, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(with_hooks(args + ["--resume"], pid_dir=str(pids)), cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=600)
     text = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, text[-4000:]
     assert f"registered its checkpoint {checkpoint.name}: resuming from it" in text, text[-4000:]

@@ -22,6 +22,7 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
+from _hooks import PidFileHold, TempDirProbe, by_value
 from conftest import (
     MICRO_STITCHES,
     assert_resumed_run_left_checkpoints_clean,
@@ -40,7 +41,8 @@ pytestmark = pytest.mark.integration
 def worker_tmp(ray_cluster, tmp_path_factory):
     """This test as a driver of the shared cluster whose job's workers get a temp folder of their own."""
     tmp = tmp_path_factory.mktemp("worker-tmp")
-    env = {"TMPDIR": str(tmp), "SNNET_TRAIN_CALLBACKS": "orchestrator._testing:TempDirProbe"}
+    env = {"TMPDIR": str(tmp)}
+    by_value()  # the tests give the workers _hooks' probes as objects
     with connected(ray_cluster, log_to_driver=False, runtime_env={"env_vars": env}):
         yield tmp
 
@@ -65,7 +67,8 @@ def test_the_micro_demo_trains_on_two_gloo_workers_and_leaves_no_checkpoint_in_t
     prepared = prepare(config, progress=lambda m: None)
     space = prepared[1]
     assert checkpoint_folders_in(worker_tmp) == [] and stored_checkpoints(storage) == []
-    result = run_training(prepared.config, prepared=prepared, progress=lambda m: None, callbacks=[Recorder()])
+    result = run_training(prepared.config, prepared=prepared, progress=lambda m: None, callbacks=[Recorder()],
+                          worker_callbacks=[TempDirProbe()])
     record_run(result)  # the trial's catalog file
 
     # The catalog: one row per stitch.
@@ -133,8 +136,7 @@ def test_a_killed_and_resumed_run_keeps_num_to_keep_and_leaves_no_checkpoint_in_
     def train():
         try:
             outcome["result"] = run_training(prepared.config, prepared=prepared, progress=lambda m: None,
-                                             fault_injection={"pid_dir": str(pid_dir), "hold_at_step": 7,
-                                                              "hold_seconds": 600})
+                                             worker_callbacks=[TempDirProbe(), PidFileHold(str(pid_dir), 7, 600)])
             record_run(outcome["result"])  # the trial's catalog file
         except BaseException as e:  # noqa: BLE001 - reported by the assertion below
             outcome["error"] = e

@@ -77,8 +77,9 @@ def _without_resume(argv: Sequence[str]) -> list[str]:
 
 
 @cli()
-def main(argv: Sequence[str] | None = None) -> int:
-    """Sweep; a user's mistake is one ``error:`` paragraph and exit 2 (:func:`orchestrator.cli.run_cli`)."""
+def main(argv: Sequence[str] | None = None, *, hooks=None) -> int:
+    """Sweep; a user's mistake is one ``error:`` paragraph and exit 2 (:func:`orchestrator.cli.run_cli`).
+    ``hooks``: :class:`orchestrator.sweep.trial.TrialHooks` for every trial (a program that embeds the CLI)."""
     args = parse_args(argv)
     start = time.perf_counter()
     if args.accept_changed_space and not args.resume:
@@ -98,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         resume=args.resume, name=args.name, address=args.address,
                         max_concurrent_trials=args.max_concurrent_trials, overrides=settings,
                         accept_changed_space=args.accept_changed_space, resume_command=command,
-                        rerun_best=args.rerun_best, rerun_from=args.rerun_from, search=search)
+                        rerun_best=args.rerun_best, rerun_from=args.rerun_from, search=search, hooks=hooks)
     print(sweep_report(summary))
     try:
         front = query(summary["catalog"], sweep=summary["sweep"], pareto=True)

@@ -12,7 +12,6 @@ each other. Ctrl-C prints what finished and the command that continues with ``--
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 from collections.abc import Callable, Sequence
@@ -34,19 +33,13 @@ from orchestrator.sweep.report import early_hv_spearman, pareto_trials
 from orchestrator.sweep.rerun import rerun_plan, rerun_space
 from orchestrator.sweep.schedulers import FINAL_KEY
 from orchestrator.sweep.space import RERUN_KEY, SEED_KEY, dotted_path, load_search
-from orchestrator.sweep.trial import SweepContext, trial_function
+from orchestrator.sweep.trial import SweepContext, TrialHooks, trial_function
 from orchestrator.sweep.tuner import new_tuner
 from orchestrator.train import cluster  # called through the module: a test's replacement of cluster.ensure_ray applies
 from search_spaces import SearchSpace
 from snnet import SNNetError
 
-__all__ = ["KILL_AFTER_WRITE_ENV", "TRAIN_FAULTS_ENV", "run_sweep", "summarize_results"]
-
-#: Test-only: when set (to anything) on the driver, each trial kills the driver right after its catalog write.
-KILL_AFTER_WRITE_ENV = "SNNET_TEST_KILL_DRIVER_AFTER_CATALOG_WRITE"
-#: Test-only: JSON of ``run_training``'s ``fault_injection`` (``{"pid_dir": DIR, "hold_at_step": N}``), set on
-#: the driver, for every trial's training workers (on a cluster too: it travels in the trials' context).
-TRAIN_FAULTS_ENV = "SNNET_TEST_TRAIN_FAULTS"
+__all__ = ["run_sweep", "summarize_results"]
 
 
 def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str | None = None,
@@ -55,7 +48,7 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str | N
               overrides: Sequence[str] = (), accept_changed_space: bool = False,
               resume_command: Sequence[str] | None = None, rerun_best: int | None = None,
               rerun_from: str | None = None, progress: Callable[[str], None] = print,
-              search: SearchSpace | None = None) -> dict[str, Any]:
+              search: SearchSpace | None = None, hooks: TrialHooks | None = None) -> dict[str, Any]:
     """Run (or resume) a sweep; returns a summary dict (experiment path, trials, catalog, and
     ``objectives``, ``pareto``, ``early_hv_spearman``: see :func:`summarize_results`).
 
@@ -68,6 +61,8 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str | N
     the space's latest) with ``overrides``, as a new sweep ``<name>_rerun`` (:func:`.rerun.rerun_plan`).
     ``search``: the space as :func:`.space.load_search` loaded it from ``space``, ``overrides`` and
     ``num_samples`` (the command line loads it before the sweep's imports); None: loaded here.
+    ``hooks``: code added to every trial (:class:`.trial.TrialHooks`: worker callbacks, a call after the
+    trial's catalog write).
     """
     if search is None:
         search = load_search(space, overrides, num_samples, max_concurrent_trials)
@@ -110,8 +105,7 @@ def run_sweep(space: str = "demo", *, catalog: str = "catalog", storage: str | N
         demo_specs=found["demo_specs"], known=found["known"], flops_ref=flops_ref,
         code_version=record["code_version"],
         rerun=(rerun or {}).get("trials"), rerun_source_sweep=(rerun or {}).get("source_sweep"),
-        kill_driver_after_write=os.getpid() if os.environ.get(KILL_AFTER_WRITE_ENV) else None,
-        train_faults=json.loads(os.environ[TRAIN_FAULTS_ENV]) if os.environ.get(TRAIN_FAULTS_ENV) else None)
+        hooks=hooks or TrialHooks())
     # A trial only waits on its nested TorchTrainer: it holds no CPU (a bundle may not be empty,
     # so it asks for a little memory), leaving every core to the training workers.
     trainable = tune.with_resources(tune.with_parameters(trial_function, context=context), {"cpu": 0, "memory": 2**26})

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +46,21 @@ from search_spaces import SearchSpace, TrainConfig
 from snnet import AnchorSpec, SNNetError
 from snnet.sampling import rule_class
 
-__all__ = ["SweepContext", "epoch_metrics", "family_anchors", "train_family", "trial_function", "trial_settings"]
+__all__ = ["SweepContext", "TrialHooks", "epoch_metrics", "family_anchors", "train_family", "trial_function",
+           "trial_settings"]
+
+
+@dataclass(frozen=True)
+class TrialHooks:
+    """Code the caller of a sweep adds to every trial; it travels to the trials pickled, with the context.
+
+    ``worker_callbacks``: :class:`~orchestrator.train.state.TrainCallback` objects or import specs for every
+    training worker (:func:`orchestrator.train.launch.run_training`'s ``worker_callbacks``).
+    ``after_write``: called with the trial id in the trial's process right after its catalog file is
+    written (the fault tests stop the driver there, before Tune saves its state)."""
+
+    worker_callbacks: tuple[Any, ...] = ()
+    after_write: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,11 +95,8 @@ class SweepContext:
     rerun: dict[str, dict[str, Any]] | None = None
     rerun_source_sweep: str | None = None
 
-    #: Test-only: the driver's pid to kill right after a trial's catalog write, and ``run_training``'s
-    #: ``fault_injection`` for every trial's workers (:data:`orchestrator.sweep.driver.KILL_AFTER_WRITE_ENV`,
-    #: :data:`orchestrator.sweep.driver.TRAIN_FAULTS_ENV`).
-    kill_driver_after_write: int | None = None
-    train_faults: dict[str, Any] | None = None
+    #: What the caller of :func:`orchestrator.sweep.driver.run_sweep` adds to every trial.
+    hooks: TrialHooks = field(default_factory=lambda: TrialHooks())
 
 
 def family_anchors(family, demo_specs: dict[str, AnchorSpec]) -> list[Any]:
@@ -184,8 +193,8 @@ def trial_function(config: dict[str, Any], context: SweepContext) -> None:
     if report.get("source_trial"):
         metadata.update({META_SOURCE_TRIAL: report["source_trial"], META_SOURCE_SWEEP: report["source_sweep"]})
     CatalogWriter(context.catalog, context.sweep).write_trial(trial_id, rows, metadata=metadata)
-    if context.kill_driver_after_write:  # test-only: the window between this write and Tune's state save
-        os.kill(int(context.kill_driver_after_write), signal.SIGKILL)
+    if context.hooks.after_write is not None:  # e.g. a test's crash between this write and Tune's state save
+        context.hooks.after_write(trial_id)
     tune.report(report)
 
 
@@ -200,13 +209,12 @@ def _train_trial(context: SweepContext, train: TrainConfig, search: SearchSpace,
     history = join(context.experiment, TRIAL_EPOCHS, f"{trial_id}.json")
     callback = _epoch_reporter(list(search.searcher.objectives), history,
                                forward=search.searcher.scheduler != "none")
-    with tempfile.TemporaryDirectory(prefix="snnet-trial-rows-") as staging:
-        # run_training writes its rows to a staging catalog; the trial's one catalog file is
-        # written by trial_function, once, with the fingerprint, code version and the result it reports.
-        staged = train.model_copy(update={"catalog": staging})
-        # the driver's anchor profiles, weight checks and dataset counts: nothing is built or opened again
-        prepared = prepare(staged, progress=print, known=context.known)
-        result = run_training(staged, prepared=prepared, callbacks=[callback], fault_injection=context.train_faults)
+    # the driver's anchor profiles, weight checks and dataset counts: nothing is built or opened again
+    prepared = prepare(train, progress=print, known=context.known)
+    # the run's rows come back; trial_function writes the trial's one catalog file, with the fingerprint,
+    # code version and the result it reports
+    result = run_training(train, prepared=prepared, callbacks=[callback],
+                          worker_callbacks=context.hooks.worker_callbacks)
     # the run's own record first: epochs whose reports Ray never saw (a resume from a checkpoint it had not
     # registered) are missing from the callback's file
     return result, {**(getattr(result, "early_hv", None) or {}),

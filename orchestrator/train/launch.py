@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from typing import Any
@@ -97,15 +97,17 @@ def run_training(
     *,
     progress: Callable[[str], None] = print,
     prepared: Prepared | None = None,
-    fault_injection: dict[str, Any] | None = None,
     address: str | None = None,
     callbacks: list[Any] | None = None,
+    worker_callbacks: Sequence[Any] = (),
 ) -> TrainResult:
     """Train one supernet with Ray Train; the result holds one catalog row per stitch (written by
     the caller: :func:`record_run`).
 
-    ``fault_injection`` (tests only): ``{"pid_dir": DIR, "hold_at_step": N}`` makes workers
-    publish their pids and hold at step ``N`` on the first attempt, so a test can kill one.
+    ``callbacks``: Ray Train callbacks (they run in Ray Train's controller). ``worker_callbacks``:
+    :class:`~orchestrator.train.state.TrainCallback` objects (pickled to every worker) or import specs
+    (``"package.module:name"``), called by every worker's recipe at its steps and epochs: how a caller
+    probes or interrupts the training (the fault tests hold a worker at a step with one).
     """
     prepared = prepared or prepare(config, progress)
     config, space, weights = prepared.config, prepared.space, prepared.weights
@@ -121,7 +123,7 @@ def run_training(
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": config.model_dump(), "space": space.to_json(), "stored_checkpoints": stored,
-                           **(fault_injection or {})},
+                           "callbacks": list(worker_callbacks)},
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.workers,
             use_gpu=config.use_gpu,

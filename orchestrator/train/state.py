@@ -119,10 +119,14 @@ class TrainCallback:
         """Before training step ``step`` (0-based, counted over the whole run)."""
 
 
-def load_callbacks(specs: Iterable[str | dict[str, Any]]) -> list[TrainCallback]:
-    """Callbacks from import specs: ``"pkg.module:factory"`` or ``{"target": ..., **kwargs}``."""
+def load_callbacks(specs: Iterable[TrainCallback | str | dict[str, Any]]) -> list[TrainCallback]:
+    """Callbacks from :class:`TrainCallback` objects (as they are) or import specs: ``"pkg.module:factory"`` or
+    ``{"target": ..., **kwargs}``."""
     callbacks = []
     for spec in specs:
+        if isinstance(spec, TrainCallback):
+            callbacks.append(spec)
+            continue
         kwargs = dict(spec) if isinstance(spec, dict) else {"target": spec}
         module, _, name = str(kwargs.pop("target")).strip().partition(":")
         if not module or not name:

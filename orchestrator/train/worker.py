@@ -23,10 +23,9 @@ GPU, set up by Ray's ``TorchTrainer``). It runs :class:`~orchestrator.train.reci
   ``num_to_keep`` would have.
 - **DDP**: ``ray.train.torch.prepare_model`` wraps the step module when there are several
   workers (``find_unused_parameters``: a step trains only some stitches).
-- **Test-only callbacks** (:class:`~orchestrator.train.state.TrainCallback`) come from import specs
-  in the loop config's ``callbacks`` and in ``$SNNET_TRAIN_CALLBACKS`` (comma-separated
-  ``package.module:name``); the ``pid_dir``/``hold_at_step`` keys of ``fault_injection`` become
-  :class:`orchestrator._testing.PidFileHold`.
+- **Callbacks** (:class:`~orchestrator.train.state.TrainCallback`): the loop config's ``callbacks``,
+  the objects or import specs the caller gave :func:`orchestrator.train.launch.run_training`
+  (``worker_callbacks``); a test registers its probes there, nothing is read from the environment.
 
 Ray is imported inside the functions that run on a worker: the driver imports this module for
 :func:`stored_checkpoints` and :func:`remove_unregistered`, and so do tests that never start Ray.
@@ -49,13 +48,11 @@ from orchestrator.train.state import TrainState, Worker, load_callbacks
 from snnet import StitchSpace
 
 __all__ = ["train_loop_per_worker", "CHECKPOINT_FILE",
-           "CALLBACKS_ENV", "report_to_ray", "remove_stale_checkpoints", "stored_checkpoints", "latest_state",
+           "report_to_ray", "remove_stale_checkpoints", "stored_checkpoints", "latest_state",
            "remove_unregistered"]
 
 CHECKPOINT_FILE = TrainState.FILE
-CALLBACKS_ENV = "SNNET_TRAIN_CALLBACKS"
 CHECKPOINT_PREFIX = "snnet-ckpt-"  # temporary checkpoint folders, removed once Ray has copied them
-_FAULT_KEYS = ("pid_dir", "hold_at_step", "hold_seconds")
 
 
 def report_to_ray(metrics: dict[str, Any], state: TrainState | None) -> None:
@@ -185,13 +182,8 @@ def remove_unregistered(stored: list[str], kept: list[str]) -> list[str]:
 
 
 def callbacks_from(loop_config: dict[str, Any]) -> list:
-    """The loop config's ``callbacks``, ``$SNNET_TRAIN_CALLBACKS``, and the fault-injection keys."""
-    specs: list[Any] = list(loop_config.get("callbacks") or [])
-    specs += [s.strip() for s in os.environ.get(CALLBACKS_ENV, "").split(",") if s.strip()]
-    if loop_config.get("pid_dir"):
-        specs.append({"target": "orchestrator._testing:PidFileHold",
-                      **{k: loop_config[k] for k in _FAULT_KEYS if k in loop_config}})
-    return load_callbacks(specs)
+    """The loop config's ``callbacks`` (objects or import specs: :func:`~orchestrator.train.state.load_callbacks`)."""
+    return load_callbacks(loop_config.get("callbacks") or [])
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:

@@ -1,20 +1,35 @@
-"""Test-only training callbacks; nothing in the package imports this module.
+"""Test-only hooks: training callbacks a test gives ``run_training(worker_callbacks=...)`` or a sweep's
+:class:`orchestrator.sweep.trial.TrialHooks`, and the call that stops a sweep's driver.
 
-Tests install them on Ray Train workers by import spec, through the worker's loop config
-(``callbacks``), the ``SNNET_TRAIN_CALLBACKS`` environment variable, or, for the fault tests,
-``run_training(fault_injection={"pid_dir": ..., "hold_at_step": N})``.
+Ray pickles them to its workers, whose imports do not see the tests folder: :func:`by_value` makes Ray's
+cloudpickle carry this module's classes and functions by value (call it in the process that starts the
+run, before the run starts).
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import tempfile
 import time
 
 from orchestrator.train.recipe import SupernetRecipe
 from orchestrator.train.state import TrainCallback
 
-__all__ = ["PidFileHold", "TempDirProbe"]
+__all__ = ["PidFileHold", "TempDirProbe", "by_value", "kill_process"]
+
+
+def by_value() -> None:
+    """Pickle this module's objects by value for Ray's workers (idempotent)."""
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def kill_process(pid: int, *_: object) -> None:
+    """SIGKILL ``pid`` (a sweep's ``TrialHooks(after_write=functools.partial(kill_process, driver_pid))``)."""
+    os.kill(pid, signal.SIGKILL)
 
 
 class PidFileHold(TrainCallback):
