@@ -170,7 +170,7 @@ class Anchor(nn.Module):
 
     def prune(self, keep: Iterable[nn.Parameter]) -> None:
         """Drop every weight not in ``keep``: sub-modules holding only such weights become
-        :class:`~snnet.export.Pruned` placeholders (which raise if run), and such parameters
+        :class:`~snnet.extract.Pruned` placeholders (which raise if run), and such parameters
         held directly by a kept module are unregistered. Units and head are looked up in the
         model when used, so the anchor runs the kept pieces unchanged."""
         self.adapter.prune({id(p) for p in keep}, self.name)

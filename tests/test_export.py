@@ -32,7 +32,7 @@ from orchestrator.export import ExportResult, _summary, load_state, main, rebuil
 from orchestrator.train.config import TrainConfig
 from orchestrator.train.launch import catalog_rows
 from snnet import AnchorSpec, SNNetError, build_supernet
-from snnet.export import Pruned, extract_stitch
+from snnet.extract import Pruned, extract_stitch
 from snnet.latency import measure_latency, measure_space_latency
 
 
@@ -96,7 +96,7 @@ def _junction(net, index: int = 0):
     return [s for s in net.space if not s.is_anchor][index]
 
 
-# -- snnet.export.extract_stitch -------------------------------------------------------------------
+# -- snnet.extract.extract_stitch ------------------------------------------------------------------
 
 
 def test_extract_keeps_exactly_the_stitchs_weights_and_outputs(world):

@@ -16,7 +16,7 @@ checkpoint (``<checkpoint>/state.pt``, a local folder or a URI pyarrow reads) is
 ``weights_only=True``; the supernet is rebuilt from the training settings and stitch space
 stored in it (anchor weights come from the checkpoint, never from a hub or the anchors'
 original files), LoRA updates of stitching layers are merged, and
-:func:`snnet.export.extract_stitch` keeps only the weights the stitch runs.
+:func:`snnet.extract.extract_stitch` keeps only the weights the stitch runs.
 
 Export trusts nothing it reads: anchors are built from timm model names and the allow-listed
 options of :data:`ANCHOR_OPTIONS` only; a row's checkpoint outside the storage that holds the
@@ -472,7 +472,7 @@ def export_from_catalog(
         check_checkpoint_location(row["checkpoint"], catalog)
     import torch  # after the checks above: a wrong flag, catalog or row is answered without torch's import
 
-    from snnet.export import extract_stitch
+    from snnet.extract import extract_stitch
 
     source = checkpoint if checkpoint is not None else row["checkpoint"]
     progress(f"exporting stitch {row['stitch_id']} of trial {row['trial_id']} (sweep {row['sweep']}) "

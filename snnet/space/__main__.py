@@ -65,8 +65,8 @@ SCORE_FORMATS = (("ls_r2", ".3f"), ("cka", ".3f"), ("kl", ".4f"), ("init_top1", 
 def main(argv: Sequence[str] | None = None) -> int:
     """Enumerate; a user's mistake is one ``error:`` paragraph and exit 2 (:func:`snnet.cli.run_cli`)."""
     args = parse_args(argv)
-    from .._space import SpaceConfig
     from .._spec import check_model_name  # torch-free: the checks before it answer without importing torch
+    from .._stitch import SpaceConfig
 
     names = [n.strip() for n in args.anchors.split(",") if n.strip()]
     if not names:
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         image_folder(args.dataset)  # before any model is built
     for name in names:  # before any model is built
         check_model_name(name)
-    from .._space import check_window
+    from .._stitch import check_window
     from ..anchors import anchor_depth
     from ..supernet import build_supernet
 
