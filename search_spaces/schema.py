@@ -32,8 +32,8 @@ from pydantic import (
 )
 
 from snnet import AnchorSpec, SNNetError, UnknownModelError, check_model_name
-from snnet.cli import plural
 from snnet.sampling import RULES
+from snnet.text import plural
 
 from ._kinds import Bool, Float, Int, Kind, OneOf, Problem, Str, describe, did_you_mean, num, problems
 from .config import SPACE_FIELDS, TrainConfig

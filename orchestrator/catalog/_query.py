@@ -53,7 +53,7 @@ from orchestrator.catalog._inspect import open_catalog as _open
 from orchestrator.catalog._names import validate_name
 from orchestrator.catalog._repeats import drop_repeats
 from snnet import SNNetError
-from snnet.cli import did_you_mean
+from snnet.text import did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

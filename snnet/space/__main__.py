@@ -9,7 +9,8 @@ import time
 from collections.abc import Sequence
 
 from .._errors import SNNetError
-from ..cli import ArgumentParser, cli, format_flops, render_table, write_stdout
+from ..text import format_flops, render_table
+from ._command import ArgumentParser, command, write_stdout
 
 EXAMPLE = "deit_tiny_patch16_224,deit_small_patch16_224,deit_base_patch16_224"
 
@@ -61,9 +62,9 @@ def _table(space, scores=None) -> str:
 SCORE_FORMATS = (("ls_r2", ".3f"), ("cka", ".3f"), ("kl", ".4f"), ("init_top1", ".1f"))
 
 
-@cli()
+@command
 def main(argv: Sequence[str] | None = None) -> int:
-    """Enumerate; a user's mistake is one ``error:`` paragraph and exit 2 (:func:`snnet.cli.run_cli`)."""
+    """Enumerate; a user's mistake is one ``error:`` paragraph and exit 2 (:mod:`snnet.space._command`)."""
     args = parse_args(argv)
     from .._spec import check_model_name  # torch-free: the checks before it answer without importing torch
     from .._stitch import SpaceConfig
