@@ -9,13 +9,14 @@ to one stitch for evaluation and deployment.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
 
 from ._space import StitchSpace
 from ._stitch import Junction, LayerSpec, SpaceConfig, Stem, Step, Stitch, Units, check_distinct
-from .anchors import Anchor, AnchorSpec, create_anchor
+from .anchors import Anchor, AnchorSpec, check_model_name, create_anchor
 from .flops import profile_anchor
 from .least_squares import LeastSquaresAccumulator, to_rows
 
@@ -152,8 +153,6 @@ class StitchedSupernet(nn.Module):
 
     def set_released_deit_head(self, on: bool = True) -> None:
         """Switch the released-DeiT head compatibility (re-costs the space; ids and layers stay)."""
-        from dataclasses import replace
-
         if on != self.released_deit_head:
             self.space = StitchSpace(self.space.profiles, replace(self.space.config, released_deit_head=on))
 
@@ -326,8 +325,6 @@ def build_supernet(
     """Create the anchors, profile each once, enumerate the space and build the supernet."""
     specs = [AnchorSpec(a) if isinstance(a, str) else a for a in anchors]
     config.validate()
-    from .anchors import check_model_name
-
     for spec in specs:  # fail on a typo or a model named twice before building anything
         check_model_name(spec.name)
     check_distinct([spec.name for spec in specs])
