@@ -249,7 +249,7 @@ def anchor_shares(space, stitch) -> dict[int, float]:
 
     Junctions (stitching layers) are charged to the anchor the path continues in.
     """
-    from snnet._space import Head, Junction, Stem, Units
+    from snnet._stitch import Head, Junction, Stem, Units
 
     spent: dict[int, int] = {}
     pending = 0

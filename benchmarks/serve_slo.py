@@ -246,7 +246,7 @@ def run() -> dict[str, Any]:
     from orchestrator.serve.app import StitchServer
     from orchestrator.serve.replica import ServedModel, tensor_bytes
     from orchestrator.serve.source import settings_from_catalog
-    from snnet.export import extract_stitch
+    from snnet.extract import extract_stitch
 
     small = tiny()
     max_batch = env_int("SNNET_SERVE_MAX_BATCH", 8, tiny_default=4)

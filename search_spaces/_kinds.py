@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import PlainValidator, ValidationError, WithJsonSchema
 
 from snnet import SNNetError
-from snnet.cli import did_you_mean
+from snnet.text import did_you_mean
 
 __all__ = ["Kind", "Int", "Float", "OneOf", "Bool", "Str", "Problem", "describe", "did_you_mean", "num", "problems"]
 _TYPES = {"int": (int, "integer"), "float": (float, "number"), "bool": (bool, "boolean"), "str": (str, "string")}

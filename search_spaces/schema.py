@@ -1,7 +1,7 @@
 """The search-space models (pydantic v2, ``extra="forbid"``): what a sweep searches over and keeps fixed.
 
 A :class:`SearchSpace` holds the anchor **families** (one picked per trial), the **space** and **training**
-sections derived from :class:`~search_spaces.config.TrainConfig`'s own fields (a knob is written once), the
+sections derived from :class:`~search_spaces.training.TrainConfig`'s own fields (a knob is written once), the
 **resources** of one trial and the **searcher**. A space or training setting is ``T | Choice[T] | Range``: a
 value, a list (:class:`Choice`) or ``{low, high, log}`` (:class:`IntRange`, :class:`FloatRange`).
 :meth:`SearchSpace.from_dict` reports every problem at once, each at its YAML path (and line).
@@ -10,21 +10,15 @@ value, a list (:class:`Choice`) or ``{low, high, log}`` (:class:`IntRange`, :cla
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
 from typing import Annotated, Any, get_args
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    Discriminator,
     Field,
-    PlainSerializer,
     PlainValidator,
-    Tag,
     ValidationError,
     create_model,
     field_serializer,
@@ -32,15 +26,16 @@ from pydantic import (
 )
 
 from snnet import AnchorSpec, SNNetError, UnknownModelError, check_model_name
-from snnet.cli import plural
 from snnet.sampling import RULES
+from snnet.text import plural
 
-from ._kinds import Bool, Float, Int, Kind, OneOf, Problem, Str, describe, did_you_mean, num, problems
-from .config import SPACE_FIELDS, TrainConfig
+from ._kinds import Bool, Float, Int, Kind, OneOf, Problem, Str, describe, did_you_mean, problems
 from .names import NAME_RULES, validate_name
+from .searchable import Choice, FloatRange, Param, searchable
+from .training import SPACE_FIELDS, TrainConfig
 
-__all__ = ["ALGORITHMS", "AnchorEntry", "Choice", "FloatRange", "Family", "IntRange", "OBJECTIVES", "Param",
-           "Problem", "Resources", "SCHEDULERS", "SearchSpace", "Searcher", "TRAINING_SET_ELSEWHERE", "TrainingSection"]
+__all__ = ["ALGORITHMS", "AnchorEntry", "Family", "OBJECTIVES", "Problem", "Resources", "SCHEDULERS", "SearchSpace",
+           "Searcher", "TRAINING_SET_ELSEWHERE", "TrainingSection"]
 
 #: Searcher algorithms: Optuna's TPE, NSGA-II (multi-objective), random and grid samplers.
 ALGORITHMS: tuple[str, ...] = ("tpe", "nsga2", "random", "grid")
@@ -60,121 +55,6 @@ TRAINING_SET_ELSEWHERE: dict[str, str] = {
 }
 _DEMO_PREFIX = "snnet_demo_"
 _STRICT = ConfigDict(extra="forbid", frozen=True)
-
-
-# -- searched values ---------------------------------------------------------------------------
-class _Param:
-    """A searched setting: ``canonical(value)`` is the value as the space holds it, or an error."""
-
-
-@dataclass(frozen=True)
-class Choice(_Param):
-    """Search over these values (a categorical distribution)."""
-
-    values: tuple[Any, ...]
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.values, (list, tuple)) or not self.values:
-            raise SNNetError(f"a choice needs at least one value, got {self.values!r}")
-        object.__setattr__(self, "values", tuple(self.values))
-
-    def canonical(self, value: Any) -> Any:
-        """The listed value equal to ``value`` (a searcher's numpy scalar becomes plain Python; 1 is not true)."""
-        for v in self.values:
-            if v == value and isinstance(v, bool) == isinstance(value, bool):
-                return v
-        raise SNNetError(f"{value!r} is not one of {list(self.values)}")
-
-    def grid_values(self) -> list[Any]:
-        return list(self.values)
-
-    def first(self) -> Any:
-        return self.values[0]
-
-    plain = grid_values
-
-
-@dataclass(frozen=True)
-class _Range(_Param):
-    """Search over ``[low, high]``, uniformly or on a log scale."""
-
-    low: Any
-    high: Any
-    log: bool = False
-
-    def __post_init__(self) -> None:
-        got = f"(low={num(self.low)}, high={num(self.high)})"
-        if self.low > self.high:
-            raise SNNetError(f"`low <= high` must hold, but got {got}")
-        if self.log and self.low <= 0:
-            raise SNNetError(f"a log range needs `low > 0`, but got {got}")
-
-    def first(self) -> Any:
-        """The documented default point: the geometric mean of a log range, else the low end."""
-        return math.sqrt(self.low * self.high) if self.log else self.low
-
-    def plain(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class FloatRange(_Range):
-    """Search over the real numbers in ``[low, high]``."""
-
-    def canonical(self, value: Any) -> float:
-        if isinstance(value, numbers.Real) and not isinstance(value, bool) and self.low <= value <= self.high:
-            return float(value)
-        raise SNNetError(f"{value!r} lies outside [{num(self.low)}, {num(self.high)}]")
-
-
-class IntRange(_Range):
-    """Search over the integers in ``[low, high]``."""
-
-    def canonical(self, value: Any) -> int:
-        if isinstance(value, numbers.Integral) and not isinstance(value, bool) and self.low <= value <= self.high:
-            return int(value)
-        raise SNNetError(f"{value!r} is not an integer in [{self.low}, {self.high}]")
-
-    def grid_values(self) -> list[int]:
-        return list(range(self.low, self.high + 1))
-
-    def first(self) -> int:
-        return round(super().first())
-
-
-#: A searched setting.
-Param = Choice | FloatRange | IntRange
-
-
-def _choice(values: list[Any]) -> Choice:
-    if not values:
-        raise SNNetError("an empty list searches over nothing: give at least one value")
-    seen: set[Any] = set()  # one kind per list (ints, floats, strings or booleans): hashing is exact
-    repeated = sorted({repr(v) for v in values if v in seen or seen.add(v)})
-    if repeated:
-        raise SNNetError(f"lists {', '.join(repeated)} more than once")
-    return Choice(tuple(values))
-
-
-def _form(raw: Any) -> str:
-    return "choice" if isinstance(raw, (list, tuple)) else "range" if isinstance(raw, dict) else "value"
-
-
-def searchable(kind: Kind) -> Any:
-    """The type of a ``T | Choice[T] | Range`` setting: a value, a list, or ``{low, high, log}``."""
-    value = kind.annotated()
-    if kind.type in ("int", "float"):
-        bounds = create_model(f"{kind.type.title()}Bounds", __config__=_STRICT, low=(value, ...), high=(value, ...),
-                              log=(Bool, False))
-        make = IntRange if kind.type == "int" else FloatRange
-        ranged = Annotated[bounds, AfterValidator(lambda b: make(b.low, b.high, b.log))]
-    else:
-        def refuse(raw: Any) -> Any:
-            raise SNNetError(f"must {kind.describe()}, or a list of them to search over, got a mapping")
-        ranged = Annotated[Any, PlainValidator(refuse)]
-    return Annotated[Annotated[value, Tag("value")]
-                     | Annotated[list[value], AfterValidator(_choice), Tag("choice")]
-                     | Annotated[ranged, Tag("range")],
-                     Discriminator(_form), PlainSerializer(lambda v: v.plain() if isinstance(v, _Param) else v)]
 
 
 # -- anchors, families, resources, searcher ------------------------------------------------------
@@ -414,7 +294,7 @@ class SearchSpace(BaseModel):
             if rule not in rules:
                 raise Problem(f"training.sampling_options.{rule}", "options for a rule this space never samples "
                               f"with (sampling: {', '.join(sorted(map(str, rules)))})")
-        if self.searcher.seeds is not None and isinstance(self.training.seed, _Param):
+        if self.searcher.seeds is not None and isinstance(self.training.seed, Param):
             raise Problem("searcher.seeds", "repeats every configuration over these seeds, so training.seed "
                                             "must not be searched as well (a fixed training.seed is replaced)")
         ranges = [k for k, p in self.parameters().items() if isinstance(p, FloatRange)]
@@ -481,14 +361,14 @@ class SearchSpace(BaseModel):
     def parameters(self) -> dict[str, Param]:
         """Every searched setting under a flat key: ``family`` (if several), ``space.*``, ``training.*``."""
         params: dict[str, Param] = {"family": Choice(tuple(self.family_names()))} if len(self.families) > 1 else {}
-        return params | {k: v for k, v in self._settings().items() if isinstance(v, _Param)}
+        return params | {k: v for k, v in self._settings().items() if isinstance(v, Param)}
 
     def fixed(self) -> dict[str, Any]:
         """Every fixed setting of a trial under a flat key, as plain (YAML/JSON-like) values."""
         out: dict[str, Any] = {"family": self.families[0].name} if len(self.families) == 1 else {}
         out.update(dataset=self.dataset, image_size=self.image_size)
         out.update({k: v.model_dump() if isinstance(v, AnchorEntry) else v
-                    for k, v in self._settings().items() if not isinstance(v, _Param)})
+                    for k, v in self._settings().items() if not isinstance(v, Param)})
         return out | {f"resources.{k}": v for k, v in self.resources.model_dump().items()}
 
     def grid_size(self) -> int | None:

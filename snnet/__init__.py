@@ -20,8 +20,9 @@ from ._errors import SNNetError, UnknownModelError, UnstitchableError, Unsupport
 from ._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from ._space import DIRECTIONS, PRESETS, SpaceConfig, Stitch, StitchSpace
+    from ._space import StitchSpace
     from ._spec import AnchorSpec, check_model_name
+    from ._stitch import DIRECTIONS, PRESETS, SpaceConfig, Stitch
     from .anchors import Anchor, check_spec, create_anchor, load_checkpoint
     from .flops import AnchorProfile, flop_count, profile_anchor
     from .least_squares import LeastSquaresAccumulator, least_squares
@@ -32,8 +33,9 @@ if TYPE_CHECKING:
 #: neither torch nor timm; the first use of a name imports its module, so tools that only read a
 #: catalog or a search space start without torch's import time.
 _LAZY = {
-    "_space": ("DIRECTIONS", "PRESETS", "SpaceConfig", "Stitch", "StitchSpace"),
+    "_space": ("StitchSpace",),
     "_spec": ("AnchorSpec", "check_model_name"),
+    "_stitch": ("DIRECTIONS", "PRESETS", "SpaceConfig", "Stitch"),
     "anchors": ("Anchor", "check_spec", "create_anchor", "load_checkpoint"),
     "flops": ("AnchorProfile", "flop_count", "profile_anchor"),
     "least_squares": ("LeastSquaresAccumulator", "least_squares"),

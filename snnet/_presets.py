@@ -35,12 +35,14 @@ for these families; asking the preset for anything else is an error, not a silen
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ._errors import SNNetError, UnstitchableError
+from ._stitch import LayerSpec, SpaceConfig
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ._space import StitchSpace
+if TYPE_CHECKING:  # pragma: no cover - flops imports torch; a paper space is planned without it
+    from .flops import AnchorProfile
 
 __all__ = ["paired_stitching", "unpaired_stitching", "paper_plan", "PAPER_FAMILIES"]
 
@@ -98,38 +100,38 @@ def unpaired_stitching(front_depth: int, back_depth: int):
     return cuts, mapped[: len(cuts)], front_depth
 
 
-def _family(space: StitchSpace) -> str:
-    families = [p.family for p in space.profiles]
+def _family(profiles: Sequence[AnchorProfile]) -> str:
+    families = [p.family for p in profiles]
     if len(set(families)) == 1 and families[0] in PAPER_FAMILIES:
         return families[0]
     if families[0] == "resnet" and set(families[1:]) == {"swin"} and len(families) == 2:
         return "resnet->swin"
-    names = ", ".join(f"{p.name} ({p.family})" for p in space.profiles)
+    names = ", ".join(f"{p.name} ({p.family})" for p in profiles)
     raise SNNetError(
         f"preset 'paper' knows the families of SN-Net's released code: {', '.join(PAPER_FAMILIES.values())}; "
         f"got {names}. Drop the preset for this project's wider spaces."
     )
 
 
-def paper_plan(space: StitchSpace):
-    """The released enumeration for ``space``'s anchors, or ``None`` where it is the default one.
+def paper_plan(profiles: Sequence[AnchorProfile], config: SpaceConfig, layers: dict[str, LayerSpec]):
+    """The released enumeration for a space's anchors (``profiles``, in FLOPs order), or ``None``
+    where it is the default one.
 
     Returns ``[(anchors, cuts, layer_keys), ...]`` for the stitched networks (the anchors alone
-    come first, as in the released code) and registers their layers in ``space.layers``.
+    come first, as in the released code) and registers their layers in ``layers`` (the space's).
     """
-    config = space.config
-    family = _family(space)
+    family = _family(profiles)
     if config.direction != "fast-to-slow" or config.two_way:
         raise SNNetError(
             "preset 'paper' reproduces the released code, which stitches fast-to-slow only and has no two-way "
             f"stitches; got direction={config.direction!r}, two_way={config.two_way}."
         )
     if family == "vit":
-        depths = {p.depth for p in space.profiles}
+        depths = {p.depth for p in profiles}
         if len(depths) != 1:
             raise SNNetError(
                 "preset 'paper' for ViT/DeiT reproduces the released stitching_deit code, which stitches anchors "
-                f"of equal depth; got depths {[p.depth for p in space.profiles]}. Drop the preset to map unequal "
+                f"of equal depth; got depths {[p.depth for p in profiles]}. Drop the preset to map unequal "
                 "depths by relative depth."
             )
         return None  # the default enumeration is the released one
@@ -142,8 +144,8 @@ def paper_plan(space: StitchSpace):
     stages = PAPER_STAGES[family]
     plan = []
     for stage in stages:
-        for front in range(len(space.profiles) - 1):
-            plan.extend(_stage_pair(space, stage, front, front + 1))
+        for front in range(len(profiles) - 1):
+            plan.extend(_stage_pair(profiles, layers, stage, front, front + 1))
     return plan
 
 
@@ -151,10 +153,9 @@ def _stage_units(profile, stage: int) -> list[int]:
     return [u for u, s in enumerate(profile.stage_of) if s == stage]
 
 
-def _stage_pair(space: StitchSpace, stage: int, front: int, back: int):
-    from ._space import LayerSpec
-
-    f, b = space.profiles[front], space.profiles[back]
+def _stage_pair(profiles: Sequence[AnchorProfile], layers: dict[str, LayerSpec], stage: int, front: int,
+                back: int):
+    f, b = profiles[front], profiles[back]
     f_units, b_units = _stage_units(f, stage), _stage_units(b, stage)
     if not f_units or not b_units:
         raise UnstitchableError(f"preset 'paper' stitches stage {stage}, which {f.name} or {b.name} lacks.")
@@ -176,7 +177,7 @@ def _stage_pair(space: StitchSpace, stage: int, front: int, back: int):
         layer_cuts = tuple(c for c, k in zip(global_cuts, keys) if k == key)
         if not layer_cuts:  # the released code builds it but no stitch uses it
             continue
-        space.layers[key] = LayerSpec(
+        layers[key] = LayerSpec(
             key=key, front=front, back=back, stage=stage, window=layer,
             in_dim=f.width(f.unit_shapes[f_units[0]]), out_dim=b.width(b.unit_shapes[b_units[0]]),
             in_layout=f.layout, out_layout=b.layout, grid=grid_f, cuts=layer_cuts,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import UnknownModelError
+from .text import did_you_mean
 
 __all__ = ["AnchorSpec", "check_model_name"]
 
@@ -57,8 +58,6 @@ def _check_tag(name: str) -> None:
         return
     known = sorted(get_arch_pretrained_cfgs(arch))
     if known and name not in known:
-        from .cli import did_you_mean
-
         tags = [k.partition(".")[2] for k in known]
         shown = ", ".join(repr(k) for k in known[:8]) + (f", ... ({len(known)} in all)" if len(known) > 8 else "")
         raise UnknownModelError(

@@ -40,8 +40,8 @@ from ._spec import AnchorSpec, check_model_name
 from ._weights import load_checkpoint
 
 __all__ = [
-    "ADAPTERS", "Anchor", "AnchorSpec", "FamilyAdapter", "LAYOUTS", "RANDOM", "check_model_name", "check_spec",
-    "create_anchor", "load_checkpoint", "register_adapter", "weights_source",
+    "ADAPTERS", "Anchor", "AnchorSpec", "FamilyAdapter", "LAYOUTS", "RANDOM", "Scope", "build_model",
+    "check_model_name", "check_spec", "create_anchor", "load_checkpoint", "register_adapter", "weights_source",
 ]
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ RANDOM = "random"
 LAYOUTS = ("tokens", "nhwc", "nchw")
 
 
-class _Scope(nn.Module):
+class Scope(nn.Module):
     """A module that runs ``fn``; it exists so tracers see a named scope. Parameter-free, unless
     ``owner`` (the module whose parameters ``fn`` uses) is given for a tracer to see them too."""
 
@@ -86,9 +86,9 @@ class Anchor(nn.Module):
         self.model = model
         self.weights = weights
         self.adapter: FamilyAdapter = adapter_for(model, name, image_size)
-        self.stem = _Scope(self.forward_stem)
-        self.units = nn.ModuleList(_Scope(functools.partial(self.run_unit, i)) for i in range(self.depth))
-        self.head = _Scope(self.forward_head)
+        self.stem = Scope(self.forward_stem)
+        self.units = nn.ModuleList(Scope(functools.partial(self.run_unit, i)) for i in range(self.depth))
+        self.head = Scope(self.forward_head)
 
     # -- structure ---------------------------------------------------------------------
     @property
@@ -170,7 +170,7 @@ class Anchor(nn.Module):
 
     def prune(self, keep: Iterable[nn.Parameter]) -> None:
         """Drop every weight not in ``keep``: sub-modules holding only such weights become
-        :class:`~snnet.export.Pruned` placeholders (which raise if run), and such parameters
+        :class:`~snnet.extract.Pruned` placeholders (which raise if run), and such parameters
         held directly by a kept module are unregistered. Units and head are looked up in the
         model when used, so the anchor runs the kept pieces unchanged."""
         self.adapter.prune({id(p) for p in keep}, self.name)
@@ -241,11 +241,10 @@ def hub_reachable(kind: str, where: str) -> bool:
     return _weights.hub_reachable(kind, where)
 
 
-def _build_pretrained(spec: AnchorSpec, model_kwargs: dict[str, Any]) -> tuple[nn.Module, str]:
+def _build_pretrained(spec: AnchorSpec, model_kwargs: dict[str, Any], **timm_kwargs: Any) -> tuple[nn.Module, str]:
     """timm's hub weights: probe the host first, fall back to the cache, fail fast offline."""
     cfg = _hub_cfg(spec)
     source = _weights.hub_source(cfg)
-    timm_kwargs: dict[str, Any] = {}
     if source is not None and not hub_reachable(*source):
         cached = _weights.cached_hub_file(cfg)
         if cached is None:
@@ -279,20 +278,36 @@ def create_anchor(spec: AnchorSpec | str, *, load_weights: bool = True, **kwargs
     """
     if isinstance(spec, str):
         spec = AnchorSpec(spec)
+    model, weights = build_model(spec, load_weights=load_weights, **kwargs)
+    if not load_weights:
+        _note_head_reset(spec, model, _model_kwargs(spec, kwargs))
+    image_size = {**spec.kwargs, **kwargs}.get("img_size")
+    return Anchor(model, spec.name, image_size=image_size, weights=weights).eval()
+
+
+def build_model(spec: AnchorSpec | str, *, load_weights: bool = True, device: str | torch.device | None = None,
+                **kwargs: Any) -> tuple[nn.Module, str]:
+    """``spec``'s plain timm model and where its weights came from (:attr:`Anchor.weights`):
+    what :func:`create_anchor` wraps, for a model that is only run, never stitched (a
+    distillation teacher of any timm family).
+
+    Weights as :func:`create_anchor` loads them: a checkpoint (``spec.checkpoint``), else timm's
+    hub weights (``spec.pretrained``: the host probed first, the cache as fallback, an
+    :class:`SNNetError` offline), else the random initialisation; ``load_weights=False`` reads none.
+    ``kwargs`` are merged into ``spec.kwargs`` (``img_size`` is dropped for CNN families);
+    ``device`` is timm's (``"meta"``: a build without memory or weights).
+    """
+    if isinstance(spec, str):
+        spec = AnchorSpec(spec)
     check_model_name(spec.name)
     model_kwargs = _model_kwargs(spec, kwargs)
-    image_size = {**spec.kwargs, **kwargs}.get("img_size")
-    if not load_weights:
-        model, weights = _build(spec.name, model_kwargs, pretrained=False), RANDOM
-        _note_head_reset(spec, model, model_kwargs)
-    elif spec.checkpoint:
-        model = _build(spec.name, model_kwargs, pretrained=False)
-        weights = _load_file(model, spec, model_kwargs)
-    elif spec.pretrained:
-        model, weights = _build_pretrained(spec, model_kwargs)
-    else:
-        model, weights = _build(spec.name, model_kwargs, pretrained=False), RANDOM
-    return Anchor(model, spec.name, image_size=image_size, weights=weights).eval()
+    timm_kwargs = {"device": device} if device is not None else {}
+    if load_weights and spec.checkpoint:
+        model = _build(spec.name, model_kwargs, pretrained=False, **timm_kwargs)
+        return model, _load_file(model, spec, model_kwargs)
+    if load_weights and spec.pretrained:
+        return _build_pretrained(spec, model_kwargs, **timm_kwargs)
+    return _build(spec.name, model_kwargs, pretrained=False, **timm_kwargs), RANDOM
 
 
 def _note_head_reset(spec: AnchorSpec, model: nn.Module, model_kwargs: dict[str, Any]) -> None:

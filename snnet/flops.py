@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ._errors import SNNetError
-from .anchors import Anchor, _Scope
+from .anchors import Anchor, Scope
 
 __all__ = ["AnchorProfile", "profile_anchor", "flop_count", "sdpa_flop_jit"]
 
@@ -203,7 +203,7 @@ def _traced(fn: Callable[[torch.Tensor], torch.Tensor], owner: nn.Module, x: tor
         outputs.append(fn(t))
         return outputs[-1]
 
-    flops = int(flop_count(_Scope(run, owner), x).total())
+    flops = int(flop_count(Scope(run, owner), x).total())
     return flops, outputs[-1].detach()
 
 

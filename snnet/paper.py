@@ -26,7 +26,8 @@ from typing import Any
 import torch
 
 from ._errors import SNNetError
-from ._space import SpaceConfig, StitchSpace
+from ._space import StitchSpace
+from ._stitch import SpaceConfig
 from .anchors import AnchorSpec, check_model_name, create_anchor
 from .flops import profile_anchor
 from .supernet import StitchedSupernet

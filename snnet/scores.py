@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ._space import Stitch
+from ._stitch import Stitch
 from .sampling import ScoredRule
 from .supernet import StitchedSupernet, run_path
 

@@ -9,16 +9,18 @@ to one stitch for evaluation and deployment.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
 
-from ._space import Junction, LayerSpec, SpaceConfig, Stem, Step, Stitch, StitchSpace, Units, check_distinct
-from .anchors import Anchor, AnchorSpec, create_anchor
+from ._space import StitchSpace
+from ._stitch import Junction, LayerSpec, SpaceConfig, Stem, Step, Stitch, Units, check_distinct
+from .anchors import Anchor, AnchorSpec, check_model_name, create_anchor
 from .flops import profile_anchor
 from .least_squares import LeastSquaresAccumulator, to_rows
 
-__all__ = ["StitchingLayer", "StitchedSupernet", "FixedStitch", "build_supernet", "run_path"]
+__all__ = ["FixedStitch", "StandaloneStitch", "StitchingLayer", "StitchedSupernet", "build_supernet", "run_path"]
 
 
 def run_path(
@@ -151,8 +153,6 @@ class StitchedSupernet(nn.Module):
 
     def set_released_deit_head(self, on: bool = True) -> None:
         """Switch the released-DeiT head compatibility (re-costs the space; ids and layers stay)."""
-        from dataclasses import replace
-
         if on != self.released_deit_head:
             self.space = StitchSpace(self.space.profiles, replace(self.space.config, released_deit_head=on))
 
@@ -275,6 +275,48 @@ class StitchedSupernet(nn.Module):
         return self.solve_least_squares(accs)
 
 
+class StandaloneStitch(nn.Module):
+    """A module bound to one stitch: ``forward(x)`` runs ``stitch.path`` over ``anchors`` and ``stitch_layers``.
+
+    Args:
+        stitch: the :class:`~snnet.Stitch` to run (or, for older callers, its path).
+        anchors: the anchors on the path, keyed by their index in the space as a string.
+        stitch_layers: the stitching layers of the stitch's junctions, keyed by layer key.
+
+    :meth:`bind` builds one that shares a supernet's modules (what :meth:`StitchedSupernet.fix`
+    returns, as ``FixedStitch``); :func:`snnet.extract.extract_stitch` builds one over pruned
+    copies that hold only the stitch's weights (for deployment and ``torch.export``).
+    """
+
+    def __init__(self, stitch: Stitch | Sequence[Step], anchors: dict[str, Anchor],
+                 stitch_layers: dict[str, nn.Module]):
+        super().__init__()
+        self.stitch = stitch if isinstance(stitch, Stitch) else None
+        self.path = tuple(stitch.path if isinstance(stitch, Stitch) else stitch)
+        self.anchors = nn.ModuleDict(anchors)
+        self.stitch_layers = nn.ModuleDict(stitch_layers)
+
+    @staticmethod
+    def modules_of(supernet: StitchedSupernet, stitch: Stitch) -> tuple[dict[str, Anchor], dict[str, nn.Module]]:
+        """The supernet's anchors and stitching layers that ``stitch`` runs (shared, not copied)."""
+        anchors = {str(a): supernet.anchors[a] for a in sorted(set(stitch.anchors))}
+        layers = {k: supernet.stitch_layers[k] for k in dict.fromkeys(stitch.layers)}
+        return anchors, layers
+
+    @classmethod
+    def bind(cls, supernet: StitchedSupernet, stitch: Stitch | int) -> StandaloneStitch:
+        """``stitch`` of ``supernet`` as a module sharing the supernet's weights."""
+        stitch = supernet.space[stitch] if isinstance(stitch, int) else stitch
+        return cls(stitch, *cls.modules_of(supernet, stitch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return run_path(self.path, x, lambda a: self.anchors[str(a)], self.stitch_layers.__getitem__)
+
+
+#: What :meth:`StitchedSupernet.fix` returns: one stitch bound to the supernet's weights.
+FixedStitch = StandaloneStitch
+
+
 def build_supernet(
     anchors: Sequence[AnchorSpec | str],
     config: SpaceConfig = SpaceConfig(),  # noqa: B008 - SpaceConfig is a frozen dataclass: one shared default is safe
@@ -283,8 +325,6 @@ def build_supernet(
     """Create the anchors, profile each once, enumerate the space and build the supernet."""
     specs = [AnchorSpec(a) if isinstance(a, str) else a for a in anchors]
     config.validate()
-    from .anchors import check_model_name
-
     for spec in specs:  # fail on a typo or a model named twice before building anything
         check_model_name(spec.name)
     check_distinct([spec.name for spec in specs])
@@ -292,7 +332,3 @@ def build_supernet(
     space = StitchSpace([profile_anchor(a) for a in built], config)
     by_name = {a.name: a for a in built}
     return StitchedSupernet(space, [by_name[n] for n in space.anchor_names])
-
-
-# One module runs one stitch, bound to the supernet's weights (here) or to pruned copies (export).
-from .export import StandaloneStitch as FixedStitch  # noqa: E402 - export imports this module at its end

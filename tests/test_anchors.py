@@ -157,7 +157,7 @@ def test_prune_keeps_what_is_asked_and_replaces_the_rest():
 def test_standalone_stitch_binds_a_supernets_own_modules():
     from orchestrator.data.demo_anchors import DEMO_ANCHORS
     from snnet import build_supernet
-    from snnet.export import StandaloneStitch
+    from snnet.supernet import StandaloneStitch
 
     net = build_supernet(list(DEMO_ANCHORS[:2])).eval()
     stitch = [s for s in net.space if not s.is_anchor][0]

@@ -25,13 +25,23 @@ from orchestrator.storage import atomic_write
 from snnet import SNNetError
 
 
-def test_one_home_for_the_helpers():
-    """snnet's command and the orchestrator's share one implementation (snnet may not import orchestrator)."""
+def test_one_home_for_the_helpers(capsys):
+    """snnet's command and the orchestrator's share one wording (snnet.text; snnet may not import orchestrator),
+    and snnet.space's few lines of command-line plumbing answer a mistake as the orchestrator's do."""
     import orchestrator.cli
-    import snnet.cli
+    import snnet.text
+    from snnet.space._command import ArgumentParser as SpaceParser
 
-    for name in orchestrator.cli.__all__:
-        assert getattr(orchestrator.cli, name) is getattr(snnet.cli, name)
+    for name in ("FLOPS_UNITS", "did_you_mean", "flops_unit", "format_flops", "plural", "render_table"):
+        assert getattr(orchestrator.cli, name) is getattr(snnet.text, name)
+    errors = []
+    for parser_class in (ArgumentParser, SpaceParser):
+        parser = parser_class(prog="python -m tool")
+        parser.add_argument("--epochs", type=int)
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args(["--epocs", "1"])
+        errors.append((exit_.value.code, capsys.readouterr().err))
+    assert errors[0] == errors[1]
 
 # -- suggestions and the command line's own mistakes ---------------------------------------------
 

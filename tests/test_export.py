@@ -34,7 +34,7 @@ from orchestrator.export.checkpoint import load_state, rebuild_supernet
 from orchestrator.train.config import TrainConfig
 from orchestrator.train.launch import catalog_rows
 from snnet import AnchorSpec, SNNetError, build_supernet
-from snnet.export import Pruned, extract_stitch
+from snnet.extract import Pruned, extract_stitch
 from snnet.latency import measure_latency, measure_space_latency
 
 
@@ -98,7 +98,7 @@ def _junction(net, index: int = 0):
     return [s for s in net.space if not s.is_anchor][index]
 
 
-# -- snnet.export.extract_stitch -------------------------------------------------------------------
+# -- snnet.extract.extract_stitch ------------------------------------------------------------------
 
 
 def test_extract_keeps_exactly_the_stitchs_weights_and_outputs(world):

@@ -42,7 +42,7 @@ from orchestrator.catalog._parse import name_list, parse_flops, parse_latency, p
 from orchestrator.catalog._read import LIST_COLUMNS, load
 from orchestrator.catalog._repeats import drop_repeats
 from snnet import SNNetError
-from snnet.cli import did_you_mean
+from snnet.text import did_you_mean
 
 __all__ = [
     "anchor_path",

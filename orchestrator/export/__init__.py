@@ -16,7 +16,7 @@ checkpoint (``<checkpoint>/state.pt``, a local folder or a URI pyarrow reads) is
 ``weights_only=True``; the supernet is rebuilt from the training settings and stitch space
 stored in it (anchor weights come from the checkpoint, never from a hub or the anchors'
 original files), LoRA updates of stitching layers are merged, and
-:func:`snnet.export.extract_stitch` keeps only the weights the stitch runs.
+:func:`snnet.extract.extract_stitch` keeps only the weights the stitch runs.
 
 The steps (:func:`export_from_catalog`): choose the row (:func:`select_row`), check where its
 checkpoint lies (:func:`check_checkpoint_location`), read the checkpoint back and rebuild the supernet

@@ -25,7 +25,7 @@ from orchestrator.export.checkpoint import train_config
 from orchestrator.storage import atomic_write
 from orchestrator.train.launch import code_version
 from snnet import Stitch, StitchedSupernet
-from snnet.export import extract_stitch
+from snnet.extract import extract_stitch
 
 __all__ = ["CARD_FORMAT", "export_onnx", "model_card", "save_program", "verified_program"]
 
@@ -35,7 +35,7 @@ CARD_FORMAT = 1
 
 def verified_program(net: StitchedSupernet, chosen: Stitch) -> tuple[ExportedProgram, torch.Tensor, bool]:
     """``(program, example input, dynamic batch?)`` of the stitch's standalone module
-    (:func:`snnet.export.extract_stitch`: only the weights the stitch runs), checked against the supernet:
+    (:func:`snnet.extract.extract_stitch`: only the weights the stitch runs), checked against the supernet:
     the same outputs and the stitch's parameter count (a mismatch is a bug here, not the user's)."""
     module = extract_stitch(net, chosen).eval()
     input_size = tuple(net.space.profiles[0].input_size)

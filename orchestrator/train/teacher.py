@@ -11,21 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import timm
 import torch
 
 from snnet import SNNetError
-from snnet.anchors import (
-    AnchorSpec,
-    UnsupportedFamilyError,
-    _build,
-    _build_pretrained,
-    _load_file,
-    _model_kwargs,
-    adapter_for,
-    check_model_name,
-    check_spec,
-)
+from snnet.anchors import AnchorSpec, UnsupportedFamilyError, adapter_for, build_model, check_model_name, check_spec
 
 __all__ = ["teacher_problems", "create_teacher"]
 
@@ -40,7 +29,7 @@ def teacher_problems(spec: Any, **kwargs: Any) -> list[str]:
     if isinstance(spec, str):
         spec = AnchorSpec(spec, pretrained=True)
     try:  # one meta build, shared with check_spec
-        model = timm.create_model(spec.name, pretrained=False, device="meta", **_model_kwargs(spec, kwargs))
+        model, _ = build_model(spec, load_weights=False, device="meta", **kwargs)
     except Exception:  # noqa: BLE001 - an unknown name or bad kwargs: check_spec builds again and says so
         model = None
     problems = check_spec(spec, model=model, **kwargs)
@@ -61,14 +50,9 @@ def create_teacher(spec: Any, device: torch.device | str = "cpu") -> torch.nn.Mo
     if isinstance(spec, str):
         spec = AnchorSpec(spec, pretrained=True)
     check_model_name(spec.name)
-    model_kwargs = _model_kwargs(spec, {})
-    if spec.checkpoint:
-        model = _build(spec.name, model_kwargs, pretrained=False)
-        _load_file(model, spec, model_kwargs)
-    elif spec.pretrained:
-        model, _ = _build_pretrained(spec, model_kwargs)
-    else:
+    if not spec.checkpoint and not spec.pretrained:
         raise SNNetError(_NO_TEACHER_WEIGHTS.format(name=spec.name))
+    model, _ = build_model(spec)
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -1,4 +1,8 @@
-"""``python -m snnet.space``: enumerate a stitch space without training and without weights."""
+"""``python -m snnet.space``: enumerate a stitch space without training and without weights.
+
+The arguments are checked before torch is imported (the anchors and the supernet are imported
+where the space is built), so a mistake is answered at once.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,10 @@ import time
 from collections.abc import Sequence
 
 from .._errors import SNNetError
-from ..cli import ArgumentParser, cli, format_flops, render_table, write_stdout
+from .._spec import AnchorSpec, check_model_name
+from .._stitch import SpaceConfig, check_window
+from ..text import format_flops, render_table
+from ._command import ArgumentParser, command, write_stdout
 
 EXAMPLE = "deit_tiny_patch16_224,deit_small_patch16_224,deit_base_patch16_224"
 
@@ -61,13 +68,10 @@ def _table(space, scores=None) -> str:
 SCORE_FORMATS = (("ls_r2", ".3f"), ("cka", ".3f"), ("kl", ".4f"), ("init_top1", ".1f"))
 
 
-@cli()
+@command
 def main(argv: Sequence[str] | None = None) -> int:
-    """Enumerate; a user's mistake is one ``error:`` paragraph and exit 2 (:func:`snnet.cli.run_cli`)."""
+    """Enumerate; a user's mistake is one ``error:`` paragraph and exit 2 (:mod:`snnet.space._command`)."""
     args = parse_args(argv)
-    from .._space import SpaceConfig
-    from .._spec import check_model_name  # torch-free: the checks before it answer without importing torch
-
     names = [n.strip() for n in args.anchors.split(",") if n.strip()]
     if not names:
         raise SNNetError("--anchors needs at least one timm model name, got none.")
@@ -95,16 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         image_folder(args.dataset)  # before any model is built
     for name in names:  # before any model is built
         check_model_name(name)
-    from .._space import check_window
-    from ..anchors import anchor_depth
+    from ..anchors import anchor_depth  # torch from here on (see the module docstring)
     from ..supernet import build_supernet
 
     extra = {"img_size": args.image_size} if args.image_size else {}
     if len(names) > 1:  # the window must fit the shallowest anchor: depths from meta builds, no anchor built yet
         check_window(config.kernel_size, [(n, anchor_depth(n, **extra)) for n in names])
     start = time.perf_counter()
-    from ..anchors import AnchorSpec
-
     net = build_supernet([AnchorSpec(n, pretrained=args.pretrained) for n in names], config, **extra)
     space = net.space
     elapsed = time.perf_counter() - start
