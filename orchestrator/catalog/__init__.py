@@ -1,6 +1,7 @@
 """The Parquet stitch catalog: one file per trial, one row per stitch; its queries, checks and plots.
 
-Writing: :class:`CatalogWriter`, a row built from :data:`SCHEMA` by :func:`catalog_row` (``_store``). Reading
+Writing: :class:`CatalogWriter`, rows built from :data:`SCHEMA` by :func:`catalog_row` and :func:`catalog_values`
+(``_store``). Reading
 and querying: :func:`load`, :func:`query`, :func:`pareto_front`, :func:`best_under` (``_read``, ``_query``;
 budgets parsed by ``_parse``). Damaged files: :func:`check`, :func:`quarantine` (``_inspect``); repeats of one
 configuration: :func:`drop_repeats` (``_repeats``); :func:`plot` (``_plot``); ``compare`` (``_compare``); what a
@@ -20,6 +21,7 @@ from orchestrator.catalog._store import (
     SCHEMA_VERSION,
     CatalogWriter,
     catalog_row,
+    catalog_values,
     columns_of_version,
     read_catalog,
     resolve,
@@ -37,6 +39,7 @@ __all__ = [
     "Problem",
     "best_under",
     "catalog_row",
+    "catalog_values",
     "catalog_warnings_to_stderr",
     "check",
     "columns_of_version",

@@ -44,6 +44,7 @@ __all__ = [
     "VERSION_KEY",
     "CatalogWriter",
     "catalog_row",
+    "catalog_values",
     "columns_of_version",
     "list_files",
     "open_catalog",
@@ -225,23 +226,28 @@ def list_files(filesystem: Any, base: str, sweep: str | Sequence[str] | None = N
 def catalog_row(**columns: Any) -> dict[str, Any]:
     """One full catalog row: every column of :data:`SCHEMA`, in its order, with None for those not given.
 
-    The one place a row is built from the schema (``orchestrator.train`` builds its rows with it, and
-    :meth:`CatalogWriter.write_trial` completes the rows it is given with it). A key the schema lacks
-    raises ValueError naming it: a typo such as ``top_1`` would otherwise be dropped silently.
+    The one place a row is built from the schema (:meth:`CatalogWriter.write_trial` completes the rows it
+    is given with it; :func:`catalog_values` builds the part of a row a producer knows). A key the schema
+    lacks raises ValueError naming it: a typo such as ``top_1`` would otherwise be dropped silently.
     """
+    known = catalog_values(**columns)
+    return {name: known.get(name) for name in SCHEMA.names}
+
+
+def catalog_values(**columns: Any) -> dict[str, Any]:
+    """The columns given, checked against :data:`SCHEMA` (ValueError naming a key it lacks) and in its
+    order: the part of a row one producer fills (``orchestrator.train`` the run's, the writer the trial id
+    and time, a sweep the fingerprint), completed by :func:`catalog_row` when written."""
     unknown = sorted(k for k in columns if k not in _COLUMNS)
     if unknown:
         raise ValueError(f"catalog rows have columns not in the schema: {unknown} "
                          f"(its columns: {', '.join(SCHEMA.names)})")
-    return {name: columns.get(name) for name in SCHEMA.names}
+    return {name: columns[name] for name in SCHEMA.names if name in columns}
 
 
 def columns_of_version(version: int) -> list[str]:
     """The columns every file of catalog schema ``version`` (1, 2, 3, ...) holds."""
     return [name for name in SCHEMA.names if _ADDED_IN.get(name, 1) <= version]
-
-
-check_name = validate_name  # the name earlier modules import
 
 
 def _parquet_file(handle: Any) -> pq.ParquetFile:
@@ -250,7 +256,7 @@ def _parquet_file(handle: Any) -> pq.ParquetFile:
 
 def trial_file(root: str, sweep: str, trial_id: str) -> str:
     _, path = resolve(root)
-    return f"{path}/sweep={check_name('sweep', sweep)}/trial-{check_name('trial', trial_id)}.parquet"
+    return f"{path}/sweep={validate_name('sweep', sweep)}/trial-{validate_name('trial', trial_id)}.parquet"
 
 
 class CatalogWriter:
@@ -258,7 +264,7 @@ class CatalogWriter:
 
     def __init__(self, root: str | os.PathLike[str], sweep: str):
         self.root = os.fspath(root)
-        self.sweep = check_name("sweep", sweep)
+        self.sweep = validate_name("sweep", sweep)
         self.fs, self.base = resolve(self.root)
         path = self.base
         while True:  # the catalog, or the nearest of its parents that exists, must be a folder
@@ -279,7 +285,7 @@ class CatalogWriter:
         the search-space fingerprint); :func:`trial_metadata` reads them back. The schema
         version key cannot be overridden.
         """
-        check_name("trial", trial_id)
+        validate_name("trial", trial_id)
         now = _dt.datetime.now(_dt.timezone.utc)
         rows = list(rows)
         unknown = sorted({k for row in rows for k in row} - _COLUMNS)
@@ -289,7 +295,8 @@ class CatalogWriter:
         repeated = sorted((i for i, n in counts.items() if n > 1), key=str)
         if repeated:  # readers would report the file as damaged
             raise ValueError(f"catalog rows of trial {trial_id!r} repeat stitch_id {repeated}")
-        records = [catalog_row(**{"created_at": now, **row, "trial_id": trial_id}) for row in rows]
+        records = [catalog_row(**{**row, "created_at": row.get("created_at") or now, "trial_id": trial_id})
+                   for row in rows]
         extra = {str(k).encode(): str(v).encode() for k, v in (metadata or {}).items()}
         extra.pop(VERSION_KEY, None)
         schema = SCHEMA.with_metadata({**extra, **SCHEMA.metadata}) if extra else SCHEMA

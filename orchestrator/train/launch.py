@@ -23,7 +23,7 @@ from importlib.metadata import version as package_version
 from typing import Any
 
 import orchestrator
-from orchestrator.catalog import CatalogWriter
+from orchestrator.catalog import CatalogWriter, catalog_values
 from orchestrator.train.cluster import ensure_ray, preflight, worker_resources
 from orchestrator.train.config import TrainConfig
 from orchestrator.train.prepare import Prepared, prepare
@@ -199,49 +199,49 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
         latency_ms = (latency or {}).get(str(stitch.stitch_id))
         score = (scores or {}).get(str(stitch.stitch_id)) or {}
         prior = list((before or {}).get(str(stitch.stitch_id)) or []) + [None, None]
-        rows.append({
-            "stitch_id": stitch.stitch_id,
-            "anchors": list(space.names(stitch)),
-            "cuts": [list(c) for c in stitch.cuts],
-            "kernel_size": config.kernel_size,
-            "stride": config.stride,
-            "preset": space.config.preset,
-            "released_deit_head": bool(getattr(space.config, "released_deit_head", False)),
-            "sampling": config.sampling,
-            "flops": stitch.flops,
-            "params": stitch.params,
-            "top1": top1,
-            "top5": top5,
-            "top1_selection": (selection or {}).get(str(stitch.stitch_id)),
-            "selection_images": selection_images,
-            "top1_before": prior[0],
-            "top1_selection_before": prior[1],
-            "eval_images": eval_images,
-            "latency_ms": latency_ms,
-            "latency_batch_size": config.latency_batch_size if latency_ms is not None else None,
-            "device": (device or ("cuda" if config.use_gpu else "cpu")) if latency_ms is not None else None,
-            "dataset": config.dataset,
-            "checkpoint": checkpoint,
-            "layers": list(stitch.layers),
-            "ls_r2": min(layer_r2) if layer_r2 else None,
-            "init_cka": score.get("cka"),
-            "init_kl": score.get("kl"),
-            "init_top1": score.get("init_top1"),
-            "score_images": score.get("images"),
-            "init": config.init,
-            "mode": config.mode,
-            "epochs": config.epochs,
-            "data_fraction": float(config.data_fraction),  # fidelity: a cheap trial vs its full re-run
-            "image_size": config.image_size,  # null: each family's default resolution
-            "anchor_lr": float(config.anchor_lr),
-            "stitch_lr": float(config.stitch_lr) if config.stitch_lr is not None else None,  # None: one lr group
-            "seed": config.seed,
-            "workers": config.workers,
-            "code_version": version,
-            "experiment": experiment,
-            "config_fingerprint": fingerprint,
-            "weights": "; ".join(f"{a}={weights[a]}" for a in dict.fromkeys(space.names(stitch)) if a in weights)
-                       or None if weights else None,
-        })
+        rows.append(catalog_values(
+            stitch_id=stitch.stitch_id,
+            anchors=list(space.names(stitch)),
+            cuts=[list(c) for c in stitch.cuts],
+            kernel_size=config.kernel_size,
+            stride=config.stride,
+            preset=space.config.preset,
+            released_deit_head=bool(getattr(space.config, "released_deit_head", False)),
+            sampling=config.sampling,
+            flops=stitch.flops,
+            params=stitch.params,
+            top1=top1,
+            top5=top5,
+            top1_selection=(selection or {}).get(str(stitch.stitch_id)),
+            selection_images=selection_images,
+            top1_before=prior[0],
+            top1_selection_before=prior[1],
+            eval_images=eval_images,
+            latency_ms=latency_ms,
+            latency_batch_size=config.latency_batch_size if latency_ms is not None else None,
+            device=(device or ("cuda" if config.use_gpu else "cpu")) if latency_ms is not None else None,
+            dataset=config.dataset,
+            checkpoint=checkpoint,
+            layers=list(stitch.layers),
+            ls_r2=min(layer_r2) if layer_r2 else None,
+            init_cka=score.get("cka"),
+            init_kl=score.get("kl"),
+            init_top1=score.get("init_top1"),
+            score_images=score.get("images"),
+            init=config.init,
+            mode=config.mode,
+            epochs=config.epochs,
+            data_fraction=float(config.data_fraction),  # fidelity: a cheap trial vs its full re-run
+            image_size=config.image_size,  # null: each family's default resolution
+            anchor_lr=float(config.anchor_lr),
+            stitch_lr=float(config.stitch_lr) if config.stitch_lr is not None else None,  # None: one lr group
+            seed=config.seed,
+            workers=config.workers,
+            code_version=version,
+            experiment=experiment,
+            config_fingerprint=fingerprint,
+            weights="; ".join(f"{a}={weights[a]}" for a in dict.fromkeys(space.names(stitch)) if a in weights)
+                    or None if weights else None,
+        ))
     return rows
 

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from orchestrator import data  # its functions by module: tests replace data.get_datasets to count the opens
-from orchestrator.catalog import CatalogWriter
-from orchestrator.catalog._store import check_name
+from orchestrator.catalog import CatalogWriter, validate_name
 from orchestrator.data.demo_anchors import demo_anchor_specs  # importing it registers the demo anchors with timm
 from orchestrator.data.fidelity import selection_split, training_subset
 from orchestrator.storage import check_outside_ray_runtime
@@ -194,7 +193,7 @@ def _settled(config: TrainConfig, progress: Callable[[str], None], probed: set[s
     if config.trial_id is None:
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         config = config.model_copy(update={"trial_id": f"{stamp}-{uuid.uuid4().hex[:6]}"})
-    check_name("trial", config.trial_id)
+    validate_name("trial", config.trial_id)
     locations = {f"catalog:{config.catalog}|{config.sweep}", f"storage:{config.storage_path}"}
     if probed is not None and locations <= probed:
         return config  # written to by this driver already (and the sweep name checked by its CatalogWriter)
