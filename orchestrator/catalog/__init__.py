@@ -24,7 +24,6 @@ from orchestrator.catalog._store import (
     catalog_values,
     columns_of_version,
     read_catalog,
-    resolve,
     trial_file,
     trial_metadata,
 )
@@ -54,7 +53,6 @@ __all__ = [
     "query",
     "read_catalog",
     "repeat_note",
-    "resolve",
     "scan",
     "sweeps",
     "to_records",

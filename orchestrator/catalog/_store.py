@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 import pyarrow.types as patypes
 from pyarrow import fs as pafs
 
+from orchestrator import storage
 from orchestrator.catalog._names import validate_name
 from orchestrator.storage import atomic_write
 from snnet import SNNetError
@@ -49,7 +50,6 @@ __all__ = [
     "list_files",
     "open_catalog",
     "read_catalog",
-    "resolve",
     "trial_file",
     "trial_metadata",
 ]
@@ -168,19 +168,11 @@ SETTING_COLUMNS = frozenset({
 })
 
 
-def resolve(root: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow filesystem and path for a local folder or a URI."""
-    root = os.fspath(root)
-    if "://" in root:
-        return pafs.FileSystem.from_uri(root)
-    return pafs.LocalFileSystem(), os.path.abspath(root)
-
-
 def open_catalog(catalog: str | os.PathLike[str]) -> tuple[Any, str]:
     """The filesystem and base path of a catalog that must be an existing folder."""
     shown = os.fspath(catalog)
     try:
-        filesystem, base = resolve(shown)
+        filesystem, base = storage.filesystem(shown)
         info = filesystem.get_file_info(base)
     except (pa.ArrowException, OSError, ValueError) as e:
         raise SNNetError(f"{shown!r} is not a stitch catalog: pyarrow cannot open it ({e}). {_HINT}") from None
@@ -255,7 +247,7 @@ def _parquet_file(handle: Any) -> pq.ParquetFile:
 
 
 def trial_file(root: str, sweep: str, trial_id: str) -> str:
-    _, path = resolve(root)
+    _, path = storage.filesystem(root)
     return f"{path}/sweep={validate_name('sweep', sweep)}/trial-{validate_name('trial', trial_id)}.parquet"
 
 
@@ -265,7 +257,7 @@ class CatalogWriter:
     def __init__(self, root: str | os.PathLike[str], sweep: str):
         self.root = os.fspath(root)
         self.sweep = validate_name("sweep", sweep)
-        self.fs, self.base = resolve(self.root)
+        self.fs, self.base = storage.filesystem(self.root)
         path = self.base
         while True:  # the catalog, or the nearest of its parents that exists, must be a folder
             info = self.fs.get_file_info(path)
@@ -315,7 +307,7 @@ def read_catalog(root: str | os.PathLike[str], sweep: str | None = None) -> pa.T
     Strict: a damaged file raises. :func:`orchestrator.catalog.load` skips damaged files with
     a warning instead, and ``python -m orchestrator.catalog check`` lists them.
     """
-    filesystem, base = resolve(root)
+    filesystem, base = storage.filesystem(root)
     info = filesystem.get_file_info(base)
     if info.type != pafs.FileType.Directory:
         kind = "a file" if info.type == pafs.FileType.File else "missing"
@@ -345,7 +337,7 @@ def trial_metadata(root: str | os.PathLike[str], sweep: str, trial_id: str) -> d
     A file that exists but whose footer cannot be read counts as absent: the trial is not
     finished (the sweep's resume consults this to skip trials whose file is complete).
     """
-    filesystem, _ = resolve(root)
+    filesystem, _ = storage.filesystem(root)
     path = trial_file(root, sweep, trial_id)
     try:
         with filesystem.open_input_file(path) as handle:

@@ -28,6 +28,7 @@ from torch.utils.data import IterableDataset
 
 from orchestrator.data.transforms import TransformOptions
 from orchestrator.data.unreadable import Unreadable, decode_image
+from orchestrator.storage import filesystem
 from snnet import SNNetError
 
 # pyarrow (the filesystems of local folders and object storage) is imported inside the functions that
@@ -95,13 +96,9 @@ def _natural(names: Iterable[str]) -> list[str]:
 def _resolve_fs(location: str) -> tuple[Any, str, str]:
     """``(filesystem, path, query)`` for a local path or a URI (query parameters such as
     ``?endpoint_override=host:port&scheme=http`` configure pyarrow's S3 filesystem)."""
-    import pyarrow.fs as pafs
-
-    if "://" not in location:
-        return pafs.LocalFileSystem(), os.path.abspath(location), ""
-    base, _, query = location.partition("?")
+    query = location.partition("?")[2] if "://" in location else ""
     try:
-        fs, path = pafs.FileSystem.from_uri(base + (f"?{query}" if query else ""))
+        fs, path = filesystem(location)
     except (pa_errors() + (ValueError,)) as e:
         raise SNNetError(f"{WDS_LAYOUT}; cannot open {location!r}: {e}") from None
     return fs, path.rstrip("/"), query

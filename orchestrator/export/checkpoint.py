@@ -20,8 +20,8 @@ from typing import Any
 
 import pyarrow as pa
 import torch
-from pyarrow import fs as pafs
 
+from orchestrator import storage
 from orchestrator.data import demo_anchors as demo  # noqa: F401 - registers the demo anchors with timm
 from orchestrator.train.config import TrainConfig
 from orchestrator.train.worker import CHECKPOINT_FILE
@@ -59,7 +59,7 @@ def load_state(checkpoint: str) -> dict[str, Any]:
 
 def _download(uri: str, local: str, shown: str) -> None:
     try:
-        filesystem, path = pafs.FileSystem.from_uri(uri)
+        filesystem, path = storage.filesystem(uri)
         with filesystem.open_input_stream(path) as src, open(local, "wb") as dst:
             while chunk := src.read(1 << 24):
                 dst.write(chunk)

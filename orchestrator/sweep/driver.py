@@ -21,6 +21,7 @@ from ray import tune
 
 from orchestrator.catalog import repeat_note
 from orchestrator.cli import interrupt_hint, plural
+from orchestrator.storage import join
 from orchestrator.sweep.preflight import (
     check_locations,
     check_trial_resources,
@@ -28,7 +29,7 @@ from orchestrator.sweep.preflight import (
     max_concurrent,
     validate_families,
 )
-from orchestrator.sweep.record import RECORD, finished_trials, join, read_record, sweep_record, write_json
+from orchestrator.sweep.record import RECORD, finished_trials, read_record, sweep_record, write_json
 from orchestrator.sweep.report import early_hv_spearman, pareto_trials
 from orchestrator.sweep.rerun import rerun_plan, rerun_space
 from orchestrator.sweep.schedulers import FINAL_KEY

@@ -21,8 +21,8 @@ from ray import tune
 
 from orchestrator.catalog import CatalogWriter, validate_name
 from orchestrator.data.demo_anchors import demo_anchor_specs
-from orchestrator.storage import check_outside_ray_runtime, default_storage
-from orchestrator.sweep.record import check_resume, exists, join, latest_experiment, read_record
+from orchestrator.storage import check_outside_ray_runtime, default_storage, join
+from orchestrator.sweep.record import check_resume, exists, latest_experiment, read_record
 from orchestrator.sweep.trial import family_anchors
 from orchestrator.train import checks, cluster, prepare  # called through the modules: a test's replacement applies
 from search_spaces import Choice, SearchSpace, TrainConfig

@@ -20,7 +20,7 @@ from typing import Any
 from pyarrow import fs as pafs
 
 from orchestrator.catalog import trial_metadata
-from orchestrator.storage import atomic_write
+from orchestrator.storage import atomic_write, filesystem, join
 from orchestrator.train.launch import code_version
 from search_spaces import SearchSpace
 from search_spaces.fingerprint import changed_fields, space_document, space_fingerprint
@@ -44,36 +44,17 @@ META_FINGERPRINT, META_CODE, META_EXPERIMENT, META_RESULT = (
 META_SOURCE_TRIAL, META_SOURCE_SWEEP = "snnet.source_trial", "snnet.source_sweep"
 
 
-def join(base: str, *parts: str) -> str:
-    """``base/parts...`` for a local folder or a URI."""
-    return "/".join([base.rstrip("/"), *parts]) if "://" in base else os.path.join(base, *parts)
-
-
-def _fs(path: str):
-    """(pyarrow filesystem, path on it) for a URI; (None, path) for a local path."""
-    if "://" not in path:
-        return None, path
-    return pafs.FileSystem.from_uri(path)
-
-
 def exists(path: str) -> bool:
-    fs, where = _fs(path)
-    if fs is None:
-        return os.path.exists(where)
+    fs, where = filesystem(path)
     return fs.get_file_info(where).type != pafs.FileType.NotFound
 
 
 def read_json(path: str) -> Any:
     """The JSON file at ``path`` (local or URI), or None when absent or unreadable."""
-    fs, where = _fs(path)
+    fs, where = filesystem(path)
     try:
-        if fs is None:
-            with open(where, "rb") as f:
-                data = f.read()
-        else:
-            with fs.open_input_stream(where) as f:
-                data = f.read()
-        return json.loads(data)
+        with fs.open_input_stream(where) as f:
+            return json.loads(f.read())
     except (OSError, ValueError):
         return None
 
@@ -81,11 +62,8 @@ def read_json(path: str) -> Any:
 def write_json(path: str, value: Any) -> None:
     """Write ``value`` as JSON to ``path`` (local or URI) atomically, making its folder."""
     data = json.dumps(value, indent=1, sort_keys=True, allow_nan=True).encode()
-    fs, where = _fs(path)
-    if fs is None:
-        os.makedirs(os.path.dirname(where), exist_ok=True)
-    else:
-        fs.create_dir(where.rsplit("/", 1)[0], recursive=True)
+    fs, where = filesystem(path)
+    fs.create_dir(where.rsplit("/", 1)[0], recursive=True)
     atomic_write(path, lambda out: out.write(data))
 
 
@@ -140,12 +118,9 @@ def completed_result(catalog: str, sweep: str, trial_id: str) -> dict[str, Any] 
 def finished_trials(catalog: str, sweep: str, experiment: str) -> list[str]:
     """Trial ids of this experiment whose catalog file is complete (for the Ctrl-C summary)."""
     folder = join(experiment, TRIAL_SETTINGS)
-    fs, where = _fs(folder)
+    fs, where = filesystem(folder)
     try:
-        if fs is None:
-            names = os.listdir(where)
-        else:
-            names = [i.base_name for i in fs.get_file_info(pafs.FileSelector(where))]
+        names = [i.base_name for i in fs.get_file_info(pafs.FileSelector(where))]
     except (OSError, ValueError):
         return []
     ids = sorted(n[:-5] for n in names if n.endswith(".json"))

@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from orchestrator.catalog import validate_name
+from orchestrator.storage import join
 from orchestrator.sweep.preflight import check_experiment_name
 from orchestrator.sweep.record import (
     TRIAL_SETTINGS,
     completed_result,
     exists,
     finished_trials,
-    join,
     latest_experiment,
     read_json,
 )

@@ -23,6 +23,7 @@ from ray.tune.search.repeater import TRIAL_INDEX
 
 from orchestrator.catalog import CatalogWriter
 from orchestrator.catalog.objectives import objective_values, split_values
+from orchestrator.storage import join
 from orchestrator.sweep.record import (
     META_CODE,
     META_EXPERIMENT,
@@ -33,7 +34,6 @@ from orchestrator.sweep.record import (
     TRIAL_EPOCHS,
     TRIAL_SETTINGS,
     completed_result,
-    join,
     read_json,
     write_json,
 )

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 import snnet.anchors as anchors  # by module: tests replace anchors.check_spec to count the checks
-from orchestrator.storage import check_outside_ray_runtime
+from orchestrator.storage import check_outside_ray_runtime, filesystem, is_remote, local_path
 from orchestrator.train.config import TrainConfig
 from orchestrator.train.teacher import teacher_problems
 from snnet import AnchorSpec, SNNetError
@@ -52,11 +52,11 @@ def check_writable(location: str, what: str = "The catalog", flag: str = "--cata
     (nothing is created). Raises one :class:`SNNetError` paragraph when that fails."""
     name = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
     try:
-        if "://" in location and not location.startswith("file://"):
-            fs, path = pafs.FileSystem.from_uri(location)
+        if is_remote(location):
+            fs, path = filesystem(location)
             _probe_remote(fs, path.rstrip("/"), name)
             return
-        folder = _nearest_existing(os.path.abspath(location.removeprefix("file://")))
+        folder = _nearest_existing(local_path(location))
         if not os.path.isdir(folder):
             return  # check_storage and CatalogWriter say "is a file" with the path
         probe = os.path.join(folder, name)

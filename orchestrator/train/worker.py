@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from pyarrow import fs as pafs
 
+from orchestrator.storage import filesystem
 from orchestrator.train.config import TrainConfig
 from orchestrator.train.recipe import SupernetRecipe
 from orchestrator.train.state import TrainState, Worker, load_callbacks
@@ -107,19 +108,12 @@ def remove_stale_checkpoints(folder: str | None = None) -> list[str]:
 RAY_CHECKPOINT_PREFIX = "checkpoint_"
 
 
-def _run_fs(run_dir: str):
-    """(pyarrow filesystem, path) of a run folder: a local path or a URI pyarrow reaches."""
-    if "://" in run_dir and not run_dir.startswith("file://"):
-        return pafs.FileSystem.from_uri(run_dir)
-    return pafs.LocalFileSystem(), os.path.abspath(run_dir.removeprefix("file://"))
-
-
 def stored_checkpoints(run_dir: str) -> list[str]:
     """The checkpoint folders in the Ray Train run folder ``run_dir`` (``<storage>/<run name>``, local
     or a URI), newest first, whether or not Ray's checkpoint manager registered them; ``[]`` when the
     folder does not exist or cannot be listed."""
     try:
-        fs, path = _run_fs(run_dir)
+        fs, path = filesystem(run_dir)
         infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     except (OSError, ValueError):
         return []
@@ -173,7 +167,7 @@ def remove_unregistered(stored: list[str], kept: list[str]) -> list[str]:
         if _name(path) in keep:
             continue
         try:
-            fs, where = _run_fs(path)
+            fs, where = filesystem(path)
             fs.delete_dir(where)
         except (OSError, ValueError):  # gone already (num_to_keep), or not ours to remove: leave it
             continue
