@@ -27,7 +27,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from snnet import SNNetError
 from snnet.text import FLOPS_UNITS, did_you_mean, flops_unit, format_flops, plural, render_table, unrecognized_arguments
@@ -175,16 +175,19 @@ SHARED_FLAGS = {
                                                 "the catalog, in the same folder or bucket"},
 }
 
-def shared_flags(*names: str, helps: dict[str, str] | None = None, **defaults):
+def shared_flags(*names: str, helps: dict[str, str] | None = None,
+                 options: dict[str, dict[str, Any]] | None = None, **defaults: Any) -> ArgumentParser:
     """A parent parser (``add_help=False``; pass it as ``parents=[...]``) holding the shared flags
     ``names`` (keys of :data:`SHARED_FLAGS`, in that order). ``defaults`` (by flag name) replace a
-    flag's default (``argparse.SUPPRESS``: left out of the namespace unless given), ``helps`` its help."""
-    unknown = [n for n in [*names, *defaults, *(helps or {})] if n not in SHARED_FLAGS]
+    flag's default (``argparse.SUPPRESS``: left out of the namespace unless given), ``helps`` its help,
+    ``options`` any other of its ``add_argument`` keywords (a ``metavar``; a ``dest`` a command keeps)."""
+    unknown = [n for n in [*names, *defaults, *(helps or {}), *(options or {})] if n not in SHARED_FLAGS]
     if unknown:
         raise ValueError(f"shared_flags knows {', '.join(SHARED_FLAGS)}; got {', '.join(unknown)}")
     parser = ArgumentParser(add_help=False)
     for name in names:
-        keywords = {**SHARED_FLAGS[name], **({"default": defaults[name]} if name in defaults else {})}
+        keywords = {**SHARED_FLAGS[name], **({"default": defaults[name]} if name in defaults else {}),
+                    **(options or {}).get(name, {})}
         if helps and name in helps:
             keywords["help"] = helps[name]
         parser.add_argument(f"--{name}", **keywords)

@@ -35,7 +35,7 @@ from .searchable import Choice, FloatRange, Param, searchable
 from .training import SPACE_FIELDS, TrainConfig
 
 __all__ = ["ALGORITHMS", "AnchorEntry", "Family", "OBJECTIVES", "Problem", "Resources", "SCHEDULERS", "SearchSpace",
-           "Searcher", "TRAINING_SET_ELSEWHERE", "TrainingSection"]
+           "Searcher", "TRAINING_PATHS", "TRAINING_SET_ELSEWHERE", "TrainingSection"]
 
 #: Searcher algorithms: Optuna's TPE, NSGA-II (multi-objective), random and grid samplers.
 ALGORITHMS: tuple[str, ...] = ("tpe", "nsga2", "random", "grid")
@@ -52,6 +52,13 @@ TRAINING_SET_ELSEWHERE: dict[str, str] = {
     "use_gpu": "resources.gpus_per_worker", "gpus_per_worker": "resources.gpus_per_worker",
     "catalog": "the sweep driver (--catalog)", "sweep": "the top-level name:",
     "trial_id": "the sweep driver (one per trial)", "storage_path": "the sweep driver",
+}
+#: Where a search space keeps the ``TrainConfig`` fields it sets outside ``training:`` that a trial may vary:
+#: ``--set training.FIELD=V`` on a sweep is ``--set PATH=V`` (the others belong to the driver or the families).
+TRAINING_PATHS: dict[str, str] = {
+    **{name: f"space.{name}" for name in SPACE_FIELDS}, "dataset": "dataset", "image_size": "image_size",
+    "workers": "resources.workers_per_trial", "cpus_per_worker": "resources.cpus_per_worker",
+    "gpus_per_worker": "resources.gpus_per_worker", "sweep": "name",
 }
 _DEMO_PREFIX = "snnet_demo_"
 _STRICT = ConfigDict(extra="forbid", frozen=True)

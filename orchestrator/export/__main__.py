@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from orchestrator.catalog import catalog_warnings_to_stderr
-from orchestrator.cli import ArgumentParser, cli, format_flops
+from orchestrator.cli import ArgumentParser, cli, format_flops, shared_flags
 from orchestrator.export import ExportError, ExportResult, export_from_catalog
 
 __all__ = ["build_parser", "main"]
@@ -24,10 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Export one stitch of the catalog as a standalone torch.export program (.pt2) "
                     "with a JSON model card next to it.",
+        parents=[shared_flags("sweep", options={"sweep": {"metavar": "S"}},
+                              helps={"sweep": "only rows of this sweep"})],
     )
     p.add_argument("catalog", metavar="CATALOG", help="catalog folder or URI (s3://, gs://)")
     p.add_argument("--out", required=True, metavar="FILE.pt2", help="where to write the program (card: FILE.json)")
-    p.add_argument("--sweep", metavar="S", help="only rows of this sweep")
     p.add_argument("--trial", metavar="T", help="the trial id (optional when the selection holds one trial)")
     p.add_argument("--stitch", type=int, metavar="N", help="the stitch id within the trial")
     p.add_argument("--max-flops", metavar="F", help="FLOPs budget (1.5G, 500M, 2e9): the best top-1 under it, on "

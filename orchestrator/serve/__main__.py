@@ -38,7 +38,7 @@ import torch
 import yaml
 
 from orchestrator.catalog import catalog_warnings_to_stderr
-from orchestrator.cli import ArgumentParser, cli, format_flops
+from orchestrator.cli import ArgumentParser, cli, format_flops, shared_flags
 from orchestrator.serve.policy import POLICIES
 from orchestrator.serve.source import settings_from_catalog
 from orchestrator.serve.stats import merge_stats
@@ -57,9 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
         prog=PROG,
         description="Serve one trial's stitched supernet on Ray Serve: every stitch of its Pareto front (or those "
-                    "named) from one set of weights, chosen per request (stitch id or budget) or by a latency SLO.")
+                    "named) from one set of weights, chosen per request (stitch id or budget) or by a latency SLO.",
+        parents=[shared_flags("sweep", "address", options={"sweep": {"metavar": "S"}, "address": {"metavar": "ADDR"}},
+                              helps={"sweep": "only rows of this sweep",
+                                     "address": "deploy into the Ray cluster at this address"})])
     p.add_argument("catalog", metavar="CATALOG", help="catalog folder or URI (s3://, gs://)")
-    p.add_argument("--sweep", metavar="S", help="only rows of this sweep")
     p.add_argument("--trial", metavar="T", help="the trial to serve (optional when the selection holds one trial)")
     p.add_argument("--checkpoint", metavar="URI",
                    help="read the supernet from this checkpoint folder instead of the rows' (as export does)")
@@ -82,7 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, metavar="P",
                    help="HTTP port (default 8000; with --address, where Serve already runs, its own port stays)")
     p.add_argument("--name", default="snnet", metavar="APP", help="Serve application name (default snnet)")
-    p.add_argument("--address", metavar="ADDR", help="deploy into the Ray cluster at this address")
     p.add_argument("--detach", action="store_true", help="with --address: deploy, print the URL and exit")
     p.add_argument("--write-config", metavar="FILE",
                    help="write the Serve config (serve run / serve deploy / RayService) and exit")

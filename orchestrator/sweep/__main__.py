@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from orchestrator.cli import ArgumentParser, cli, format_flops
+from orchestrator.cli import ArgumentParser, cli, format_flops, shared_flags
 from orchestrator.sweep.report import sweep_report
 from orchestrator.sweep.space import load_search
 from snnet import SNNetError
@@ -25,16 +25,17 @@ __all__ = ["main", "overrides", "parse_args"]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = ArgumentParser(prog="python -m orchestrator.sweep", description=__doc__.splitlines()[0])
-    p.add_argument("--space", default="demo", help="shipped space name (see search_spaces/) or a YAML path")
-    p.add_argument("--catalog", default="catalog", help="catalog folder or URI (s3://, gs://)")
-    p.add_argument("--storage", default=None,
-                   help="Ray Tune/Train storage (the experiment, every trial's checkpoints): folder or URI; "
-                        "default: runs beside the catalog, in the same folder or bucket")
+    shared = shared_flags(
+        "space", "catalog", "storage", "set", "address",
+        space="demo", catalog="catalog", storage=None, options={"storage": {"dest": "storage"}},
+        helps={"space": "shipped space name (see search_spaces/) or a YAML path",
+               "storage": "Ray Tune/Train storage (the experiment, every trial's checkpoints): folder or URI; "
+                          "default: runs beside the catalog, in the same folder or bucket",
+               "set": "override a setting of the space by its dotted path (training.epochs=1, dataset=/data/x, "
+                      "resources.workers_per_trial=1, space.kernel_size=[2,3]); training.FIELD sets any TrainConfig "
+                      "field; repeatable"})
+    p = ArgumentParser(prog="python -m orchestrator.sweep", description=__doc__.splitlines()[0], parents=[shared])
     p.add_argument("--num-samples", type=int, default=None, help="override the space's number of trials")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
-                   help="override a setting of the space by its dotted path (training.epochs=1, dataset=/data/x, "
-                        "resources.workers_per_trial=1, space.kernel_size=[2,3]); repeatable")
     p.add_argument("--dataset", default=None, help="shortcut for --set dataset=DATASET")
     p.add_argument("--epochs", type=int, default=None, help="shortcut for --set training.epochs=N")
     p.add_argument("--resume", action="store_true", help="continue the latest interrupted sweep of this space")
@@ -42,7 +43,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="experiment name, one folder under --storage (default: <sweep>-sweep-<time>)")
     p.add_argument("--accept-changed-space", action="store_true",
                    help="with --resume: continue although the space differs from the one the sweep started with")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or local)")
     p.add_argument("--max-concurrent-trials", type=int, default=None,
                    help="trials at a time (default: the space's, else what the cluster holds now)")
     p.add_argument("--rerun-best", type=int, default=None, metavar="N",

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from search_spaces import Choice, IntRange, SearchSpace, TrainConfig, load_space
+from search_spaces.schema import TRAINING_PATHS
 from snnet import SNNetError
 
 __all__ = ["RERUN_KEY", "SEED_KEY", "config_key", "dotted_path", "load_search", "max_epochs", "num_trials",
-           "searcher_free"]
+           "searcher_free", "training_path"]
 
 #: Config key of a trial's seed when the space repeats configurations over ``searcher.seeds``.
 SEED_KEY = "training__seed"
@@ -33,8 +34,9 @@ def dotted_path(key: str) -> str:
 
 def load_search(space: str, overrides: Sequence[str], num_samples: int | None,
                 max_concurrent_trials: int | None) -> SearchSpace:
-    """The validated space with ``--set`` and ``--num-samples`` applied; a bad flag stops here."""
-    search = load_space(space, overrides=overrides)
+    """The validated space with ``--set`` and ``--num-samples`` applied; a bad flag stops here.
+    ``training.FIELD=V`` of a field the space keeps elsewhere sets it there (:data:`TRAINING_PATHS`)."""
+    search = load_space(space, overrides=[training_path(text) for text in overrides])
     if max_concurrent_trials is not None and max_concurrent_trials < 1:
         raise SNNetError(f"--max-concurrent-trials must be >= 1, got {max_concurrent_trials}.")
     if num_samples is not None:
@@ -42,6 +44,14 @@ def load_search(space: str, overrides: Sequence[str], num_samples: int | None,
             raise SNNetError(f"--num-samples must be >= 1, got {num_samples}.")
         search = search.model_copy(update={"searcher": search.searcher.model_copy(update={"num_samples": num_samples})})
     return search
+
+
+def training_path(override: str) -> str:
+    """``training.workers=2`` -> ``resources.workers_per_trial=2``: one spelling of a training setting on
+    every command; other paths unchanged."""
+    path, sep, value = override.partition("=")
+    section, _, name = path.strip().partition(".")
+    return f"{TRAINING_PATHS[name]}={value}" if sep and section == "training" and name in TRAINING_PATHS else override
 
 
 def searcher_free(search: SearchSpace) -> bool:
