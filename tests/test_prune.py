@@ -250,3 +250,36 @@ def test_a_pruned_run_trains_and_evaluates_only_its_kept_stitches_and_a_resume_k
                         pruned=final["pruned"])
     assert [r["stitch_id"] for r in rows if r["pruned"]] == final["pruned"]
     assert all(r["top1"] is None and r["init_cka"] is not None for r in rows if r["pruned"])
+
+
+def test_served_stitches_rank_on_the_selection_split_when_every_trained_one_has_it(pruned_rows):
+    from orchestrator.serve.policy import Budget, candidates
+    from orchestrator.serve.replica import ServeSettings
+
+    rows, kept, pruned = pruned_rows
+    infos = ServeSettings("ckpt", tuple(rows)).infos()  # --stitches all: the pruned ones too
+    assert all(s.top1_selection is not None for s in infos if s.stitch_id in kept)
+    ranked = [s.stitch_id for s in candidates(infos, Budget())]
+    assert ranked[: len(kept)] == sorted(kept, key=lambda i: -(40.0 + i))  # pruned (unknown accuracy) last
+
+
+@pytest.mark.integration
+def test_a_pruned_micro_demo_run_on_two_workers_lists_every_stitch_and_trains_the_kept_half(ray_connected,
+                                                                                            tmp_path):
+    """Two gloo workers keep the same stitches (else their evaluation rounds would not meet): half the
+    16 stitched stitches by CKA, recomputable from the catalog's own init scores."""
+    from conftest import MICRO_STITCHES, micro_config
+
+    from orchestrator.train.launch import record_run, run_training
+    from orchestrator.train.prepare import prepare
+
+    config = micro_config(tmp_path, prune_score="cka", prune_keep=0.5, early_stitches=0, trial_id="pruned")
+    prepared = prepare(config, progress=lambda m: None)
+    result = run_training(prepared.config, prepared=prepared, progress=lambda m: None)
+    record_run(result)
+    df = load(config.catalog).set_index("stitch_id")
+    assert len(df) == MICRO_STITCHES and df["pruned"].notna().all()
+    kept = keep_best(prepared.space, df["init_cka"].to_dict(), "cka", 0.5)
+    assert sorted(df.index[~df["pruned"]]) == kept and len(kept) == 2 + (MICRO_STITCHES - 2) // 2
+    assert df.loc[kept, "top1"].notna().all() and df.loc[df["pruned"], "top1"].isna().all()
+    assert df.loc[df["pruned"], ["flops", "params", "ls_r2", "init_cka"]].notna().all().all()
