@@ -7,18 +7,29 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import torch
+from conftest import MICRO_STITCHES, hand_profile, micro_config
+from torch.utils.data import Subset
 
 from orchestrator.catalog import CatalogWriter, best_under, columns_of_version, load, pareto_front, query, read_catalog
 from orchestrator.catalog.objectives import objective_values, split_values
+from orchestrator.data import demo_anchors as demo  # noqa: F401 - registers the demo anchors with timm
+from orchestrator.data import get_datasets
+from orchestrator.serve.policy import Budget, candidates
+from orchestrator.serve.replica import ServeSettings
 from orchestrator.sweep.report import sweep_report
 from orchestrator.train.__main__ import config_from_args, parse_args
 from orchestrator.train.config import TrainConfig
-from orchestrator.train.launch import catalog_rows
+from orchestrator.train.launch import catalog_rows, record_run, run_training
+from orchestrator.train.prepare import prepare
+from orchestrator.train.recipe import SupernetRecipe
+from orchestrator.train.state import TrainCallback, TrainState, Worker
 from orchestrator.train.summary import summarize
 from search_spaces import SearchSpace
-from snnet import AnchorProfile, SNNetError, StitchSpace
+from snnet import AnchorSpec, SNNetError, StitchSpace, create_anchor, profile_anchor
 from snnet.sampling import RULES, make_rule
 from snnet.scores import keep_best
 
@@ -109,17 +120,9 @@ def test_a_search_space_sets_and_searches_them_under_training():
 
 
 # -- the catalog, its readers and the reports --------------------------------------------------------------
-def _profile(name: str, width: int, scale: int) -> AnchorProfile:
-    """A 4-block ViT's profile made by hand (no model is built): FLOPs and params ``scale`` per part."""
-    return AnchorProfile(name=name, family="vit", layout="tokens", input_size=(1, 16, 16), num_classes=10,
-                         stage_of=(0,) * 4, stem_shape=(17, width), unit_shapes=((17, width),) * 4,
-                         stem_flops=scale, unit_flops=(scale,) * 4, head_flops=scale, stem_params=scale,
-                         unit_params=(scale,) * 4, head_params=scale)
-
-
 @pytest.fixture(scope="module")
 def space():
-    profiles = [_profile("snnet_demo_vit_tiny", 32, 1), _profile("snnet_demo_vit_small", 64, 4)]
+    profiles = [hand_profile("snnet_demo_vit_tiny", 32, 1), hand_profile("snnet_demo_vit_small", 64, 4)]
     return StitchSpace(profiles, TrainConfig().space_config())
 
 
@@ -160,7 +163,6 @@ def test_pruned_rows_are_marked_without_top1_and_keep_their_costs_and_scores(spa
 
 
 def test_the_front_best_under_and_queries_skip_pruned_rows(pruned_rows):
-    import pandas as pd
 
     rows, kept, pruned = pruned_rows
     df = pd.DataFrame(rows).assign(sweep="s", trial_id="t")
@@ -203,14 +205,7 @@ def test_a_pruned_run_trains_and_evaluates_only_its_kept_stitches_and_a_resume_k
     """One epoch in this process: the init scores are computed (256 at most: the whole selection split), half
     the stitched stitches are kept by CKA, the rule draws only those and the anchors, only those are evaluated,
     the final report lists the rest as pruned, and a recipe resumed from the checkpoint keeps the same set."""
-    import torch
-    from torch.utils.data import Subset
 
-    from orchestrator.data import demo_anchors as demo  # noqa: F401 - registers the demo anchors with timm
-    from orchestrator.data import get_datasets
-    from orchestrator.train.recipe import SupernetRecipe
-    from orchestrator.train.state import TrainCallback, TrainState, Worker
-    from snnet import AnchorSpec, create_anchor, profile_anchor
 
     names = ["snnet_demo_vit_tiny", "snnet_demo_vit_small"]
     config = TrainConfig(anchors=[AnchorSpec(n) for n in names], epochs=1, workers=1, kernel_size=2, ls_samples=64,
@@ -253,8 +248,6 @@ def test_a_pruned_run_trains_and_evaluates_only_its_kept_stitches_and_a_resume_k
 
 
 def test_served_stitches_rank_on_the_selection_split_when_every_trained_one_has_it(pruned_rows):
-    from orchestrator.serve.policy import Budget, candidates
-    from orchestrator.serve.replica import ServeSettings
 
     rows, kept, pruned = pruned_rows
     infos = ServeSettings("ckpt", tuple(rows)).infos()  # --stitches all: the pruned ones too
@@ -268,10 +261,6 @@ def test_a_pruned_micro_demo_run_on_two_workers_lists_every_stitch_and_trains_th
                                                                                             tmp_path):
     """Two gloo workers keep the same stitches (else their evaluation rounds would not meet): half the
     16 stitched stitches by CKA, recomputable from the catalog's own init scores."""
-    from conftest import MICRO_STITCHES, micro_config
-
-    from orchestrator.train.launch import record_run, run_training
-    from orchestrator.train.prepare import prepare
 
     config = micro_config(tmp_path, prune_score="cka", prune_keep=0.5, early_stitches=0, trial_id="pruned")
     prepared = prepare(config, progress=lambda m: None)
