@@ -21,6 +21,7 @@ from orchestrator.data import get_datasets
 from orchestrator.serve.policy import Budget, candidates
 from orchestrator.serve.replica import ServeSettings
 from orchestrator.sweep.report import sweep_report
+from orchestrator.sweep.trial import _pruned
 from orchestrator.train.__main__ import config_from_args, parse_args
 from orchestrator.train.config import TrainConfig
 from orchestrator.train.launch import catalog_rows, record_run, run_training
@@ -183,21 +184,25 @@ def test_the_objectives_and_the_summaries_count_the_trained_stitches_and_say_wha
     assert objective_values(rows, ref, epochs=1, train_images=100, stitches_per_step=1) == objective_values(
         trained, ref, epochs=1, train_images=100, stitches_per_step=1)
     assert split_values(rows, ref) == split_values(trained, ref)
+    # what a sweep trial reports of it, for the sweep's report
+    assert _pruned(TrainConfig(prune_score="cka", prune_keep=0.01), rows) == {
+        "prune_score": "cka", "prune_keep": 0.01, "pruned_stitches": len(pruned), "stitched_stitches": len(space) - 2}
+    assert _pruned(TrainConfig(), rows) == {}
     stitched = len(space) - 2
     line = f"pruned {len(pruned)} of {stitched} stitched stitches by cka (kept 0.01)"
     text = summarize(space, rows, prune=("cka", 0.01))
     top = 50.0 + max(kept)  # the one trained stitched stitch
     assert f"pruning: {line}" in text and f"top-1:    stitched {top:.1f}% .. {top:.1f}%" in text
     trial = {"trial_id": "t1", "family": "demo_vit", "hypervolume": 0.5, "config": {},
-             "pruned": {"score": "cka", "keep": 0.01, "pruned": len(pruned), "stitched": stitched}}
+             "prune_score": "cka", "prune_keep": 0.01, "pruned_stitches": len(pruned), "stitched_stitches": stitched}
     report = sweep_report({"sweep": "s", "experiment": "e", "catalog": "c", "trials": [trial, {**trial,
                                                                                                  "trial_id": "t2"}]})
     assert f"{line} in 2/2 trials" in report
-    other = {**trial, "trial_id": "t3", "pruned": {**trial["pruned"], "score": "kl"}}
+    other = {**trial, "trial_id": "t3", "prune_score": "kl"}
     report = sweep_report({"sweep": "s", "experiment": "e", "catalog": "c", "trials": [trial, other]})
     assert f"  t1: {line}" in report and "  t3: " + line.replace("by cka", "by kl") in report
     assert "pruned" not in sweep_report({"sweep": "s", "experiment": "e", "catalog": "c",
-                                         "trials": [{**trial, "pruned": None}]})
+                                         "trials": [{**trial, "prune_score": None}]})
 
 
 # -- in the training recipe ----------------------------------------------------------------------------------

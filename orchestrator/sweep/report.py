@@ -110,13 +110,13 @@ def _kept_lines(ok: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _pruned_lines(ok: Sequence[dict[str, Any]]) -> list[str]:
-    """What the pruned trials left untrained (each trial's ``pruned``: score, keep, counts): one line when every
-    pruned trial pruned alike, else one per trial."""
-    pruned = [t for t in ok if t.get("pruned")]
+    """What the pruned trials left untrained (each trial's ``prune_score``, ``prune_keep``, ``pruned_stitches``
+    and ``stitched_stitches``): one line when every pruned trial pruned alike, else one per trial."""
+    pruned = [t for t in ok if t.get("prune_score")]
     if not pruned:
         return []
-    texts = {t["trial_id"]: pruned_line(t["pruned"]["pruned"], t["pruned"]["stitched"], t["pruned"]["score"],
-                                        t["pruned"]["keep"]) for t in pruned}
+    texts = {t["trial_id"]: pruned_line(t["pruned_stitches"], t["stitched_stitches"], t["prune_score"],
+                                        t["prune_keep"]) for t in pruned}
     if len(set(texts.values())) == 1:
         return [f"{next(iter(texts.values()))} in {len(pruned)}/{len(ok)} trials; "
                 "the catalog lists them marked pruned, without top-1"]

@@ -237,12 +237,14 @@ def _stitches_per_step(sampling: str, options: dict) -> float:
     return float(rule_class(sampling).stitches_per_step(**options))
 
 
-def _pruned(train: TrainConfig, rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """What a pruned trial left untrained (the sweep's report says it): its score, keep fraction and counts."""
+def _pruned(train: TrainConfig, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What a pruned trial left untrained (the sweep's report says it), as plain values: its score, keep
+    fraction, pruned and stitched counts; nothing for a trial that pruned nothing."""
     if train.prune_score is None:
-        return None
-    return {"score": train.prune_score, "keep": train.prune_keep, "pruned": sum(bool(r.get("pruned")) for r in rows),
-            "stitched": sum(len(r["anchors"]) > 1 for r in rows)}
+        return {}
+    return {"prune_score": train.prune_score, "prune_keep": train.prune_keep,
+            "pruned_stitches": sum(bool(r.get("pruned")) for r in rows),
+            "stitched_stitches": sum(len(r["anchors"]) > 1 for r in rows)}
 
 
 def _trial_report(context: SweepContext, train: TrainConfig, search: SearchSpace, config: dict[str, Any], result,
@@ -262,7 +264,7 @@ def _trial_report(context: SweepContext, train: TrainConfig, search: SearchSpace
         "early_hv_epoch1": epochs.get(1),
         "family": context.rerun[source]["family"] if source else train_family(search, config),
         "num_stitches": len(result.rows),
-        "pruned": _pruned(train, result.rows),
+        **_pruned(train, result.rows),
         "anchors_kept": anchor_changes(result.rows),  # each anchor's top-1 before -> after joint training
         FINAL_KEY: f"{context.catalog.rstrip('/')}/sweep={context.sweep}/trial-{trial_id}.parquet",
         "checkpoint": result.checkpoint,
