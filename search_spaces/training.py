@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from snnet import DIRECTIONS, PRESETS, AnchorSpec, SNNetError, SpaceConfig
-from snnet.sampling import RULES
+from snnet.sampling import RULES, ScoredRule
 
 from ._kinds import Bool, Float, Int, Kind, OneOf, Str, problems
 
@@ -23,6 +23,7 @@ MODES = ("full", "stitch-only", "lora")
 INITS = ("ls", "kaiming")
 LS_MODES = ("joint", "average")
 PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+SCORES = tuple(ScoredRule.SCORES)  # the init scores a run can prune by (snnet.scores.SCORES)
 
 
 class TrainConfig(BaseModel):
@@ -98,6 +99,11 @@ class TrainConfig(BaseModel):
     # init scores of every stitch (snnet.scores: CKA and KL against its back anchor, top-1) after the stitching
     # layers' init, on this many fixed selection images, into the catalog (0: none; 'scored' sampling then uses 256)
     score_images: Int(0) = 0
+    # train only the best-scored part of the space (issue 30): after init, keep the anchors and the best prune_keep
+    # fraction of the stitched stitches by this init score (higher is better, lower for kl); the others are not
+    # trained nor evaluated, and stay in the catalog marked pruned, without top-1. Scores on score_images (or 256)
+    prune_score: Kind("str", choices=SCORES, nullable=True).annotated() = None
+    prune_keep: Kind("float", above=0, maximum=1, text="be a fraction in (0, 1]").annotated() = 0.5
     # FLOPs of the hypervolume's reference point; null: the largest anchor's (a sweep sets its families' largest)
     hv_flops_ref: Kind("float", above=0, nullable=True, text="be a number > 0 or null").annotated() = None
     # fault tolerance
@@ -147,6 +153,9 @@ class TrainConfig(BaseModel):
                              f"repeated augmentation needs a folder or the demo), got {self.aug_repeats}")
         if self.auto_augment is not None:
             _check_auto_augment(self.auto_augment)
+        if self.prune_score == "ls_r2" and self.init != "ls":
+            raise SNNetError(f"prune_score 'ls_r2' ranks stitches by their least-squares fit: use init 'ls' "
+                             f"(or another prune_score: cka, kl, init_top1), got init {self.init!r}")
         return self
 
     def validate(self) -> TrainConfig:  # type: ignore[override]

@@ -42,7 +42,8 @@ on any number of workers and after a restart from a checkpoint at any step.
     proportion to it. Without scores (``scores=None``) it is ``balanced`` with systematic
     spreading. The training recipe passes ``scores`` from its init scores.
 
-:func:`make_rule` builds a rule by name (:func:`rule_class` finds its class);
+:func:`make_rule` builds a rule by name (:func:`rule_class` finds its class), over a whole space or, with
+``stitch_ids``, over part of one (a pruned run trains only its kept stitches);
 :meth:`SamplingRule.expected_balance` and
 :func:`balance_report` give the expected mean-to-max ratio of per-rank work at a step (1.0:
 no rank waits; on the DeiT-Ti/S/B space at 8 ranks ``uniform`` gets about 0.49).
@@ -191,10 +192,15 @@ class SamplingRule(abc.ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(stitches={len(self)}, seed={self.seed})"
 
+    #: The space's stitch id of each of the rule's stitches, when the rule draws from a part of a space
+    #: (:func:`make_rule`'s ``stitch_ids``: a pruned run's kept stitches); None: its positions are the ids.
+    stitch_ids: tuple[int, ...] | None = None
+
     def draw(self, step: int, rank: int, world_size: int) -> list[int]:
         """The stitch ids that ``rank`` of ``world_size`` trains at ``step``, in order."""
         world_size = _int(world_size, "world_size", low=1)
-        return self._draw(_int(step, "step"), _int(rank, "rank", high=world_size), world_size)
+        picks = self._draw(_int(step, "step"), _int(rank, "rank", high=world_size), world_size)
+        return picks if self.stitch_ids is None else [self.stitch_ids[i] for i in picks]
 
     @abc.abstractmethod
     def _draw(self, step: int, rank: int, world_size: int) -> list[int]: ...
@@ -399,9 +405,22 @@ def rule_class(name: str) -> type[SamplingRule]:
     return RULES[name]
 
 
-def make_rule(name: str, flops: Sequence[int], seed: int = 0, **options) -> SamplingRule:
-    """The sampling rule called ``name`` over stitches with these FLOPs."""
-    return rule_class(name)(flops, seed, **options)
+def make_rule(name: str, flops: Sequence[int], seed: int = 0, *, stitch_ids: Sequence[int] | None = None,
+              **options) -> SamplingRule:
+    """The sampling rule called ``name`` over stitches with these FLOPs.
+
+    ``stitch_ids`` (one distinct id per entry of ``flops``) draws from a part of a space: the rule sees only
+    these stitches (their FLOPs, and per-stitch options such as ``scored``'s ``scores`` in the same order)
+    and :meth:`SamplingRule.draw` returns their ids in the space.
+    """
+    rule = rule_class(name)(flops, seed, **options)
+    if stitch_ids is not None:
+        ids = tuple(_int(i, f"stitch_ids[{n}]") for n, i in enumerate(stitch_ids))
+        if len(ids) != len(rule) or len(set(ids)) != len(ids):
+            raise SNNetError(f"stitch_ids must name one distinct stitch id per entry of flops ({len(rule)}), "
+                             f"got {list(ids)}.")
+        rule.stitch_ids = ids
+    return rule
 
 
 def balance_report(

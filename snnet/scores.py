@@ -25,8 +25,10 @@ anchor (the last anchor of its path, which runs the final blocks and the head):
 
 :func:`score_stitches` computes ``cka``, ``kl`` and ``init_top1`` for all or some stitches; each
 back anchor runs once. No training, no randomness: the same weights and images give the same
-scores. Whether these scores predict a stitch's accuracy after joint training is measured by
-``python -m benchmarks stitch_ranking`` (``benchmarks/RESULTS.md``).
+scores. :func:`keep_best` keeps the best-scored part of a space (a run's ``prune_score`` and
+``prune_keep``: only those stitches and the anchors are trained). Whether these scores predict a
+stitch's accuracy after joint training is measured by ``python -m benchmarks stitch_ranking``
+(``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from ._stitch import Stitch
 from .sampling import ScoredRule
 from .supernet import StitchedSupernet, run_path
 
-__all__ = ["HIGHER_IS_BETTER", "SCORES", "StitchScore", "linear_cka", "score_stitches", "stitch_r2"]
+__all__ = ["HIGHER_IS_BETTER", "SCORES", "StitchScore", "keep_best", "linear_cka", "score_stitches", "stitch_r2"]
 
 #: Orientation of each score: ``kl`` is a divergence (lower is better), the others higher.
 HIGHER_IS_BETTER: dict[str, bool] = dict(ScoredRule.SCORES)
@@ -92,6 +94,34 @@ def stitch_r2(stitches: Iterable[Stitch], r2: Mapping[str, float]) -> dict[int, 
         values = [r2[k] for k in s.layers if k in r2]
         out[s.stitch_id] = 1.0 if s.is_anchor else (min(values) if values else None)
     return out
+
+
+def keep_best(stitches: Iterable[Stitch], scores: Mapping[int, float | None], score: str,
+              keep: float) -> list[int]:
+    """The ids of the anchors and of the best ``keep`` fraction of the stitched stitches by ``score``.
+
+    ``scores`` maps a stitch id to its ``score`` (higher is better, lower for ``kl``: :data:`HIGHER_IS_BETTER`).
+    Of the ``n`` stitched stitches ``ceil(keep * n)`` are kept (at least one; ``keep`` 1 keeps all); ties go to
+    the lower id, and a stitch without a finite score ranks after every scored one. A pure function of its
+    arguments, so every rank (and a resumed run, from the scores in its checkpoint) keeps the same ones.
+    Returns the kept ids in increasing order.
+    """
+    if score not in HIGHER_IS_BETTER:
+        raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
+    if not (isinstance(keep, (int, float)) and not isinstance(keep, bool) and 0 < keep <= 1):
+        raise ValueError(f"keep must be a fraction in (0, 1], got {keep!r}")
+    stitches = list(stitches)
+    stitched = [s.stitch_id for s in stitches if not s.is_anchor]
+    sign = -1.0 if HIGHER_IS_BETTER[score] else 1.0
+
+    def rank(i: int) -> tuple[bool, float, int]:
+        value = scores.get(i)
+        known = value is not None and math.isfinite(value)
+        return (not known, sign * value if known else 0.0, i)
+
+    count = max(1, math.ceil(round(keep * len(stitched), 9))) if stitched else 0
+    best = sorted(stitched, key=rank)[:count]
+    return sorted([s.stitch_id for s in stitches if s.is_anchor] + best)
 
 
 def _split(batch) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -241,6 +241,17 @@ def micro_config(root, **changes):
     return TrainConfig(**settings)
 
 
+def hand_profile(name: str, width: int, scale: int):
+    """A 4-block ViT's :class:`snnet.AnchorProfile` made by hand (no model is built): FLOPs and params
+    ``scale`` per part, ``width`` channels, 10 classes."""
+    from snnet import AnchorProfile
+
+    return AnchorProfile(name=name, family="vit", layout="tokens", input_size=(1, 16, 16), num_classes=10,
+                         stage_of=(0,) * 4, stem_shape=(17, width), unit_shapes=((17, width),) * 4,
+                         stem_flops=scale, unit_flops=(scale,) * 4, head_flops=scale, stem_params=scale,
+                         unit_params=(scale,) * 4, head_params=scale)
+
+
 def paper_paired_stitching(depth, kernel_size, stride):
     """SN-Net's released ``paired_stitching``, written out independently: (fid, bid) configs."""
     cfgs, mapping, layer = [], [], -1

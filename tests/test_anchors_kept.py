@@ -8,25 +8,18 @@ import math
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import hand_profile
 
 from orchestrator.catalog import CatalogWriter, read_catalog
 from orchestrator.train.config import TrainConfig
 from orchestrator.train.launch import catalog_rows
 from orchestrator.train.summary import anchor_changes, anchor_noise, summarize
-from snnet import AnchorProfile, StitchSpace
-
-
-def _profile(name: str, width: int, scale: int) -> AnchorProfile:
-    """A 4-block ViT's profile made by hand (no model is built): FLOPs and params ``scale`` per part."""
-    return AnchorProfile(name=name, family="vit", layout="tokens", input_size=(1, 16, 16), num_classes=10,
-                         stage_of=(0,) * 4, stem_shape=(17, width), unit_shapes=((17, width),) * 4,
-                         stem_flops=scale, unit_flops=(scale,) * 4, head_flops=scale, stem_params=scale,
-                         unit_params=(scale,) * 4, head_params=scale)
+from snnet import StitchSpace
 
 
 @pytest.fixture(scope="module")
 def space():
-    profiles = [_profile("snnet_demo_vit_tiny", 32, 1), _profile("snnet_demo_vit_small", 64, 4)]
+    profiles = [hand_profile("snnet_demo_vit_tiny", 32, 1), hand_profile("snnet_demo_vit_small", 64, 4)]
     return StitchSpace(profiles, TrainConfig().space_config())
 
 

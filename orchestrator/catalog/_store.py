@@ -63,13 +63,15 @@ _HINT = (
 #: preset and released_deit_head; 6 added the fidelity knobs data_fraction and image_size; 7 added
 #: experiment, config_fingerprint and selection_images (and pandas metadata: integer columns read as integers);
 #: 8 added the init scores init_cka, init_kl, init_top1 and score_images (issue 30); 9 added the anchors'
-#: top-1 before joint training, top1_before and top1_selection_before, and eval_images (issue 28).
-SCHEMA_VERSION = "9"
+#: top-1 before joint training, top1_before and top1_selection_before, and eval_images (issue 28); 10 added pruned
+#: (issue 30: a stitch a pruned run left untrained, its top1 and top5 null).
+SCHEMA_VERSION = "10"
 VERSION_KEY = b"snnet.catalog.schema_version"
 _ADDED_IN = {"latency_batch_size": 2, "top1_selection": 3, "space_fingerprint": 3, "weights": 4, "preset": 5,
              "released_deit_head": 5, "data_fraction": 6, "image_size": 6, "experiment": 7,
              "config_fingerprint": 7, "selection_images": 7, "init_cka": 8, "init_kl": 8, "init_top1": 8,
-             "score_images": 8, "top1_before": 9, "top1_selection_before": 9, "eval_images": 9}
+             "score_images": 8, "top1_before": 9, "top1_selection_before": 9, "eval_images": 9,
+             "pruned": 10}
 
 #: Columns stored in each trial file (``sweep`` is the Hive partition, added on read).
 SCHEMA = pa.schema(
@@ -140,6 +142,10 @@ SCHEMA = pa.schema(
         pa.field("top1_before", pa.float64()),
         pa.field("top1_selection_before", pa.float64()),
         pa.field("eval_images", pa.int64()),
+        # true: the trial pruned this stitch (training.prune_score: it kept the best-scored part of its space) and
+        # never trained or evaluated it, so top1, top5 and top1_selection are null while FLOPs, params, ls_r2 and
+        # the init scores are there; false: trained; null: written before schema 10
+        pa.field("pruned", pa.bool_()),
     ],
     metadata={"snnet.catalog.schema_version": SCHEMA_VERSION},
 )

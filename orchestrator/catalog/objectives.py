@@ -35,7 +35,7 @@ import numpy as np
 from search_spaces import OBJECTIVES  # name -> "max" | "min": one definition, shared with the schema
 
 __all__ = ["OBJECTIVES", "SELECTION", "EVALUATION", "accuracy_column", "hypervolume", "hypervolumes", "train_cost",
-           "objective_values", "split_values"]
+           "objective_values", "split_values", "trained_rows"]
 
 #: The two accuracy columns of a catalog row: held-out selection split, evaluation split.
 SELECTION, EVALUATION = "top1_selection", "top1"
@@ -89,9 +89,17 @@ def accuracy_column(rows: Sequence[dict]) -> str:
     return SELECTION if rows and all(_finite(r.get(SELECTION)) for r in rows) else EVALUATION
 
 
+def trained_rows(rows: Sequence[dict]) -> list[dict]:
+    """The rows of stitches the trial trained: those a pruned run left untrained (``pruned``, top-1 null)
+    take no part in its objectives."""
+    return [r for r in rows if not r.get("pruned")]
+
+
 def objective_values(rows: Sequence[dict], flops_ref: float, *, epochs: int, train_images: int,
                      stitches_per_step: float, column: str | None = None) -> dict[str, float]:
-    """The objectives of one trial, its accuracies read from ``column`` (default :func:`accuracy_column`)."""
+    """The objectives of one trial over its trained rows (:func:`trained_rows`: the cost counts the stitches
+    it trained), its accuracies read from ``column`` (default :func:`accuracy_column`)."""
+    rows = trained_rows(rows)
     column = column or accuracy_column(rows)
     return {
         "hypervolume": hypervolume(((r["flops"], r[column]) for r in rows), flops_ref),
@@ -103,7 +111,8 @@ def objective_values(rows: Sequence[dict], flops_ref: float, *, epochs: int, tra
 def split_values(rows: Sequence[dict], flops_ref: float) -> dict[str, Any]:
     """Which split the objectives used (``objective_split``: ``"selection"`` or ``"evaluation"``), and
     the front on each: ``hypervolume_selection`` (None when selection is off), ``hypervolume_eval``
-    and ``best_top1_eval`` on the evaluation split."""
+    and ``best_top1_eval`` on the evaluation split; over the trained rows (:func:`trained_rows`)."""
+    rows = trained_rows(rows)
     column = accuracy_column(rows)
     return {
         "objective_split": "selection" if column == SELECTION else "evaluation",

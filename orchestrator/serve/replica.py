@@ -77,7 +77,8 @@ class ServeSettings:
     def infos(self) -> list[StitchInfo]:
         """The served stitches. They are ranked on the selection split's top-1 only when every one has it (the
         two splits' numbers are not comparable), else all on the evaluation top-1, as ``best_under`` does."""
-        selection = all(_float(r.get("top1_selection")) is not None for r in self.stitches)
+        selection = all(_float(r.get("top1_selection")) is not None for r in self.stitches
+                        if _float(r.get("top1")) is not None)  # a pruned stitch has neither
         return [StitchInfo(int(r["stitch_id"]), int(r["flops"]), int(r["params"]), _float(r.get("top1")),
                            _float(r.get("top5")), _float(r.get("top1_selection")) if selection else None,
                            tuple(r["anchors"]), tuple(tuple(int(v) for v in c) for c in r["cuts"]))

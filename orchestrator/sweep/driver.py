@@ -160,7 +160,8 @@ def summarize_results(search: SearchSpace, results, catalog: str) -> dict[str, A
 #: What the summary keeps of a finished trial's result.
 _SUMMARY_KEYS = ("trial_id", "family", "hypervolume", "train_cost", "best_top1", "num_stitches", "catalog_file",
                  "seed", "objective_split", "hypervolume_selection", "hypervolume_eval", "best_top1_eval",
-                 "early_hv", "early_hv_epoch1", "epoch", "source_trial", "source_sweep", "anchors_kept")
+                 "early_hv", "early_hv_epoch1", "epoch", "source_trial", "source_sweep", "anchors_kept",
+                 "prune_score", "prune_keep", "pruned_stitches", "stitched_stitches")
 
 
 def _trials(results) -> list[dict[str, Any]]:

@@ -3,8 +3,8 @@
 :func:`sweep_report` ranks a sweep's finished trials by the objectives (:func:`rank_trials`), says which split
 the objective was computed on, lists the Pareto set of trials when there are several objectives
 (:func:`pareto_trials`, Optuna's ``study.best_trials``), the trials a scheduler stopped early, whether joint
-training kept the anchors' top-1, and how well the epoch-1 early front predicted the final one
-(:func:`early_hv_spearman`).
+training kept the anchors' top-1, what pruned trials left untrained (``training.prune_score``), and how well the
+epoch-1 early front predicted the final one (:func:`early_hv_spearman`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from orchestrator.cli import render_table
-from orchestrator.train.summary import NOISE_SE, spearman
+from orchestrator.train.summary import NOISE_SE, pruned_line, spearman
 from search_spaces import OBJECTIVES
 
 __all__ = ["early_hv_spearman", "pareto_trials", "rank_trials", "sweep_report"]
@@ -109,6 +109,21 @@ def _kept_lines(ok: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _pruned_lines(ok: Sequence[dict[str, Any]]) -> list[str]:
+    """What the pruned trials left untrained (each trial's ``prune_score``, ``prune_keep``, ``pruned_stitches``
+    and ``stitched_stitches``): one line when every pruned trial pruned alike, else one per trial."""
+    pruned = [t for t in ok if t.get("prune_score")]
+    if not pruned:
+        return []
+    texts = {t["trial_id"]: pruned_line(t["pruned_stitches"], t["stitched_stitches"], t["prune_score"],
+                                        t["prune_keep"]) for t in pruned}
+    if len(set(texts.values())) == 1:
+        return [f"{next(iter(texts.values()))} in {len(pruned)}/{len(ok)} trials; "
+                "the catalog lists them marked pruned, without top-1"]
+    return ["pruned trials (the catalog lists their pruned stitches marked pruned, without top-1):"] + [
+        f"  {trial}: {text}" for trial, text in texts.items()]
+
+
 def sweep_report(summary: dict[str, Any]) -> str:
     """The text printed at the end of a sweep, from :func:`orchestrator.sweep.driver.run_sweep`'s summary."""
     trials = summary["trials"]
@@ -131,6 +146,7 @@ def sweep_report(summary: dict[str, Any]) -> str:
     for t in failed:
         lines.append(f"  failed: {t['trial_id']}: {t['error']}")
     lines += _kept_lines(ok)
+    lines += _pruned_lines(ok)
     rho = summary.get("early_hv_spearman")
     lines.append(f"early_hv_spearman: {_number(rho, '.3f')}  (epoch-1 early front against the final hypervolume, "
                  f"{sum(_finite(t.get('early_hv_epoch1')) for t in ok)} finished trials with both; n/a below 3)")

@@ -237,6 +237,16 @@ def _stitches_per_step(sampling: str, options: dict) -> float:
     return float(rule_class(sampling).stitches_per_step(**options))
 
 
+def _pruned(train: TrainConfig, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What a pruned trial left untrained (the sweep's report says it), as plain values: its score, keep
+    fraction, pruned and stitched counts; nothing for a trial that pruned nothing."""
+    if train.prune_score is None:
+        return {}
+    return {"prune_score": train.prune_score, "prune_keep": train.prune_keep,
+            "pruned_stitches": sum(bool(r.get("pruned")) for r in rows),
+            "stitched_stitches": sum(len(r["anchors"]) > 1 for r in rows)}
+
+
 def _trial_report(context: SweepContext, train: TrainConfig, search: SearchSpace, config: dict[str, Any], result,
                   epochs: dict[int, float], trial_id: str) -> dict[str, Any]:
     """What a finished trial reports to Tune and stores in its catalog file's metadata."""
@@ -254,6 +264,7 @@ def _trial_report(context: SweepContext, train: TrainConfig, search: SearchSpace
         "early_hv_epoch1": epochs.get(1),
         "family": context.rerun[source]["family"] if source else train_family(search, config),
         "num_stitches": len(result.rows),
+        **_pruned(train, result.rows),
         "anchors_kept": anchor_changes(result.rows),  # each anchor's top-1 before -> after joint training
         FINAL_KEY: f"{context.catalog.rstrip('/')}/sweep={context.sweep}/trial-{trial_id}.parquet",
         "checkpoint": result.checkpoint,

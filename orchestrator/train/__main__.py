@@ -239,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with interrupt_hint(hint):
         result = run_training(config, prepared=prepared, address=args.address)
     record_run(result)
-    print(summarize(result.space, result.rows, r2=result.r2))
+    prune = (config.prune_score, config.prune_keep) if config.prune_score is not None else None
+    print(summarize(result.space, result.rows, r2=result.r2, prune=prune))
     print(f"catalog rows: {catalog_file(config)}\ncheckpoint:   {result.checkpoint} "
           f"({time.perf_counter() - start:.0f}s in all)")
     return 0

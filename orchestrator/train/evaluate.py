@@ -11,6 +11,10 @@ the results, so every rank learns every result:
   stitches of :func:`orchestrator.data.fidelity.stitch_subset` on ``early_images`` fixed images);
 - :meth:`~RecipeEvaluation.evaluate_all`: every stitch on the evaluation and selection splits,
   checkpointed as it goes, and the final report (:meth:`~RecipeEvaluation.final_metrics`).
+
+A pruned run (``prune_score``) trains only the stitches of :attr:`~RecipeEvaluation.kept`, the anchors and
+the best-scored part of the space (:func:`snnet.scores.keep_best`); the early front and the final evaluation
+take only those, and the final report lists the others as ``pruned``.
 """
 
 from __future__ import annotations
@@ -96,10 +100,24 @@ class RecipeEvaluation:
     world: int
     device: torch.device
     log: logging.LoggerAdapter
+    #: The stitch ids a pruned run trains and evaluates (the anchors and the best-scored part); None: all.
+    kept: list[int] | None = None
 
     def score_images(self) -> int:
-        """How many images the init scores use: ``score_images``, 256 for ``scored`` sampling when 0."""
-        return self.config.score_images or (SCORED_IMAGES if self.config.sampling == "scored" else 0)
+        """How many images the init scores use: ``score_images``, else 256 for ``scored`` sampling or a
+        pruned run (``prune_score``), which need them, and none otherwise."""
+        wanted = self.config.sampling == "scored" or self.config.prune_score is not None
+        return self.config.score_images or (SCORED_IMAGES if wanted else 0)
+
+    def trained_ids(self) -> list[int]:
+        """The ids of the stitches this run trains and evaluates, in space order: all, or :attr:`kept`."""
+        ids = [s.stitch_id for s in self.space]
+        return ids if self.kept is None else [i for i in ids if i in set(self.kept)]
+
+    def pruned_ids(self) -> list[int]:
+        """The ids of the stitches a pruned run leaves untrained (none without ``prune_score``)."""
+        trained = set(self.trained_ids())
+        return [s.stitch_id for s in self.space if s.stitch_id not in trained]
 
     def score_init(self) -> dict[str, dict[str, Any]]:
         """Score every stitch at init (:func:`snnet.scores.score_stitches`) on ``score_images`` fixed
@@ -158,11 +176,12 @@ class RecipeEvaluation:
     def early_front(self) -> dict[int, float]:
         """Score the early front (:meth:`_setup_early_front`) and set :attr:`early_hv`; returns
         ``{stitch_id: top1}`` (empty when ``early_stitches`` is 0). Every rank takes part."""
-        if not self.early_ids or self.early_loader is None:
+        ids = [i for i in self.early_ids if i in set(self.trained_ids())]  # a pruned run: its trained ones
+        if not ids or self.early_loader is None:
             return {}
         was_training = self.net.training
         self.net.eval()
-        scores = self._evaluate_ids(self.early_ids, self.early_loader)
+        scores = self._evaluate_ids(ids, self.early_loader)
         self.net.train(was_training)
         if was_training and self.config.mode != "full":
             self.net.anchors.eval()
@@ -219,10 +238,11 @@ class RecipeEvaluation:
         """The last report: ``results`` (evaluation split: ``{id: [top1, top5]}``), ``results_selection``
         (``{id: top1}`` on the selection split, empty without one), ``hv_selection`` (its hypervolume with
         :func:`orchestrator.catalog.objectives.hypervolume`; ``None`` without one), ``flops_ref``, ``train_images``
-        and ``selection_images`` (this run's counts), R^2, the init scores, steps, latency and device."""
+        and ``selection_images`` (this run's counts), R^2, the init scores, steps, latency, device and ``pruned`` (the
+        ids a pruned run left untrained: no top-1, no hypervolume share)."""
         selection = self.selection_results()
         hv = None
-        if self.selection_ds is not None and len(selection) == len(self.space):
+        if self.selection_ds is not None and len(selection) == len(self.trained_ids()):
             flops = {s.stitch_id: s.flops for s in self.space}
             hv = float(hypervolume([(flops[k], v) for k, v in selection.items()], self.flops_ref()))
         return {"phase": "eval", "results": {str(k): v for k, v in self.results().items()},
@@ -231,7 +251,7 @@ class RecipeEvaluation:
                 "selection_images": _size(self.selection_ds) if self.selection_ds is not None else 0,
                 "r2": self.r2, "init_scores": self.init_scores, "early_hv_history": dict(self.early_history),
                 "anchors_before": dict(self.anchors_before), "eval_images": _size(self.val_ds) or None,
-                "steps": self.step, "latency": self.latency,
+                "steps": self.step, "latency": self.latency, "pruned": self.pruned_ids(),
                 "device": device_name(self.device)}
 
     def _evaluate_round(self, todo: list[int], start: int) -> None:
@@ -259,23 +279,23 @@ class RecipeEvaluation:
         return bool(due.item())
 
     def evaluate_all(self) -> dict[int, list[float]]:
-        """Evaluate every stitch not evaluated yet, checkpointing progress; the final report
+        """Evaluate every trained stitch not evaluated yet, checkpointing progress; the final report
         carries all results. Returns ``{stitch_id: [top1, top5]}``."""
         self.net.eval()
         if self.config.measure_latency:
             self.measure_latency()
-        space = self.space
-        todo = [s.stitch_id for s in space if s.stitch_id not in self.evaluated]
-        self.log.info(f"evaluating {len(todo)} of {len(space)} stitches on {len(self.val_ds)} images over "
+        trained = self.trained_ids()
+        todo = [i for i in trained if i not in self.evaluated]
+        self.log.info(f"evaluating {len(todo)} of {len(trained)} stitches on {len(self.val_ds)} images over "
                       f"{self.world} worker(s)" + (f", and on {len(self.selection_ds)} selection images"
                                                    if self.selection_ds is not None else ""))
         last_snapshot = time.monotonic()
         for start in range(0, len(todo), self.world):
             self._evaluate_round(todo, start)
-            done = len(self.evaluated) == len(space)
+            done = len(self.evaluated) == len(trained)
             due = self._snapshot_due(last_snapshot)
             if due:
-                self.log.info(f"evaluated {len(self.evaluated)}/{len(space)} stitches")
+                self.log.info(f"evaluated {len(self.evaluated)}/{len(trained)} stitches")
             if done or due:
                 self.save(self.final_metrics() if done else {"phase": "eval"}, with_optimizer=False)
                 last_snapshot = time.monotonic()

@@ -154,7 +154,8 @@ def run_training(
                         latency=metrics.get("latency") or {}, device=metrics.get("device"), weights=weights,
                         selection=metrics.get("results_selection") or {},
                         selection_images=metrics.get("selection_images"), scores=metrics.get("init_scores"),
-                        before=metrics.get("anchors_before"), eval_images=metrics.get("eval_images"))
+                        before=metrics.get("anchors_before"), eval_images=metrics.get("eval_images"),
+                        pruned=metrics.get("pruned"))
     return TrainResult(config, space, rows, checkpoint, metrics.get("r2", {}), metrics.get("loss"),
                        metrics.get("train_images"), metrics.get("hv_selection"),
                        {int(k): float(v) for k, v in (metrics.get("early_hv_history") or {}).items()} or None)
@@ -176,7 +177,7 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
                  experiment: str | None = None,
                  scores: dict[str, dict[str, Any]] | None = None,
                  before: dict[str, list[float | None]] | None = None,
-                 eval_images: int | None = None) -> list[dict[str, Any]]:
+                 eval_images: int | None = None, pruned: Sequence[int | str] | None = None) -> list[dict[str, Any]]:
     """One catalog row per stitch; ``weights`` (anchor name -> source) fills the ``weights``
     column: ``name=source`` of each anchor on the stitch's path, joined by ``; ``; ``selection``
     (stitch id -> top-1 on the held-out selection split) fills ``top1_selection`` (null without one)
@@ -188,13 +189,15 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
     ``init_cka``, ``init_kl``, ``init_top1`` and ``score_images`` (null without them). ``before`` (an anchor's
     stitch id -> [top-1 on the evaluation split, on the selection split or None] before joint training) fills
     ``top1_before`` and ``top1_selection_before`` of the anchor rows (null on stitched rows and without it);
-    ``eval_images`` is the evaluation split's size."""
+    ``eval_images`` is the evaluation split's size. ``pruned`` (stitch ids a pruned run left untrained) marks
+    those rows ``pruned`` with no top-1, top-5 or selection top-1 (and is not looked up in ``results``)."""
     version = code_version()
     fingerprint = config_fingerprint(config)
     experiment = experiment or f"{config.sweep}-{config.trial_id}"
     rows = []
+    untrained = {int(i) for i in pruned or ()}
     for stitch in space:
-        top1, top5 = results[str(stitch.stitch_id)]
+        top1, top5 = (None, None) if stitch.stitch_id in untrained else results[str(stitch.stitch_id)]
         layer_r2 = [r2[k] for k in stitch.layers if k in r2]
         latency_ms = (latency or {}).get(str(stitch.stitch_id))
         score = (scores or {}).get(str(stitch.stitch_id)) or {}
@@ -217,6 +220,7 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
             top1_before=prior[0],
             top1_selection_before=prior[1],
             eval_images=eval_images,
+            pruned=stitch.stitch_id in untrained,
             latency_ms=latency_ms,
             latency_batch_size=config.latency_batch_size if latency_ms is not None else None,
             device=(device or ("cuda" if config.use_gpu else "cpu")) if latency_ms is not None else None,

@@ -64,9 +64,11 @@ from orchestrator.train.evaluate import RecipeEvaluation
 from orchestrator.train.optim import group_lambdas, make_optimizer
 from orchestrator.train.state import TrainCallback, TrainState, Worker, training_logger
 from orchestrator.train.steps import SupernetStep, initialise, ls_line, step_loss
+from orchestrator.train.summary import pruned_line
 from orchestrator.train.teacher import create_teacher
 from snnet import StitchedSupernet, StitchSpace, create_anchor
 from snnet.sampling import balance_report, make_rule, rule_class
+from snnet.scores import keep_best
 
 __all__ = ["SupernetRecipe", "build_worker_supernet"]
 
@@ -171,13 +173,32 @@ class SupernetRecipe(RecipeEvaluation):
         self.erase = None if getattr(full_train, "transform", None) is not None else make_batch_erasing(c, self.device)
 
     def _make_rule(self) -> None:
-        """The seeded sampling rule; ``scored`` draws by the init scores once they exist."""
+        """The seeded sampling rule; ``scored`` draws by the init scores once they exist, and a pruned run
+        (``prune_score``) draws only from its kept stitches (:meth:`_prune`)."""
         c = self.config
+        self._prune()
+        ids = self.trained_ids()
         options = dict(c.sampling_options)
         if c.sampling == "scored" and self.init_scores:
             name = options.get("score", rule_class("scored").default_options()["score"])
-            options["scores"] = [self.init_scores.get(str(s.stitch_id), {}).get(name) for s in self.space]
-        self.rule = make_rule(c.sampling, [s.flops for s in self.space], seed=c.seed, **options)
+            options["scores"] = [self.init_scores.get(str(i), {}).get(name) for i in ids]
+        self.rule = make_rule(c.sampling, [self.space[i].flops for i in ids], seed=c.seed,
+                              stitch_ids=ids if self.kept is not None else None, **options)
+
+    def _prune(self) -> None:
+        """Keep the anchors and the best ``prune_keep`` of the stitched stitches by ``prune_score``, once the init
+        scores exist (after init, or read back from a checkpoint: a resumed run recomputes the same set from the
+        same scores). Every rank holds the same gathered scores, so every rank keeps the same stitches."""
+        c = self.config
+        if c.prune_score is None or not self.init_scores:
+            self.kept = None
+            return
+        scores = {s.stitch_id: self.init_scores.get(str(s.stitch_id), {}).get(c.prune_score) for s in self.space}
+        kept = keep_best(self.space, scores, c.prune_score, c.prune_keep)
+        if kept != self.kept:
+            self.kept = kept
+            self.log.info(pruned_line(len(self.pruned_ids()), sum(not s.is_anchor for s in self.space),
+                                      c.prune_score, c.prune_keep))
 
     def _apply_mode(self) -> None:
         """Freeze the anchors (``stitch-only``, ``lora``) and add LoRA updates (``lora``)."""
@@ -269,12 +290,14 @@ class SupernetRecipe(RecipeEvaluation):
         step_module = SupernetStep(self.net)
         self.model = self.worker.wrap(step_module) if self.world > 1 else step_module
         self.trainable = [p for p in self.net.parameters() if p.requires_grad]
-        self.log.info(f"training {len(space)} stitches for {plural(c.epochs, 'epoch')} x {self.steps_per_epoch} "
-                      f"steps on {self.world} worker(s), sampling '{c.sampling}', mode '{c.mode}'")
+        self.log.info(f"training {len(self.trained_ids())} stitches for {plural(c.epochs, 'epoch')} x "
+                      f"{self.steps_per_epoch} steps on {self.world} worker(s), sampling '{c.sampling}', "
+                      f"mode '{c.mode}'")
         if self.rank == 0:
             sizes = sorted({self.world, 8, 64})
             # 50 steps keep each figure within about 0.03 of a 2000-step estimate, in half a second
-            report = balance_report([s.flops for s in space], world_sizes=sizes, seed=c.seed, steps=50)
+            report = balance_report([space[i].flops for i in self.trained_ids()], world_sizes=sizes, seed=c.seed,
+                                    steps=50)
             self.log.info("expected DDP balance (mean/max work per step over ranks, from the stitches' FLOPs): "
                           + "; ".join(f"{rule} " + " ".join(f"w{w}={v:.2f}" for w, v in by_w.items())
                                       for rule, by_w in report.items()))

@@ -2,8 +2,8 @@
 
 :func:`summarize` shows the anchors (their top-1 before -> after joint training, :func:`anchor_changes`),
 the stitches' top-1 range, how many lie between their anchors' (:func:`interpolation_stats`), and the best
-stitch under a few FLOPs budgets (:func:`best_under`). The sweep's report is
-:mod:`orchestrator.sweep.report`.
+stitch under a few FLOPs budgets (:func:`best_under`), and what a pruned run left untrained (:func:`pruned_line`;
+those rows have no top-1 and take no part in the rest). The sweep's report is :mod:`orchestrator.sweep.report`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from orchestrator.cli import format_flops, render_table
 from snnet import StitchSpace
 
 __all__ = ["summarize", "spearman", "interpolation_stats", "best_under", "anchor_changes", "anchor_noise",
-           "anchor_line"]
+           "anchor_line", "pruned_line"]
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
@@ -32,11 +32,12 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
 
 
 def interpolation_stats(rows: Sequence[dict[str, Any]], slack: float = 1.0) -> tuple[int, int]:
-    """How many stitched rows have top-1 within ``[min, max]`` of their anchors' top-1 (+-slack)."""
+    """How many stitched rows have top-1 within ``[min, max]`` of their anchors' top-1 (+-slack); rows
+    without a top-1 (pruned) are not counted."""
     anchor_top1 = {r["anchors"][0]: r["top1"] for r in rows if len(r["anchors"]) == 1}
     inside = total = 0
     for r in rows:
-        if len(r["anchors"]) == 1:
+        if len(r["anchors"]) == 1 or not _finite(r.get("top1")):
             continue
         ends = [anchor_top1[a] for a in set(r["anchors"]) if a in anchor_top1]
         if not ends:
@@ -112,8 +113,14 @@ def _anchor_cell(row: dict[str, Any]) -> str:
     return f"{row['anchors'][0]} ({_flops(row['flops'])}, top-1 {top1})"
 
 
+def pruned_line(pruned: int, stitched: int, score: str, keep: float) -> str:
+    """What a pruned run left untrained: ``pruned 30 of 60 stitched stitches by cka (kept 0.5)``."""
+    return f"pruned {pruned} of {stitched} stitched stitches by {score} (kept {keep:g})"
+
+
 def best_under(rows: Sequence[dict[str, Any]], max_flops: float) -> dict[str, Any] | None:
-    fitting = [r for r in rows if r["flops"] <= max_flops]
+    """The most accurate row within ``max_flops`` (ties: fewer FLOPs); rows without a top-1 never win."""
+    fitting = [r for r in rows if r["flops"] <= max_flops and _finite(r.get("top1"))]
     return max(fitting, key=lambda r: (r["top1"], -r["flops"])) if fitting else None
 
 
@@ -142,22 +149,27 @@ def _lrs(rows: Sequence[dict[str, Any]]) -> str | None:
 
 
 def summarize(space: StitchSpace, rows: Sequence[dict[str, Any]], r2: dict[str, float] | None = None,
-              catalog: str | None = None) -> str:
-    """The end-of-run report; ``catalog`` (the catalog location as given, ``s3://`` kept) adds its line."""
+              catalog: str | None = None, prune: tuple[str, float] | None = None) -> str:
+    """The end-of-run report; ``catalog`` (the catalog location as given, ``s3://`` kept) adds its line, and
+    ``prune`` (the run's ``(prune_score, prune_keep)``) the line saying what was pruned (rows marked ``pruned``)."""
     anchors = [r for r in rows if len(r["anchors"]) == 1]
-    stitched = [r for r in rows if len(r["anchors"]) > 1]
+    every_stitched = [r for r in rows if len(r["anchors"]) > 1]
+    stitched = [r for r in every_stitched if _finite(r.get("top1"))]
     lines = ["", "== summary " + "=" * 60]
     lines.append("anchors:  " + "  <  ".join(_anchor_cell(r) for r in sorted(anchors, key=lambda r: r["flops"])))
     kept = anchor_line(rows)
     if kept:
         lines.append(kept)
     lrs = _lrs(rows)
-    lines.append(f"stitches: {len(rows)} ({len(anchors)} anchors + {len(stitched)} stitched), "
+    lines.append(f"stitches: {len(rows)} ({len(anchors)} anchors + {len(every_stitched)} stitched), "
                  f"{len(space.layers)} stitching layers" + (f"; lr {lrs}" if lrs else ""))
     if r2:
         vals = list(r2.values())
         lines.append(f"LS init:  R^2 per stitching layer min {min(vals):.3f}, mean {sum(vals) / len(vals):.3f}, "
                      f"max {max(vals):.3f}")
+    if prune is not None:
+        lines.append("pruning: " + pruned_line(sum(bool(r.get("pruned")) for r in rows), len(every_stitched), *prune)
+                     + "; pruned rows are in the catalog without top-1")
     if stitched:
         tops = [r["top1"] for r in stitched]
         lines.append(f"top-1:    stitched {min(tops):.1f}% .. {max(tops):.1f}% (mean {sum(tops) / len(tops):.1f}%)")
