@@ -62,6 +62,8 @@ from orchestrator.train.augment import anchor_options, make_batch_erasing, make_
 from orchestrator.train.config import TrainConfig
 from orchestrator.train.evaluate import RecipeEvaluation
 from orchestrator.train.optim import group_lambdas, make_optimizer
+from orchestrator.train.speed import compile_blocks, step_context
+from orchestrator.train.speed import describe as describe_speed
 from orchestrator.train.state import TrainCallback, TrainState, Worker, training_logger
 from orchestrator.train.steps import SupernetStep, initialise, ls_line, step_loss
 from orchestrator.train.teacher import create_teacher
@@ -132,9 +134,12 @@ class SupernetRecipe(RecipeEvaluation):
         self.teacher: nn.Module | None = None  # DeiT-style hard-label teacher, made when training starts
 
     def autocast(self) -> contextlib.AbstractContextManager:
+        """Where a forward runs: bf16 autocast on GPU, within the ``gpu_speed`` measures' context."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(step_context(self.config.speed_measures()))
         if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+            stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+        return stack
 
     # -- building ------------------------------------------------------------------------------
 
@@ -266,11 +271,13 @@ class SupernetRecipe(RecipeEvaluation):
         c, space = self.config, self.space
         if c.teacher is not None:
             self.teacher = create_teacher(c.teacher, self.device)
+        compile_blocks(self.net, c.speed_measures())  # in place, before DDP wraps the step module
         step_module = SupernetStep(self.net)
         self.model = self.worker.wrap(step_module) if self.world > 1 else step_module
         self.trainable = [p for p in self.net.parameters() if p.requires_grad]
         self.log.info(f"training {len(space)} stitches for {plural(c.epochs, 'epoch')} x {self.steps_per_epoch} "
-                      f"steps on {self.world} worker(s), sampling '{c.sampling}', mode '{c.mode}'")
+                      f"steps on {self.world} worker(s), sampling '{c.sampling}', mode '{c.mode}', "
+                      f"speed measures: {describe_speed(c.speed_measures())}")
         if self.rank == 0:
             sizes = sorted({self.world, 8, 64})
             # 50 steps keep each figure within about 0.03 of a 2000-step estimate, in half a second
