@@ -16,6 +16,12 @@ floating-point reordering.
 - ``sdpa_flash`` / ``sdpa_cudnn``: the scaled-dot-product attention backend tried first (flash attention or
   cuDNN's); the others stay as fallbacks, so no input is refused.
 
+Where they act: the optimizer (:func:`orchestrator.train.optim.make_optimizer`), the blocks compiled once when
+training starts (:class:`~orchestrator.train.recipe.SupernetRecipe`), every forward of training and of the
+evaluation in :func:`step_context` (the recipe's ``autocast``). The evaluation after training runs the compiled
+blocks too (evaluation mode compiles its own graphs on first use); an evaluation-only run (``epochs: 0``) and
+serving (:mod:`orchestrator.serve`, which builds its own supernet) stay eager.
+
 Not a measure: a larger micro-batch for cheap stitches with gradient accumulation. It changes the batch each
 gradient averages over and the number of optimizer steps, i.e. the training itself, which this option keeps.
 """
