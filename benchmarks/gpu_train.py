@@ -45,7 +45,7 @@ import time
 from typing import Any
 
 from ._common import env_int, log
-from .gpu_bench import Bench, Settings, device_name, emit, guarded, mfu, peak_tflops, uniform_draw
+from .gpu_bench import Bench, Settings, device_name, emit, guarded, mfu, peak_tflops, uniform_draw, warm_up_ids
 
 __all__ = ["run", "measure", "measure_speed", "main"]
 
@@ -161,17 +161,6 @@ def _speed_config(gpu_speed: str):
     return TrainConfig(gpu_speed=gpu_speed, anchor_lr=1e-4, stitch_lr=1e-3, weight_decay=0.05, use_gpu=True)
 
 
-def _warm_ids(space) -> list[int]:
-    """Each anchor alone, then one stitch into each back anchor: every block width in training mode, fed by its
-    own stem and by a stitching layer (bf16 under autocast)."""
-    ids = [space.find([n], []).stitch_id for n in space.anchor_names]
-    backs: dict[str, int] = {}
-    for st in space:
-        if st.cuts:
-            backs.setdefault(st.anchors[-1], st.stitch_id)
-    return ids + list(backs.values())
-
-
 def speed_run(b: Bench, net, init: dict[str, Any], gpu_speed: str, ids, steps: int, warm: int,
               pool) -> dict[str, Any]:
     """``steps`` training steps of ``net`` from the weights ``init`` under ``gpu_speed`` (a fresh optimizer), on the
@@ -262,7 +251,7 @@ def measure_speed(s: Settings) -> None:
     net = b.supernet()
     init = {k: v.detach().clone() for k, v in net.state_dict().items()}  # every variant starts from these
     space = net.space
-    warm_ids = _warm_ids(space)
+    warm_ids = warm_up_ids(space)
     draw = uniform_draw(space)
     warm = len(warm_ids) + 3  # cudagraph trees run a function once, record it, then replay
     steps = max(s.uniform_steps, warm + 2)
