@@ -63,7 +63,6 @@ from orchestrator.train.config import TrainConfig
 from orchestrator.train.evaluate import RecipeEvaluation
 from orchestrator.train.optim import group_lambdas, make_optimizer
 from orchestrator.train.speed import compile_blocks, step_context
-from orchestrator.train.speed import describe as describe_speed
 from orchestrator.train.state import TrainCallback, TrainState, Worker, training_logger
 from orchestrator.train.steps import SupernetStep, initialise, ls_line, step_loss
 from orchestrator.train.teacher import create_teacher
@@ -271,13 +270,14 @@ class SupernetRecipe(RecipeEvaluation):
         c, space = self.config, self.space
         if c.teacher is not None:
             self.teacher = create_teacher(c.teacher, self.device)
-        compile_blocks(self.net, c.speed_measures())  # in place, before DDP wraps the step module
+        measures = c.speed_measures()
+        compile_blocks(self.net, measures)  # in place, before DDP wraps the step module
         step_module = SupernetStep(self.net)
         self.model = self.worker.wrap(step_module) if self.world > 1 else step_module
         self.trainable = [p for p in self.net.parameters() if p.requires_grad]
         self.log.info(f"training {len(space)} stitches for {plural(c.epochs, 'epoch')} x {self.steps_per_epoch} "
-                      f"steps on {self.world} worker(s), sampling '{c.sampling}', mode '{c.mode}', "
-                      f"speed measures: {describe_speed(c.speed_measures())}")
+                      f"steps on {self.world} worker(s), sampling '{c.sampling}', mode '{c.mode}'"
+                      + (f", speed measures: {', '.join(measures)}" if measures else ""))
         if self.rank == 0:
             sizes = sorted({self.world, 8, 64})
             # 50 steps keep each figure within about 0.03 of a 2000-step estimate, in half a second

@@ -38,7 +38,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from snnet.compile import compile_units
 
-__all__ = ["COMPILE_BACKEND", "optimizer_options", "compile_blocks", "step_context", "describe"]
+__all__ = ["COMPILE_BACKEND", "optimizer_options", "compile_blocks", "step_context"]
 
 #: The compiler of ``compile`` and ``cudagraphs``. CPU tests set ``aot_eager`` (graph capture and AOT autograd,
 #: without inductor's C++ compiling, which takes minutes on a small machine); ``reduce-overhead`` is inductor's.
@@ -79,8 +79,3 @@ def step_context(measures: Sequence[str]) -> contextlib.AbstractContextManager:
     if "cudagraphs" in measures:
         torch.compiler.cudagraph_mark_step_begin()
     return stack
-
-
-def describe(measures: Sequence[str]) -> str:
-    """The measures in a log line: ``fused_adamw, cudagraphs`` or ``none``."""
-    return ", ".join(measures) if measures else "none"
