@@ -277,6 +277,17 @@ def uniform_draw(space, seed: int = 0) -> Callable[[int], list[int]]:
     return lambda i: list(rule.draw(i, 0, 1))
 
 
+def warm_up_ids(space) -> list[int]:
+    """Every anchor alone, then one stitch into each back anchor: each block width in training mode, fed by its
+    own stem and by a stitching layer (whose output is bf16 under autocast, where a stem gives float32)."""
+    ids = [space.find([n], []).stitch_id for n in space.anchor_names]
+    backs: dict[str, int] = {}
+    for st in space:
+        if st.cuts:
+            backs.setdefault(st.anchors[-1], st.stitch_id)
+    return ids + list(backs.values())
+
+
 def _gib(n: int) -> float:
     return round(n / 2**30, 3)
 
@@ -458,14 +469,7 @@ def part_compile(s: Settings) -> None:
     eager = b.rate(eager_step, first, s.uniform_steps)
     emit("gpu_compile_eager_img_s", round(eager, 1))
 
-    # warm-up: every anchor alone, then one stitch into each back anchor (its blocks then see
-    # the stitching layer's output, bf16 under autocast, instead of their own stem's float32)
-    warm_ids = [space.find([n], []).stitch_id for n in space.anchor_names]
-    backs = {}
-    for st in space:
-        if st.cuts and st.anchors[-1] not in backs:
-            backs[st.anchors[-1]] = st.stitch_id
-    warm_ids += list(backs.values())
+    warm_ids = warm_up_ids(space)
     t0 = time.perf_counter()
     c0 = compile_counts()
     modules = compile_units(net, backend=s.backend)

@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/gpu_check.sh          # GPU if torch sees one, else the CPU fallback
 #   bash benchmarks/gpu_check.sh --cpu    # the CPU fallback: the same code at tiny sizes
+#   bash benchmarks/gpu_check.sh --speed  # issue 27 only: env, then the gpu_speed option (add --cpu to rehearse)
 #
 # Writes `name: value` lines to stdout and to $OUT/gpu_check.txt (build/gpu_check/ when OUT is
 # unset), everything else to $OUT/gpu_check.log (the two demo trainings: gpu_check_train_*.log). Parts, each in its own process under its own
@@ -16,6 +17,9 @@
 #   demo_cpu    the same run on CPU (gloo), same seed; then `demo_*` lines compare the two
 #               catalogs' top-1 (mean over stitched stitches and each anchor)
 #   compile     regional compilation (snnet.compile): speedup, warm-up, recompiles over 200 steps
+#   speed       (--speed, instead of the parts above) the gpu_speed option (issue 27; benchmarks/gpu_train.py):
+#               eager against each measure and `on` under uniform sampling, warm-up and break-even, 200-step
+#               loss curves, the plain-anchor path, MFU, evaluation; the headline `gpu_uniform_speedup`
 #
 # On a bare, offline machine (no Ray, fvcore, ...) it first installs the wheels carried in
 # .whl/ (see benchmarks/gpu_wheels.py) into a private folder, and uses the demo anchors'
@@ -25,12 +29,14 @@ set -u -o pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 MODE=auto
+SPEED=0
 for arg in "$@"; do
   case "$arg" in
     --cpu) MODE=cpu ;;
     --gpu) MODE=gpu ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
-    *) echo "error: unknown argument '$arg' (use --cpu, --gpu or nothing)" >&2; exit 2 ;;
+    --speed) SPEED=1 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    *) echo "error: unknown argument '$arg' (use --cpu, --gpu, --speed or nothing)" >&2; exit 2 ;;
   esac
 done
 
@@ -140,6 +146,12 @@ if [ "$MODE" = cpu ]; then
   export SNNET_GPU_COMPILE_BACKEND="${SNNET_GPU_COMPILE_BACKEND:-aot_eager}"
 fi
 part env 60 "$PY" -m benchmarks.gpu_bench env --device "$DEV"
+if [ "$SPEED" = 1 ]; then  # issue 27: the whole budget (450 s on a GPU) goes to the speed option
+  part speed 420 "$PY" -m benchmarks.gpu_train --device "$DEV" $TINY
+  emit gpu_check_total_s "$(elapsed)"
+  note "work folder $WORK"
+  exit 0
+fi
 part throughput 120 "$PY" -m benchmarks.gpu_bench throughput --device "$DEV" $TINY
 part eval 60 "$PY" -m benchmarks.gpu_bench eval --device "$DEV" $TINY
 

@@ -8,6 +8,7 @@ knob is written here once.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
@@ -15,15 +16,49 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from snnet import DIRECTIONS, PRESETS, AnchorSpec, SNNetError, SpaceConfig
 from snnet.sampling import RULES, ScoredRule
 
-from ._kinds import Bool, Float, Int, Kind, OneOf, Str, problems
+from ._kinds import Bool, Float, Int, Kind, OneOf, Str, did_you_mean, problems
 
-__all__ = ["TrainConfig", "MODES", "INITS", "LS_MODES", "PLACEMENTS", "SPACE_FIELDS"]
+__all__ = ["TrainConfig", "MODES", "INITS", "LS_MODES", "PLACEMENTS", "SPACE_FIELDS", "SPEED_MEASURES", "SPEED_ON"]
 
 MODES = ("full", "stitch-only", "lora")
 INITS = ("ls", "kaiming")
 LS_MODES = ("joint", "average")
 PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 SCORES = tuple(ScoredRule.SCORES)  # the init scores a run can prune by (snnet.scores.SCORES)
+#: The GPU speed measures of ``gpu_speed`` (issue 27; :mod:`orchestrator.train.speed` applies them): AdamW's fused
+#: kernel; regional ``torch.compile`` of the blocks (snnet.compile), plainly or as CUDA graphs (``reduce-overhead``);
+#: the SDPA backend tried first (flash attention or cuDNN's, the others kept as fallbacks).
+SPEED_MEASURES = ("fused_adamw", "compile", "cudagraphs", "sdpa_flash", "sdpa_cudnn")
+#: What ``gpu_speed: on`` (and ``auto`` with ``use_gpu``) turns on, until a GPU run shows which measures pay.
+SPEED_ON = ("fused_adamw", "cudagraphs", "sdpa_flash")
+
+
+@dataclass(frozen=True)
+class _SpeedKind(Kind):
+    """``auto``, ``off``, ``on`` or a comma-separated list of :data:`SPEED_MEASURES`, in canonical form
+    (a list: each name once, in the order of :data:`SPEED_MEASURES`)."""
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, bool):  # YAML 1.1 (a space, --set) reads off and on as booleans
+            return "on" if value else "off"
+        value = super().__call__(value)
+        if value.strip() in ("auto", "off", "on"):
+            return value.strip()
+        names = [n.strip() for n in value.split(",")]
+        for name in names:
+            if name not in SPEED_MEASURES:
+                raise SNNetError(f"must {self.describe()}, got {value!r}: unknown measure {name!r}"
+                                 f"{did_you_mean(name, SPEED_MEASURES)}")
+        if "compile" in names and "cudagraphs" in names:
+            raise SNNetError(f"must name one of 'compile' and 'cudagraphs' (two ways to compile the blocks), "
+                             f"got {value!r}")
+        if "sdpa_flash" in names and "sdpa_cudnn" in names:
+            raise SNNetError(f"must name one of 'sdpa_flash' and 'sdpa_cudnn' (the backend tried first), "
+                             f"got {value!r}")
+        return ",".join(n for n in SPEED_MEASURES if n in names)
+
+
+_SPEED_TEXT = "be auto, off, on or a comma-separated list of " + ", ".join(SPEED_MEASURES)
 
 
 class TrainConfig(BaseModel):
@@ -47,6 +82,9 @@ class TrainConfig(BaseModel):
     use_gpu: Bool = False
     cpus_per_worker: Int(1) = 1
     gpus_per_worker: Float(0) = 0.0  # with use_gpu; a fraction shares one GPU between workers
+    # speed measures that change no numerics (issue 27): auto (SPEED_ON with use_gpu, none without), off, on, or a
+    # comma-separated list of SPEED_MEASURES, each switchable on its own (speed_measures() resolves it)
+    gpu_speed: _SpeedKind("str", text=_SPEED_TEXT).annotated() = "auto"
     placement_strategy: OneOf(PLACEMENTS) = "PACK"
     # DataLoader processes per worker decoding images; null: cpus_per_worker - 1 (0 on the in-memory demo)
     loader_workers: Int(0, nullable=True) = None
@@ -162,6 +200,14 @@ class TrainConfig(BaseModel):
         """Check again (after a field was set) and return ``self``; building one already validated it."""
         type(self).model_validate(self.model_dump())
         return self
+
+    def speed_measures(self) -> tuple[str, ...]:
+        """The speed measures ``gpu_speed`` turns on: ``auto`` is :data:`SPEED_ON` with ``use_gpu``, none without."""
+        if self.gpu_speed == "auto":
+            return SPEED_ON if self.use_gpu else ()
+        if self.gpu_speed in ("off", "on"):
+            return SPEED_ON if self.gpu_speed == "on" else ()
+        return tuple(self.gpu_speed.split(","))
 
     def space_config(self) -> SpaceConfig:
         """The stitch-space settings of this run."""

@@ -101,6 +101,33 @@ def test_gpu_train_measure_runs_on_cpu():
         assert _number(out[key]) > 0
 
 
+def test_gpu_speed_break_even_counts_the_steps_that_pay_back_the_warm_up():
+    from benchmarks.gpu_train import _break_even
+
+    # batch 100: eager 1 s a step, the option 0.5 s; over 2 warm-up steps the option spent 10 s more than its
+    # steady rate gives (11 against 1), eager none (2 against 2): 10 s / 0.5 s saved a step = 20 steps
+    eager, option = {"img_s": 100.0, "warm_s": 2.0}, {"img_s": 200.0, "warm_s": 11.0}
+    assert _break_even(eager, option, batch=100, warm=2) == 20
+    assert _break_even(eager, {"img_s": 90.0, "warm_s": 11.0}, batch=100, warm=2).startswith("never")
+
+
+def test_gpu_speed_runs_on_cpu_from_the_same_weights(monkeypatch):
+    from benchmarks import gpu_bench, gpu_train
+    from snnet.compile import unit_modules
+
+    monkeypatch.setenv("SNNET_GPU_COMPILE_BACKEND", "eager")
+    b = gpu_bench.Bench(gpu_bench.Settings("cpu", tiny=True))
+    net = b.supernet()
+    init = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    pool = [(b.x, b.y), (b.x.flip(0), b.y.flip(0))]
+    runs = {v: gpu_train.speed_run(b, net, init, v, lambda t: [t % len(net.space)], 5, 2, pool) for v in ("off", "on")}
+    for run in runs.values():
+        assert len(run["losses"]) == 5 and run["img_s"] > 0 and run["warm_s"] > 0
+    assert runs["off"]["losses"][0] != runs["off"]["losses"][-1]
+    assert max(abs(a - c) for a, c in zip(runs["off"]["losses"], runs["on"]["losses"])) <= 1e-3
+    assert all(m._compiled_call_impl is None for m in unit_modules(net))  # eager again afterwards
+
+
 # -- the GPU check's Python part (benchmarks/gpu_bench.py), at its CPU smoke-test size ----------
 
 

@@ -18,6 +18,7 @@ import torch
 from timm.optim import create_optimizer_v2
 
 from orchestrator.train.config import TrainConfig
+from orchestrator.train.speed import optimizer_options
 
 __all__ = ["scaled_lrs", "make_optimizer", "lr_lambda", "group_lambdas"]
 
@@ -35,7 +36,8 @@ def make_optimizer(net: Any, config: TrainConfig, world: int) -> torch.optim.Opt
     anchors and stitching layers, each with and without weight decay."""
     anchor_lr, stitch_lr, _ = scaled_lrs(config, world)
     groups = net.param_groups(anchor_lr, stitch_lr, config.weight_decay)
-    kwargs: dict[str, Any] = {"momentum": config.momentum} if config.optimizer == "sgd" else {}
+    kwargs: dict[str, Any] = ({"momentum": config.momentum} if config.optimizer == "sgd"
+                              else optimizer_options(config.speed_measures()))  # fused_adamw
     return create_optimizer_v2(groups, opt=config.optimizer, lr=stitch_lr, weight_decay=config.weight_decay,
                                **kwargs)
 

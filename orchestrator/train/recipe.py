@@ -62,6 +62,7 @@ from orchestrator.train.augment import anchor_options, make_batch_erasing, make_
 from orchestrator.train.config import TrainConfig
 from orchestrator.train.evaluate import RecipeEvaluation
 from orchestrator.train.optim import group_lambdas, make_optimizer
+from orchestrator.train.speed import compile_blocks, step_context
 from orchestrator.train.state import TrainCallback, TrainState, Worker, training_logger
 from orchestrator.train.steps import SupernetStep, initialise, ls_line, step_loss
 from orchestrator.train.summary import pruned_line
@@ -134,9 +135,12 @@ class SupernetRecipe(RecipeEvaluation):
         self.teacher: nn.Module | None = None  # DeiT-style hard-label teacher, made when training starts
 
     def autocast(self) -> contextlib.AbstractContextManager:
+        """Where a forward runs: bf16 autocast on GPU, within the ``gpu_speed`` measures' context."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(step_context(self.config.speed_measures()))
         if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+            stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+        return stack
 
     # -- building ------------------------------------------------------------------------------
 
@@ -287,12 +291,14 @@ class SupernetRecipe(RecipeEvaluation):
         c, space = self.config, self.space
         if c.teacher is not None:
             self.teacher = create_teacher(c.teacher, self.device)
+        measures = c.speed_measures()
+        compile_blocks(self.net, measures)  # in place, before DDP wraps the step module
         step_module = SupernetStep(self.net)
         self.model = self.worker.wrap(step_module) if self.world > 1 else step_module
         self.trainable = [p for p in self.net.parameters() if p.requires_grad]
         self.log.info(f"training {len(self.trained_ids())} stitches for {plural(c.epochs, 'epoch')} x "
                       f"{self.steps_per_epoch} steps on {self.world} worker(s), sampling '{c.sampling}', "
-                      f"mode '{c.mode}'")
+                      f"mode '{c.mode}'" + (f", speed measures: {', '.join(measures)}" if measures else ""))
         if self.rank == 0:
             sizes = sorted({self.world, 8, 64})
             # 50 steps keep each figure within about 0.03 of a 2000-step estimate, in half a second
