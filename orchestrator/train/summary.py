@@ -8,6 +8,7 @@ those rows have no top-1 and take no part in the rest). The sweep's report is :m
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,8 +22,6 @@ __all__ = ["summarize", "spearman", "interpolation_stats", "best_under", "anchor
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     """Spearman rank correlation (:func:`scipy.stats.spearmanr`, average ranks for ties); None
     when it is undefined (fewer than two points, or all values of one side equal)."""
-    import math
-
     if len(x) < 2 or len(set(x)) < 2 or len(set(y)) < 2:
         return None
     from scipy.stats import spearmanr
@@ -55,8 +54,6 @@ def anchor_noise(top1: float, images: int) -> float:
     """The noise band of a top-1 (percent) measured on ``images`` images: :data:`NOISE_SE` binomial
     standard errors, ``2 * 100 * sqrt(p (1 - p) / n)`` with ``p`` the top-1 before (at least one image's
     worth, so that 100% or 0% on a small split still has a band)."""
-    import math
-
     p = min(max(top1 / 100.0, 1.0 / images), 1.0 - 1.0 / images) if images > 1 else 0.5
     return NOISE_SE * 100.0 * math.sqrt(p * (1.0 - p) / max(images, 1))
 
@@ -192,8 +189,6 @@ def summarize(space: StitchSpace, rows: Sequence[dict[str, Any]], r2: dict[str, 
 
 
 def _finite(value: Any) -> bool:
-    import math
-
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
