@@ -29,7 +29,7 @@ SCORES = tuple(ScoredRule.SCORES)  # the init scores a run can prune by (snnet.s
 #: kernel; regional ``torch.compile`` of the blocks (snnet.compile), plainly or as CUDA graphs (``reduce-overhead``);
 #: the SDPA backend tried first (flash attention or cuDNN's, the others kept as fallbacks).
 SPEED_MEASURES = ("fused_adamw", "compile", "cudagraphs", "sdpa_flash", "sdpa_cudnn")
-#: What ``gpu_speed: on`` (and ``auto`` with ``use_gpu``) turns on, until a GPU run shows which measures pay.
+#: What ``gpu_speed: on`` (and ``auto`` with ``use_gpu``) turns on: a candidate, until a GPU run shows which pay.
 SPEED_ON = ("fused_adamw", "cudagraphs", "sdpa_flash")
 
 
@@ -84,7 +84,8 @@ class TrainConfig(BaseModel):
     gpus_per_worker: Float(0) = 0.0  # with use_gpu; a fraction shares one GPU between workers
     # speed measures that change no numerics (issue 27): auto (SPEED_ON with use_gpu, none without), off, on, or a
     # comma-separated list of SPEED_MEASURES, each switchable on its own (speed_measures() resolves it)
-    gpu_speed: _SpeedKind("str", text=_SPEED_TEXT).annotated() = "auto"
+    # default off until a GPU run measures what pays (benchmarks/RESULTS.md, issue 27); then auto
+    gpu_speed: _SpeedKind("str", text=_SPEED_TEXT).annotated() = "off"
     placement_strategy: OneOf(PLACEMENTS) = "PACK"
     # DataLoader processes per worker decoding images; null: cpus_per_worker - 1 (0 on the in-memory demo)
     loader_workers: Int(0, nullable=True) = None

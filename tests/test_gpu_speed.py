@@ -37,7 +37,7 @@ GPU_TOLERANCE = 0.05
 ])
 def test_gpu_speed_takes_auto_off_on_or_measures_in_canonical_order(given, canonical):
     assert TrainConfig(gpu_speed=given).gpu_speed == canonical
-    assert TrainConfig().gpu_speed == "auto"
+    assert TrainConfig().gpu_speed == "off"  # until a GPU run measures what pays
 
 
 @pytest.mark.parametrize("bad, words", [
@@ -54,7 +54,9 @@ def test_a_bad_gpu_speed_says_what_must_hold(bad, words):
 
 def test_auto_is_on_with_use_gpu_and_off_without():
     assert TrainConfig().speed_measures() == ()
-    assert TrainConfig(use_gpu=True).speed_measures() == SPEED_ON
+    assert TrainConfig(use_gpu=True).speed_measures() == ()  # the default stays off until a GPU run measures it
+    assert TrainConfig(use_gpu=True, gpu_speed="auto").speed_measures() == SPEED_ON
+    assert TrainConfig(gpu_speed="auto").speed_measures() == ()
     assert TrainConfig(use_gpu=True, gpu_speed="off").speed_measures() == ()
     assert TrainConfig(gpu_speed="on").speed_measures() == SPEED_ON  # forced, on CPU too
     assert TrainConfig(use_gpu=True, gpu_speed="sdpa_flash").speed_measures() == ("sdpa_flash",)

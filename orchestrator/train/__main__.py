@@ -59,7 +59,8 @@ FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--workers", "workers", {"type": int, "help": f"default {_D.workers}"}),
     ("--gpu", "use_gpu", {"action": "store_true", "help": "one GPU per worker (nccl, bf16 autocast)"}),
     ("--gpu-speed", "gpu_speed", {"metavar": "MEASURES", "help": "auto (on with --gpu), off, on, or measures "
-                                  "such as fused_adamw,cudagraphs,sdpa_flash (issue 27); default auto"}),
+                                  "such as fused_adamw,cudagraphs,sdpa_flash (issue 27); default off until "
+                                  "measured on a GPU"}),
     ("--checkpoint-every", "checkpoint_every_steps", {"type": int, "metavar": "STEPS"}),
     ("--max-failures", "max_failures", {"type": int}),
     ("--latency", "measure_latency", {"action": "store_true",
