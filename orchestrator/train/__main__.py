@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from orchestrator.catalog import validate_name
 from orchestrator.cli import ArgumentParser, cli, did_you_mean, interrupt_hint, plural, shared_flags
 from orchestrator.storage import default_storage
 from orchestrator.train.cluster import check_reachable, preflight
@@ -28,6 +27,7 @@ from orchestrator.train.config import INITS, MODES, TrainConfig
 from orchestrator.train.summary import summarize
 from search_spaces import load_space, shipped_spaces
 from search_spaces.loader import parse
+from search_spaces.names import validate_name
 from search_spaces.schema import TRAINING_SET_ELSEWHERE
 from snnet import PRESETS, AnchorSpec, SNNetError
 from snnet.sampling import RULES

@@ -112,7 +112,10 @@ class RecipeEvaluation:
     def trained_ids(self) -> list[int]:
         """The ids of the stitches this run trains and evaluates, in space order: all, or :attr:`kept`."""
         ids = [s.stitch_id for s in self.space]
-        return ids if self.kept is None else [i for i in ids if i in set(self.kept)]
+        if self.kept is None:
+            return ids
+        kept = set(self.kept)
+        return [i for i in ids if i in kept]
 
     def pruned_ids(self) -> list[int]:
         """The ids of the stitches a pruned run leaves untrained (none without ``prune_score``)."""
@@ -176,7 +179,8 @@ class RecipeEvaluation:
     def early_front(self) -> dict[int, float]:
         """Score the early front (:meth:`_setup_early_front`) and set :attr:`early_hv`; returns
         ``{stitch_id: top1}`` (empty when ``early_stitches`` is 0). Every rank takes part."""
-        ids = [i for i in self.early_ids if i in set(self.trained_ids())]  # a pruned run: its trained ones
+        trained = set(self.trained_ids())
+        ids = [i for i in self.early_ids if i in trained]  # a pruned run: its trained ones
         if not ids or self.early_loader is None:
             return {}
         was_training = self.net.training
