@@ -79,6 +79,7 @@ __all__ = [
     "UniformRule",
     "balance_report",
     "flops_buckets",
+    "front_gaps",
     "make_rule",
     "rule_class",
 ]
@@ -154,6 +155,18 @@ def flops_buckets(
     return buckets
 
 
+def front_gaps(flops: Sequence[int], values: Sequence[float]) -> np.ndarray:
+    """Each stitch's gap to the front of (FLOPs, lower better; value, higher better): the best value
+    among the stitches that cost no more than it, minus its own; 0 on the front. Of stitches with
+    equal FLOPs the best is on the front, the others are not."""
+    flops, values = np.asarray(flops, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    gaps, best = np.zeros(len(values)), -np.inf
+    for i in np.lexsort((-values, flops)):  # cheapest first, the better value first among equal FLOPs
+        best = max(best, values[i])
+        gaps[i] = best - values[i]
+    return gaps
+
+
 class SamplingRule(abc.ABC):
     """A seeded stitch sampler: ``draw(step, rank, world_size)`` is a pure function.
 
@@ -191,6 +204,9 @@ class SamplingRule(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(stitches={len(self)}, seed={self.seed})"
+
+    #: The training recipe feeds the stitches' training losses to :meth:`ScoredRule.rescore` after every epoch.
+    learns_from_losses: bool = False
 
     #: The space's stitch id of each of the rule's stitches, when the rule draws from a part of a space
     #: (:func:`make_rule`'s ``stitch_ids``: a pruned run's kept stitches); None: its positions are the ids.
@@ -306,40 +322,67 @@ class BalancedRule(SamplingRule):
 
 
 class ScoredRule(SamplingRule):
-    """One FLOPs bucket per step for all ranks (as ``balanced``), stitches in it by init score."""
+    """Steps spent by score: one FLOPs bucket per step for all ranks (as ``balanced``), stitches by score.
+
+    ``focus="bucket"`` keeps ``balanced``'s bucket shares and weighs stitches inside a bucket;
+    ``focus="front"`` weighs every stitch by its gap to the front of (FLOPs, score) over the whole space.
+    ``update="loss"`` asks the training recipe to :meth:`rescore` the rule by the stitches' training
+    losses after every epoch.
+    """
 
     name = "scored"
     #: The scores it can draw by (:data:`snnet.scores.SCORES`) and their orientation.
     SCORES: ClassVar[dict[str, bool]] = {"ls_r2": True, "cka": True, "kl": False, "init_top1": True}
+    FOCUS: ClassVar[tuple[str, ...]] = ("bucket", "front")
+    UPDATES: ClassVar[tuple[str, ...]] = ("none", "loss")
 
     def __init__(self, flops: Sequence[int], seed: int = 0, *, score: str = "cka", floor: float = 0.5,
-                 temperature: float = 1.0, tolerance: float = 0.1, scores: Sequence[float] | None = None,
-                 **options):
+                 temperature: float = 1.0, tolerance: float = 0.1, focus: str = "bucket", update: str = "none",
+                 scores: Sequence[float] | None = None, **options):
         super().__init__(flops, seed, **options)
-        if score not in self.SCORES:
-            raise SNNetError(f"scored option score must be one of {', '.join(self.SCORES)}, got {score!r}.")
+        for what, value, known in (("score", score, self.SCORES), ("focus", focus, self.FOCUS),
+                                   ("update", update, self.UPDATES)):
+            if value not in known:
+                raise SNNetError(f"scored option {what} must be one of {', '.join(known)}, got {value!r}.")
         for what, value, ok, must in (("floor", floor, lambda v: 0 <= v <= 1, "in [0, 1]"),
                                       ("temperature", temperature, lambda v: v > 0, "> 0")):
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
                     and ok(value)):
                 raise SNNetError(f"scored option {what} must be a number {must}, got {value!r}.")
         self.score, self.floor, self.temperature, self.tolerance = score, float(floor), float(temperature), tolerance
+        self.focus, self.update = focus, update
+        self.learns_from_losses = update == "loss"
         self.buckets = flops_buckets(self.flops, tolerance=tolerance)
-        self.scores = self._check_scores(scores)
-        z = self._standardised()
-        # per bucket: its stitch ids and their cumulative probabilities within it (last one 1.0)
-        self._cumulative: list[np.ndarray] = []
-        self.probabilities = np.zeros(len(self))
-        for bucket in self.buckets:
-            w = np.exp((z[bucket] - z[bucket].max()) / self.temperature)
-            p = self.floor / len(bucket) + (1 - self.floor) * w / w.sum()
-            self.probabilities[bucket] = p * len(bucket) / len(self)
-            cum = np.cumsum(p)
-            cum[-1] = 1.0
-            self._cumulative.append(cum)
         self._bucket_of = np.zeros(len(self), dtype=np.int64)
         for b, bucket in enumerate(self.buckets):
             self._bucket_of[bucket] = b
+        self.rescore(scores, self.SCORES[score])
+
+    def rescore(self, scores: Sequence[float] | None, higher_is_better: bool = True) -> None:
+        """Draw by these scores (one per stitch, None or NaN where unknown) from now on: the recipe passes the
+        init scores at the start and, under ``update="loss"``, the stitches' training losses after each epoch."""
+        self.scores, self._higher = self._check_scores(scores), bool(higher_is_better)
+        z = self._standardised()
+        if self.focus == "front":
+            gaps = front_gaps(self.flops, z)
+            w = np.exp(-(gaps - gaps.min()) / self.temperature)
+            self.probabilities = self.floor / len(self) + (1 - self.floor) * w / w.sum()
+        else:
+            self.probabilities = np.zeros(len(self))
+            for bucket in self.buckets:
+                w = np.exp((z[bucket] - z[bucket].max()) / self.temperature)
+                p = self.floor / len(bucket) + (1 - self.floor) * w / w.sum()
+                self.probabilities[bucket] = p * len(bucket) / len(self)
+        # per bucket: its stitch ids' cumulative probabilities within it (last one 1.0); the buckets' own
+        self._cumulative: list[np.ndarray] = []
+        for bucket in self.buckets:
+            cum = np.cumsum(self.probabilities[bucket])
+            cum /= cum[-1]
+            cum[-1] = 1.0
+            self._cumulative.append(cum)
+        shares = np.cumsum([self.probabilities[b].sum() for b in self.buckets])
+        shares[-1] = 1.0
+        self._bucket_cumulative = shares / shares[-1]
 
     def _check_scores(self, scores: Sequence[float] | None) -> np.ndarray | None:
         if scores is None:
@@ -357,7 +400,7 @@ class ScoredRule(SamplingRule):
         """The scores as z-values over the space, higher better; a missing score counts as the mean."""
         if self.scores is None:
             return np.zeros(len(self))
-        v = self.scores if self.SCORES[self.score] else -self.scores
+        v = self.scores if self._higher else -self.scores
         known = np.isfinite(v)
         if not known.any():
             return np.zeros(len(self))
@@ -367,13 +410,18 @@ class ScoredRule(SamplingRule):
 
     def __repr__(self) -> str:
         return (f"ScoredRule(stitches={len(self)}, seed={self.seed}, score={self.score!r}, floor={self.floor}, "
+                f"focus={self.focus!r}, update={self.update!r}, "
                 f"scores={'given' if self.scores is not None else 'none'})")
 
     def _shared(self, step: int) -> tuple[list[int], np.ndarray, float]:
-        """The step's bucket (a uniform stitch picks it: P = size / N), its cumulative
+        """The step's bucket (``focus="bucket"``: a uniform stitch picks it, P = size / N; ``"front"``: its
+        stitches' share of the probabilities), its cumulative
         probabilities and the shared offset ``u``."""
         rng = _rng(self.seed, _SHARED, step, 0)
-        b = int(self._bucket_of[rng.integers(len(self))])
+        if self.focus == "bucket":
+            b = int(self._bucket_of[rng.integers(len(self))])
+        else:  # the bucket by its stitches' share of the probability
+            b = min(int(np.searchsorted(self._bucket_cumulative, rng.random(), side="right")), len(self.buckets) - 1)
         return self.buckets[b], self._cumulative[b], float(rng.random())
 
     def _pick(self, bucket: list[int], cum: np.ndarray, u: float, rank: int, world_size: int) -> list[int]:

@@ -226,7 +226,8 @@ def test_rules_carry_their_defaults_and_their_cost_per_step():
     assert {name: rule.default_options() for name, rule in RULES.items()} == {
         "uniform": {}, "sandwich": {"num_random": 2}, "flops-bucket": {"num_buckets": 10},
         "balanced": {"tolerance": 0.05},
-        "scored": {"score": "cka", "floor": 0.5, "temperature": 1.0, "tolerance": 0.1, "scores": None},
+        "scored": {"score": "cka", "floor": 0.5, "temperature": 1.0, "tolerance": 0.1, "focus": "bucket",
+                   "update": "none", "scores": None},
     }
     assert {name: rule.stitches_per_step() for name, rule in RULES.items()} == {
         "uniform": 1, "sandwich": 4, "flops-bucket": 1, "balanced": 1, "scored": 1,
