@@ -141,7 +141,7 @@ def test_checkpoint_file_has_the_schema_export_reads(setting, full_run, tmp_path
     assert os.listdir(tmp_path) == [TrainState.FILE] == ["state.pt"]
     raw = torch.load(path, weights_only=True)
     assert set(raw) == {"model", "optimizer", "scheduler", "step", "epoch", "r2", "evaluated", "train_config",
-                        "space", "init_scores", "early_hv", "anchors_before"}
+                        "space", "init_scores", "early_hv", "anchors_before", "stitch_losses"}
     assert TrainConfig.model_validate(raw["train_config"]) == config
     assert StitchSpace.from_json(raw["space"]).to_json() == space.to_json()
     back = TrainState.read(tmp_path)

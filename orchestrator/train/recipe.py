@@ -65,6 +65,7 @@ from orchestrator.train.optim import group_lambdas, make_optimizer
 from orchestrator.train.speed import compile_blocks, step_context
 from orchestrator.train.state import TrainCallback, TrainState, Worker, training_logger
 from orchestrator.train.steps import SupernetStep, initialise, ls_line, step_loss
+from orchestrator.train.stitch_losses import StitchLosses, all_reduce_sum
 from orchestrator.train.summary import pruned_line
 from orchestrator.train.teacher import create_teacher
 from snnet import StitchedSupernet, StitchSpace, create_anchor
@@ -130,6 +131,8 @@ class SupernetRecipe(RecipeEvaluation):
         self.early_hv: float | None = None  # ... and, once scored, the latest early-front hypervolume
         self.early_history: dict[str, float] = {}  # str(epoch) -> early_hv, across resumes (TrainState.early_hv)
         self.anchors_before: dict[str, list[float | None]] = {}  # the anchors' top-1 before joint training
+        self.losses: StitchLosses | None = None  # per-stitch training losses, for a rule that learns from them
+        self._loss_state: dict[str, Any] = {}  # ... as a checkpoint held them
         self.resumed = False
         self.model: nn.Module | None = None  # the (DDP-wrapped) step module, made when training starts
         self.teacher: nn.Module | None = None  # DeiT-style hard-label teacher, made when training starts
@@ -188,6 +191,12 @@ class SupernetRecipe(RecipeEvaluation):
             options["scores"] = [self.init_scores.get(str(i), {}).get(name) for i in ids]
         self.rule = make_rule(c.sampling, [self.space[i].flops for i in ids], seed=c.seed,
                               stitch_ids=ids if self.kept is not None else None, **options)
+        self.losses = None
+        if self.rule.learns_from_losses:  # rescored by the losses of the finished epochs (none on a fresh run)
+            self.losses = StitchLosses(ids)
+            self.losses.load(self._loss_state)
+            if self.losses.seen():
+                self.rule.rescore(self.losses.means(), higher_is_better=False)
 
     def _prune(self) -> None:
         """Keep the anchors and the best ``prune_keep`` of the stitched stitches by ``prune_score``, once the init
@@ -260,6 +269,7 @@ class SupernetRecipe(RecipeEvaluation):
             step=self.step, epoch=self.epoch, r2=dict(self.r2), evaluated=dict(self.evaluated),
             init_scores=dict(self.init_scores), early_hv=dict(self.early_history),
             anchors_before=dict(self.anchors_before),
+            stitch_losses=self.losses.state() if self.losses is not None else {},
             train_config=self.config.model_dump(), space=self.space.to_json(),
         )
 
@@ -280,6 +290,7 @@ class SupernetRecipe(RecipeEvaluation):
         self.init_scores = dict(state.init_scores)
         self.early_history = {str(k): float(v) for k, v in state.early_hv.items()}
         self.anchors_before = {str(k): list(v) for k, v in state.anchors_before.items()}
+        self._loss_state = dict(state.stitch_losses)
         self._make_rule()
         self.resumed = True
         self.log.info(f"resuming from checkpoint: epoch {self.epoch}, step {self.step}, "
@@ -329,7 +340,10 @@ class SupernetRecipe(RecipeEvaluation):
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        return loss.item()
+        value = loss.item()
+        if self.losses is not None:
+            self.losses.add(ids, value)
+        return value
 
     def train_epoch(self) -> float:
         """One epoch (the rest of it after a restart); returns its mean loss."""
@@ -355,8 +369,12 @@ class SupernetRecipe(RecipeEvaluation):
                                              shown - t_epoch, x.shape[0]))
             every = c.checkpoint_every_steps
             if every and self.step % every == 0 and i + 1 < self.steps_per_epoch:
+                if self.losses is not None:  # the checkpoint holds every rank's losses of the epoch so far
+                    self.losses.gather(all_reduce_sum(self.device, self.world))
                 self.save({"loss": loss_sum / seen, "phase": "train"})
         self.epoch += 1
+        if self.losses is not None:
+            self.rule.rescore(self.losses.end_epoch(all_reduce_sum(self.device, self.world)), higher_is_better=False)
         seconds = time.perf_counter() - t_epoch
         self.last_loss = loss_sum / max(seen, 1)
         early = self.early_front()

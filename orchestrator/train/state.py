@@ -57,6 +57,9 @@ class TrainState:
     # str(anchor's stitch id) -> [top1 on the evaluation split, top1 on the selection split or None], measured
     # before joint training (empty for epochs 0 and for checkpoints written before issue 28)
     anchors_before: dict[str, list[float | None]] = field(default_factory=dict)
+    # a rule that learns from losses (scored, update: loss): the trained stitches' loss sums and counts
+    # (orchestrator.train.stitch_losses.StitchLosses.state); empty for every other rule and older checkpoints
+    stitch_losses: dict[str, Any] = field(default_factory=dict)
     optimizer: dict[str, Any] | None = None
     scheduler: dict[str, Any] | None = None
 
