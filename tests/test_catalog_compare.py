@@ -151,6 +151,35 @@ def test_spaces_are_kept_apart_and_ignore_pools():
     assert row["trials_a"] == row["trials_b"] == 2
 
 
+def test_a_rules_variants_compare_as_groups_of_their_own_and_pruning_is_a_setting(tmp_path):
+    """Schema 11: two ``scored`` variants (their ``sampling_options``) are two groups beside ``uniform`` when
+    comparing by sampling, and kept apart by any other column; pruned and unpruned trials (``prune_score``)
+    never pool, and compare by prune_score pairs them (unpruned: 'none')."""
+    front = json.dumps({"focus": "front", "score": "init_top1"}, sort_keys=True)
+    df = pd.concat([frame({"uniform": 0.0}, seeds=2), frame({"scored": 0.0}, seeds=2, data_seed=1),
+                    frame({"scored": 1.0}, seeds=2, data_seed=2, sampling_options=front)])
+    df.loc[df["sampling_options"].notna(), "trial_id"] += "-front"
+    df["prune_score"], df["prune_keep"] = None, None
+    rows = compare(df, "sampling", resamples=200).rows
+    assert sorted((r["a"], r["b"]) for r in rows) == [("scored", "scored(focus=front, score=init_top1)"),
+                                                      ("scored", "uniform"),
+                                                      ("scored(focus=front, score=init_top1)", "uniform")]
+    ahead = next(r for r in rows if r["b"] == "scored(focus=front, score=init_top1)")
+    assert ahead["top1_diff"] == pytest.approx(1.0, abs=0.3)
+    by_kernel = compare(df[df["sampling"] == "scored"].assign(kernel_size=lambda d: 2 + d["seed"] % 2),
+                        "kernel_size", resamples=200)
+    assert len(by_kernel.rows) == 2 and sorted(s.get("sampling_options", "") for s in by_kernel.spaces) == ["", front]
+
+    pruned = frame({"uniform": 0.0}, seeds=2).assign(prune_score="cka", prune_keep=0.5)
+    pruned["trial_id"] += "-pruned"
+    plain = frame({"uniform": 0.0, "sandwich": 0.5}, seeds=2, data_seed=3).assign(prune_score=None, prune_keep=None)
+    both = pd.concat([pruned, plain])
+    (row,) = compare(both, "sampling", resamples=200).rows  # the pruned uniform trials are not uniform's
+    assert row["trials_a"] == row["trials_b"] == 2
+    (row,) = compare(both[both["sampling"] == "uniform"], "prune_score", ignore=["prune_keep"], resamples=200).rows
+    assert (row["a"], row["b"]) == ("cka", "none")
+
+
 def test_mistakes_raise_one_paragraph():
     df = frame({"u": 0.0}, seeds=2)
     with pytest.raises(SNNetError, match=r"all 2 trial\(s\) with results have sampling='u'"):

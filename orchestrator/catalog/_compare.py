@@ -66,7 +66,9 @@ __all__ = ["Comparison", "bootstrap_interval", "compare", "format_comparison", "
 NOT_SETTINGS = frozenset({"sweep", *SCHEMA.names}) - SETTING_COLUMNS
 #: Setting columns whose null is a value of its own (the default), compared as a group of that name:
 #: a full-fidelity re-run at the family's own resolution is compared with a cheap one at 128 px.
-NULL_GROUPS = {"image_size": "default"}
+NULL_GROUPS = {"image_size": "default", "prune_score": "none"}
+#: Comparing by ``sampling`` tells a rule's variants apart: ``scored(focus=front, score=init_top1)``.
+WITH_OPTIONS = {"sampling": "sampling_options"}
 _SPACE = "trials that share a space (same anchors and the same value of every other setting column)"
 
 
@@ -173,6 +175,18 @@ def _no_comparable(by: str, catalog: str, trials: list[dict], settings: list[str
                       f"needs {_SPACE}.{hint}{left_out}")
 
 
+def _with_options(group: Any, options: Any) -> Any:
+    """``group`` with its options (a JSON object as text) appended, when there are any."""
+    options = _value(options)
+    if not options:
+        return group
+    try:
+        pairs = json.loads(options)
+    except ValueError:
+        return f"{group}({options})"
+    return f"{group}({', '.join(f'{k}={v}' for k, v in sorted(pairs.items()))})"
+
+
 def _trials(df: pd.DataFrame, by: str, ignore: Sequence[str], catalog: str) -> tuple[list[dict], list[str], list[str]]:
     """One dict per trial: its group value, space key and stitches; plus the setting columns and notes."""
     keys = [c for c in ("sweep", "trial_id") if c in df.columns]
@@ -181,12 +195,13 @@ def _trials(df: pd.DataFrame, by: str, ignore: Sequence[str], catalog: str) -> t
         per_trial = sorted(c for c in constant - NOT_SETTINGS if c != by) + ["sweep", "seed"]
         raise SNNetError(f"Cannot compare by {by!r}: it varies within a trial, and compare groups whole trials. "
                          f"Compare by a per-trial column such as {', '.join(dict.fromkeys(per_trial))}.")
-    settings = sorted(c for c in constant - NOT_SETTINGS - set(ignore) if c != by)
+    options = WITH_OPTIONS.get(by) if WITH_OPTIONS.get(by) in constant else None
+    settings = sorted(c for c in constant - NOT_SETTINGS - set(ignore) if c not in (by, options))
     trials, notes, skipped = [], [], 0
     for key, rows in df.groupby(keys, dropna=False, sort=True):
         first = rows.iloc[0]
         group = _value(first[by])
-        group = NULL_GROUPS.get(by) if group is None else group
+        group = NULL_GROUPS.get(by) if group is None else _with_options(group, first[options] if options else None)
         rows = rows[rows["top1"].notna()]
         if rows.empty:
             continue

@@ -64,14 +64,15 @@ _HINT = (
 #: experiment, config_fingerprint and selection_images (and pandas metadata: integer columns read as integers);
 #: 8 added the init scores init_cka, init_kl, init_top1 and score_images (issue 30); 9 added the anchors'
 #: top-1 before joint training, top1_before and top1_selection_before, and eval_images (issue 28); 10 added pruned
-#: (issue 30: a stitch a pruned run left untrained, its top1 and top5 null).
-SCHEMA_VERSION = "10"
+#: (issue 30: a stitch a pruned run left untrained, its top1 and top5 null); 11 added the settings
+#: sampling_options, prune_score and prune_keep (issue 30: compare tells scored variants and pruned runs apart).
+SCHEMA_VERSION = "11"
 VERSION_KEY = b"snnet.catalog.schema_version"
 _ADDED_IN = {"latency_batch_size": 2, "top1_selection": 3, "space_fingerprint": 3, "weights": 4, "preset": 5,
              "released_deit_head": 5, "data_fraction": 6, "image_size": 6, "experiment": 7,
              "config_fingerprint": 7, "selection_images": 7, "init_cka": 8, "init_kl": 8, "init_top1": 8,
              "score_images": 8, "top1_before": 9, "top1_selection_before": 9, "eval_images": 9,
-             "pruned": 10}
+             "pruned": 10, "sampling_options": 11, "prune_score": 11, "prune_keep": 11}
 
 #: Columns stored in each trial file (``sweep`` is the Hive partition, added on read).
 SCHEMA = pa.schema(
@@ -146,6 +147,12 @@ SCHEMA = pa.schema(
         # never trained or evaluated it, so top1, top5 and top1_selection are null while FLOPs, params, ls_r2 and
         # the init scores are there; false: trained; null: written before schema 10
         pa.field("pruned", pa.bool_()),
+        # the sampling rule's options as the run set them (JSON, keys sorted; null: the rule's defaults), and
+        # the pruning setting (training.prune_score, null: no pruning; training.prune_keep, null without it);
+        # null in files written before schema 11
+        pa.field("sampling_options", pa.string()),
+        pa.field("prune_score", pa.string()),
+        pa.field("prune_keep", pa.float64()),
     ],
     metadata={"snnet.catalog.schema_version": SCHEMA_VERSION},
 )
@@ -170,7 +177,8 @@ _COLUMNS = frozenset(SCHEMA.names)
 #: bookkeeping. ``compare`` groups trials into spaces by these (:mod:`orchestrator.catalog._compare`).
 SETTING_COLUMNS = frozenset({
     "kernel_size", "stride", "sampling", "dataset", "init", "mode", "epochs", "anchor_lr", "stitch_lr", "workers",
-    "weights", "preset", "released_deit_head", "data_fraction", "image_size",
+    "weights", "preset", "released_deit_head", "data_fraction", "image_size", "sampling_options", "prune_score",
+    "prune_keep",
 })
 
 

@@ -15,6 +15,7 @@ readers, the export and the tests build rows (:func:`catalog_rows`) without it.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 from collections.abc import Callable, Sequence
@@ -170,6 +171,34 @@ def record_run(result: TrainResult) -> str:
     return result.catalog_file
 
 
+def _trial_values(config: TrainConfig, space: StitchSpace, experiment: str) -> dict[str, Any]:
+    """The catalog columns every row of a trial shares: its settings and bookkeeping."""
+    options = config.sampling_options
+    return dict(
+        kernel_size=config.kernel_size,
+        stride=config.stride,
+        preset=space.config.preset,
+        released_deit_head=bool(getattr(space.config, "released_deit_head", False)),
+        sampling=config.sampling,
+        sampling_options=json.dumps(options, sort_keys=True, default=str) if options else None,  # null: defaults
+        prune_score=config.prune_score,
+        prune_keep=float(config.prune_keep) if config.prune_score is not None else None,
+        dataset=config.dataset,
+        init=config.init,
+        mode=config.mode,
+        epochs=config.epochs,
+        data_fraction=float(config.data_fraction),  # fidelity: a cheap trial vs its full re-run
+        image_size=config.image_size,  # null: each family's default resolution
+        anchor_lr=float(config.anchor_lr),
+        stitch_lr=float(config.stitch_lr) if config.stitch_lr is not None else None,  # None: one lr group
+        seed=config.seed,
+        workers=config.workers,
+        code_version=code_version(),
+        experiment=experiment,
+        config_fingerprint=config_fingerprint(config),
+    )
+
+
 def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, list[float]],
                  r2: dict[str, float], checkpoint: str, *, latency: dict[str, float] | None = None,
                  device: str | None = None, weights: dict[str, str] | None = None,
@@ -191,9 +220,7 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
     ``top1_before`` and ``top1_selection_before`` of the anchor rows (null on stitched rows and without it);
     ``eval_images`` is the evaluation split's size. ``pruned`` (stitch ids a pruned run left untrained) marks
     those rows ``pruned`` with no top-1, top-5 or selection top-1 (and is not looked up in ``results``)."""
-    version = code_version()
-    fingerprint = config_fingerprint(config)
-    experiment = experiment or f"{config.sweep}-{config.trial_id}"
+    trial = _trial_values(config, space, experiment or f"{config.sweep}-{config.trial_id}")
     rows = []
     untrained = {int(i) for i in pruned or ()}
     for stitch in space:
@@ -203,14 +230,10 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
         score = (scores or {}).get(str(stitch.stitch_id)) or {}
         prior = list((before or {}).get(str(stitch.stitch_id)) or []) + [None, None]
         rows.append(catalog_values(
+            **trial,
             stitch_id=stitch.stitch_id,
             anchors=list(space.names(stitch)),
             cuts=[list(c) for c in stitch.cuts],
-            kernel_size=config.kernel_size,
-            stride=config.stride,
-            preset=space.config.preset,
-            released_deit_head=bool(getattr(space.config, "released_deit_head", False)),
-            sampling=config.sampling,
             flops=stitch.flops,
             params=stitch.params,
             top1=top1,
@@ -224,7 +247,6 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
             latency_ms=latency_ms,
             latency_batch_size=config.latency_batch_size if latency_ms is not None else None,
             device=(device or ("cuda" if config.use_gpu else "cpu")) if latency_ms is not None else None,
-            dataset=config.dataset,
             checkpoint=checkpoint,
             layers=list(stitch.layers),
             ls_r2=min(layer_r2) if layer_r2 else None,
@@ -232,18 +254,6 @@ def catalog_rows(config: TrainConfig, space: StitchSpace, results: dict[str, lis
             init_kl=score.get("kl"),
             init_top1=score.get("init_top1"),
             score_images=score.get("images"),
-            init=config.init,
-            mode=config.mode,
-            epochs=config.epochs,
-            data_fraction=float(config.data_fraction),  # fidelity: a cheap trial vs its full re-run
-            image_size=config.image_size,  # null: each family's default resolution
-            anchor_lr=float(config.anchor_lr),
-            stitch_lr=float(config.stitch_lr) if config.stitch_lr is not None else None,  # None: one lr group
-            seed=config.seed,
-            workers=config.workers,
-            code_version=version,
-            experiment=experiment,
-            config_fingerprint=fingerprint,
             weights="; ".join(f"{a}={weights[a]}" for a in dict.fromkeys(space.names(stitch)) if a in weights)
                     or None if weights else None,
         ))
