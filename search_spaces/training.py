@@ -192,6 +192,8 @@ class TrainConfig(BaseModel):
                              f"repeated augmentation needs a folder or the demo), got {self.aug_repeats}")
         if self.auto_augment is not None:
             _check_auto_augment(self.auto_augment)
+        options = {k: v for k, v in self.sampling_options.items() if k != "scores"}  # scores: the recipe's own
+        RULES[self.sampling]((1, 2), **options)  # the rule checks its options: one paragraph before any training
         if self.prune_score == "ls_r2" and self.init != "ls":
             raise SNNetError(f"prune_score 'ls_r2' ranks stitches by their least-squares fit: use init 'ls' "
                              f"(or another prune_score: cka, kl, init_top1), got init {self.init!r}")
@@ -257,7 +259,7 @@ def _message(error: ValidationError) -> str:
     unknown = sorted(str(loc[0]) for loc, message in found if message == "unknown key")
     parts = [f"{'.'.join(map(str, loc))} {message}" if loc else message
              for loc, message in found if message != "unknown key"]
-    text = "Invalid training settings: " + "; ".join(parts) + "." if parts else ""
+    text = ("Invalid training settings: " + "; ".join(parts)).rstrip(".") + "." if parts else ""
     if unknown:
         known = sorted(TrainConfig.model_fields)
         text = f"Unknown training settings {unknown}; known settings are {known}. {text}".strip()

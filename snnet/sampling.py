@@ -42,6 +42,17 @@ on any number of workers and after a restart from a checkpoint at any step.
     proportion to it. Without scores (``scores=None``) it is ``balanced`` with systematic
     spreading. The training recipe passes ``scores`` from its init scores.
 
+    ``focus="front"`` spends the steps on the stitches that define the front instead: stitch ``i``
+    gets ``floor / N + (1 - floor) * w_i / sum(w)`` with ``w = exp(-gap / temperature)``, ``gap`` its
+    distance (in standardised score) to the best score among the stitches that cost no more
+    (:func:`front_gaps`: 0 on the front). The step's bucket is drawn with its stitches' share of
+    these probabilities, and ranks still share it. ``update="loss"`` (``learns_from_losses``) asks
+    the training recipe to :meth:`ScoredRule.rescore` the rule after every epoch by each stitch's
+    training loss (lower is better; summed over the ranks, older epochs' weight halved, a stitch
+    not trained yet at the mean): the front of the run so far replaces the front at
+    initialisation. Draws stay a pure function of ``(seed, step, rank)`` and the scores, which a
+    checkpoint holds.
+
 :func:`make_rule` builds a rule by name (:func:`rule_class` finds its class), over a whole space or, with
 ``stitch_ids``, over part of one (a pruned run trains only its kept stitches);
 :meth:`SamplingRule.expected_balance` and

@@ -76,6 +76,12 @@ def test_the_new_options_are_checked_and_only_update_loss_learns_from_losses():
     with pytest.raises(SNNetError, match="update must be one of none, loss, got 'losses'"):
         ScoredRule(FLOPS, update="losses")
     assert ScoredRule(FLOPS, update="loss").learns_from_losses and not ScoredRule(FLOPS).learns_from_losses
+    # a run's settings are checked by the rule before anything starts (orchestrator.train exits 2 with it)
+    with pytest.raises(SNNetError, match=r"^Invalid training settings: scored option focus must be one of bucket, "
+                                         r"front, got 'frnt'\.$"):
+        TrainConfig(sampling="scored", sampling_options={"focus": "frnt"})
+    with pytest.raises(SNNetError, match="Sampling rule 'uniform' takes no options; got update='loss'"):
+        TrainConfig(sampling="uniform", sampling_options={"update": "loss"})
     # the default (focus: bucket) draws as before this option existed: balanced's bucket shares
     p = ScoredRule(FLOPS, scores=SCORES).probabilities
     for bucket in ScoredRule(FLOPS).buckets:
@@ -108,6 +114,38 @@ def test_stitch_losses_sum_the_ranks_decay_the_old_epochs_and_survive_a_checkpoi
     other = StitchLosses([4, 7])
     other.load(restored.state())  # another set of stitches: the checkpoint's sums do not apply
     assert not other.seen()
+
+
+def _gloo_worker(rank, world_size, port, out):
+    import os
+
+    import torch.distributed as dist
+
+    from orchestrator.train.stitch_losses import all_reduce_sum
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        losses = StitchLosses([4, 7, 9])
+        losses.add([4, 7] if rank == 0 else [9], 1.0 + rank)  # rank 0: 1.0 on 4 and 7; rank 1: 2.0 on 9
+        losses.gather(all_reduce_sum(torch.device("cpu"), world_size))
+        losses.add([4], 3.0 * (rank + 1))  # 3.0 and 6.0 on 4
+        out[rank] = losses.end_epoch(all_reduce_sum(torch.device("cpu"), world_size)).tolist()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_hold_the_same_sums_of_both():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = mp.Manager().dict()
+    mp.spawn(_gloo_worker, args=(2, port, out), nprocs=2, join=True)
+    assert out[0] == out[1] == [(1.0 + 3.0 + 6.0) / 3, 1.0, 2.0]
 
 
 @pytest.fixture(scope="module")
