@@ -20,14 +20,20 @@ percentile interval). ``all`` averages over both spaces and all seeds.
 
 Figures: ``stitch_ranking_k{2,3,all}_{predictor}_{target}_{spearman,kendall}`` and ``..._lo``,
 ``..._hi`` for the Spearman interval, plus ``stitch_ranking_best_residual`` (the init score with
-the highest mean Spearman against the residual) and the runs' seconds.
+the highest mean Spearman against the residual) and the runs' seconds. With more rules than
+``uniform``: ``stitch_ranking_k{k}_hv_{rule}`` (each rule's mean hypervolume over its seeds on the
+evaluation split) and ``stitch_ranking_k{k}_hv_{rule}_minus_uniform`` with ``_lo``/``_hi``, the 95%
+interval of :func:`orchestrator.catalog.compare` (``catalog compare --by sampling``: paired over the
+stitches and the seeds), a rule's variant named with its options (``scored_focus_front_...``).
 
 Settings: ``SNNET_BENCH_RANKING_EPOCHS`` (default 3, as demo.yaml), ``..._SEEDS`` (3),
 ``..._KERNELS`` (``2,3``), ``..._IMAGES`` (score images, 256), ``..._SELECTION`` (the selection
 fraction, default 0.15: about 210 held-out digits), ``..._BOOT`` (1000), ``..._RULES``
 (``uniform``; more rules, e.g. ``uniform,scored,balanced,sandwich``, train the same spaces and seeds
 under each rule into the catalog, for ``python -m orchestrator.catalog compare CATALOG --by sampling``;
-the rankings use the ``uniform`` runs). ``SNNET_BENCH_TINY=1``: 1 epoch, 1 seed, kernel 2, 64 images.
+the rankings use the ``uniform`` runs; ``RULE:KEY=VALUE:...`` gives a rule options, e.g.
+``scored:score=init_top1:focus=front:temperature=0.1:update=loss``), ``..._JOBS`` (1: the runs one after
+another in this process; N: in N spawned processes of one torch thread each). ``SNNET_BENCH_TINY=1``: 1 epoch, 1 seed, kernel 2, 64 images.
 """
 
 from __future__ import annotations
@@ -52,8 +58,23 @@ def _env_list(name: str, default: str) -> list[str]:
     return [v.strip() for v in os.environ.get(name, default).split(",") if v.strip()]
 
 
-def _train(kernel_size: int, seed: int, rule: str, epochs: int, images: int, selection: float, catalog: str):
-    """One in-process run; returns its catalog rows (one per stitch)."""
+def _rule_entry(entry: str) -> tuple[str, dict[str, object], str]:
+    """``RULE`` or ``RULE:KEY=VALUE:...`` (a rule with options, e.g. ``scored:score=init_top1:focus=front``)
+    as the rule's name, its options (numbers read as numbers) and a label for trial ids."""
+    name, *pairs = entry.split(":")
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            options[key] = float(value) if any(c in value for c in ".e") else int(value)
+        except ValueError:
+            options[key] = value
+    label = "-".join([name, *(f"{k}{v}" for k, v in options.items())])
+    return name, options, label
+
+
+def _train(kernel_size: int, seed: int, entry: str, epochs: int, images: int, selection: float, catalog: str):
+    """One in-process run of the rule ``entry`` (:func:`_rule_entry`); returns its catalog rows (one per stitch)."""
     import torch
 
     from orchestrator.catalog import CatalogWriter
@@ -63,10 +84,12 @@ def _train(kernel_size: int, seed: int, rule: str, epochs: int, images: int, sel
     from orchestrator.train.recipe import SupernetRecipe
     from snnet import StitchSpace, create_anchor, profile_anchor
 
+    rule, options, label = _rule_entry(entry)
     specs = demo_anchor_specs(progress=None)
     config = TrainConfig(anchors=specs, kernel_size=kernel_size, epochs=epochs, workers=1, sampling=rule,
+                         sampling_options=options,
                          score_images=images, selection_fraction=selection, early_stitches=0, seed=seed,
-                         sweep="ranking", trial_id=f"k{kernel_size}-{rule}-s{seed}")
+                         sweep="ranking", trial_id=f"k{kernel_size}-{label}-s{seed}")
     space = StitchSpace([profile_anchor(create_anchor(s)) for s in specs], config.space_config())
     torch.manual_seed(seed)
     reports = []
@@ -78,6 +101,56 @@ def _train(kernel_size: int, seed: int, rule: str, epochs: int, images: int, sel
                         selection=final["results_selection"], selection_images=final["selection_images"])
     CatalogWriter(catalog, "ranking").write_trial(config.trial_id, rows)
     return rows
+
+
+def _timed_train(run_args: tuple) -> tuple[tuple, list[dict], float]:
+    import torch
+
+    torch.set_num_threads(threads())
+    t0 = time.perf_counter()
+    rows = _train(*run_args)
+    return run_args, rows, time.perf_counter() - t0
+
+
+def _train_all(runs: list[tuple], jobs: int):
+    """Each run's ``(arguments, rows, seconds)`` in the order of ``runs``: in this process, or in ``jobs``
+    spawned processes (one torch thread each)."""
+    if jobs <= 1:
+        yield from map(_timed_train, runs)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(_timed_train, runs)
+
+
+def _rule_figures(catalog: str):
+    """Each rule's hypervolume against ``uniform``'s per space: ``catalog compare --by sampling`` (evaluation
+    split, paired over stitches and seeds, 95% bootstrap interval)."""
+    from orchestrator.catalog import compare
+
+    result = compare(catalog, "sampling")
+    shown = set()
+    for row in result.rows:
+        if "uniform" not in (row["a"], row["b"]):
+            continue
+        k = result.spaces[row["space"] - 1].get("kernel_size")
+        other, sign = (row["a"], -1.0) if row["b"] == "uniform" else (row["b"], 1.0)
+        if k not in shown:
+            shown.add(k)
+            yield f"stitch_ranking_k{k}_hv_uniform", round(row["hv_b"] if sign < 0 else row["hv_a"], 4)
+        yield f"stitch_ranking_k{k}_hv_{_label(other)}", round(row["hv_a"] if sign < 0 else row["hv_b"], 4)
+        low, high = sorted((sign * row["hv_low"], sign * row["hv_high"]))
+        name = f"stitch_ranking_k{k}_hv_{_label(other)}_minus_uniform"
+        yield name, round(sign * row["hv_diff"], 4)
+        yield f"{name}_lo", round(low, 4)
+        yield f"{name}_hi", round(high, 4)
+
+
+def _label(group: str) -> str:
+    """A rule's compare group (``scored(focus=front, score=init_top1)``) as a figure's name part."""
+    return "".join(c if c.isalnum() else "_" for c in group).strip("_").replace("__", "_")
 
 
 def _interp(flops: np.ndarray, anchor_flops: np.ndarray, anchor_top1: np.ndarray) -> np.ndarray:
@@ -144,16 +217,16 @@ def run():
     yield "stitch_ranking_catalog", catalog
     tables: dict[int, list[dict[str, np.ndarray]]] = {k: [] for k in kernels}
     started = time.perf_counter()
-    for k in kernels:
-        for rule in rules:
-            for seed in range(seeds):
-                t0 = time.perf_counter()
-                rows = _train(k, seed, rule, epochs, images, selection, catalog)
-                seconds = time.perf_counter() - t0
-                log(f"stitch_ranking: k={k} {rule} seed {seed}: {len(rows)} stitches in {seconds:.0f}s")
-                if rule == "uniform":
-                    tables[k].append(_table(rows))
+    runs = [(k, seed, rule, epochs, images, selection, catalog) for k in kernels for rule in rules
+            for seed in range(seeds)]
+    for run_args, rows, seconds in _train_all(runs, env_int("SNNET_BENCH_RANKING_JOBS", 1)):
+        k, seed, rule = run_args[:3]
+        log(f"stitch_ranking: k={k} {rule} seed {seed}: {len(rows)} stitches in {seconds:.0f}s")
+        if rule == "uniform":
+            tables[k].append(_table(rows))
     yield "stitch_ranking_train_seconds", round(time.perf_counter() - started, 1)
+    if len(rules) > 1:
+        yield from _rule_figures(catalog)
     best, best_rho = None, -np.inf
     for target in TARGETS:
         for predictor in PREDICTORS:

@@ -4,11 +4,12 @@ Writing: :class:`CatalogWriter`, rows built from :data:`SCHEMA` by :func:`catalo
 (``_store``). Reading
 and querying: :func:`load`, :func:`query`, :func:`pareto_front`, :func:`best_under` (``_read``, ``_query``;
 budgets parsed by ``_parse``). Damaged files: :func:`check`, :func:`quarantine` (``_inspect``); repeats of one
-configuration: :func:`drop_repeats` (``_repeats``); :func:`plot` (``_plot``); ``compare`` (``_compare``); what a
+configuration: :func:`drop_repeats` (``_repeats``); :func:`plot` (``_plot``); :func:`compare` (``_compare``); what a
 sweep optimises: :mod:`orchestrator.catalog.objectives`. ``python -m orchestrator.catalog`` is the command line;
 none of it imports torch.
 """
 
+from orchestrator.catalog._compare import Comparison, compare, format_comparison
 from orchestrator.catalog._inspect import QUARANTINE, Inspection, Problem, check, inspect, quarantine
 from orchestrator.catalog._names import validate_name
 from orchestrator.catalog._parse import parse_flops, parse_latency
@@ -34,6 +35,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "CatalogWarning",
     "CatalogWriter",
+    "Comparison",
     "Inspection",
     "Problem",
     "best_under",
@@ -42,7 +44,9 @@ __all__ = [
     "catalog_warnings_to_stderr",
     "check",
     "columns_of_version",
+    "compare",
     "drop_repeats",
+    "format_comparison",
     "inspect",
     "load",
     "pareto_front",
