@@ -33,7 +33,8 @@ fraction, default 0.15: about 210 held-out digits), ``..._BOOT`` (1000), ``..._R
 under each rule into the catalog, for ``python -m orchestrator.catalog compare CATALOG --by sampling``;
 the rankings use the ``uniform`` runs; ``RULE:KEY=VALUE:...`` gives a rule options, e.g.
 ``scored:score=init_top1:focus=front:temperature=0.1:update=loss``), ``..._JOBS`` (1: the runs one after
-another in this process; N: in N spawned processes of one torch thread each). ``SNNET_BENCH_TINY=1``: 1 epoch, 1 seed, kernel 2, 64 images.
+another in this process; N: in N spawned processes of one torch thread each).
+``SNNET_BENCH_TINY=1``: 1 epoch, 1 seed, kernel 2, 64 images.
 """
 
 from __future__ import annotations
