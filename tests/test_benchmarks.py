@@ -247,3 +247,16 @@ def test_stitch_ranking_statistics_on_planted_rows():
     rho, tau, lo, hi, _ = correlations([table, table], "cka", "residual", boot=50)
     assert (rho, tau, lo, hi) == (1.0, 1.0, 1.0, 1.0)
     assert correlations([table], "kl", "residual", boot=0)[0] == 1.0  # -kl: lower divergence ranks higher
+
+
+def test_stitch_ranking_rule_entries_and_their_figure_names():
+    """``RULE:KEY=VALUE:...`` gives a rule its options (numbers as numbers); a variant's compare group becomes a
+    figure name of letters, digits and single underscores."""
+    from benchmarks.stitch_ranking import _label, _rule_entry
+
+    assert _rule_entry("uniform") == ("uniform", {}, "uniform")
+    name, options, label = _rule_entry("scored:score=init_top1:focus=front:temperature=0.1:update=loss:floor=1")
+    assert name == "scored" and label == "scored-scoreinit_top1-focusfront-temperature0.1-updateloss-floor1"
+    assert options == {"score": "init_top1", "focus": "front", "temperature": 0.1, "update": "loss", "floor": 1}
+    assert _label("scored(focus=front, score=init_top1, temperature=0.1)") == \
+        "scored_focus_front_score_init_top1_temperature_0_1"
