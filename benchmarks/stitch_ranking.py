@@ -27,8 +27,9 @@ interval of :func:`orchestrator.catalog.compare` (``catalog compare --by samplin
 stitches and the seeds), a rule's variant named with its options (``scored_focus_front_...``).
 
 Settings: ``SNNET_BENCH_RANKING_EPOCHS`` (default 3, as demo.yaml), ``..._SEEDS`` (3),
-``..._KERNELS`` (``2,3``), ``..._IMAGES`` (score images, 256), ``..._SELECTION`` (the selection
-fraction, default 0.15: about 210 held-out digits), ``..._BOOT`` (1000), ``..._RULES``
+``..._FIRST_SEED`` (0: seeds 0, 1, ...; another start is a fresh sample), ``..._KERNELS``
+(``2,3``), ``..._IMAGES`` (score images, 256), ``..._SELECTION`` (the selection fraction, default 0.15:
+about 210 held-out digits), ``..._BOOT`` (1000), ``..._RULES``
 (``uniform``; more rules, e.g. ``uniform,scored,balanced,sandwich``, train the same spaces and seeds
 under each rule into the catalog, for ``python -m orchestrator.catalog compare CATALOG --by sampling``;
 the rankings use the ``uniform`` runs; ``RULE:KEY=VALUE:...`` gives a rule options, e.g.
@@ -205,6 +206,7 @@ def run():
     torch.set_num_threads(threads())
     epochs = env_int("SNNET_BENCH_RANKING_EPOCHS", 3, 1)
     seeds = env_int("SNNET_BENCH_RANKING_SEEDS", 3, 1)
+    first_seed = env_int("SNNET_BENCH_RANKING_FIRST_SEED", 0)
     kernels = [int(k) for k in _env_list("SNNET_BENCH_RANKING_KERNELS", "2" if tiny() else "2,3")]
     images = env_int("SNNET_BENCH_RANKING_IMAGES", 256, 64)
     boot = env_int("SNNET_BENCH_RANKING_BOOT", 1000, 50)
@@ -213,13 +215,14 @@ def run():
     if "uniform" not in rules:
         rules.insert(0, "uniform")
     catalog = os.environ.get("SNNET_BENCH_RANKING_CATALOG") or tempfile.mkdtemp(prefix="stitch-ranking-")
-    yield "stitch_ranking_settings", (f"epochs={epochs} seeds={seeds} kernels={kernels} score_images={images} "
+    seed_range = f"{first_seed}..{first_seed + seeds - 1}"
+    yield "stitch_ranking_settings", (f"epochs={epochs} seeds={seed_range} kernels={kernels} score_images={images} "
                                       f"selection_fraction={selection} boot={boot} rules={','.join(rules)}")
     yield "stitch_ranking_catalog", catalog
     tables: dict[int, list[dict[str, np.ndarray]]] = {k: [] for k in kernels}
     started = time.perf_counter()
     runs = [(k, seed, rule, epochs, images, selection, catalog) for k in kernels for rule in rules
-            for seed in range(seeds)]
+            for seed in range(first_seed, first_seed + seeds)]
     for run_args, rows, seconds in _train_all(runs, env_int("SNNET_BENCH_RANKING_JOBS", 1)):
         k, seed, rule = run_args[:3]
         log(f"stitch_ranking: k={k} {rule} seed {seed}: {len(rows)} stitches in {seconds:.0f}s")
