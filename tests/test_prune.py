@@ -5,6 +5,7 @@ the recipe runs in this process on a few hundred demo digits."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pandas as pd
@@ -265,9 +266,13 @@ def test_served_stitches_rank_on_the_selection_split_when_every_trained_one_has_
 def test_a_pruned_micro_demo_run_on_two_workers_lists_every_stitch_and_trains_the_kept_half(ray_connected,
                                                                                             tmp_path):
     """Two gloo workers keep the same stitches (else their evaluation rounds would not meet): half the
-    16 stitched stitches by CKA, recomputable from the catalog's own init scores."""
+    16 stitched stitches by CKA, recomputable from the catalog's own init scores. They sample the kept ones
+    by ``scored`` with ``update: loss``: the checkpoint's loss counts are both ranks' steps (all-reduced), and
+    the catalog holds the settings (schema 11)."""
 
-    config = micro_config(tmp_path, prune_score="cka", prune_keep=0.5, early_stitches=0, trial_id="pruned")
+    options = {"score": "init_top1", "focus": "front", "temperature": 0.1, "update": "loss"}
+    config = micro_config(tmp_path, prune_score="cka", prune_keep=0.5, early_stitches=0, trial_id="pruned",
+                          sampling="scored", sampling_options=options)
     prepared = prepare(config, progress=lambda m: None)
     result = run_training(prepared.config, prepared=prepared, progress=lambda m: None)
     record_run(result)
@@ -277,3 +282,8 @@ def test_a_pruned_micro_demo_run_on_two_workers_lists_every_stitch_and_trains_th
     assert sorted(df.index[~df["pruned"]]) == kept and len(kept) == 2 + (MICRO_STITCHES - 2) // 2
     assert df.loc[kept, "top1"].notna().all() and df.loc[df["pruned"], "top1"].isna().all()
     assert df.loc[df["pruned"], ["flops", "params", "ls_r2", "init_cka"]].notna().all().all()
+    assert set(df["sampling_options"]) == {json.dumps(options, sort_keys=True)}
+    assert set(df["prune_score"]) == {"cka"} and set(df["prune_keep"]) == {0.5}
+    state = TrainState.read(result.checkpoint)
+    counts = state.stitch_losses["running"][1]  # one epoch: no older epoch to halve
+    assert state.step > 0 and sum(counts) == 2 * state.step and state.stitch_losses["ids"] == kept
