@@ -174,3 +174,35 @@ def test_a_killed_and_resumed_run_keeps_num_to_keep_and_leaves_no_checkpoint_in_
     # Storage keeps num_to_keep=2 of the 3 or 4 checkpoints reported over the two attempts (step 5 by
     # the killed one); the workers' temp folder holds none of ours.
     assert_resumed_run_left_checkpoints_clean(storage, result.checkpoint, worker_tmp, restarted[-1])
+
+
+def test_ctrl_c_during_training_exits_130_and_prints_the_command_that_resumes(local_cluster, tmp_path):
+    """Ctrl-C (SIGINT to the command's process group) while the workers train: Ray Train's own handler ended
+    the command with status 1 and not a word; the command now aborts the run, prints how to resume it and
+    exits 130 (``orchestrator.train.ray_hooks.interrupt_as_keyboard``)."""
+    import shlex
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    log = tmp_path / "train.log"
+    args = [sys.executable, "-m", "orchestrator.train", "--epochs", "500", "--workers", "1",
+            "--set", "data_fraction=0.25", "--catalog", str(tmp_path / "catalog"), "--storage", str(tmp_path / "runs"),
+            "--address", local_cluster.address]
+    # The cluster runs without token authentication: the driver must not turn it on.
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(args, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+        deadline = time.time() + 300
+        while "epochs x" not in log.read_text():  # the worker's "training 35 stitches for 500 epochs x ..." line
+            assert proc.poll() is None and time.time() < deadline, log.read_text()[-4000:]
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=120) == 130, log.read_text()[-4000:]
+    text = log.read_text()
+    assert "Traceback" not in text, text[-4000:]
+    command = shlex.split(text.split("interrupted; resume this run with:", 1)[1].strip().splitlines()[0])
+    assert command[:3] == ["python", "-m", "orchestrator.train"] and "--trial-id" in command and "--sweep" in command
+    assert command[command.index("--epochs") + 1] == "500"

@@ -17,7 +17,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import subprocess
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
@@ -28,6 +30,7 @@ from orchestrator.catalog import CatalogWriter, catalog_values
 from orchestrator.train.cluster import ensure_ray, preflight, worker_resources
 from orchestrator.train.config import TrainConfig
 from orchestrator.train.prepare import Prepared, prepare
+from orchestrator.train.ray_hooks import interrupt_as_keyboard
 from orchestrator.train.worker import remove_unregistered, stored_checkpoints, train_loop_per_worker
 from search_spaces.fingerprint import config_fingerprint
 from snnet import StitchSpace
@@ -142,7 +145,13 @@ def run_training(
             callbacks=callbacks or None,
         ),
     )
-    result = trainer.fit()
+    interrupt_as_keyboard(trainer)  # Ctrl-C: KeyboardInterrupt here, so the command says how to resume
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        result = trainer.fit()
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, previous)
     if result.error:
         raise result.error
     if stored:  # what an earlier, stopped attempt left that Ray's num_to_keep does not know of

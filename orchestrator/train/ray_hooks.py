@@ -9,19 +9,26 @@ context module would pull in pandas: seconds of CPU in each of those processes, 
 This is the project's one place that names Ray Train's private ``ray.train.v2._internal`` modules
 (the report logger's file, the placement-group cleaner's logger and thread): Ray offers no public
 hook to quiet them, so their names are kept here, as data, and a Ray version without them only
-leaves its lines unquieted.
+leaves its lines unquieted. :func:`interrupt_as_keyboard` (driver side) replaces the one private
+method of Ray Train's trainer that this project overrides, for the same reason.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["quiet_train_worker", "quiet_cleaner_hook"]
+__all__ = ["interrupt_as_keyboard", "quiet_train_worker", "quiet_cleaner_hook"]
+
+#: The trainer's method that installs Ray Train V2's SIGINT handler as ``fit()`` starts its controller.
+_SIGINT_METHOD = "_register_sigint_handler"
+#: Seconds a Ctrl-C waits for the controller to stop the workers before the command goes on exiting.
+ABORT_SECONDS = 60.0
 
 #: Ray Train's report path logs under a logger named by its file (``logging.getLogger(__file__)``).
 _REPORT_LOGGER_MODULE = ("train", "v2", "_internal", "execution", "context.py")
@@ -86,3 +93,34 @@ def quiet_cleaner_hook(previous: Callable[[Any], None]) -> Callable[[Any], None]
 
     hook._snnet = True  # type: ignore[attr-defined]
     return hook
+
+
+def interrupt_as_keyboard(trainer: Any) -> None:
+    """Make Ctrl-C during ``trainer.fit()`` a :class:`KeyboardInterrupt` in the caller (driver side).
+
+    Ray Train V2's ``fit()`` installs its own SIGINT handler (in the main thread), which aborts the run's
+    controller and then leaves the process by ``sys.exit`` with status 1 and not a word, so the command
+    never learns it was interrupted and cannot say how to resume. The handler installed here aborts the
+    controller the same way (the workers stop; the checkpoints they reported stay in the run's storage,
+    which a run started again under its name resumes from), then raises :class:`KeyboardInterrupt` out of
+    ``fit()``; a second Ctrl-C while the abort waits interrupts at once. The caller restores the previous
+    handler after ``fit()`` (:func:`signal.getsignal` before it). A Ray version without the method keeps
+    its own behaviour.
+    """
+    if not callable(getattr(trainer, _SIGINT_METHOD, None)):
+        return
+
+    def register(controller: Any) -> None:
+        def on_sigint(signum: int, frame: Any) -> None:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # the next Ctrl-C interrupts the wait
+            import ray
+
+            try:
+                ray.get(controller.abort.remote(), timeout=ABORT_SECONDS)
+            except Exception as e:  # noqa: BLE001 - a controller already gone, or slow: exit all the same
+                logging.getLogger("orchestrator.train.launch").debug("aborting the training run: %s", e)
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, on_sigint)
+
+    setattr(trainer, _SIGINT_METHOD, register)
