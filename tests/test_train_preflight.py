@@ -352,3 +352,42 @@ def test_the_worker_hook_keeps_the_cleaners_gcs_timeout_off_the_console(monkeypa
     run("SomeOtherThread", RpcError("not the cleaner"))
     assert seen == [ValueError, RpcError]
     assert capsys.readouterr().err == ""
+
+
+def test_the_worker_hook_turns_a_slow_cleaner_stop_into_a_debug_line(monkeypatch):
+    """Stopping a run on a busy machine: the controller's wait for the placement-group cleaner times out and
+    Ray logs a traceback that reached the driver's console right after Ctrl-C's resume command; the worker hook
+    makes exactly that record a DEBUG line without traceback, and leaves other errors as they are. Ray's own
+    callback raises it here, with a cleaner whose stop never answers in time."""
+    import logging
+    from types import SimpleNamespace
+
+    from ray.exceptions import GetTimeoutError
+    from ray.train.v2._internal.callbacks import placement_group_callback as module
+
+    from orchestrator.train.ray_hooks import quiet_train_worker
+
+    quiet_train_worker()
+    quiet_train_worker()  # one filter, however often the hook runs
+    logger = logging.getLogger(module.__name__)
+    assert len(logger.filters) == 1
+    records = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+    logger.addHandler(handler)
+    monkeypatch.setattr(logger, "level", logging.DEBUG)
+    try:
+        for error in (GetTimeoutError("Get timed out: some object(s) not ready."), ValueError("something else")):
+            def get(ref, timeout=None, error=error):
+                raise error
+
+            monkeypatch.setattr(module.ray, "get", get)
+            callback = module.PlacementGroupCleanerCallback.__new__(module.PlacementGroupCleanerCallback)
+            callback._cleaner = SimpleNamespace(stop=SimpleNamespace(remote=lambda: "ref"))
+            callback._stop_timeout = 0.01
+            callback._stop_cleaner()
+    finally:
+        logger.removeHandler(handler)
+    slow, bad = records
+    assert slow.levelno == logging.DEBUG and slow.exc_info is None and "Get timed out" in slow.getMessage()
+    assert bad.levelno == logging.ERROR and bad.exc_info is not None and "gracefully" in bad.getMessage()

@@ -35,6 +35,11 @@ _REPORT_LOGGER_MODULE = ("train", "v2", "_internal", "execution", "context.py")
 #: Ray Train's placement-group cleaner warns each time a busy GCS answers its poll of the controller
 #: late ("Failed to query Ray Train Controller actor state ... Continuing to monitor"), and goes on.
 _CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+#: When a run stops (Ctrl-C, or its end) on a busy machine, the controller's wait for the cleaner to stop can
+#: time out: Ray logs it with a traceback ("Failed to stop PlacementGroupCleaner gracefully"), and nothing is
+#: wrong (the cleaner then removes the run's placement group itself, as it would after a crash).
+_PG_CALLBACK_LOGGER = "ray.train.v2._internal.callbacks.placement_group_callback"
+_STOP_TIMEOUT = ("Failed to stop PlacementGroupCleaner gracefully", "GetTimeoutError")
 #: What ends the cleaner's polling thread without anything being wrong with the run (see below).
 _CLEANER_FAULTS = frozenset({"RpcError", "ConnectionError"})
 
@@ -49,7 +54,8 @@ def quiet_train_worker() -> None:
     off the console; Ray Train's own records still go to its log files in Ray's log folder.
     timm's INFO lines (``Loaded ... from checkpoint``, once per anchor and worker) are raised to
     WARNING too, as they are on the driver: the driver's weights line says where weights came from.
-    The placement-group cleaner's warning about a slow answer from a busy GCS is raised to ERROR.
+    The placement-group cleaner's warning about a slow answer from a busy GCS is raised to ERROR, and the
+    controller's traceback when its wait for the cleaner to stop times out becomes a DEBUG line.
 
     The report logger's name is the path of ``ray/train/v2/_internal/execution/context.py``, found
     beside the imported ``ray`` package without importing that module (another Ray version without
@@ -57,6 +63,9 @@ def quiet_train_worker() -> None:
     """
     logging.getLogger("timm").setLevel(logging.WARNING)
     logging.getLogger(_CLEANER_LOGGER).setLevel(logging.ERROR)  # a slow poll is not the user's news
+    callback = logging.getLogger(_PG_CALLBACK_LOGGER)
+    if not any(isinstance(f, _SlowCleanerStop) for f in callback.filters):
+        callback.addFilter(_SlowCleanerStop())
     if not getattr(threading.excepthook, "_snnet", False):
         threading.excepthook = quiet_cleaner_hook(threading.excepthook)
     ray = sys.modules.get("ray")
@@ -68,6 +77,18 @@ def quiet_train_worker() -> None:
     path = os.path.join(os.path.dirname(ray.__file__), *_REPORT_LOGGER_MODULE)
     if os.path.isfile(path):
         logging.getLogger(path).setLevel(logging.WARNING)
+
+
+class _SlowCleanerStop(logging.Filter):
+    """Turns the controller's "Failed to stop PlacementGroupCleaner gracefully" after a ``GetTimeoutError``
+    into a DEBUG record without its traceback: Ray's console and files, which take INFO and up, pass it by."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if str(record.msg).startswith(_STOP_TIMEOUT[0]) and type(exc).__name__ == _STOP_TIMEOUT[1]:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.msg, record.args, record.exc_info, record.exc_text = f"{_STOP_TIMEOUT[0]}: {exc}", (), None, None
+        return True
 
 
 def quiet_cleaner_hook(previous: Callable[[Any], None]) -> Callable[[Any], None]:
