@@ -42,7 +42,8 @@ on any number of workers and after a restart from a checkpoint at any step.
     proportion to it. Without scores (``scores=None``) it is ``balanced`` with systematic
     spreading. The training recipe passes ``scores`` from its init scores.
 
-    ``focus="front"`` spends the steps on the stitches that define the front instead: stitch ``i``
+    ``focus="front"`` (with ``score`` ``init_top1`` and ``temperature`` 0.1 unless given; ``bucket``'s
+    are ``cka`` and 1.0) spends the steps on the stitches that define the front instead: stitch ``i``
     gets ``floor / N + (1 - floor) * w_i / sum(w)`` with ``w = exp(-gap / temperature)``, ``gap`` its
     distance (in standardised score) to the best score among the stitches that cost no more
     (:func:`front_gaps`: 0 on the front). The step's bucket is drawn with its stitches' share of
@@ -210,6 +211,13 @@ class SamplingRule(abc.ABC):
         """How many stitches one rank trains per step with these options (default: one)."""
         return 1
 
+    @classmethod
+    def canonical_options(cls, **options) -> dict[str, object]:
+        """These options without the ones at their default (and without per-stitch ``scores``), keys
+        sorted: two spellings of one rule give the same dict (the catalog's ``sampling_options``)."""
+        defaults = cls.default_options()
+        return {k: options[k] for k in sorted(options) if k != "scores" and options[k] != defaults.get(k)}
+
     def __len__(self) -> int:
         return len(self.flops)
 
@@ -344,14 +352,21 @@ class ScoredRule(SamplingRule):
     name = "scored"
     #: The scores it can draw by (:data:`snnet.scores.SCORES`) and their orientation.
     SCORES: ClassVar[dict[str, bool]] = {"ls_r2": True, "cka": True, "kl": False, "init_top1": True}
-    FOCUS: ClassVar[tuple[str, ...]] = ("bucket", "front")
+    #: ``score`` and ``temperature`` when not given, by ``focus``: a front needs a score that ranks accuracy
+    #: (the stitch's top-1 at init; CKA ranks trained top-1 backwards on the demo) and a sharp weighting
+    #: (at 1.0 the front's stitches get about 1.2x uniform's share); ``benchmarks/RESULTS.md`` measured these.
+    FOCUS: ClassVar[dict[str, dict[str, object]]] = {"bucket": {"score": "cka", "temperature": 1.0},
+                                                     "front": {"score": "init_top1", "temperature": 0.1}}
     UPDATES: ClassVar[tuple[str, ...]] = ("none", "loss")
 
-    def __init__(self, flops: Sequence[int], seed: int = 0, *, score: str = "cka", floor: float = 0.5,
-                 temperature: float = 1.0, tolerance: float = 0.1, focus: str = "bucket", update: str = "none",
-                 scores: Sequence[float] | None = None, **options):
+    def __init__(self, flops: Sequence[int], seed: int = 0, *, score: str | None = None, floor: float = 0.5,
+                 temperature: float | None = None, tolerance: float = 0.1, focus: str = "bucket",
+                 update: str = "none", scores: Sequence[float] | None = None, **options):
         super().__init__(flops, seed, **options)
-        for what, value, known in (("score", score, self.SCORES), ("focus", focus, self.FOCUS),
+        if focus in self.FOCUS:
+            score = self.FOCUS[focus]["score"] if score is None else score
+            temperature = self.FOCUS[focus]["temperature"] if temperature is None else temperature
+        for what, value, known in (("focus", focus, self.FOCUS), ("score", score, self.SCORES),
                                    ("update", update, self.UPDATES)):
             if value not in known:
                 raise SNNetError(f"scored option {what} must be one of {', '.join(known)}, got {value!r}.")
@@ -368,6 +383,20 @@ class ScoredRule(SamplingRule):
         for b, bucket in enumerate(self.buckets):
             self._bucket_of[bucket] = b
         self.rescore(scores, self.SCORES[score])
+
+    @classmethod
+    def canonical_options(cls, **options) -> dict[str, object]:
+        """As :meth:`SamplingRule.canonical_options`, ``score`` and ``temperature`` at ``focus``'s defaults
+        left out too: ``{focus: front}`` and ``{focus: front, score: init_top1}`` are one rule."""
+        focus = cls.FOCUS.get(str(options.get("focus", "bucket")), {})
+        return {k: v for k, v in super().canonical_options(**options).items() if focus.get(k, object()) != v}
+
+    @classmethod
+    def score_of(cls, **options) -> str:
+        """The init score these options draw by (given, or ``focus``'s default)."""
+        if options.get("score") is not None:
+            return str(options["score"])
+        return str(cls.FOCUS.get(str(options.get("focus", "bucket")), cls.FOCUS["bucket"])["score"])
 
     def rescore(self, scores: Sequence[float] | None, higher_is_better: bool = True) -> None:
         """Draw by these scores (one per stitch, None or NaN where unknown) from now on: the recipe passes the

@@ -226,7 +226,7 @@ def test_rules_carry_their_defaults_and_their_cost_per_step():
     assert {name: rule.default_options() for name, rule in RULES.items()} == {
         "uniform": {}, "sandwich": {"num_random": 2}, "flops-bucket": {"num_buckets": 10},
         "balanced": {"tolerance": 0.05},
-        "scored": {"score": "cka", "floor": 0.5, "temperature": 1.0, "tolerance": 0.1, "focus": "bucket",
+        "scored": {"score": None, "floor": 0.5, "temperature": None, "tolerance": 0.1, "focus": "bucket",
                    "update": "none", "scores": None},
     }
     assert {name: rule.stitches_per_step() for name, rule in RULES.items()} == {

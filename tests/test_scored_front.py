@@ -21,7 +21,7 @@ from orchestrator.train.recipe import SupernetRecipe
 from orchestrator.train.state import Worker
 from orchestrator.train.stitch_losses import StitchLosses
 from snnet import AnchorSpec, SNNetError, StitchSpace, create_anchor, profile_anchor
-from snnet.sampling import ScoredRule, front_gaps
+from snnet.sampling import RULES, ScoredRule, front_gaps
 
 FLOPS = [100, 101, 102, 103, 200, 300, 301, 302]
 SCORES = [0.9, 0.1, 0.5, 0.3, 1.0, 0.2, 0.8, 0.4]
@@ -82,6 +82,19 @@ def test_the_new_options_are_checked_and_only_update_loss_learns_from_losses():
         TrainConfig(sampling="scored", sampling_options={"focus": "frnt"})
     with pytest.raises(SNNetError, match="Sampling rule 'uniform' takes no options; got update='loss'"):
         TrainConfig(sampling="uniform", sampling_options={"update": "loss"})
+    # unless given, focus picks score and temperature: init_top1 and 0.1 for a front, cka and 1.0 in buckets
+    assert (ScoredRule(FLOPS, focus="front").score, ScoredRule(FLOPS, focus="front").temperature) == ("init_top1", 0.1)
+    assert (ScoredRule(FLOPS).score, ScoredRule(FLOPS).temperature) == ("cka", 1.0)
+    assert ScoredRule(FLOPS, focus="front", score="kl", temperature=2).temperature == 2.0
+    assert ScoredRule.score_of(focus="front") == "init_top1" and ScoredRule.score_of(score="kl") == "kl"
+    assert ScoredRule.score_of() == "cka"
+    # the catalog's sampling_options: one spelling per rule, defaults (focus's own included) left out
+    explicit = ScoredRule.canonical_options(update="loss", focus="front", score="init_top1", temperature=0.1)
+    assert explicit == ScoredRule.canonical_options(focus="front", update="loss")
+    assert explicit == {"focus": "front", "update": "loss"}
+    assert list(explicit) == ["focus", "update"] and ScoredRule.canonical_options(score="cka", scores=[1.0]) == {}
+    assert ScoredRule.canonical_options(focus="front", score="cka") == {"focus": "front", "score": "cka"}
+    assert RULES["sandwich"].canonical_options(num_random=2) == {} and RULES["uniform"].canonical_options() == {}
     # the default (focus: bucket) draws as before this option existed: balanced's bucket shares
     p = ScoredRule(FLOPS, scores=SCORES).probabilities
     for bucket in ScoredRule(FLOPS).buckets:

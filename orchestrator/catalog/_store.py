@@ -147,7 +147,8 @@ SCHEMA = pa.schema(
         # never trained or evaluated it, so top1, top5 and top1_selection are null while FLOPs, params, ls_r2 and
         # the init scores are there; false: trained; null: written before schema 10
         pa.field("pruned", pa.bool_()),
-        # the sampling rule's options as the run set them (JSON, keys sorted; null: the rule's defaults), and
+        # the sampling rule's options that differ from its defaults (JSON, keys sorted, one spelling per rule:
+        # snnet.sampling.SamplingRule.canonical_options; null: all at their defaults), and
         # the pruning setting (training.prune_score, null: no pruning; training.prune_keep, null without it);
         # null in files written before schema 11
         pa.field("sampling_options", pa.string()),

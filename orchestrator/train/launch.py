@@ -34,6 +34,7 @@ from orchestrator.train.ray_hooks import interrupt_as_keyboard
 from orchestrator.train.worker import remove_unregistered, stored_checkpoints, train_loop_per_worker
 from search_spaces.fingerprint import config_fingerprint
 from snnet import StitchSpace
+from snnet.sampling import rule_class
 
 __all__ = ["TrainResult", "run_training", "record_run", "catalog_rows", "code_version"]
 
@@ -182,14 +183,14 @@ def record_run(result: TrainResult) -> str:
 
 def _trial_values(config: TrainConfig, space: StitchSpace, experiment: str) -> dict[str, Any]:
     """The catalog columns every row of a trial shares: its settings and bookkeeping."""
-    options = config.sampling_options
+    options = rule_class(config.sampling).canonical_options(**config.sampling_options)
     return dict(
         kernel_size=config.kernel_size,
         stride=config.stride,
         preset=space.config.preset,
         released_deit_head=bool(getattr(space.config, "released_deit_head", False)),
         sampling=config.sampling,
-        sampling_options=json.dumps(options, sort_keys=True, default=str) if options else None,  # null: defaults
+        sampling_options=json.dumps(options, default=str) if options else None,  # null: the rule's defaults
         prune_score=config.prune_score,
         prune_keep=float(config.prune_keep) if config.prune_score is not None else None,
         dataset=config.dataset,

@@ -187,7 +187,7 @@ class SupernetRecipe(RecipeEvaluation):
         ids = self.trained_ids()
         options = dict(c.sampling_options)
         if c.sampling == "scored" and self.init_scores:
-            name = options.get("score", rule_class("scored").default_options()["score"])
+            name = rule_class("scored").score_of(**options)
             options["scores"] = [self.init_scores.get(str(i), {}).get(name) for i in ids]
         self.rule = make_rule(c.sampling, [self.space[i].flops for i in ids], seed=c.seed,
                               stitch_ids=ids if self.kept is not None else None, **options)
