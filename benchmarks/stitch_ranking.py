@@ -63,14 +63,13 @@ def _env_list(name: str, default: str) -> list[str]:
 def _rule_entry(entry: str) -> tuple[str, dict[str, object], str]:
     """``RULE`` or ``RULE:KEY=VALUE:...`` (a rule with options, e.g. ``scored:score=init_top1:focus=front``)
     as the rule's name, its options (numbers read as numbers) and a label for trial ids."""
+    import yaml
+
     name, *pairs = entry.split(":")
     options: dict[str, object] = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
-        try:
-            options[key] = float(value) if any(c in value for c in ".e") else int(value)
-        except ValueError:
-            options[key] = value
+        options[key] = yaml.safe_load(value)  # as a space's YAML reads it: 0.1, 2, front
     label = "-".join([name, *(f"{k}{v}" for k, v in options.items())])
     return name, options, label
 
