@@ -17,9 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-import signal
 import subprocess
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
@@ -146,13 +144,8 @@ def run_training(
             callbacks=callbacks or None,
         ),
     )
-    interrupt_as_keyboard(trainer)  # Ctrl-C: KeyboardInterrupt here, so the command says how to resume
-    previous = signal.getsignal(signal.SIGINT)
-    try:
+    with interrupt_as_keyboard(trainer):  # Ctrl-C: KeyboardInterrupt here, so the command says how to resume
         result = trainer.fit()
-    finally:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, previous)
     if result.error:
         raise result.error
     if stored:  # what an earlier, stopped attempt left that Ray's num_to_keep does not know of

@@ -9,18 +9,19 @@ context module would pull in pandas: seconds of CPU in each of those processes, 
 This is the project's one place that names Ray Train's private ``ray.train.v2._internal`` modules
 (the report logger's file, the placement-group cleaner's logger and thread): Ray offers no public
 hook to quiet them, so their names are kept here, as data, and a Ray version without them only
-leaves its lines unquieted. :func:`interrupt_as_keyboard` (driver side) replaces the one private
+leaves its lines unquieted. :func:`interrupt_as_keyboard` (driver side, a context manager) replaces the one private
 method of Ray Train's trainer that this project overrides, for the same reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["interrupt_as_keyboard", "quiet_train_worker", "quiet_cleaner_hook"]
@@ -116,20 +117,20 @@ def quiet_cleaner_hook(previous: Callable[[Any], None]) -> Callable[[Any], None]
     return hook
 
 
-def interrupt_as_keyboard(trainer: Any) -> None:
-    """Make Ctrl-C during ``trainer.fit()`` a :class:`KeyboardInterrupt` in the caller (driver side).
+@contextlib.contextmanager
+def interrupt_as_keyboard(trainer: Any) -> Iterator[None]:
+    """Inside the block, Ctrl-C during ``trainer.fit()`` is a :class:`KeyboardInterrupt` (driver side).
 
     Ray Train V2's ``fit()`` installs its own SIGINT handler (in the main thread), which aborts the run's
     controller and then leaves the process by ``sys.exit`` with status 1 and not a word, so the command
     never learns it was interrupted and cannot say how to resume. The handler installed here aborts the
     controller the same way (the workers stop; the checkpoints they reported stay in the run's storage,
     which a run started again under its name resumes from), then raises :class:`KeyboardInterrupt` out of
-    ``fit()``; a second Ctrl-C while the abort waits interrupts at once. The caller restores the previous
-    handler after ``fit()`` (:func:`signal.getsignal` before it). A Ray version without the method keeps
-    its own behaviour.
+    ``fit()``; a second Ctrl-C while the abort waits interrupts at once. The block restores the handler it
+    found (in the main thread; elsewhere, as in a Tune trial, ``fit()`` installs none). A Ray version without
+    the method keeps its own behaviour.
     """
-    if not callable(getattr(trainer, _SIGINT_METHOD, None)):
-        return
+    previous = signal.getsignal(signal.SIGINT)
 
     def register(controller: Any) -> None:
         def on_sigint(signum: int, frame: Any) -> None:
@@ -144,4 +145,10 @@ def interrupt_as_keyboard(trainer: Any) -> None:
 
         signal.signal(signal.SIGINT, on_sigint)
 
-    setattr(trainer, _SIGINT_METHOD, register)
+    if callable(getattr(trainer, _SIGINT_METHOD, None)):
+        setattr(trainer, _SIGINT_METHOD, register)
+    try:
+        yield
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, previous)
